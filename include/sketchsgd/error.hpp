@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// The exception hierarchy. Misuse (bad sizes, ranks out of range) throws
+/// `std::invalid_argument` before any I/O; everything the library detects at
+/// run time derives from `sketchsgd::error`.
+
+#include <stdexcept>
+#include <string>
+
+namespace sketchsgd {
+
+/// Base of every error the library raises at run time.
+class error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Two sketches, optimizers or ranks disagree on a configuration that must
+/// match (rows, columns, seed, hash family, value type, ...).
+class config_mismatch_error : public error {
+ public:
+  using error::error;
+};
+
+/// Bytes read from a file or the wire are malformed; the message names the
+/// offending field, what was expected and what was found.
+class serialization_error : public error {
+ public:
+  using error::error;
+};
+
+/// A transport failed. The transport and any collective in flight are then in
+/// an unknown state and must be recreated.
+class transport_error : public error {
+ public:
+  using error::error;
+};
+
+/// A transport wait ran past its deadline.
+class timeout_error : public transport_error {
+ public:
+  using transport_error::transport_error;
+};
+
+}  // namespace sketchsgd

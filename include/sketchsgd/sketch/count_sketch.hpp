@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// The Count Sketch (Charikar, Chen, Farach-Colton, "Finding frequent items in
+/// data streams", ICALP 2002) on the CPU.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "sketchsgd/concepts.hpp"
+#include "sketchsgd/detail/aligned_allocator.hpp"
+#include "sketchsgd/detail/arithmetic.hpp"
+#include "sketchsgd/detail/median.hpp"
+#include "sketchsgd/detail/parallel.hpp"
+#include "sketchsgd/device.hpp"
+#include "sketchsgd/error.hpp"
+#include "sketchsgd/execution.hpp"
+#include "sketchsgd/hash/multiply_shift.hpp"
+#include "sketchsgd/sketch/sketch_config.hpp"
+
+namespace sketchsgd {
+
+/// A Count Sketch of `rows x cols` cells of `Value`, hashed by `HashFamily`,
+/// stored on `Device`. This primary template is only declared: the CPU
+/// specialization is below, the CUDA one in `sketchsgd/cuda/`.
+///
+/// @tparam Value a `sketch_value`: the cell type.
+/// @tparam HashFamily a `hash_family`: how coordinates map to buckets and signs.
+/// @tparam Device a `device` tag: where the table lives.
+template <sketch_value Value, hash_family HashFamily = multiply_shift, device Device = cpu_t>
+class count_sketch;
+
+/// A Count Sketch whose table lives in host memory.
+///
+/// The sketch of a vector x is the table T with
+/// `T[j][h_j(i)] += s_j(i) * x[i]` for every coordinate i and row j. It is
+/// linear: S(x) + S(y) = S(x + y) and S(a x) = a S(x), exactly so for integer
+/// cells (which wrap modulo 2^bits rather than overflow). A point query takes
+/// the median over rows of `s_j(i) * T[j][h_j(i)]`; each row's estimate is
+/// unbiased with variance at most ||x||_2^2 / cols, so with rows = O(log(d /
+/// delta)) every coordinate is within O(||x||_2 / sqrt(cols)) of the truth with
+/// probability 1 - delta (Charikar et al. 2002).
+///
+/// Every operation taking a `cpu_execution` gives bit-identical results for
+/// any thread count: each cell is updated by one thread in coordinate order.
+///
+/// @tparam Value a `sketch_value`.
+/// @tparam HashFamily a `hash_family`.
+template <sketch_value Value, hash_family HashFamily>
+class count_sketch<Value, HashFamily, cpu_t> {
+ public:
+  /// The cell type.
+  using value_type = Value;
+  /// The hash family.
+  using hash_type = HashFamily;
+  /// The storage device.
+  using device_type = cpu_t;
+
+  /// An all-zero sketch.
+  /// @throws std::invalid_argument if the configuration is out of range.
+  explicit count_sketch(const sketch_config& config)
+      : config_(checked(config)),
+        hash_(config.seed, static_cast<std::uint32_t>(config.rows), static_cast<std::uint32_t>(config.cols)),
+        table_(static_cast<std::size_t>(config.cells()), Value{}) {}
+
+  /// A sketch holding a copy of `table` (row-major, rows * cols cells), e.g.
+  /// a table received from a collective.
+  /// @throws std::invalid_argument if the configuration is out of range or the
+  /// table has the wrong size.
+  count_sketch(const sketch_config& config, std::span<const Value> table) : count_sketch(config) {
+    if (table.size() != table_.size()) {
+      throw std::invalid_argument("count_sketch: table must have rows * cols = " + std::to_string(table_.size()) +
+                                  " cells, got " + std::to_string(table.size()));
+    }
+    std::copy(table.begin(), table.end(), table_.begin());
+  }
+
+  /// Rows, columns and seed.
+  [[nodiscard]] const sketch_config& config() const noexcept { return config_; }
+  /// Number of rows.
+  [[nodiscard]] std::size_t rows() const noexcept { return static_cast<std::size_t>(config_.rows); }
+  /// Number of columns.
+  [[nodiscard]] std::size_t cols() const noexcept { return static_cast<std::size_t>(config_.cols); }
+  /// The hash family instance (seeded from the configuration).
+  [[nodiscard]] const HashFamily& hash() const noexcept { return hash_; }
+
+  /// The row-major table: what collectives reduce and serialization writes.
+  [[nodiscard]] std::span<Value> table() noexcept { return table_; }
+  /// The row-major table.
+  [[nodiscard]] std::span<const Value> table() const noexcept { return table_; }
+  /// Row `r` of the table.
+  [[nodiscard]] std::span<Value> row(std::size_t r) noexcept {
+    return std::span<Value>(table_).subspan(r * cols(), cols());
+  }
+  /// Row `r` of the table.
+  [[nodiscard]] std::span<const Value> row(std::size_t r) const noexcept {
+    return std::span<const Value>(table_).subspan(r * cols(), cols());
+  }
+
+  /// Adds the dense vector `x`, whose element i is coordinate `offset + i`.
+  /// O(rows * x.size()).
+  /// @throws std::invalid_argument if `offset + x.size()` overflows 64 bits.
+  void accumulate(std::span<const Value> x, std::uint64_t offset = 0, cpu_execution exec = {}) {
+    check_key_range(offset, x.size());
+    for_rows_parallel(x.size(), exec, [&](std::uint32_t r) {
+      Value* const t = row_data(r);
+      const Value* const xs = x.data();
+      hash_.row(r).for_each(offset, x.size(), [t, xs](std::uint64_t i, bucket_sign bs) {
+        t[bs.bucket] = detail::cell_add(t[bs.bucket], detail::signed_value(bs.sign, xs[i]));
+      });
+    });
+  }
+
+  /// Adds the sparse vector with `values[n]` at coordinate `indices[n]`
+  /// (repeated indices add up). O(rows * indices.size()).
+  /// @throws std::invalid_argument if the spans differ in length.
+  void accumulate(std::span<const std::uint64_t> indices, std::span<const Value> values, cpu_execution exec = {}) {
+    if (indices.size() != values.size()) {
+      throw std::invalid_argument("count_sketch::accumulate: " + std::to_string(indices.size()) + " indices but " +
+                                  std::to_string(values.size()) + " values");
+    }
+    for_rows_parallel(indices.size(), exec, [&](std::uint32_t r) {
+      Value* const t = row_data(r);
+      const auto h = hash_.row(r);
+      for (std::size_t n = 0; n < indices.size(); ++n) {
+        const bucket_sign bs = h(indices[n]);
+        t[bs.bucket] = detail::cell_add(t[bs.bucket], detail::signed_value(bs.sign, values[n]));
+      }
+    });
+  }
+
+  /// Adds `other`'s table to this one: afterwards this is the sketch of the
+  /// sum of both inputs.
+  /// @throws config_mismatch_error if the configurations differ.
+  void merge(const count_sketch& other) { *this += other; }
+
+  /// Same as `merge`.
+  /// @throws config_mismatch_error if the configurations differ.
+  count_sketch& operator+=(const count_sketch& other) {
+    check_compatible(other, "merge");
+    std::transform(table_.begin(), table_.end(), other.table_.begin(), table_.begin(),
+                   [](Value a, Value b) { return detail::cell_add(a, b); });
+    return *this;
+  }
+
+  /// Subtracts `other`'s table: the sketch of the difference.
+  /// @throws config_mismatch_error if the configurations differ.
+  count_sketch& operator-=(const count_sketch& other) {
+    check_compatible(other, "subtract");
+    std::transform(table_.begin(), table_.end(), other.table_.begin(), table_.begin(),
+                   [](Value a, Value b) { return detail::cell_sub(a, b); });
+    return *this;
+  }
+
+  /// Multiplies every cell by `a`: the sketch of `a * x`.
+  void scale(Value a) noexcept {
+    for (Value& v : table_) v = detail::cell_mul(v, a);
+  }
+
+  /// Sets every cell to zero.
+  void zero() noexcept { std::fill(table_.begin(), table_.end(), Value{}); }
+
+  /// Sets to zero, in every row, the cell each of `indices` hashes to
+  /// (FetchSGD's reset of the coordinates it just applied).
+  void zero_buckets_of(std::span<const std::uint64_t> indices) noexcept {
+    for (std::uint32_t r = 0; r < rows32(); ++r) {
+      Value* const t = row_data(r);
+      const auto h = hash_.row(r);
+      for (const std::uint64_t i : indices) t[h(i).bucket] = Value{};
+    }
+  }
+
+  /// The estimate of coordinate `i`: the median over rows of
+  /// `s_j(i) * T[j][h_j(i)]` (even rows: the mean of the two middle values,
+  /// rounded down for integers). O(rows).
+  [[nodiscard]] Value estimate(std::uint64_t i) const noexcept {
+    Value v[sketch_config::max_rows]{};
+    for (std::uint32_t r = 0; r < rows32(); ++r) {
+      const bucket_sign bs = hash_(r, i);
+      v[r] = detail::signed_value(bs.sign, row_data(r)[bs.bucket]);
+    }
+    return detail::median_in_place(v, rows32());
+  }
+
+  /// Writes `estimate(offset + i)` to `out[i]` for every i, in one pass.
+  /// O(rows * out.size()) time, O(rows) extra memory per thread.
+  /// @throws std::invalid_argument if `offset + out.size()` overflows 64 bits.
+  void estimate_all(std::span<Value> out, std::uint64_t offset = 0, cpu_execution exec = {}) const {
+    check_key_range(offset, out.size());
+    const unsigned workers = detail::useful_workers(exec.resolved_threads(), out.size(), min_parallel_items);
+    detail::fork_join(workers, [&](unsigned w, unsigned n) {
+      const detail::index_range range = detail::split_range(out.size(), w, n);
+      std::vector<Value> gathered(rows() * estimate_block);
+      for (std::size_t begin = range.begin; begin < range.end; begin += estimate_block) {
+        const std::size_t len = std::min(estimate_block, range.end - begin);
+        estimate_block_into(out.data() + begin, offset + begin, len, gathered.data());
+      }
+    });
+  }
+
+  /// An estimate of ||x||_2: the square root of the median over rows of the
+  /// row's sum of squared cells (Alon, Matias, Szegedy 1996). Unbiased per row
+  /// with bounded variance when the signs are 4-wise independent
+  /// (`poly4_hash`); with `multiply_shift` it is a heuristic. O(rows * cols).
+  [[nodiscard]] double l2_estimate() const noexcept {
+    double sums[sketch_config::max_rows]{};
+    for (std::uint32_t r = 0; r < rows32(); ++r) {
+      double s = 0;
+      for (const Value v : row(r)) s += static_cast<double>(v) * static_cast<double>(v);
+      sums[r] = s;
+    }
+    return std::sqrt(detail::median_in_place(sums, rows32()));
+  }
+
+  /// Same configuration and equal cells.
+  friend bool operator==(const count_sketch& a, const count_sketch& b) noexcept {
+    return a.config_ == b.config_ && a.table_ == b.table_;
+  }
+
+ private:
+  /// Items below which one thread does the whole job: starting a thread
+  /// costs about as much as this many cell updates.
+  static constexpr std::size_t min_parallel_items = std::size_t{1} << 16U;
+  /// Coordinates per block of `estimate_all`: small enough that the gathered
+  /// per-row values stay in L1, large enough to amortize the row setup.
+  static constexpr std::size_t estimate_block = 256;
+
+  static const sketch_config& checked(const sketch_config& config) {
+    validate(config, HashFamily::max_cols);
+    return config;
+  }
+
+  static void check_key_range(std::uint64_t offset, std::size_t n) {
+    if (n > std::numeric_limits<std::uint64_t>::max() - offset) {
+      throw std::invalid_argument("count_sketch: offset " + std::to_string(offset) + " + " + std::to_string(n) +
+                                  " coordinates overflows 64-bit keys");
+    }
+  }
+
+  void check_compatible(const count_sketch& other, const char* what) const {
+    if (config_ != other.config_) {
+      throw config_mismatch_error(std::string("count_sketch: cannot ") + what +
+                                  " sketches of different configuration: " + to_string(config_) + " vs " +
+                                  to_string(other.config_));
+    }
+  }
+
+  [[nodiscard]] std::uint32_t rows32() const noexcept { return static_cast<std::uint32_t>(config_.rows); }
+  [[nodiscard]] Value* row_data(std::uint32_t r) noexcept { return table_.data() + std::size_t{r} * cols(); }
+  [[nodiscard]] const Value* row_data(std::uint32_t r) const noexcept {
+    return table_.data() + std::size_t{r} * cols();
+  }
+
+  /// Runs `per_row(r)` for every row, the rows split among threads; each row
+  /// is handled whole by one thread, which keeps results independent of the
+  /// thread count.
+  template <class PerRow>
+  void for_rows_parallel(std::size_t items, cpu_execution exec, PerRow&& per_row) {
+    const unsigned by_work = detail::useful_workers(exec.resolved_threads(), items * rows(), min_parallel_items);
+    const unsigned workers = std::min(by_work, rows32());
+    detail::fork_join(workers, [&](unsigned w, unsigned n) {
+      const detail::index_range mine = detail::split_range(rows(), w, n);
+      for (std::size_t r = mine.begin; r < mine.end; ++r) per_row(static_cast<std::uint32_t>(r));
+    });
+  }
+
+  /// Estimates of keys `first .. first + len` into `out`, `len <=
+  /// estimate_block`; `gathered` holds rows * estimate_block values.
+  void estimate_block_into(Value* out, std::uint64_t first, std::size_t len, Value* gathered) const {
+    for (std::uint32_t r = 0; r < rows32(); ++r) {
+      const Value* const t = row_data(r);
+      Value* const g = gathered + std::size_t{r} * estimate_block;
+      hash_.row(r).for_each(
+          first, len, [t, g](std::uint64_t i, bucket_sign bs) { g[i] = detail::signed_value(bs.sign, t[bs.bucket]); });
+    }
+    detail::median_of_rows(gathered, estimate_block, rows32(), len, out);
+  }
+
+  sketch_config config_;
+  HashFamily hash_;
+  std::vector<Value, detail::aligned_allocator<Value>> table_;
+};
+
+}  // namespace sketchsgd

@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Threshold recovery from a Count Sketch: l2 heavy hitters, and HEAVYMIX
+/// (the selection the Sketched-SGD paper's theory uses).
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "sketchsgd/detail/parallel.hpp"
+#include "sketchsgd/execution.hpp"
+#include "sketchsgd/hash/seed_mixer.hpp"
+#include "sketchsgd/sketch/count_sketch.hpp"
+#include "sketchsgd/sketch/sparse_update.hpp"
+#include "sketchsgd/sketch/topk.hpp"
+
+namespace sketchsgd {
+
+/// Every coordinate i in `[0, d)` with estimate(i)^2 >= phi * l2_estimate()^2,
+/// in increasing index order, values = the estimates (NaN never selected).
+///
+/// A coordinate holding a phi fraction of ||x||_2^2 is found with high
+/// probability once cols = Omega(1 / phi) (Charikar et al. 2002). O(rows * d)
+/// time; memory O(result) (estimates are computed in blocks, not stored).
+/// @throws std::invalid_argument unless 0 < phi <= 1.
+template <sketch_value Value, hash_family HashFamily>
+[[nodiscard]] sparse_update<Value> heavy_hitters(const count_sketch<Value, HashFamily, cpu_t>& sketch, std::uint64_t d,
+                                                 double phi, cpu_execution exec = {}) {
+  if (!(phi > 0.0 && phi <= 1.0)) {
+    throw std::invalid_argument("heavy_hitters: phi must be in (0, 1], got " + std::to_string(phi));
+  }
+  const double l2 = sketch.l2_estimate();
+  const double threshold = phi * l2 * l2;
+  constexpr std::size_t block = 4096;
+  const auto n = static_cast<std::size_t>(d);
+  const unsigned workers = detail::useful_workers(exec.resolved_threads(), n, detail::min_select_items);
+  std::vector<sparse_update<Value>> parts(workers);
+  detail::fork_join(workers, [&](unsigned w, unsigned nw) {
+    const detail::index_range r = detail::split_range(n, w, nw);
+    std::vector<Value> est(block);
+    for (std::size_t begin = r.begin; begin < r.end; begin += block) {
+      const std::size_t len = std::min(block, r.end - begin);
+      sketch.estimate_all(std::span<Value>(est.data(), len), begin);
+      for (std::size_t i = 0; i < len; ++i) {
+        const auto e = static_cast<double>(est[i]);
+        if (e * e >= threshold) {  // false for NaN
+          parts[w].indices.push_back(begin + i);
+          parts[w].values.push_back(est[i]);
+        }
+      }
+    }
+  });
+  sparse_update<Value> out;
+  for (auto& p : parts) {
+    out.indices.insert(out.indices.end(), p.indices.begin(), p.indices.end());
+    out.values.insert(out.values.end(), p.values.begin(), p.values.end());
+  }
+  return out;
+}
+
+/// HEAVYMIX (Ivkin et al. 2019, the selection their guarantees assume): the
+/// l2 heavy hitters for phi = 1/k (the k largest of them if there are more),
+/// filled up to k coordinates drawn uniformly without replacement from the
+/// rest with `splitmix64(seed)`, so every rank passing the same seed draws the
+/// same ones. Values are the estimates; indices increasing.
+/// @throws std::invalid_argument if k > d or k == 0.
+template <sketch_value Value, hash_family HashFamily>
+[[nodiscard]] sparse_update<Value> heavymix(const count_sketch<Value, HashFamily, cpu_t>& sketch, std::uint64_t d,
+                                            std::size_t k, std::uint64_t seed, cpu_execution exec = {}) {
+  if (k == 0 || k > d) {
+    throw std::invalid_argument("heavymix: k must be in [1, d = " + std::to_string(d) + "], got " + std::to_string(k));
+  }
+  sparse_update<Value> heavy = heavy_hitters(sketch, d, 1.0 / static_cast<double>(k), exec);
+  if (heavy.size() > k) {
+    // Positions into `heavy` are in index order, so ties still go to the lower index.
+    const sparse_update<Value> best = top_k(heavy.values, k, exec);
+    sparse_update<Value> kept;
+    kept.values = best.values;
+    for (const std::uint64_t pos : best.indices) kept.indices.push_back(heavy.indices[pos]);
+    heavy = std::move(kept);
+  }
+
+  // Floyd's algorithm: `need` distinct positions among the m coordinates not
+  // in `heavy`, with O(need) memory and exactly `need` draws.
+  const std::size_t need = k - heavy.size();
+  const std::uint64_t m = d - heavy.size();
+  splitmix64 rng(seed);
+  std::unordered_set<std::uint64_t> drawn;
+  drawn.reserve(need);
+  for (std::uint64_t j = m - need; j < m; ++j) {
+    const std::uint64_t t = rng.next_below(j + 1);
+    drawn.insert(drawn.contains(t) ? j : t);
+  }
+  std::vector<std::uint64_t> positions(drawn.begin(), drawn.end());
+  std::sort(positions.begin(), positions.end());
+
+  // The p-th coordinate outside `heavy` is p plus the heavy indices below it.
+  sparse_update<Value> out;
+  out.indices.reserve(k);
+  out.values.reserve(k);
+  std::size_t h = 0;
+  auto emit_heavy_below = [&](std::uint64_t bound) {
+    for (; h < heavy.size() && heavy.indices[h] < bound; ++h) {
+      out.indices.push_back(heavy.indices[h]);
+      out.values.push_back(heavy.values[h]);
+    }
+  };
+  for (const std::uint64_t p : positions) {
+    std::uint64_t index = p + h;
+    while (h < heavy.size() && heavy.indices[h] <= index) {
+      emit_heavy_below(index + 1);
+      index = p + h;
+    }
+    out.indices.push_back(index);
+    out.values.push_back(sketch.estimate(index));
+  }
+  emit_heavy_below(d);
+  return out;
+}
+
+}  // namespace sketchsgd

@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Exact top-k by magnitude over a dense span, and top-k recovery
+/// ("unsketch") from a Count Sketch.
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <ranges>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "sketchsgd/detail/parallel.hpp"
+#include "sketchsgd/detail/radix_select.hpp"
+#include "sketchsgd/execution.hpp"
+#include "sketchsgd/sketch/count_sketch.hpp"
+#include "sketchsgd/sketch/sparse_update.hpp"
+
+namespace sketchsgd {
+
+namespace detail {
+/// Elements per worker below which selection runs on one thread.
+inline constexpr std::size_t min_select_items = std::size_t{1} << 17U;
+
+/// The sparse update holding `x[i]` for each of the (increasing) `indices`.
+template <class Value>
+sparse_update<Value> gather_update(std::span<const Value> x, const std::vector<std::size_t>& indices) {
+  sparse_update<Value> out;
+  out.indices.assign(indices.begin(), indices.end());
+  out.values.reserve(indices.size());
+  for (const std::size_t i : indices) out.values.push_back(x[i]);
+  return out;
+}
+}  // namespace detail
+
+/// The `k` elements of `x` with the largest |value|, as (index, value) pairs
+/// in increasing index order. Ties go to the lower index, so every rank
+/// holding the same data selects the same set; NaN is never selected (fewer
+/// than k entries come back when fewer than k are not NaN).
+///
+/// O(x.size()) time (a radix select over the magnitude bits: two passes for
+/// typical data, not a sort), O(k) extra memory.
+/// @tparam Values a contiguous sized range of a `sketch_value`.
+template <std::ranges::contiguous_range Values>
+requires std::ranges::sized_range<Values> && sketch_value<std::remove_cvref_t<std::ranges::range_value_t<Values>>>
+[[nodiscard]] auto top_k(const Values& x, std::size_t k, cpu_execution exec = {}) {
+  using value = std::remove_cvref_t<std::ranges::range_value_t<Values>>;
+  using traits = detail::magnitude_key<value>;
+  const std::span<const value> xs(std::ranges::data(x), std::ranges::size(x));
+
+  const unsigned workers = detail::useful_workers(exec.resolved_threads(), xs.size(), detail::min_select_items);
+  const auto key_at = [p = xs.data()](std::size_t i) { return traits::of(p[i]); };
+  return detail::gather_update(xs, detail::select_top_k(xs.size(), k, traits::max_valid, key_at, workers));
+}
+
+/// Unsketch: estimates every coordinate in `[0, d)` and returns the `k` with
+/// the largest |estimate|, values = the estimates (ties to the lower index,
+/// NaN never selected). Identical sketches give identical results on every
+/// rank and for any thread count.
+///
+/// `scratch` (d values) receives the estimates; passing it lets a training
+/// loop reuse one buffer. O(rows * d) time, O(k) extra memory beyond scratch.
+/// @throws std::invalid_argument if `scratch.size() != d`.
+template <sketch_value Value, hash_family HashFamily>
+[[nodiscard]] sparse_update<Value> top_k(const count_sketch<Value, HashFamily, cpu_t>& sketch, std::uint64_t d,
+                                         std::size_t k, std::span<Value> scratch, cpu_execution exec = {}) {
+  if (scratch.size() != d) {
+    throw std::invalid_argument("top_k: scratch must hold d = " + std::to_string(d) + " values, got " +
+                                std::to_string(scratch.size()));
+  }
+  using traits = detail::magnitude_key<Value>;
+  const auto n = static_cast<std::size_t>(d);
+  const unsigned workers = detail::useful_workers(exec.resolved_threads(), n, detail::min_select_items);
+  const auto key_at = [p = scratch.data()](std::size_t i) { return traits::of(p[i]); };
+
+  // Estimate in cache-sized chunks and count each chunk's top digits while it
+  // is still in cache: the selection's first pass costs no memory traffic.
+  constexpr std::size_t chunk = std::size_t{1} << 16U;
+  std::vector<detail::radix_histogram> parts(workers, detail::radix_histogram(detail::radix_buckets, 0));
+  detail::fork_join(workers, [&](unsigned w, unsigned nw) {
+    const detail::index_range r = detail::split_range(n, w, nw);
+    for (std::size_t begin = r.begin; begin < r.end; begin += chunk) {
+      const std::size_t len = std::min(chunk, r.end - begin);
+      sketch.estimate_all(scratch.subspan(begin, len), begin);
+      detail::count_top_digits(begin, begin + len, key_at, traits::max_valid, parts[w].data());
+    }
+  });
+  for (unsigned w = 1; w < workers; ++w) {
+    for (std::size_t b = 0; b < detail::radix_buckets; ++b) parts[0][b] += parts[w][b];
+  }
+  return detail::gather_update(std::span<const Value>(scratch),
+                               detail::select_top_k(n, k, traits::max_valid, key_at, workers, &parts[0]));
+}
+
+/// Unsketch with an internal buffer of d estimates (4 d bytes for float).
+template <sketch_value Value, hash_family HashFamily>
+[[nodiscard]] sparse_update<Value> top_k(const count_sketch<Value, HashFamily, cpu_t>& sketch, std::uint64_t d,
+                                         std::size_t k, cpu_execution exec = {}) {
+  std::vector<Value> estimates(static_cast<std::size_t>(d));
+  return top_k(sketch, d, k, std::span<Value>(estimates), exec);
+}
+
+}  // namespace sketchsgd

@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Umbrella header for the core. It includes only the standard library: MPI,
+/// Boost and CUDA live behind their own headers and targets.
+
+#include "sketchsgd/concepts.hpp"
+#include "sketchsgd/config.hpp"
+#include "sketchsgd/device.hpp"
+#include "sketchsgd/error.hpp"
+#include "sketchsgd/execution.hpp"
+#include "sketchsgd/hash/bucket_sign.hpp"
+#include "sketchsgd/hash/multiply_shift.hpp"
+#include "sketchsgd/hash/poly4_hash.hpp"
+#include "sketchsgd/hash/seed_mixer.hpp"
+#include "sketchsgd/serialize/count_sketch_format.hpp"
+#include "sketchsgd/serialize/wire.hpp"
+#include "sketchsgd/sketch/count_sketch.hpp"
+#include "sketchsgd/sketch/heavy_hitters.hpp"
+#include "sketchsgd/sketch/sketch_config.hpp"
+#include "sketchsgd/sketch/sparse_update.hpp"
+#include "sketchsgd/sketch/topk.hpp"
+#include "sketchsgd/version.hpp"

@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: Apache-2.0
+// Exact top-k over dense spans and unsketch from a Count Sketch, checked
+// against a sort-based reference: ties to the lower index, NaN never chosen,
+// results independent of the thread count.
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "sketchsgd/sketchsgd.hpp"
+#include "test_support.hpp"
+
+using namespace sketchsgd;
+
+namespace {
+
+template <class Value>
+bool is_nan(Value v) {
+  if constexpr (std::is_floating_point_v<Value>) {
+    return std::isnan(v);
+  } else {
+    return false;
+  }
+}
+
+template <class Value>
+long double magnitude(Value v) {
+  return std::fabs(static_cast<long double>(v));
+}
+
+// Sort-based reference: order by (|x| desc, index asc), skip NaN, keep k,
+// return in index order.
+template <class Value>
+sparse_update<Value> reference_top_k(const std::vector<Value>& x, std::size_t k) {
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    if (!is_nan(x[i])) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return magnitude(x[a]) > magnitude(x[b]); });
+  order.resize(std::min(k, order.size()));
+  std::sort(order.begin(), order.end());
+  sparse_update<Value> out;
+  for (const std::size_t i : order) {
+    out.indices.push_back(i);
+    out.values.push_back(x[i]);
+  }
+  return out;
+}
+
+template <class Value>
+void check_against_reference(const std::vector<Value>& x, std::size_t k) {
+  const auto expected = reference_top_k(x, k);
+  for (const unsigned threads : {1U, 2U, 3U}) {
+    CAPTURE(x.size(), k, threads);
+    const auto got = top_k(x, k, {threads});
+    REQUIRE(got.indices == expected.indices);
+    // Compare bit patterns so -0.0 vs 0.0 and NaN payloads would show.
+    for (std::size_t n = 0; n < got.size(); ++n)
+      REQUIRE(std::memcmp(&got.values[n], &expected.values[n], sizeof(Value)) == 0);
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("dense top_k equals the sort-based reference", "[topk]", float, double, std::int32_t, std::int64_t) {
+  for (const std::size_t n : {std::size_t{1}, std::size_t{10}, std::size_t{1000}, std::size_t{300000}}) {
+    for (const std::uint64_t seed : {1ULL, 2ULL}) {
+      std::vector<TestType> x;
+      if constexpr (std::is_integral_v<TestType>) {
+        x = test::integer_vector<TestType>(n, 50, seed);  // many ties
+      } else {
+        x = test::normal_vector<TestType>(n, seed);
+      }
+      for (const std::size_t k : {std::size_t{0}, std::size_t{1}, std::size_t{7}, n / 3, n, n + 5}) {
+        check_against_reference(x, k);
+      }
+    }
+  }
+}
+
+TEST_CASE("NaN is never selected; infinities and signed zeros are ordered by magnitude", "[topk]") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> x = {nan, -0.0F, 3.0F, -inf, nan, 0.0F, -3.0F, 1e-40F, -nan};
+  check_against_reference(x, 3);  // -inf, 3 (index 2), -3 (index 6)
+  const auto all = top_k(x, 100);
+  CHECK(all.size() == 6);  // every non-NaN
+  CHECK(std::none_of(all.values.begin(), all.values.end(), [](float v) { return std::isnan(v); }));
+  CHECK(top_k(x, 1).indices == std::vector<std::uint64_t>{3});
+}
+
+TEST_CASE("the most negative integer is the largest magnitude", "[topk]") {
+  const std::vector<std::int32_t> x = {5, std::numeric_limits<std::int32_t>::min(),
+                                       std::numeric_limits<std::int32_t>::max(), -5};
+  CHECK(top_k(x, 1).indices == std::vector<std::uint64_t>{1});
+  check_against_reference(x, 2);
+  const std::vector<std::int64_t> y = {std::numeric_limits<std::int64_t>::max(),
+                                       std::numeric_limits<std::int64_t>::min()};
+  CHECK(top_k(y, 1).indices == std::vector<std::uint64_t>{1});
+}
+
+TEST_CASE("huge tie groups resolve to the lowest indices", "[topk]") {
+  // 400000 equal magnitudes: the boundary bucket never shrinks below the
+  // gather cap, so the selection goes down to the last digit and scans ties.
+  std::vector<float> x(400000, 1.0F);
+  for (std::size_t i = 0; i < x.size(); i += 3) x[i] = -1.0F;
+  x[123456] = 2.0F;
+  x[7] = std::numeric_limits<float>::quiet_NaN();
+  check_against_reference(x, 50000);
+  std::vector<std::int64_t> zeros(200000, 0);
+  zeros[199999] = 1;
+  check_against_reference(zeros, 100000);
+}
+
+TEST_CASE("keys that differ only in their low bits are separated", "[topk]") {
+  // Consecutive floats share every digit but the last.
+  std::vector<float> x(100000);
+  float v = 1.0F;
+  for (auto& e : x) {
+    e = v;
+    v = std::nextafter(v, 2.0F);
+  }
+  std::reverse(x.begin(), x.end());
+  check_against_reference(x, 33333);
+  std::vector<double> y(70000);
+  double w = 1.0;
+  for (auto& e : y) {
+    e = -w;
+    w = std::nextafter(w, 2.0);
+  }
+  check_against_reference(y, 1234);
+}
+
+TEMPLATE_TEST_CASE("unsketch equals top_k of estimate_all", "[topk]", float, std::int32_t) {
+  const std::size_t d = 200000;
+  count_sketch<TestType> s({.rows = 5, .cols = 20000, .seed = 31});
+  if constexpr (std::is_integral_v<TestType>) {
+    s.accumulate(test::integer_vector<TestType>(d, 1000, 8));
+  } else {
+    s.accumulate(test::normal_vector<TestType>(d, 8));
+  }
+  std::vector<TestType> est(d);
+  s.estimate_all(est);
+  const auto expected = top_k(est, 500);
+  CHECK(top_k(s, d, 500) == expected);
+  CHECK(top_k(s, d, 500, {2}) == expected);
+  std::vector<TestType> scratch(d);
+  CHECK(top_k(s, d, 500, std::span<TestType>(scratch), {2}) == expected);
+  std::vector<TestType> wrong(d - 1);
+  CHECK_THROWS_AS(top_k(s, d, 500, std::span<TestType>(wrong)), std::invalid_argument);
+}
+
+TEST_CASE("add_scaled applies a sparse update and checks bounds first", "[topk]") {
+  std::vector<float> w = {1, 1, 1, 1};
+  sparse_update<float> u{{1, 3}, {2.0F, -4.0F}};
+  add_scaled(std::span<float>(w), u, -0.5F);
+  CHECK(w == std::vector<float>{1, 0, 1, 3});
+  u.indices = {1, 4};
+  CHECK_THROWS_AS(add_scaled(std::span<float>(w), u, 1.0F), std::invalid_argument);
+  CHECK(w == std::vector<float>{1, 0, 1, 3});
+}
