@@ -206,18 +206,18 @@ void* operator new[](std::size_t n, std::align_val_t a) {
 }
 void operator delete(void* p) noexcept { counted_free(p, default_align); }
 void operator delete[](void* p) noexcept { counted_free(p, default_align); }
-void operator delete(void* p, std::size_t) noexcept { counted_free(p, default_align); }
-void operator delete[](void* p, std::size_t) noexcept { counted_free(p, default_align); }
+void operator delete(void* p, std::size_t /*size*/) noexcept { counted_free(p, default_align); }
+void operator delete[](void* p, std::size_t /*size*/) noexcept { counted_free(p, default_align); }
 void operator delete(void* p, std::align_val_t a) noexcept {
   counted_free(p, std::max(default_align, static_cast<std::size_t>(a)));
 }
 void operator delete[](void* p, std::align_val_t a) noexcept {
   counted_free(p, std::max(default_align, static_cast<std::size_t>(a)));
 }
-void operator delete(void* p, std::size_t, std::align_val_t a) noexcept {
+void operator delete(void* p, std::size_t /*size*/, std::align_val_t a) noexcept {
   counted_free(p, std::max(default_align, static_cast<std::size_t>(a)));
 }
-void operator delete[](void* p, std::size_t, std::align_val_t a) noexcept {
+void operator delete[](void* p, std::size_t /*size*/, std::align_val_t a) noexcept {
   counted_free(p, std::max(default_align, static_cast<std::size_t>(a)));
 }
 

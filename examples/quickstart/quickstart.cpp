@@ -68,8 +68,8 @@ int main() {
   };
   const double sketch_only = recall(from_sketch.indices);
   const double two_rounds = recall(recovered);
-  const double sent = static_cast<double>(cfg.cells() * sizeof(float) + candidates_per_k * k * sizeof(float));
-  const double dense_bytes = static_cast<double>(d * sizeof(float));
+  const auto sent = static_cast<double>(cfg.cells() * sizeof(float) + candidates_per_k * k * sizeof(float));
+  const auto dense_bytes = static_cast<double>(d * sizeof(float));
   std::printf("d = %zu, k = %zu, %d workers, sketch %llu x %llu, P = %zu\n", d, k, workers,
               static_cast<unsigned long long>(cfg.rows), static_cast<unsigned long long>(cfg.cols), candidates_per_k);
   std::printf("true top-%zu recovered: %.1f%% from the sketch alone, %.1f%% after the second round\n", k, sketch_only,

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -47,7 +48,7 @@ template <class Sketch>
 void check_golden(const Sketch& s, const std::string& name) {
   const std::string path = std::string(SKETCHSGD_TEST_DATA_DIR) + "/" + name;
   const std::vector<std::byte> bytes = serialize(s);
-  if (std::getenv("SKETCHSGD_WRITE_GOLDEN") != nullptr) {
+  if (std::getenv("SKETCHSGD_WRITE_GOLDEN") != nullptr) {  // NOLINT(concurrency-mt-unsafe): single-threaded test
     std::ofstream(path, std::ios::binary)
         .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   }

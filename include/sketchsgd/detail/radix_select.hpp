@@ -64,7 +64,8 @@ using radix_histogram = std::vector<std::size_t>;
 /// Adds to `hist` the top digit of every valid key `key_at(i)`, i in
 /// `[begin, end)`.
 template <class Key, class KeyAt>
-void count_top_digits(std::size_t begin, std::size_t end, KeyAt key_at, Key max_valid, std::size_t* hist) {
+void count_top_digits(std::size_t begin, std::size_t end, KeyAt key_at, Key max_valid,
+                      std::size_t* hist) {  // NOLINT(readability-non-const-parameter): it counts into hist
   constexpr unsigned shift = 8 * sizeof(Key) - radix_digit_bits;
   for (std::size_t i = begin; i < end; ++i) {
     const Key key = key_at(i);
@@ -115,12 +116,13 @@ std::vector<std::size_t> select_top_k(std::size_t n, std::size_t k, Key max_vali
   Key prefix = 0;        // the boundary's fixed top bits
   Key mask = 0;          // which bits `prefix` fixes
   std::size_t need = k;  // how many to take from inside the boundary
+  // NOLINTNEXTLINE(bugprone-infinite-loop): it ends by break, at shift 0 at the latest
   for (unsigned shift = key_bits - radix_digit_bits; !take_all; shift -= radix_digit_bits) {
     std::size_t digit = radix_buckets - 1;
     for (; hist[digit] < need; --digit) need -= hist[digit];
     prefix = static_cast<Key>(prefix | (static_cast<Key>(digit) << shift));
     mask = static_cast<Key>(mask | (static_cast<Key>(radix_buckets - 1) << shift));
-    if (hist[digit] <= gather_cap || shift == 0) break;
+    if (hist[digit] <= gather_cap || shift == 0) break;  // gather the boundary digit now
     count_level(prefix, mask, shift - radix_digit_bits);
   }
   // At full resolution every candidate has the same key: the lowest indices

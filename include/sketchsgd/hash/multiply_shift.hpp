@@ -69,7 +69,8 @@ class multiply_shift {
     }
 
    private:
-    SKETCHSGD_HOST_DEVICE SKETCHSGD_FORCE_INLINE constexpr std::uint64_t z_of(std::uint64_t key) const noexcept {
+    [[nodiscard]] SKETCHSGD_HOST_DEVICE SKETCHSGD_FORCE_INLINE constexpr std::uint64_t z_of(
+        std::uint64_t key) const noexcept {
       return (a0_ + (key >> 32U)) * (a1_ + (key & 0xFFFFFFFFULL)) + b_;
     }
 

@@ -120,7 +120,8 @@ class poly4_hash {
 
    private:
     /// The polynomial at x mod p, by Horner's rule, for x < 2^61 + 4.
-    SKETCHSGD_HOST_DEVICE SKETCHSGD_FORCE_INLINE constexpr std::uint64_t value(std::uint64_t x) const noexcept {
+    [[nodiscard]] SKETCHSGD_HOST_DEVICE SKETCHSGD_FORCE_INLINE constexpr std::uint64_t value(
+        std::uint64_t x) const noexcept {
       using detail::add_mersenne61;
       using detail::mul_mersenne61;
       std::uint64_t h = c3_;

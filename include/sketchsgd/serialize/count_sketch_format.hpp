@@ -192,7 +192,7 @@ template <cpu_count_sketch Sketch>
   constexpr std::size_t chunk = std::size_t{1} << 24U;
   std::uint64_t remaining = table_bytes;
   while (remaining > 0) {
-    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, chunk));
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, chunk));
     const std::size_t at = bytes.size();
     bytes.resize(at + n);
     is.read(reinterpret_cast<char*>(bytes.data() + at), static_cast<std::streamsize>(n));

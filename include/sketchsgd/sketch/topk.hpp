@@ -95,7 +95,7 @@ template <sketch_value Value, hash_family HashFamily>
     for (std::size_t b = 0; b < detail::radix_buckets; ++b) parts[0][b] += parts[w][b];
   }
   return detail::gather_update(std::span<const Value>(scratch),
-                               detail::select_top_k(n, k, traits::max_valid, key_at, workers, &parts[0]));
+                               detail::select_top_k(n, k, traits::max_valid, key_at, workers, parts.data()));
 }
 
 /// Unsketch with an internal buffer of d estimates (4 d bytes for float).
