@@ -5,6 +5,7 @@
 /// Umbrella header for the core. It includes only the standard library: MPI,
 /// Boost and CUDA live behind their own headers and targets.
 
+#include "sketchsgd/collective/collectives.hpp"
 #include "sketchsgd/concepts.hpp"
 #include "sketchsgd/config.hpp"
 #include "sketchsgd/device.hpp"
@@ -21,4 +22,6 @@
 #include "sketchsgd/sketch/sketch_config.hpp"
 #include "sketchsgd/sketch/sparse_update.hpp"
 #include "sketchsgd/sketch/topk.hpp"
+#include "sketchsgd/transport/concepts.hpp"
+#include "sketchsgd/transport/inproc.hpp"
 #include "sketchsgd/version.hpp"

@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Sum-allreduce, written once over any Tier-1 transport: a segmented ring
+/// for large buffers, recursive doubling for small ones; the transport's own
+/// allreduce when it has one (Tier 2) and no algorithm is forced.
+
+#include <algorithm>
+#include <concepts>
+#include <cstddef>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "sketchsgd/collective/communicator.hpp"
+#include "sketchsgd/detail/arithmetic.hpp"
+#include "sketchsgd/detail/collective_pipeline.hpp"
+
+namespace sketchsgd {
+
+/// Element types collectives can sum.
+template <class T>
+concept reducible = std::is_arithmetic_v<T> && !std::same_as<T, bool>;
+
+/// Which algorithm an allreduce uses.
+enum class allreduce_algorithm {
+  automatic,           ///< native if the transport has one, else by size
+  ring,                ///< reduce-scatter + allgather around a ring: 2 (W-1)/W n bytes per rank
+  recursive_doubling,  ///< log2(W) full exchanges: fewest rounds, for small n
+};
+
+/// Tuning of an allreduce.
+struct allreduce_options {
+  /// Algorithm; `automatic` picks native, then recursive doubling up to
+  /// `small_bytes`, then the ring.
+  allreduce_algorithm algorithm = allreduce_algorithm::automatic;
+  /// Largest message a ring step sends at once; two are in flight.
+  std::size_t segment_bytes = std::size_t{1} << 20U;
+  /// Buffers up to this size use recursive doubling under `automatic`.
+  std::size_t small_bytes = std::size_t{64} << 10U;
+};
+
+namespace detail {
+
+template <class T>
+void add_into(std::span<T> acc, std::span<const T> x) noexcept {
+  for (std::size_t i = 0; i < acc.size(); ++i) acc[i] = cell_add(acc[i], x[i]);
+}
+
+/// Ring allreduce. Chunk c of the buffer is reduced along the ring and ends
+/// on rank c - 1, which then passes the finished bytes on, so every rank
+/// holds bit-identical sums.
+template <class Comm, class T>
+void ring_allreduce(Comm& comm, std::span<T> data, std::size_t segment_bytes) {
+  const int size = comm.size();
+  const int rank = comm.rank();
+  const auto w = static_cast<std::size_t>(size);
+  const int right = wrap_rank(rank + 1, size);
+  const int left = wrap_rank(rank - 1, size);
+  const std::size_t seg_elems = std::max<std::size_t>(1, segment_bytes / sizeof(T));
+  const std::size_t longest_chunk = (data.size() + w - 1) / w;
+  const std::size_t nseg = segment_count(longest_chunk, seg_elems);
+  const auto segment = [&](std::size_t chunk, std::size_t j) {
+    const part_range c = part_of(data.size(), w, chunk);
+    const part_range s = part_of(c.size(), nseg, j);
+    return data.subspan(c.begin + s.begin, s.size());
+  };
+  const tag_t tag = comm.next_collective_tag();
+
+  // Reduce-scatter: after step s, chunk (rank - s - 1) holds s + 2 inputs.
+  std::vector<T> scratch(2 * (longest_chunk / nseg + 1));
+  for (int step = 0; step < size - 1; ++step) {
+    const auto send_chunk = static_cast<std::size_t>(wrap_rank(rank - step, size));
+    const auto recv_chunk = static_cast<std::size_t>(wrap_rank(rank - step - 1, size));
+    auto slot = [&](std::size_t j) {
+      return std::span<T>(scratch).subspan((j % 2) * (scratch.size() / 2), segment(recv_chunk, j).size());
+    };
+    pipelined_exchange(
+        comm, right, left, tag, nseg,
+        [&](std::size_t j) { return bytes_of(std::span<const T>(segment(send_chunk, j))); },
+        [&](std::size_t j) { return writable_bytes_of(slot(j)); },
+        [&](std::size_t j) { add_into(segment(recv_chunk, j), std::span<const T>(slot(j))); });
+  }
+  // Allgather: pass the finished chunks around.
+  for (int step = 0; step < size - 1; ++step) {
+    const auto send_chunk = static_cast<std::size_t>(wrap_rank(rank + 1 - step, size));
+    const auto recv_chunk = static_cast<std::size_t>(wrap_rank(rank - step, size));
+    pipelined_exchange(
+        comm, right, left, tag + 1, nseg,
+        [&](std::size_t j) { return bytes_of(std::span<const T>(segment(send_chunk, j))); },
+        [&](std::size_t j) { return writable_bytes_of(segment(recv_chunk, j)); }, [](std::size_t) {});
+  }
+}
+
+/// Recursive doubling; a non-power-of-two world first folds its extra ranks
+/// into partners and hands them the result at the end. IEEE addition is
+/// commutative, so both partners of every exchange compute identical bits.
+template <class Comm, class T>
+void recursive_doubling_allreduce(Comm& comm, std::span<T> data) {
+  const int size = comm.size();
+  const int rank = comm.rank();
+  int pof2 = 1;
+  while (pof2 * 2 <= size) pof2 *= 2;
+  const int extra = size - pof2;
+  const tag_t tag = comm.next_collective_tag();
+  std::vector<T> other(data.size());
+  const auto out = bytes_of(std::span<const T>(data));
+  const auto in = writable_bytes_of(std::span<T>(other));
+
+  // Fold: among the first 2 * extra ranks, even ones hand their data to the
+  // next odd one and sit out.
+  int vrank = -1;
+  if (rank < 2 * extra) {
+    if (rank % 2 == 0) {
+      comm.isend(rank + 1, tag, out).wait();
+    } else {
+      comm.irecv(rank - 1, tag, in).wait();
+      add_into(data, std::span<const T>(other));
+      vrank = rank / 2;
+    }
+  } else {
+    vrank = rank - extra;
+  }
+  if (vrank >= 0) {
+    const auto real = [&](int v) { return v < extra ? 2 * v + 1 : v + extra; };
+    for (int mask = 1; mask < pof2; mask <<= 1) {
+      const int partner = real(vrank ^ mask);
+      auto recv = comm.irecv(partner, tag + 1, in);
+      auto send = comm.isend(partner, tag + 1, out);
+      recv.wait();
+      send.wait();
+      add_into(data, std::span<const T>(other));
+    }
+  }
+  // Unfold: the odd ranks return the result to their even partners.
+  if (rank < 2 * extra) {
+    if (rank % 2 == 1) {
+      comm.isend(rank - 1, tag + 2, out).wait();
+    } else {
+      comm.irecv(rank + 1, tag + 2, writable_bytes_of(data)).wait();
+    }
+  }
+}
+
+}  // namespace detail
+
+/// Replaces `data` on every rank with its element-wise sum over all ranks.
+/// Every rank ends with bit-identical values. Integer sums wrap.
+///
+/// Generic cost: ring 2 (W-1)/W n sizeof(T) bytes sent per rank in 2 (W-1)
+/// rounds; recursive doubling log2(W) n sizeof(T) bytes in log2(W) rounds.
+/// @tparam Transport a `transport`.
+/// @throws std::invalid_argument before any I/O if the options are invalid;
+/// transport_error / timeout_error from the transport.
+template <transport Transport, reducible T>
+void allreduce(communicator<Transport>& comm, std::span<T> data, allreduce_options options = {}) {
+  if (comm.size() == 1 || data.empty()) {
+    (void)comm.next_collective_tag();
+    return;
+  }
+  if constexpr (requires(Transport & t) { t.allreduce(data); }) {
+    if (options.algorithm == allreduce_algorithm::automatic) {
+      (void)comm.next_collective_tag();
+      const auto w = static_cast<std::uint64_t>(comm.size());
+      const std::uint64_t ring_bytes = 2 * (w - 1) * data.size_bytes() / w;
+      comm.count_native(ring_bytes, ring_bytes, 2 * (w - 1));
+      comm.underlying().allreduce(data);
+      return;
+    }
+  }
+  const bool small = data.size_bytes() <= options.small_bytes;
+  if (options.algorithm == allreduce_algorithm::recursive_doubling ||
+      (options.algorithm == allreduce_algorithm::automatic && small)) {
+    detail::recursive_doubling_allreduce(comm, data);
+  } else {
+    detail::ring_allreduce(comm, data, options.segment_bytes);
+  }
+}
+
+}  // namespace sketchsgd

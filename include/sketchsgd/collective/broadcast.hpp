@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Broadcast from a root and sum-reduce to a root, over binomial trees.
+
+#include <cstddef>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "sketchsgd/collective/allreduce.hpp"
+#include "sketchsgd/collective/communicator.hpp"
+#include "sketchsgd/detail/collective_pipeline.hpp"
+
+namespace sketchsgd {
+
+/// Copies `data` of rank `root` into `data` of every rank. The transport's
+/// own broadcast when it has one; else a binomial tree: ceil(log2 W) rounds,
+/// each rank receives once.
+/// @tparam Transport a `transport`.
+/// @throws std::invalid_argument for a bad root; transport_error/timeout_error.
+template <transport Transport, class T>
+requires std::is_trivially_copyable_v<T>
+void broadcast(communicator<Transport>& comm, std::span<T> data, int root) {
+  check_root(comm, root, "broadcast");
+  const tag_t tag = comm.next_collective_tag();
+  const int size = comm.size();
+  if (size == 1 || data.empty()) return;
+  if constexpr (requires(Transport & t) { t.broadcast(data, root); }) {
+    const auto bytes = static_cast<std::uint64_t>(data.size_bytes());
+    comm.count_native(comm.rank() == root ? bytes : 0, comm.rank() == root ? 0 : bytes, 1);
+    comm.underlying().broadcast(data, root);
+    return;
+  }
+  const int vrank = detail::wrap_rank(comm.rank() - root, size);
+  int mask = 1;
+  for (; mask < size; mask <<= 1) {
+    if ((vrank & mask) != 0) {
+      comm.irecv(detail::wrap_rank(vrank - mask + root, size), tag, detail::writable_bytes_of(data)).wait();
+      break;
+    }
+  }
+  for (mask >>= 1; mask > 0; mask >>= 1) {
+    if (vrank + mask < size) {
+      comm.isend(detail::wrap_rank(vrank + mask + root, size), tag, detail::bytes_of(std::span<const T>(data))).wait();
+    }
+  }
+}
+
+/// Sums `data` over all ranks into `data` of rank `root`; other ranks' `data`
+/// is left with partial sums. Binomial tree: ceil(log2 W) rounds, n bytes per
+/// message.
+/// @tparam Transport a `transport`.
+/// @throws std::invalid_argument for a bad root; transport_error/timeout_error.
+template <transport Transport, reducible T>
+void reduce(communicator<Transport>& comm, std::span<T> data, int root) {
+  check_root(comm, root, "reduce");
+  const tag_t tag = comm.next_collective_tag();
+  const int size = comm.size();
+  if (size == 1 || data.empty()) return;
+  const int vrank = detail::wrap_rank(comm.rank() - root, size);
+  std::vector<T> incoming;
+  for (int mask = 1; mask < size; mask <<= 1) {
+    if ((vrank & mask) != 0) {
+      comm.isend(detail::wrap_rank(vrank - mask + root, size), tag, detail::bytes_of(std::span<const T>(data))).wait();
+      return;
+    }
+    if (vrank + mask < size) {
+      incoming.resize(data.size());
+      comm.irecv(detail::wrap_rank(vrank + mask + root, size), tag, detail::writable_bytes_of(std::span<T>(incoming)))
+          .wait();
+      detail::add_into(data, std::span<const T>(incoming));
+    }
+  }
+}
+
+}  // namespace sketchsgd
