@@ -9,7 +9,7 @@ packages=(
   catch2 libbenchmark-dev
   doxygen graphviz
   libboost-dev libssl-dev libopenmpi-dev openmpi-bin
-  dataset-fashion-mnist
+  dataset-fashion-mnist zlib1g-dev
   python3
 )
 

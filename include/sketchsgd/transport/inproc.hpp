@@ -159,7 +159,9 @@ class inproc_transport {
       return wait_until(std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(d));
     }
 
+    /// Moves the pending operation.
     request(request&&) noexcept = default;
+    /// Withdraws this request's pending receive, then takes `other`'s.
     request& operator=(request&& other) noexcept {
       cancel();
       state_ = std::move(other.state_);
@@ -204,6 +206,7 @@ class inproc_transport {
     std::shared_ptr<detail::inproc_shared> shared_;
   };
 
+  /// Moves rank ownership; the moved-from transport no longer departs.
   inproc_transport(inproc_transport&& other) noexcept
       : shared_(std::move(other.shared_)), rank_(std::exchange(other.rank_, -1)) {}
   inproc_transport& operator=(inproc_transport&&) = delete;
