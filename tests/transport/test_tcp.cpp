@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: Apache-2.0
+// The TCP transport on loopback: the conformance suite with the ranks as
+// threads of this process (every rank a real tcp_transport with its own I/O
+// thread and sockets), then the failure contract: timeouts, departing peers,
+// strangers without the secret, and a hostile authenticated peer sending
+// garbage, truncated and oversized frames.
+
+#include <catch2/catch.hpp>
+
+#include <utility>  // before Boost.Asio
+
+#include <boost/asio.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "conformance.hpp"
+#include "sketchsgd/transport/tcp.hpp"
+
+using namespace sketchsgd;
+using namespace std::chrono_literals;
+using boost::asio::ip::tcp;
+
+namespace {
+
+const std::string secret = "conformance-secret";
+
+/// Runs `body(transport)` on W threads, each a TCP rank on 127.0.0.1.
+template <class Body>
+void run_tcp(int w, Body body, tcp_options base = {}) {
+  std::promise<std::uint16_t> port_promise;
+  auto port = port_promise.get_future().share();
+  test::run_threads(w, [&](int r) {
+    tcp_options o = base;
+    o.log = [](const std::string&) {};
+    std::uint16_t root_port = 0;
+    if (r == 0) {
+      o.on_listen = [&](std::uint16_t p) { port_promise.set_value(p); };
+    } else {
+      if (port.wait_for(20s) != std::future_status::ready) throw std::runtime_error("rank 0 never listened");
+      root_port = port.get();
+    }
+    tcp_transport t({"127.0.0.1", root_port}, r, w, secret, o);
+    body(t);
+  });
+}
+
+tcp_options with_timeout(std::chrono::milliseconds t) {
+  tcp_options o;
+  o.timeout = t;
+  o.connect_timeout = 20s;
+  return o;
+}
+
+constexpr int world_sizes[] = {1, 2, 3, 4, 7};
+
+/// A fake rank 1 that completes the handshake with rank 0 (it knows the
+/// secret) and returns the authenticated socket for the test to abuse.
+tcp::socket authenticated_fake(boost::asio::io_context& io, std::uint16_t port, int world) {
+  tcp::socket s(io);
+  s.connect({boost::asio::ip::make_address("127.0.0.1"), port});
+  std::array<std::byte, tcp_protocol::server_hello::size> in{};
+  boost::asio::read(s, boost::asio::buffer(in));
+  const auto server = tcp_protocol::server_hello::decode(in);
+  tcp_protocol::client_hello hello;
+  hello.rank = 1;
+  hello.world_size = world;
+  hello.listen_port = 1;
+  hello.challenge = tcp_protocol::fresh_nonce();
+  hello.proof = hello.expected_proof(secret, server.challenge, 0);
+  boost::asio::write(s, boost::asio::buffer(hello.encode()));
+  tcp_protocol::mac proof{};
+  boost::asio::read(s, boost::asio::buffer(proof));
+  return s;
+}
+
+/// Rank 0 of a 2-rank job whose rank 1 is `abuse(socket)`; returns what
+/// rank 0's receive from rank 1 threw.
+template <class Abuse>
+std::string rank0_error_when_peer(Abuse abuse, tcp_options o = with_timeout(5s)) {
+  std::promise<std::uint16_t> port_promise;
+  o.on_listen = [&](std::uint16_t p) { port_promise.set_value(p); };
+  o.log = [](const std::string&) {};
+  o.max_frame_bytes = 1 << 20;
+  std::string error;
+  std::thread rank0([&] {
+    try {
+      tcp_transport t({"127.0.0.1", 0}, 0, 2, secret, o);
+      std::vector<std::byte> buffer(100);
+      auto r = t.irecv(1, 1, buffer);
+      r.wait();
+      error = "no error";
+    } catch (const timeout_error& e) {
+      error = std::string("timeout: ") + e.what();
+    } catch (const transport_error& e) {
+      error = e.what();
+    }
+  });
+  boost::asio::io_context io;
+  auto port = port_promise.get_future();
+  port.wait();
+  tcp::socket s = authenticated_fake(io, port.get(), 2);
+  abuse(s);
+  rank0.join();
+  return error;
+}
+
+}  // namespace
+
+TEST_CASE("tcp: allreduce, every algorithm, type and size", "[transport][conformance][tcp]") {
+  for (const int w : world_sizes) {
+    CAPTURE(w);
+    run_tcp(
+        w, [](auto& t) { test::check_allreduce(t); }, with_timeout(20s));
+  }
+}
+
+TEST_CASE("tcp: reduce, broadcast, allgather, allgatherv, barrier", "[transport][conformance][tcp]") {
+  for (const int w : world_sizes) {
+    CAPTURE(w);
+    std::atomic<int> arrived{0};
+    run_tcp(
+        w,
+        [&](auto& t) {
+          test::check_reduce_and_broadcast(t);
+          test::check_allgather(t);
+          test::check_barrier(t, &arrived);
+        },
+        with_timeout(20s));
+  }
+}
+
+TEST_CASE("tcp: tags route messages and keep per-tag order", "[transport][conformance][tcp]") {
+  for (const int w : world_sizes) {
+    CAPTURE(w);
+    run_tcp(
+        w,
+        [](auto& t) {
+          test::check_tags_and_ordering(t);
+          test::check_size_mismatch(t);
+        },
+        with_timeout(20s));
+  }
+}
+
+TEST_CASE("tcp: a peer that never answers times out within [timeout/2, 2 timeout]", "[transport][failure][tcp]") {
+  std::chrono::steady_clock::duration waited{};
+  bool timed_out = false;
+  bool peer_failed_fast = false;
+  run_tcp(
+      2,
+      [&](tcp_transport& t) {
+        std::uint32_t x = 0;
+        if (t.rank() == 0) {
+          auto r = t.irecv(1, 5, std::as_writable_bytes(std::span<std::uint32_t>(&x, 1)));
+          const auto start = std::chrono::steady_clock::now();
+          try {
+            r.wait();
+          } catch (const timeout_error&) {
+            timed_out = true;
+          }
+          waited = std::chrono::steady_clock::now() - start;
+        } else {
+          // Rank 1 waits on something rank 0 never sends; rank 0's timeout
+          // breaks its transport, which must fail rank 1 long before its own
+          // (much longer) wait would end.
+          auto r = t.irecv(0, 6, std::as_writable_bytes(std::span<std::uint32_t>(&x, 1)));
+          try {
+            (void)r.wait_for(20s);
+          } catch (const transport_error&) {
+            peer_failed_fast = true;
+          }
+        }
+      },
+      with_timeout(400ms));
+  CHECK(timed_out);
+  CHECK(waited >= 200ms);
+  CHECK(waited <= 800ms);
+  CHECK(peer_failed_fast);
+}
+
+TEST_CASE("tcp: a rank that departs mid-collective fails the others promptly", "[transport][failure][tcp]") {
+  for (const int w : {2, 3, 4}) {
+    CAPTURE(w);
+    std::atomic<int> failures{0};
+    const auto start = std::chrono::steady_clock::now();
+    run_tcp(
+        w,
+        [&](tcp_transport& t) {
+          if (t.rank() == w - 1) return;  // destroys its transport: goodbye frames, closed sockets
+          communicator comm(t);
+          std::vector<float> data(200000, 1.0F);
+          try {
+            for (int i = 0; i < 3; ++i) allreduce(comm, std::span<float>(data));
+          } catch (const transport_error&) {
+            failures.fetch_add(1);
+          }
+        },
+        with_timeout(15s));
+    CHECK(failures.load() == w - 1);
+    CHECK(std::chrono::steady_clock::now() - start < 10s);
+  }
+}
+
+TEST_CASE("tcp: a stranger without the secret is refused, logged, and the job goes on", "[transport][failure][tcp]") {
+  std::promise<std::uint16_t> port_promise;
+  auto port = port_promise.get_future().share();
+  std::mutex log_mutex;
+  std::vector<std::string> refused;
+  std::vector<float> results(3, 0.0F);
+  test::run_threads(4, [&](int r) {
+    if (r == 3) {  // the stranger: wrong secret, claims rank 1
+      port.wait();
+      boost::asio::io_context io;
+      tcp::socket s(io);
+      s.connect({boost::asio::ip::make_address("127.0.0.1"), port.get()});
+      std::array<std::byte, tcp_protocol::server_hello::size> in{};
+      boost::asio::read(s, boost::asio::buffer(in));
+      const auto server = tcp_protocol::server_hello::decode(in);
+      tcp_protocol::client_hello hello;
+      hello.rank = 1;
+      hello.world_size = 3;
+      hello.challenge = tcp_protocol::fresh_nonce();
+      hello.proof = hello.expected_proof("not-the-secret", server.challenge, 0);
+      boost::asio::write(s, boost::asio::buffer(hello.encode()));
+      tcp_protocol::mac proof{};
+      boost::system::error_code ec;
+      boost::asio::read(s, boost::asio::buffer(proof), ec);
+      test::expect(static_cast<bool>(ec), "the stranger got an answer to a wrong proof");
+      return;
+    }
+    tcp_options o = with_timeout(20s);
+    o.log = [&](const std::string& m) {
+      const std::lock_guard lock(log_mutex);
+      refused.push_back(m);
+    };
+    std::uint16_t root_port = 0;
+    if (r == 0) {
+      o.on_listen = [&](std::uint16_t p) { port_promise.set_value(p); };
+    } else {
+      root_port = port.get();
+      std::this_thread::sleep_for(200ms);  // let the stranger try first
+    }
+    tcp_transport t({"127.0.0.1", root_port}, r, 3, secret, o);
+    communicator comm(t);
+    float x = static_cast<float>(r + 1);
+    allreduce(comm, std::span<float>(&x, 1));
+    results[static_cast<std::size_t>(r)] = x;
+  });
+  CHECK(results == std::vector<float>{6.0F, 6.0F, 6.0F});
+  REQUIRE_FALSE(refused.empty());
+  CHECK_THAT(refused.front(), Catch::Contains("refused") && Catch::Contains("authentication failed"));
+}
+
+TEST_CASE("tcp: garbage bytes from a peer are a transport_error, not a crash", "[transport][failure][tcp]") {
+  const auto error = rank0_error_when_peer([](tcp::socket& s) {
+    const std::string junk(64, 'x');
+    boost::asio::write(s, boost::asio::buffer(junk));
+    std::this_thread::sleep_for(300ms);
+  });
+  CHECK_THAT(error, Catch::Contains("bad magic"));
+}
+
+TEST_CASE("tcp: a frame longer than the maximum is refused before allocating", "[transport][failure][tcp]") {
+  const auto error = rank0_error_when_peer([](tcp::socket& s) {
+    tcp_protocol::frame_header h{tcp_protocol::frame_type::data, 1, std::uint64_t{1} << 40U};
+    boost::asio::write(s, boost::asio::buffer(h.encode()));
+    std::this_thread::sleep_for(300ms);
+  });
+  CHECK_THAT(error, Catch::Contains("exceeds the maximum"));
+}
+
+TEST_CASE("tcp: a truncated frame is a transport_error", "[transport][failure][tcp]") {
+  const auto error = rank0_error_when_peer([](tcp::socket& s) {
+    tcp_protocol::frame_header h{tcp_protocol::frame_type::data, 1, 100};
+    boost::asio::write(s, boost::asio::buffer(h.encode()));
+    const std::array<char, 10> part{};
+    boost::asio::write(s, boost::asio::buffer(part));
+    s.close();
+  });
+  CHECK_THAT(error, Catch::Contains("rank 1 failed"));
+}
+
+TEST_CASE("tcp: a message of the wrong size fails only that receive", "[transport][failure][tcp]") {
+  const auto error = rank0_error_when_peer([](tcp::socket& s) {
+    const std::array<std::byte, 7> payload{};
+    tcp_protocol::frame_header h{tcp_protocol::frame_type::data, 1, payload.size()};
+    boost::asio::write(s, boost::asio::buffer(h.encode()));
+    boost::asio::write(s, boost::asio::buffer(payload));
+    std::this_thread::sleep_for(300ms);
+  });
+  CHECK_THAT(error, Catch::Contains("expected 100 bytes") && Catch::Contains("got 7"));
+}
+
+TEST_CASE("tcp: bad arguments are refused before any I/O", "[transport][tcp]") {
+  CHECK_THROWS_AS(tcp_transport({"127.0.0.1", 1}, 2, 2, secret), std::invalid_argument);
+  CHECK_THROWS_AS(tcp_transport({"127.0.0.1", 1}, 0, 0, secret), std::invalid_argument);
+  CHECK_THROWS_AS(tcp_transport({"127.0.0.1", 1}, 0, 2, ""), std::invalid_argument);
+  tcp_transport alone({"127.0.0.1", 0}, 0, 1, secret);
+  std::uint32_t x = 0;
+  CHECK_THROWS_AS(alone.isend(0, 1, std::as_bytes(std::span<const std::uint32_t>(&x, 1))), std::invalid_argument);
+  CHECK_THROWS_AS(alone.irecv(1, 1, std::as_writable_bytes(std::span<std::uint32_t>(&x, 1))), std::invalid_argument);
+}
+
+TEST_CASE("tcp: a rendezvous that cannot complete times out", "[transport][failure][tcp]") {
+  tcp_options o;
+  o.connect_timeout = 500ms;
+  o.log = [](const std::string&) {};
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(tcp_transport({"127.0.0.1", 0}, 0, 2, secret, o), timeout_error);  // rank 1 never comes
+  CHECK(std::chrono::steady_clock::now() - start < 3s);
+}
