@@ -17,11 +17,11 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
 namespace fmnist {
@@ -36,7 +36,7 @@ struct dataset {
   std::size_t pixels_per_image = 784;
 
   /// The number of examples.
-  std::size_t size() const noexcept { return labels.size(); }
+  [[nodiscard]] std::size_t size() const noexcept { return labels.size(); }
 };
 
 /// Both splits of Fashion-MNIST.
@@ -81,7 +81,7 @@ inline gz_handle open_gz(const std::string& path) {
   gz_handle file(gzopen(path.c_str(), "rb"));
   if (!file) {
     throw std::runtime_error("fmnist: cannot open " + quoted(path) + ": " +
-                             (errno != 0 ? std::strerror(errno) : "out of memory in zlib"));
+                             (errno != 0 ? std::generic_category().message(errno) : "out of memory in zlib"));
   }
   gzbuffer(file.get(), 1U << 17U);  // fewer, larger reads than zlib's 8 KiB default
   return file;

@@ -28,46 +28,41 @@ namespace fmnist {
 namespace detail {
 
 /// `c[m][n] += sum_k a(m, k) * b[k][n]` for row-major `b` and `c`, with `a(m, k) = a[m * a_row + k * a_col]`, so
-/// `a` may be a matrix or its transpose. The innermost loops run along contiguous rows of `b` and `c` in a 4 x 8
-/// register tile: the compiler vectorizes across `n`, and every product is summed over `k` in increasing order, so
-/// no reassociation (no -ffast-math) is needed and the result does not depend on the tile shape.
+/// `a` may be a matrix or its transpose. Four rows of `c` are updated together from each row of `b` (one load of `b`
+/// per four multiply-adds); the innermost loop runs along contiguous rows of `b` and `c`, which `__restrict` lets
+/// the compiler vectorize without alias checks (about 3x the speed of a register-tiled kernel that g++ 12
+/// vectorizes along `k` instead). Each element is summed over `k` in increasing order, so no reassociation
+/// (no -ffast-math) is needed.
+/// @pre `c` overlaps neither `a` nor `b`.
 inline void gemm_accumulate(std::size_t rows, std::size_t cols, std::size_t depth, const float* a, std::size_t a_row,
                             std::size_t a_col, const float* b, std::size_t ldb, float* c, std::size_t ldc) noexcept {
-  constexpr std::size_t mr = 4;
-  constexpr std::size_t nr = 8;
   std::size_t m = 0;
-  for (; m + mr <= rows; m += mr) {
-    const float* a_rows = a + m * a_row;
-    std::size_t n = 0;
-    for (; n + nr <= cols; n += nr) {
-      float acc[mr][nr];
-      for (std::size_t r = 0; r < mr; ++r) {
-        for (std::size_t j = 0; j < nr; ++j) acc[r][j] = c[(m + r) * ldc + n + j];
-      }
-      for (std::size_t k = 0; k < depth; ++k) {
-        const float* b_row = b + k * ldb + n;
-        for (std::size_t r = 0; r < mr; ++r) {
-          const float av = a_rows[r * a_row + k * a_col];
-          for (std::size_t j = 0; j < nr; ++j) acc[r][j] += av * b_row[j];
-        }
-      }
-      for (std::size_t r = 0; r < mr; ++r) {
-        for (std::size_t j = 0; j < nr; ++j) c[(m + r) * ldc + n + j] = acc[r][j];
-      }
-    }
-    for (; n < cols; ++n) {
-      for (std::size_t r = 0; r < mr; ++r) {
-        float sum = c[(m + r) * ldc + n];
-        for (std::size_t k = 0; k < depth; ++k) sum += a_rows[r * a_row + k * a_col] * b[k * ldb + n];
-        c[(m + r) * ldc + n] = sum;
+  for (; m + 4 <= rows; m += 4) {
+    float* __restrict c0 = c + m * ldc;
+    float* __restrict c1 = c0 + ldc;
+    float* __restrict c2 = c1 + ldc;
+    float* __restrict c3 = c2 + ldc;
+    for (std::size_t k = 0; k < depth; ++k) {
+      const float* __restrict b_row = b + k * ldb;
+      const float* a_k = a + m * a_row + k * a_col;
+      const float a0 = a_k[0];
+      const float a1 = a_k[a_row];
+      const float a2 = a_k[2 * a_row];
+      const float a3 = a_k[3 * a_row];
+      for (std::size_t n = 0; n < cols; ++n) {
+        const float bn = b_row[n];
+        c0[n] += a0 * bn;
+        c1[n] += a1 * bn;
+        c2[n] += a2 * bn;
+        c3[n] += a3 * bn;
       }
     }
   }
   for (; m < rows; ++m) {
-    float* c_row = c + m * ldc;
+    float* __restrict c_row = c + m * ldc;
     for (std::size_t k = 0; k < depth; ++k) {
       const float av = a[m * a_row + k * a_col];
-      const float* b_row = b + k * ldb;
+      const float* __restrict b_row = b + k * ldb;
       for (std::size_t n = 0; n < cols; ++n) c_row[n] += av * b_row[n];
     }
   }
@@ -124,16 +119,16 @@ class mlp {
   }
 
   /// The sizes given to the constructor.
-  const std::vector<std::size_t>& layer_sizes() const noexcept { return sizes_; }
+  [[nodiscard]] const std::vector<std::size_t>& layer_sizes() const noexcept { return sizes_; }
   /// The number of layers with parameters (`layer_sizes().size() - 1`).
-  std::size_t layers() const noexcept { return sizes_.size() - 1; }
+  [[nodiscard]] std::size_t layers() const noexcept { return sizes_.size() - 1; }
   /// The number of classes (the last layer size).
-  std::size_t classes() const noexcept { return sizes_.back(); }
+  [[nodiscard]] std::size_t classes() const noexcept { return sizes_.back(); }
   /// The length of the flat parameter (and gradient) vector.
-  std::size_t parameter_count() const noexcept { return parameter_count_; }
+  [[nodiscard]] std::size_t parameter_count() const noexcept { return parameter_count_; }
 
   /// (offset, length) of each layer's bias vector in the flat layout, in layer order.
-  std::vector<std::pair<std::size_t, std::size_t>> bias_ranges() const {
+  [[nodiscard]] std::vector<std::pair<std::size_t, std::size_t>> bias_ranges() const {
     std::vector<std::pair<std::size_t, std::size_t>> out;
     for (std::size_t l = 0; l < layers(); ++l) out.emplace_back(bias_offsets_[l], sizes_[l + 1]);
     return out;
@@ -223,7 +218,7 @@ class mlp {
 
   /// Mean loss and accuracy over `data`, from one forward pass in chunks.
   /// @throws std::invalid_argument if `params` has the wrong size or the images do not match `layer_sizes()[0]`.
-  evaluation evaluate(std::span<const float> params, const dataset& data) const {
+  [[nodiscard]] evaluation evaluate(std::span<const float> params, const dataset& data) const {
     check_size("params", params.size());
     if (data.pixels_per_image != sizes_[0]) {
       throw std::invalid_argument("fmnist::mlp: expected images of " + std::to_string(sizes_[0]) + " pixels, got " +
@@ -276,9 +271,13 @@ class mlp {
   }
 
   /// Fraction of `data` classified correctly.
-  double accuracy(std::span<const float> params, const dataset& data) const { return evaluate(params, data).accuracy; }
+  [[nodiscard]] double accuracy(std::span<const float> params, const dataset& data) const {
+    return evaluate(params, data).accuracy;
+  }
   /// Mean softmax cross-entropy over `data`.
-  double mean_loss(std::span<const float> params, const dataset& data) const { return evaluate(params, data).loss; }
+  [[nodiscard]] double mean_loss(std::span<const float> params, const dataset& data) const {
+    return evaluate(params, data).loss;
+  }
 
  private:
   static constexpr std::size_t max_width = std::size_t{1} << 20U;

@@ -41,7 +41,8 @@ options parse(int argc, char** argv) {
     } else if (arg == "--momentum") {
       opt.momentum = std::stof(value);
     } else {
-      throw std::invalid_argument("unknown option " + arg + " (expected --data DIR, --epochs N, --seed S, --lr LR, --momentum M)");
+      throw std::invalid_argument("unknown option " + arg +
+                                  " (expected --data DIR, --epochs N, --seed S, --lr LR, --momentum M)");
     }
   }
   return opt;
@@ -109,6 +110,6 @@ int main(int argc, char** argv) try {
   }
   return EXIT_SUCCESS;
 } catch (const std::exception& e) {
-  std::fprintf(stderr, "fmnist_sanity: %s\n", e.what());
+  static_cast<void>(std::fprintf(stderr, "fmnist_sanity: %s\n", e.what()));
   return EXIT_FAILURE;
 }

@@ -44,7 +44,7 @@ class temp_dir {
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  [[nodiscard]] std::string file(const std::string& name) const { return (path_ / name).string(); }
 
  private:
   std::filesystem::path path_;
@@ -345,8 +345,8 @@ TEST_CASE("mlp gradient matches central differences of a double-precision refere
   // |g| <= 0.5, i.e. ~1e-6 in the worst case (observed: 5e-8). Tolerance |g - g_ref| <= 2e-6 + 1e-4 |g_ref|; an
   // indexing, scaling or masking bug errs by O(|g_ref|) ~ 1e-2..1e-1, far above it.
   const auto [sizes, batch] = GENERATE(table<std::vector<std::size_t>, std::size_t>({
-      {{6, 5, 4, 3}, 11},    // exercises the 4 x 8 tile, its row and column tails
-      {{20, 17, 9, 4}, 19},  // several tiles per row and column
+      {{6, 5, 4, 3}, 11},    // 4-row blocks plus a 1-row tail, short odd rows
+      {{20, 17, 9, 4}, 19},  // several 4-row blocks, vector loops with remainders
       {{10, 3}, 5},          // one layer: softmax regression
   }));
   const problem p = make_problem(sizes, batch, 2024);
