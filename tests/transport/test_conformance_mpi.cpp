@@ -4,8 +4,8 @@
 // the same test cases in the same order, so their collectives match.
 
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
 #include <mpi.h>
+#include <catch2/catch.hpp>
 
 #include <chrono>
 #include <cstdio>

@@ -60,9 +60,9 @@ MPI_Datatype mpi_type_of() {
 }
 
 template <class T>
-inline constexpr bool has_mpi_type = std::is_same_v<T, float> || std::is_same_v<T, double> ||
-                                     std::is_same_v<T, std::int32_t> || std::is_same_v<T, std::int64_t> ||
-                                     std::is_same_v<T, std::uint32_t> || std::is_same_v<T, std::uint64_t>;
+inline constexpr bool has_mpi_type =
+    std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, std::int32_t> ||
+    std::is_same_v<T, std::int64_t> || std::is_same_v<T, std::uint32_t> || std::is_same_v<T, std::uint64_t>;
 
 inline int checked_count(std::size_t n, const char* what) {
   if (n > static_cast<std::size_t>(INT_MAX)) {
@@ -118,8 +118,7 @@ class mpi_transport {
     ~request() {
       if (req_ == MPI_REQUEST_NULL || owner_ == nullptr) return;
       try {
-        if (owner_->broken_.empty() &&
-            wait_until(std::chrono::steady_clock::now() + owner_->options_.timeout)) {
+        if (owner_->broken_.empty() && wait_until(std::chrono::steady_clock::now() + owner_->options_.timeout)) {
           return;
         }
       } catch (...) {  // destructors do not throw; the transport is marked broken
@@ -236,7 +235,7 @@ class mpi_transport {
 
   /// Native sum-allreduce (MPI_Iallreduce, in place).
   template <class T>
-    requires detail::has_mpi_type<T>
+  requires detail::has_mpi_type<T>
   void allreduce(std::span<T> data) {
     check_usable(rank_, "allreduce");
     MPI_Request r = MPI_REQUEST_NULL;
@@ -248,7 +247,7 @@ class mpi_transport {
 
   /// Native allgather (MPI_Iallgather) of equal-sized contributions.
   template <class T>
-    requires std::is_trivially_copyable_v<T>
+  requires std::is_trivially_copyable_v<T>
   void allgather(std::span<const T> mine, std::span<T> all) {
     check_usable(rank_, "allgather");
     MPI_Request r = MPI_REQUEST_NULL;
@@ -260,7 +259,7 @@ class mpi_transport {
 
   /// Native broadcast (MPI_Ibcast).
   template <class T>
-    requires std::is_trivially_copyable_v<T>
+  requires std::is_trivially_copyable_v<T>
   void broadcast(std::span<T> data, int root) {
     check_usable(root, "broadcast");
     MPI_Request r = MPI_REQUEST_NULL;
@@ -285,8 +284,8 @@ class mpi_transport {
                                   std::to_string(size_) + "), got " + std::to_string(peer));
     }
     if (!broken_.empty()) {
-      throw transport_error(std::string("mpi_transport::") + what + ": transport unusable after an error (" +
-                            broken_ + "); recreate it");
+      throw transport_error(std::string("mpi_transport::") + what + ": transport unusable after an error (" + broken_ +
+                            "); recreate it");
     }
   }
 
