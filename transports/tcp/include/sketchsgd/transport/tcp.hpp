@@ -90,6 +90,7 @@ class tcp_transport {
     int peer = 0;
     tag_t tag = 0;
     std::span<std::byte> buffer;  // receives only
+    bool receiving = false;       // the I/O thread is reading straight into `buffer`
     bool done = false;
     std::string error;  // set when done with an error
   };
@@ -156,7 +157,10 @@ class tcp_transport {
     void cancel() noexcept {
       if (!state_ || owner_ == nullptr) return;
       if (state_->is_recv) {
-        const std::lock_guard lock(owner_->mutex_);
+        std::unique_lock lock(owner_->mutex_);
+        // A read straight into the buffer ends soon (data or a failure is on
+        // its way); the buffer must not be released under it.
+        owner_->changed_.wait(lock, [&] { return !state_->receiving; });
         if (!state_->done) owner_->posted_.remove(state_);
       }
       state_.reset();
@@ -618,11 +622,25 @@ class tcp_transport {
   // ---- frames ------------------------------------------------------------------
   awaitable<void> read_loop(int r) {
     auto& socket = *peers_[static_cast<std::size_t>(r)].socket;
+    std::shared_ptr<op_state> direct;  // a receive being filled straight from the socket
     try {
       for (;;) {
         std::array<std::byte, tcp_protocol::frame_header::size> raw{};
         co_await boost::asio::async_read(socket, boost::asio::buffer(raw), boost::asio::use_awaitable);
         const auto header = tcp_protocol::frame_header::decode(raw, options_.max_frame_bytes);
+        if (header.type == tcp_protocol::frame_type::data) {
+          direct = take_posted_receive(r, header.tag, header.length);
+          if (direct) {
+            co_await boost::asio::async_read(socket, boost::asio::buffer(direct->buffer.data(), direct->buffer.size()),
+                                             boost::asio::use_awaitable);
+            const std::lock_guard lock(mutex_);
+            direct->receiving = false;
+            direct->done = true;
+            direct.reset();
+            changed_.notify_all();
+            continue;
+          }
+        }
         if (header.type == tcp_protocol::frame_type::goodbye) {
           const std::lock_guard lock(mutex_);
           fail_peer_locked(r, "rank " + std::to_string(r) + " closed its transport", /*quiet=*/true);
@@ -646,8 +664,27 @@ class tcp_transport {
         deliver(r, header.tag, std::move(body));
       }
     } catch (const std::exception& e) {
-      fail_peer(r, e.what());
+      const std::lock_guard lock(mutex_);
+      if (direct) direct->receiving = false;  // not done: its waiter sees the failure
+      fail_peer_locked(r, e.what());
     }
+  }
+
+  /// The first posted receive for (src, tag) if it expects exactly `length`
+  /// bytes, taken off the posted list and marked as being filled; else null
+  /// (the frame is then buffered, and a size mismatch reported on delivery).
+  std::shared_ptr<op_state> take_posted_receive(int src, tag_t tag, std::uint64_t length) {
+    const std::lock_guard lock(mutex_);
+    for (auto it = posted_.begin(); it != posted_.end(); ++it) {
+      if ((*it)->peer == src && (*it)->tag == tag) {
+        if ((*it)->buffer.size() != length) return nullptr;
+        auto taken = *it;
+        posted_.erase(it);
+        taken->receiving = true;
+        return taken;
+      }
+    }
+    return nullptr;
   }
 
   void deliver(int src, tag_t tag, std::vector<std::byte> message) {
