@@ -6,8 +6,12 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "conformance.hpp"
 #include "sketchsgd/transport/tcp.hpp"
@@ -36,10 +40,39 @@ TEST_CASE("tcp processes: tags and ordering, then a size mismatch", "[transport]
   test::check_size_mismatch(rank_transport());
 }
 
+namespace {
+
+/// `--crash-test`: the last rank dies without a word (_exit, no goodbye)
+/// before the collective; every other rank must see a transport_error within
+/// seconds, far below its 60 s timeout. Exit 0 when it behaved so.
+int crash_test() {
+  if (world_transport->rank() == world_transport->size() - 1) std::_Exit(0);
+  communicator comm(*world_transport);
+  std::vector<float> data(1 << 20, 1.0F);
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    allreduce(comm, std::span<float>(data));
+  } catch (const transport_error& e) {
+    const auto waited = std::chrono::steady_clock::now() - start;
+    std::fprintf(stderr, "rank %d: transport_error after %.2f s: %s\n", world_transport->rank(),
+                 std::chrono::duration<double>(waited).count(), e.what());
+    return waited < std::chrono::seconds(10) ? 0 : 3;
+  }
+  std::fprintf(stderr, "rank %d: the collective completed without the dead rank\n", world_transport->rank());
+  return 4;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   tcp_options options;
   options.timeout = std::chrono::seconds(60);
+  options.log = [](const std::string&) {};
   world_transport = tcp_transport::from_environment(options);
+  if (argc > 1 && std::string(argv[1]) == "--crash-test") {
+    const int status = crash_test();
+    std::_Exit(status);  // the transport's peers are gone; skip the goodbyes
+  }
   if (world_transport->rank() != 0) std::freopen("/dev/null", "w", stdout);
   Catch::Session session;
   const int failures = session.run(argc, argv);
