@@ -15,6 +15,7 @@
 #include "sketchsgd/hash/multiply_shift.hpp"
 #include "sketchsgd/hash/poly4_hash.hpp"
 #include "sketchsgd/hash/seed_mixer.hpp"
+#include "sketchsgd/optim/optimizers.hpp"
 #include "sketchsgd/serialize/count_sketch_format.hpp"
 #include "sketchsgd/serialize/wire.hpp"
 #include "sketchsgd/sketch/count_sketch.hpp"

@@ -23,24 +23,6 @@ namespace sketchsgd {
 template <class T>
 concept reducible = std::is_arithmetic_v<T> && !std::same_as<T, bool>;
 
-/// Which algorithm an allreduce uses.
-enum class allreduce_algorithm {
-  automatic,           ///< native if the transport has one, else by size
-  ring,                ///< reduce-scatter + allgather around a ring: 2 (W-1)/W n bytes per rank
-  recursive_doubling,  ///< log2(W) full exchanges: fewest rounds, for small n
-};
-
-/// Tuning of an allreduce.
-struct allreduce_options {
-  /// Algorithm; `automatic` picks native, then recursive doubling up to
-  /// `small_bytes`, then the ring.
-  allreduce_algorithm algorithm = allreduce_algorithm::automatic;
-  /// Largest message a ring step sends at once; two are in flight.
-  std::size_t segment_bytes = std::size_t{1} << 20U;
-  /// Buffers up to this size use recursive doubling under `automatic`.
-  std::size_t small_bytes = std::size_t{64} << 10U;
-};
-
 namespace detail {
 
 template <class T>
@@ -154,7 +136,7 @@ void recursive_doubling_allreduce(Comm& comm, std::span<T> data) {
 /// @throws std::invalid_argument before any I/O if the options are invalid;
 /// transport_error / timeout_error from the transport.
 template <transport Transport, reducible T>
-void allreduce(communicator<Transport>& comm, std::span<T> data, allreduce_options options = {}) {
+void allreduce(communicator<Transport>& comm, std::span<T> data, allreduce_options options) {
   if (comm.size() == 1 || data.empty()) {
     (void)comm.next_collective_tag();
     return;
@@ -176,6 +158,14 @@ void allreduce(communicator<Transport>& comm, std::span<T> data, allreduce_optio
   } else {
     detail::ring_allreduce(comm, data, options.segment_bytes);
   }
+}
+
+/// `allreduce` with the communicator's default options.
+/// @tparam Transport a `transport`.
+/// @throws transport_error / timeout_error from the transport.
+template <transport Transport, reducible T>
+void allreduce(communicator<Transport>& comm, std::span<T> data) {
+  allreduce(comm, data, comm.allreduce_defaults());
 }
 
 }  // namespace sketchsgd

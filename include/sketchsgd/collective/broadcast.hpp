@@ -15,18 +15,39 @@
 
 namespace sketchsgd {
 
+/// Shape of a rooted collective.
+enum class tree_algorithm {
+  binomial,  ///< ceil(log2 W) rounds; inner ranks forward (default)
+  flat,      ///< the root talks to every rank directly: a parameter server's star
+};
+
 /// Copies `data` of rank `root` into `data` of every rank. The transport's
-/// own broadcast when it has one; else a binomial tree: ceil(log2 W) rounds,
-/// each rank receives once.
+/// own broadcast when it has one (binomial requested); else a binomial tree,
+/// ceil(log2 W) rounds, each rank receiving once; or flat: the root sends to
+/// every rank, each non-root rank receives n bytes and sends nothing.
 /// @tparam Transport a `transport`.
 /// @throws std::invalid_argument for a bad root; transport_error/timeout_error.
 template <transport Transport, class T>
 requires std::is_trivially_copyable_v<T>
-void broadcast(communicator<Transport>& comm, std::span<T> data, int root) {
+void broadcast(communicator<Transport>& comm, std::span<T> data, int root,
+               tree_algorithm algorithm = tree_algorithm::binomial) {
   check_root(comm, root, "broadcast");
   const tag_t tag = comm.next_collective_tag();
   const int size = comm.size();
   if (size == 1 || data.empty()) return;
+  if (algorithm == tree_algorithm::flat) {
+    if (comm.rank() != root) {
+      comm.irecv(root, tag, detail::writable_bytes_of(data)).wait();
+      return;
+    }
+    using request = decltype(comm.isend(0, tag, detail::bytes_of(std::span<const T>(data))));
+    std::vector<request> sends;
+    for (int r = 0; r < size; ++r) {
+      if (r != root) sends.push_back(comm.isend(r, tag, detail::bytes_of(std::span<const T>(data))));
+    }
+    for (auto& s : sends) s.wait();
+    return;
+  }
   if constexpr (requires(Transport & t) { t.broadcast(data, root); }) {
     const auto bytes = static_cast<std::uint64_t>(data.size_bytes());
     comm.count_native(comm.rank() == root ? bytes : 0, comm.rank() == root ? 0 : bytes, 1);
@@ -50,15 +71,39 @@ void broadcast(communicator<Transport>& comm, std::span<T> data, int root) {
 
 /// Sums `data` over all ranks into `data` of rank `root`; other ranks' `data`
 /// is left with partial sums. Binomial tree: ceil(log2 W) rounds, n bytes per
-/// message.
+/// message; or flat: every rank sends its n bytes straight to the root, which
+/// adds them in rank order.
 /// @tparam Transport a `transport`.
 /// @throws std::invalid_argument for a bad root; transport_error/timeout_error.
 template <transport Transport, reducible T>
-void reduce(communicator<Transport>& comm, std::span<T> data, int root) {
+void reduce(communicator<Transport>& comm, std::span<T> data, int root,
+            tree_algorithm algorithm = tree_algorithm::binomial) {
   check_root(comm, root, "reduce");
   const tag_t tag = comm.next_collective_tag();
   const int size = comm.size();
   if (size == 1 || data.empty()) return;
+  if (algorithm == tree_algorithm::flat) {
+    if (comm.rank() != root) {
+      comm.isend(root, tag, detail::bytes_of(std::span<const T>(data))).wait();
+      return;
+    }
+    // Receive into one buffer per peer with all receives posted at once, then
+    // add in rank order so the sum does not depend on arrival order.
+    std::vector<std::vector<T>> incoming(static_cast<std::size_t>(size));
+    using request = decltype(comm.irecv(0, tag, std::span<std::byte>()));
+    std::vector<request> recvs;
+    for (int r = 0; r < size; ++r) {
+      if (r == root) continue;
+      auto& buf = incoming[static_cast<std::size_t>(r)];
+      buf.resize(data.size());
+      recvs.push_back(comm.irecv(r, tag, detail::writable_bytes_of(std::span<T>(buf))));
+    }
+    for (auto& q : recvs) q.wait();
+    for (int r = 0; r < size; ++r) {
+      if (r != root) detail::add_into(data, std::span<const T>(incoming[static_cast<std::size_t>(r)]));
+    }
+    return;
+  }
   const int vrank = detail::wrap_rank(comm.rank() - root, size);
   std::vector<T> incoming;
   for (int mask = 1; mask < size; mask <<= 1) {

@@ -15,6 +15,24 @@
 
 namespace sketchsgd {
 
+/// Which algorithm an allreduce uses.
+enum class allreduce_algorithm {
+  automatic,           ///< native if the transport has one, else by size
+  ring,                ///< reduce-scatter + allgather around a ring: 2 (W-1)/W n bytes per rank
+  recursive_doubling,  ///< log2(W) full exchanges: fewest rounds, for small n
+};
+
+/// Tuning of an allreduce.
+struct allreduce_options {
+  /// Algorithm; `automatic` picks native, then recursive doubling up to
+  /// `small_bytes`, then the ring.
+  allreduce_algorithm algorithm = allreduce_algorithm::automatic;
+  /// Largest message a ring step sends at once; two are in flight.
+  std::size_t segment_bytes = std::size_t{1} << 20U;
+  /// Buffers up to this size use recursive doubling under `automatic`.
+  std::size_t small_bytes = std::size_t{64} << 10U;
+};
+
 /// Bytes and messages one rank handed to its transport, and collectives run.
 struct comm_counters {
   std::uint64_t bytes_sent = 0;         ///< payload bytes handed to isend
@@ -32,6 +50,15 @@ struct comm_counters {
     a.collectives -= b.collectives;
     return a;
   }
+  /// Field-wise sum.
+  friend comm_counters operator+(comm_counters a, const comm_counters& b) noexcept {
+    a.bytes_sent += b.bytes_sent;
+    a.bytes_received += b.bytes_received;
+    a.messages_sent += b.messages_sent;
+    a.messages_received += b.messages_received;
+    a.collectives += b.collectives;
+    return a;
+  }
   /// Field-wise equality.
   friend bool operator==(const comm_counters&, const comm_counters&) = default;
 };
@@ -46,6 +73,14 @@ class communicator {
  public:
   /// Wraps `t`, which must outlive the communicator.
   explicit communicator(Transport& t) noexcept : transport_(&t) {}
+
+  /// Wraps `t` with default allreduce options for calls that pass none (for
+  /// instance `allreduce_algorithm::ring` to get the same bits over every
+  /// transport, MPI included).
+  communicator(Transport& t, allreduce_options defaults) noexcept : transport_(&t), defaults_(defaults) {}
+
+  /// Allreduce options used when a call passes none.
+  [[nodiscard]] const allreduce_options& allreduce_defaults() const noexcept { return defaults_; }
 
   /// The underlying transport.
   [[nodiscard]] Transport& underlying() const noexcept { return *transport_; }
@@ -90,6 +125,7 @@ class communicator {
 
  private:
   Transport* transport_;
+  allreduce_options defaults_{};
   std::uint64_t sequence_ = 0;
   comm_counters counters_;
 };

@@ -27,6 +27,7 @@ inline constexpr std::uint8_t serial_version = 1;
 /// Frozen family ids: the first thing a reader checks after the size.
 enum class family : std::uint8_t {
   count_sketch = 1,
+  optimizer_state = 2,
 };
 
 /// Frozen value-type codes.

@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Configuration fingerprints: a 64-bit digest of everything ranks must agree
+/// on, compared across ranks once at setup instead of on every message.
+
+#include <bit>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "sketchsgd/collective/allgather.hpp"
+#include "sketchsgd/error.hpp"
+#include "sketchsgd/hash/seed_mixer.hpp"
+
+namespace sketchsgd::detail {
+
+/// Order-sensitive digest of integers and floating-point values (by bits).
+class fingerprint {
+ public:
+  template <class T>
+  requires std::is_arithmetic_v<T> || std::is_enum_v<T> fingerprint& add(T v) noexcept {
+    std::uint64_t bits = 0;
+    if constexpr (std::is_enum_v<T>) {
+      bits = static_cast<std::uint64_t>(v);
+    } else if constexpr (std::is_floating_point_v<T>) {
+      bits = sizeof(T) == 4 ? std::bit_cast<std::uint32_t>(static_cast<float>(v))
+                            : std::bit_cast<std::uint64_t>(static_cast<double>(v));
+    } else {
+      bits = static_cast<std::uint64_t>(v);
+    }
+    state_ = mix64(state_ ^ mix64(bits + 0x9E3779B97F4A7C15ULL * ++count_));
+    return *this;
+  }
+  [[nodiscard]] std::uint64_t value() const noexcept { return state_; }
+
+ private:
+  std::uint64_t state_ = 0x736B6574636873ULL;  // "sketchs"
+  std::uint64_t count_ = 0;
+};
+
+/// Allgathers `mine` and throws `config_mismatch_error` on every rank if any
+/// rank's differs, naming the ranks that disagree with rank 0.
+template <class Comm>
+void agree_on_fingerprint(Comm& comm, std::uint64_t mine, const char* who) {
+  std::vector<std::uint64_t> all(static_cast<std::size_t>(comm.size()));
+  allgather(comm, std::span<const std::uint64_t>(&mine, 1), std::span<std::uint64_t>(all));
+  std::string differing;
+  for (std::size_t r = 1; r < all.size(); ++r) {
+    if (all[r] != all[0]) differing += (differing.empty() ? "" : ", ") + std::to_string(r);
+  }
+  if (!differing.empty()) {
+    throw config_mismatch_error(std::string(who) + ": rank(s) " + differing +
+                                " were configured differently from rank 0 (dimension, sketch, k, P, momentum, "
+                                "topology, dense ranges, value or hash type)");
+  }
+}
+
+}  // namespace sketchsgd::detail

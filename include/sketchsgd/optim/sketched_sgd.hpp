@@ -1,0 +1,372 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Sketched-SGD (Ivkin, Rothchild, Ullah, Braverman, Stoica, Arora,
+/// "Communication-efficient Distributed SGD with Sketching", NeurIPS 2019),
+/// the variant the authors ran: local momentum with error feedback, sketch,
+/// aggregate, P k candidates, an exact second round, top k, masking.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <istream>
+#include <limits>
+#include <ostream>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "sketchsgd/collective/collectives.hpp"
+#include "sketchsgd/hash/multiply_shift.hpp"
+#include "sketchsgd/optim/accounting.hpp"
+#include "sketchsgd/optim/coordinates.hpp"
+#include "sketchsgd/optim/fingerprint.hpp"
+#include "sketchsgd/optim/momentum.hpp"
+#include "sketchsgd/optim/nonfinite.hpp"
+#include "sketchsgd/optim/state_io.hpp"
+#include "sketchsgd/optim/update.hpp"
+#include "sketchsgd/serialize/wire.hpp"
+#include "sketchsgd/sketch/count_sketch.hpp"
+#include "sketchsgd/sketch/topk.hpp"
+
+namespace sketchsgd {
+
+/// How sketches are aggregated.
+enum class topology {
+  allreduce,  ///< every rank gets the summed sketch and recovers identically: no root, no single point of failure
+  root,       ///< a root reduces, recovers and broadcasts (the paper's parameter server)
+};
+
+/// Settings of `sketched_sgd` and `global_sketch_sgd`.
+/// @tparam Value a `sketch_value`.
+template <sketch_value Value>
+struct sketched_sgd_options {
+  /// Number of parameters d.
+  std::uint64_t dimension = 0;
+  /// Rows, columns and seed of the sketch (the seed must match on all ranks).
+  sketch_config sketch{};
+  /// Coordinates updated per step.
+  std::size_t k = 0;
+  /// P: the second round looks at P k candidates; 0 turns it off and applies
+  /// the sketch's estimates of its top k.
+  std::size_t candidates_factor = 3;
+  /// Learning rate eta; the update is eta Delta (set_learning_rate for schedules).
+  Value learning_rate = Value{1};
+  /// Momentum m.
+  Value momentum = Value{0};
+  /// Error feedback (v <- v + u); off: v <- u.
+  bool error_feedback = true;
+  /// Divide the aggregated sum by W (floating-point values only).
+  bool average = false;
+  /// How sketches are aggregated (ignored by global_sketch_sgd: allreduce).
+  sketchsgd::topology topology = sketchsgd::topology::allreduce;
+  /// The root of the `root` topology (a parameter server: flat reduce and
+  /// broadcast, every worker talks to the root directly).
+  int root = 0;
+  /// Coordinates that skip the sketch and are allreduced every step.
+  std::vector<dense_range> dense{};
+  /// What a NaN or Inf in any rank's gradient does.
+  nonfinite_policy nonfinite = nonfinite_policy::throw_error;
+  /// Threads for the CPU kernels.
+  cpu_execution exec{};
+};
+
+namespace detail {
+
+/// Index type on the wire for candidate and update broadcasts: 4 bytes, as in
+/// the paper's byte counts (d must stay below 2^32 - 1 for the root topology).
+using wire_index = std::uint32_t;
+inline constexpr wire_index no_index = std::numeric_limits<wire_index>::max();
+
+template <class Value>
+struct wire_entry {
+  wire_index index;
+  Value value;
+};
+
+}  // namespace detail
+
+/// Sketched-SGD. Per step, on every worker i with local gradient g_i:
+///
+/// 1. u_i <- m u_i + g_i;  v_i <- v_i + u_i (error feedback on the momentum);
+/// 2. S_i = sketch of v_i (dense coordinates excluded);
+/// 3. S = sum of S_i: allreduce (every rank recovers identically) or reduce to
+///    a root that recovers and broadcasts;
+/// 4. C = the P k coordinates with the largest |estimate| in S;
+/// 5. second round: x_C = sum_i v_i[C] exactly (allreduce, or reduce after the
+///    root broadcast C);
+/// 6. Delta = the k entries of x_C largest in magnitude (ties to the lower
+///    index); with P = 0, Delta = top k of S with estimated values;
+/// 7. the update is eta Delta (eta Delta / W when averaging);
+/// 8. u_i and v_i are zeroed at supp(Delta) (momentum masking, error reset);
+/// 9. dense coordinates are allreduced every step and applied in full; only
+///    their v is reset, their momentum keeps running.
+///
+/// Bytes per worker per step, root topology, non-root rank: up
+/// 4 r c + 4 P k, down 4 P k (candidate indices) + 8 k (indices + values),
+/// with 4-byte values; allreduce topology: a ring allreduce of the r c table
+/// (2 (W-1)/W 4 r c) plus one allreduce of P k values.
+///
+/// @tparam Value a `sketch_value`.
+/// @tparam Transport a `transport`.
+/// @tparam HashFamily a `hash_family`.
+template <sketch_value Value, transport Transport, hash_family HashFamily = multiply_shift>
+class sketched_sgd {
+ public:
+  /// The options type.
+  using options_type = sketched_sgd_options<Value>;
+
+  /// Sets up the optimizer and checks, with one allgather, that every rank
+  /// has the same configuration.
+  /// @throws std::invalid_argument for an unusable configuration (before any
+  /// I/O); config_mismatch_error on every rank if ranks disagree.
+  sketched_sgd(communicator<Transport>& comm, options_type options)
+      : sketched_sgd(comm, std::move(options), detail::optimizer_kind::sketched_sgd, "sketched_sgd") {}
+
+  /// One step with this rank's gradient (d values).
+  /// @throws std::invalid_argument if the gradient has the wrong size;
+  /// nonfinite_error (on every rank) under `throw_error`;
+  /// transport_error/timeout_error from the transport.
+  const model_update<Value>& step(std::span<const Value> gradient) {
+    if (gradient.size() != opt_.dimension) {
+      throw std::invalid_argument(std::string(name_) + "::step: gradient has " + std::to_string(gradient.size()) +
+                                  " values, expected " + std::to_string(opt_.dimension));
+    }
+    accounting_.begin(comm_->counters());
+    update_.indices.clear();
+    update_.values.clear();
+    update_.skipped = detail::nonfinite_consensus(*comm_, gradient, opt_.nonfinite, name_);
+    if (!update_.skipped) {
+      state_.accumulate(gradient, opt_.momentum, opt_.error_feedback);
+      sketch_v();
+      if (opt_.topology == topology::allreduce) {
+        step_allreduce();
+      } else {
+        step_root();
+      }
+      finish_update();
+    }
+    accounting_.end(comm_->counters());
+    return update_;
+  }
+
+  /// Communication so far.
+  [[nodiscard]] const comm_stats& stats() const noexcept { return accounting_.stats(); }
+  /// The options in force.
+  [[nodiscard]] const options_type& options() const noexcept { return opt_; }
+  /// Changes eta for the next steps (schedules); every rank must do the same.
+  void set_learning_rate(Value eta) noexcept { opt_.learning_rate = eta; }
+  /// The paper's compression ratio 2 d / (r c + P k + k), in elements.
+  [[nodiscard]] double paper_compression() const noexcept {
+    const double p = static_cast<double>(opt_.candidates_factor);
+    const double k = static_cast<double>(opt_.k);
+    return 2.0 * static_cast<double>(opt_.dimension) / (static_cast<double>(opt_.sketch.cells()) + p * k + k);
+  }
+
+  /// Writes this rank's whole state (momentum, error, step count).
+  /// @throws serialization_error if the stream fails.
+  void save(std::ostream& os) const {
+    detail::write_state_header(
+        os, {kind_, wire::value_type_code<Value>, fingerprint_, accounting_.stats().steps,
+             static_cast<std::uint32_t>(comm_->rank()), static_cast<std::uint32_t>(comm_->size()), 2});
+    detail::write_state_section(os, state_.u());
+    detail::write_state_section(os, state_.v());
+  }
+
+  /// Restores a state written by `save` on the same rank of an identically
+  /// configured job; afterwards steps continue bit-identically.
+  /// @throws config_mismatch_error for another configuration, rank or world;
+  /// serialization_error for malformed bytes (the state is then unchanged).
+  void load(std::istream& is) {
+    const std::uint64_t steps = detail::read_state_header(
+        is,
+        {kind_, wire::value_type_code<Value>, fingerprint_, 0, static_cast<std::uint32_t>(comm_->rank()),
+         static_cast<std::uint32_t>(comm_->size()), 2},
+        name_);
+    detail::momentum_error<Value> fresh(static_cast<std::size_t>(opt_.dimension));
+    detail::read_state_section(is, std::span<Value>(fresh.u_storage()), name_);
+    detail::read_state_section(is, std::span<Value>(fresh.v_storage()), name_);
+    state_ = std::move(fresh);
+    accounting_.stats().steps = steps;
+  }
+
+ protected:
+  /// For `global_sketch_sgd`: the same engine under another name and kind.
+  sketched_sgd(communicator<Transport>& comm, options_type options, detail::optimizer_kind kind, const char* name)
+      : comm_(&comm),
+        opt_(validated(std::move(options), comm.size(), name)),
+        kind_(kind),
+        name_(name),
+        split_(opt_.dimension, opt_.dense),
+        state_(static_cast<std::size_t>(opt_.dimension)),
+        sketch_(opt_.sketch),
+        scratch_(static_cast<std::size_t>(split_.sparse_count())),
+        dense_values_(static_cast<std::size_t>(split_.dense_count())) {
+    fingerprint_ = make_fingerprint();
+    detail::agree_on_fingerprint(*comm_, fingerprint_, name_);
+    const auto w = static_cast<double>(comm_->size());
+    accounting_.stats().dense_ring_bytes_per_step =
+        2.0 * (w - 1.0) / w * static_cast<double>(opt_.dimension) * static_cast<double>(sizeof(Value));
+    accounting_.begin(comm_->counters());  // the setup's exchange is not a step
+  }
+
+ private:
+  static options_type validated(options_type o, int world, const char* name) {
+    const auto fail = [&](const std::string& why) { throw std::invalid_argument(std::string(name) + ": " + why); };
+    if (o.dimension == 0) fail("dimension must be positive");
+    validate(o.sketch, HashFamily::max_cols);
+    if (o.k == 0) fail("k must be positive");
+    if (o.average && std::is_integral_v<Value>) fail("averaging needs a floating-point value type");
+    if (o.topology == topology::root) {
+      if (o.root < 0 || o.root >= world) fail("root " + std::to_string(o.root) + " is not a rank");
+      if (o.dimension >= detail::no_index) fail("the root topology sends 4-byte indices: d must be below 2^32 - 1");
+    }
+    const detail::coordinate_split probe(o.dimension, o.dense);  // validates the ranges
+    if (o.k > probe.sparse_count()) fail("k exceeds the number of sketched coordinates");
+    return o;
+  }
+
+  std::uint64_t make_fingerprint() const {
+    detail::fingerprint f;
+    f.add(kind_).add(wire::value_type_code<Value>).add(HashFamily::id).add(opt_.dimension);
+    f.add(opt_.sketch.rows).add(opt_.sketch.cols).add(opt_.sketch.seed).add(opt_.k).add(opt_.candidates_factor);
+    f.add(opt_.momentum).add(opt_.error_feedback).add(opt_.average).add(opt_.topology).add(opt_.root);
+    f.add(opt_.dense.size());
+    for (const dense_range& r : split_.dense()) f.add(r.offset).add(r.length);
+    f.add(opt_.nonfinite).add(comm_->size());
+    return f.value();
+  }
+
+  /// Sketch of v over the sparse coordinates, and the dense coordinates' v.
+  void sketch_v() {
+    sketch_.zero();
+    const std::span<const Value> v = state_.v();
+    for (const auto& seg : split_.segments()) {
+      sketch_.accumulate(v.subspan(static_cast<std::size_t>(seg.global), static_cast<std::size_t>(seg.length)),
+                         seg.compact, opt_.exec);
+    }
+    split_.gather_dense(v, std::span<Value>(dense_values_));
+  }
+
+  [[nodiscard]] std::size_t candidate_count() const noexcept {
+    return static_cast<std::size_t>(std::min<std::uint64_t>(opt_.candidates_factor * opt_.k, split_.sparse_count()));
+  }
+
+  void average_in_place(std::span<Value> x) const noexcept {
+    if constexpr (std::is_floating_point_v<Value>) {
+      if (opt_.average) {
+        const Value w = static_cast<Value>(comm_->size());
+        for (Value& e : x) e /= w;
+      }
+    }
+  }
+
+  /// Sets update_ (global indices, exact or estimated summed values) from
+  /// the chosen compact indices and their values.
+  void set_delta(std::vector<std::uint64_t> compact, std::vector<Value> values) {
+    split_.to_global(compact);
+    update_.indices = std::move(compact);
+    update_.values = std::move(values);
+  }
+
+  void step_allreduce() {
+    allreduce(*comm_, sketch_.table());
+    if (!dense_values_.empty()) allreduce(*comm_, std::span<Value>(dense_values_));
+    const std::uint64_t ds = split_.sparse_count();
+    if (opt_.candidates_factor == 0) {
+      auto best = top_k(sketch_, ds, opt_.k, std::span<Value>(scratch_), opt_.exec);
+      set_delta(std::move(best.indices), std::move(best.values));
+      return;
+    }
+    auto candidates = top_k(sketch_, ds, candidate_count(), std::span<Value>(scratch_), opt_.exec);
+    split_.to_global(candidates.indices);
+    std::vector<Value> exact(candidates.size());
+    for (std::size_t j = 0; j < exact.size(); ++j) exact[j] = state_.v()[candidates.indices[j]];
+    allreduce(*comm_, std::span<Value>(exact));  // second round: P k values
+    const auto best = top_k(exact, opt_.k);
+    update_.indices.reserve(best.size());
+    for (const std::uint64_t pos : best.indices) update_.indices.push_back(candidates.indices[pos]);
+    update_.values = best.values;
+  }
+
+  void step_root() {
+    const bool is_root = comm_->rank() == opt_.root;
+    reduce(*comm_, sketch_.table(), opt_.root, tree_algorithm::flat);
+    if (!dense_values_.empty()) allreduce(*comm_, std::span<Value>(dense_values_));
+    const std::uint64_t ds = split_.sparse_count();
+    const std::size_t k = std::min<std::size_t>(opt_.k, static_cast<std::size_t>(ds));
+    std::vector<detail::wire_entry<Value>> delta(k, {detail::no_index, Value{}});
+    if (opt_.candidates_factor == 0) {
+      if (is_root) {
+        auto best = top_k(sketch_, ds, k, std::span<Value>(scratch_), opt_.exec);
+        split_.to_global(best.indices);
+        for (std::size_t j = 0; j < best.size(); ++j) {
+          delta[j] = {static_cast<detail::wire_index>(best.indices[j]), best.values[j]};
+        }
+      }
+    } else {
+      std::vector<detail::wire_index> candidates(candidate_count(), detail::no_index);
+      if (is_root) {
+        auto c = top_k(sketch_, ds, candidates.size(), std::span<Value>(scratch_), opt_.exec);
+        split_.to_global(c.indices);
+        for (std::size_t j = 0; j < c.size(); ++j) candidates[j] = static_cast<detail::wire_index>(c.indices[j]);
+      }
+      broadcast(*comm_, std::span<detail::wire_index>(candidates), opt_.root, tree_algorithm::flat);  // down: 4 P k
+      std::vector<Value> exact(candidates.size(), Value{});
+      for (std::size_t j = 0; j < exact.size(); ++j) {
+        if (candidates[j] != detail::no_index) exact[j] = state_.v()[candidates[j]];
+      }
+      reduce(*comm_, std::span<Value>(exact), opt_.root, tree_algorithm::flat);  // up: 4 P k
+      if (is_root) {
+        // Padding slots carry zeros; drop them before choosing.
+        std::vector<Value> real;
+        std::vector<detail::wire_index> real_index;
+        for (std::size_t j = 0; j < exact.size(); ++j) {
+          if (candidates[j] != detail::no_index) {
+            real.push_back(exact[j]);
+            real_index.push_back(candidates[j]);
+          }
+        }
+        const auto best = top_k(real, k);
+        for (std::size_t j = 0; j < best.size(); ++j) delta[j] = {real_index[best.indices[j]], best.values[j]};
+      }
+    }
+    broadcast(*comm_, std::span<detail::wire_entry<Value>>(delta), opt_.root, tree_algorithm::flat);  // down: 8 k
+    for (const auto& e : delta) {
+      if (e.index == detail::no_index) continue;
+      update_.indices.push_back(e.index);
+      update_.values.push_back(e.value);
+    }
+  }
+
+  /// Scales Delta by eta (and 1/W), masks the state, adds the dense part.
+  void finish_update() {
+    average_in_place(std::span<Value>(update_.values));
+    for (Value& x : update_.values) x *= opt_.learning_rate;
+    state_.mask(update_.indices);
+    if (split_.dense_count() != 0) {
+      average_in_place(std::span<Value>(dense_values_));
+      for (Value& x : dense_values_) x *= opt_.learning_rate;
+      for (const dense_range& r : split_.dense()) state_.reset_error(r.offset, r.length);
+      detail::merge_with_dense(split_, update_.indices, update_.values, std::span<const Value>(dense_values_));
+    }
+  }
+
+  communicator<Transport>* comm_;
+  options_type opt_;
+  detail::optimizer_kind kind_;
+  const char* name_;
+  detail::coordinate_split split_;
+  detail::momentum_error<Value> state_;
+  count_sketch<Value, HashFamily, cpu_t> sketch_;
+  std::vector<Value> scratch_;       // d_sparse estimates, reused every step
+  std::vector<Value> dense_values_;  // the dense coordinates' v, then their update
+  std::uint64_t fingerprint_ = 0;
+  detail::step_accounting accounting_;
+  model_update<Value> update_;
+};
+
+}  // namespace sketchsgd

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// What every optimizer's `step` returns: the exact amount to subtract from
+/// the parameters, learning rate included.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "sketchsgd/concepts.hpp"
+
+namespace sketchsgd {
+
+/// One step's parameter update: `params -= update`. Sparse for the
+/// compressed methods (indices strictly increasing), dense for `dense_sgd`.
+/// The learning rate is already applied. Identical on every rank.
+/// @tparam Value a `sketch_value`.
+template <sketch_value Value>
+struct model_update {
+  /// Coordinates, strictly increasing; empty when `dense`.
+  std::vector<std::uint64_t> indices;
+  /// Amount to subtract at each index (or at every coordinate when `dense`).
+  std::vector<Value> values;
+  /// Whether `values` covers every coordinate.
+  bool dense = false;
+  /// Whether the step was skipped on every rank (a non-finite gradient under
+  /// `nonfinite_policy::skip_step`); then nothing is to be applied.
+  bool skipped = false;
+
+  /// Number of coordinates the update touches.
+  [[nodiscard]] std::size_t size() const noexcept { return values.size(); }
+
+  /// `params -= factor * update`.
+  /// @throws std::invalid_argument if the update does not fit `params`
+  /// (checked before writing).
+  void apply(std::span<Value> params, Value factor = Value{1}) const {
+    if (dense) {
+      if (values.size() != params.size()) {
+        throw std::invalid_argument("model_update::apply: dense update of " + std::to_string(values.size()) +
+                                    " values for " + std::to_string(params.size()) + " parameters");
+      }
+      for (std::size_t i = 0; i < values.size(); ++i) params[i] -= factor * values[i];
+      return;
+    }
+    if (!indices.empty() && indices.back() >= params.size()) {
+      throw std::invalid_argument("model_update::apply: index " + std::to_string(indices.back()) + " outside " +
+                                  std::to_string(params.size()) + " parameters");
+    }
+    for (std::size_t n = 0; n < indices.size(); ++n) params[indices[n]] -= factor * values[n];
+  }
+
+  /// Field-wise equality.
+  friend bool operator==(const model_update&, const model_update&) = default;
+};
+
+}  // namespace sketchsgd
