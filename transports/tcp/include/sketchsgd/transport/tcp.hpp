@@ -276,6 +276,7 @@ class tcp_transport {
     if (!io_thread_.joinable()) return;
     {
       std::unique_lock lock(mutex_);
+      closing_ = true;  // peers closing at the same time are no news
       if (broken_.empty()) {
         for (int p = 0; p < size_; ++p) {
           auto& peer = peers_[static_cast<std::size_t>(p)];
@@ -769,7 +770,7 @@ class tcp_transport {
     auto& peer = peers_[static_cast<std::size_t>(r)];
     if (!peer.failure.empty()) return;
     peer.failure = why;
-    if (broken_.empty() && !quiet) log("rank " + std::to_string(r) + " failed: " + why);
+    if (broken_.empty() && !quiet && !closing_) log("rank " + std::to_string(r) + " failed: " + why);
     for (auto& o : peer.queue) {
       if (o.state && !o.state->done) {
         o.state->done = true;
@@ -834,6 +835,7 @@ class tcp_transport {
   std::vector<peer_link> peers_;
   int connected_ = 0;
   std::string broken_;  // non-empty once the whole transport failed
+  bool closing_ = false;
   std::map<std::pair<int, tag_t>, std::deque<std::vector<std::byte>>> unexpected_;
   std::list<std::shared_ptr<op_state>> posted_;
   std::uint64_t buffered_bytes_ = 0;

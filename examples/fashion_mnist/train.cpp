@@ -1,0 +1,467 @@
+// SPDX-License-Identifier: Apache-2.0
+// Distributed training of an MLP (784-256-128-10) on Fashion-MNIST with any
+// of sketchsgd's optimizers, over in-process threads, TCP or MPI. W workers,
+// each with a disjoint shard of the training set; the same seeds for every
+// method. Rank 0 prints a line per epoch and writes a CSV of every evaluation.
+//
+//   fashion_mnist --method sketched --compression 10                  (4 in-process workers)
+//   scripts/tcp_launch.sh -n 4 -- fashion_mnist --transport tcp ...
+//   mpirun -np 4 fashion_mnist --transport mpi ...
+//
+// Run with --help for every flag.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <fstream>
+#include <memory>
+#include <numeric>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sketchsgd/sketchsgd.hpp>
+
+#include "idx.hpp"
+#include "mlp.hpp"
+#if defined(FMNIST_HAVE_MPI)
+#include <mpi.h>
+
+#include <sketchsgd/transport/mpi.hpp>
+#endif
+#if defined(FMNIST_HAVE_TCP)
+#include <sketchsgd/transport/tcp.hpp>
+#endif
+
+namespace {
+
+// ---- configuration ---------------------------------------------------------------
+
+struct config {
+  std::string method = "sketched";  // dense|true-topk|local-topk|sketched|fetchsgd|global-sketch
+  std::string transport = "inproc";
+  std::string data = "/usr/share/datasets/fashion-mnist";
+  std::string csv;
+  std::string topology = "allreduce";
+  int workers = 4;
+  std::size_t epochs = 3;
+  std::size_t batch = 32;  // per worker
+  float lr = 0.1F;
+  float momentum = 0.5F;
+  std::uint64_t seed = 1;
+  double compression = 0;  // 0: take rows/cols/k as given
+  std::uint64_t rows = 1;
+  std::uint64_t cols = 0;
+  std::size_t k = 0;
+  std::size_t candidates = 4;  // P (global-sketch: 0 unless --P is given)
+  bool candidates_given = false;
+  double cols_per_k = 19;      // c / k per row under --compression
+  std::size_t eval_every = 0;  // steps between evaluations; 0: once per epoch
+  std::size_t max_steps = 0;   // stop after this many steps (0: no limit), for smoke tests
+  bool quiet = false;
+  bool native = false;  // MPI's native allreduce instead of the portable algorithms
+};
+
+const char* usage =
+    "fashion_mnist [options]\n"
+    "  --method dense|true-topk|local-topk|sketched|fetchsgd|global-sketch   (sketched)\n"
+    "  --transport inproc|tcp|mpi     inproc runs --workers threads (inproc)\n"
+    "  --workers W                    in-process workers (4); tcp/mpi take the launcher's world\n"
+    "  --compression X                choose sketch and k for about X times fewer bytes than dense\n"
+    "  --rows R --cols C --k K --P P  sketch and selection (rows 1, P 4); cols and k are chosen by\n"
+    "                                 --compression when it is given\n"
+    "  --cols-per-k Q                 columns per selected coordinate under --compression (19)\n"
+    "  --topology allreduce|root      Sketched-SGD / FetchSGD aggregation (allreduce)\n"
+    "  --epochs E --batch B --lr LR --momentum M --seed S   (3, 32 per worker, 0.1, 0.5, 1)\n"
+    "  --eval-every N                 evaluate every N steps as well as after each epoch\n"
+    "  --max-steps N                  stop after N steps (smoke tests)\n"
+    "  --data DIR                     the gzipped IDX files (/usr/share/datasets/fashion-mnist)\n"
+    "  --csv FILE                     append every evaluation as CSV\n"
+    "  --native-collectives           use MPI's own allreduce (different summation order: other bits)\n"
+    "  --quiet                        only the final summary line\n";
+
+config parse(int argc, char** argv) {
+  config c;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(usage, stdout);
+      std::exit(0);
+    }
+    if (arg == "--quiet") {
+      c.quiet = true;
+      continue;
+    }
+    if (arg == "--native-collectives") {
+      c.native = true;
+      continue;
+    }
+    if (i + 1 >= argc) throw std::invalid_argument("missing value after " + arg);
+    const std::string v = argv[++i];
+    if (arg == "--method")
+      c.method = v;
+    else if (arg == "--transport")
+      c.transport = v;
+    else if (arg == "--workers")
+      c.workers = std::stoi(v);
+    else if (arg == "--compression")
+      c.compression = std::stod(v);
+    else if (arg == "--rows")
+      c.rows = std::stoull(v);
+    else if (arg == "--cols")
+      c.cols = std::stoull(v);
+    else if (arg == "--k")
+      c.k = std::stoull(v);
+    else if (arg == "--P")
+      c.candidates = std::stoull(v), c.candidates_given = true;
+    else if (arg == "--topology")
+      c.topology = v;
+    else if (arg == "--epochs")
+      c.epochs = std::stoull(v);
+    else if (arg == "--batch")
+      c.batch = std::stoull(v);
+    else if (arg == "--lr")
+      c.lr = std::stof(v);
+    else if (arg == "--momentum")
+      c.momentum = std::stof(v);
+    else if (arg == "--seed")
+      c.seed = std::stoull(v);
+    else if (arg == "--eval-every")
+      c.eval_every = std::stoull(v);
+    else if (arg == "--max-steps")
+      c.max_steps = std::stoull(v);
+    else if (arg == "--cols-per-k")
+      c.cols_per_k = std::stod(v);
+    else if (arg == "--data")
+      c.data = v;
+    else if (arg == "--csv")
+      c.csv = v;
+    else
+      throw std::invalid_argument("unknown option " + arg + "\n" + usage);
+  }
+  const std::vector<std::string> methods = {"dense",    "true-topk", "local-topk",
+                                            "sketched", "fetchsgd",  "global-sketch"};
+  if (std::find(methods.begin(), methods.end(), c.method) == methods.end()) {
+    throw std::invalid_argument("unknown method " + c.method + "\n" + usage);
+  }
+  if (c.topology != "allreduce" && c.topology != "root") throw std::invalid_argument("--topology allreduce|root");
+  if (c.method == "global-sketch" && !c.candidates_given) c.candidates = 0;
+  if (c.workers < 1 || c.batch < 1 || c.epochs < 1)
+    throw std::invalid_argument("--workers, --batch, --epochs must be positive");
+  return c;
+}
+
+/// Bytes one rank sends in sketchsgd's portable allreduce of `n` bytes over W
+/// ranks: recursive doubling up to 8 KiB (log2 W full exchanges, one more for
+/// a rank folded in from a non-power-of-two world), else the ring.
+double allreduce_bytes(double n, int world) {
+  if (world == 1) return 0;
+  if (n <= 8192) {
+    int pof2 = 1;
+    while (pof2 * 2 <= world) pof2 *= 2;
+    return (std::log2(pof2) + (world > pof2 ? 1 : 0)) * n;
+  }
+  return 2.0 * (world - 1) / world * n;
+}
+
+/// Sketch and k for a target compression X: the largest configuration whose
+/// modelled bytes per step fit 1/X of a dense ring allreduce of d floats,
+/// counting every round the method makes (bias coordinates, NaN check,
+/// second round). Sketched-SGD and gs-SGD with P > 0: c = 19 k per row and
+/// P k candidates; FetchSGD and gs-SGD with P = 0: the widest table that
+/// fits, k = c / 19 (k costs nothing on the wire there). Local top-k: the
+/// largest k whose allgatherv of (index, value) pairs fits. True top-k moves
+/// dense bytes whatever k is; it takes Sketched-SGD's k, as the accuracy
+/// bound at that k. (c / k = 19 with one row and P = 4 was the best of a
+/// small grid at 10x and 50x; see docs/results.md.)
+void choose_budget(config& c, std::size_t d, std::size_t dense, int world) {
+  if (c.compression <= 0 || world == 1) {
+    if (c.cols == 0) c.cols = 19000;
+    if (c.k == 0) c.k = 1000;
+    return;
+  }
+  const double budget = allreduce_bytes(4.0 * static_cast<double>(d), world) / c.compression;
+  const double fixed = allreduce_bytes(4.0 * static_cast<double>(dense), world) + allreduce_bytes(8, world);
+  const auto r = static_cast<double>(c.rows);
+  const auto p = static_cast<double>(c.candidates);
+  const bool second_round =
+      c.method == "sketched" || c.method == "true-topk" || (c.method == "global-sketch" && c.candidates > 0);
+  const auto fits = [&](double k) {
+    if (c.method == "local-topk") return fixed + (world - 1) * 8.0 + (world - 1) * 8.0 * k <= budget;
+    const double table = allreduce_bytes(4 * r * c.cols_per_k * k, world);
+    return fixed + table + (second_round ? allreduce_bytes(4 * p * k, world) : 0.0) <= budget;
+  };
+  double k = 1;
+  while (fits(k * 2)) k *= 2;
+  for (double step = k / 2; step >= 1; step /= 2) {
+    if (fits(k + step)) k += step;
+  }
+  if (!fits(k)) throw std::invalid_argument("--compression too high for this model and world");
+  c.k = static_cast<std::size_t>(k);
+  c.cols = static_cast<std::uint64_t>(c.cols_per_k * k);
+}
+
+// ---- one optimizer behind one interface --------------------------------------------
+
+struct optimizer {
+  virtual ~optimizer() = default;
+  virtual const sketchsgd::model_update<float>& step(std::span<const float> g) = 0;
+  [[nodiscard]] virtual const sketchsgd::comm_stats& stats() const = 0;
+};
+
+template <class Opt>
+struct boxed : optimizer {
+  template <class... Args>
+  explicit boxed(Args&&... args) : opt(std::forward<Args>(args)...) {}
+  const sketchsgd::model_update<float>& step(std::span<const float> g) override { return opt.step(g); }
+  [[nodiscard]] const sketchsgd::comm_stats& stats() const override { return opt.stats(); }
+  Opt opt;
+};
+
+template <class Transport>
+std::unique_ptr<optimizer> make_optimizer(const config& c, sketchsgd::communicator<Transport>& comm, std::size_t d,
+                                          const std::vector<sketchsgd::dense_range>& biases) {
+  using namespace sketchsgd;
+  const sketch_config sketch{.rows = c.rows, .cols = c.cols, .seed = c.seed * 7919 + 17};
+  const auto topo = c.topology == "root" ? topology::root : topology::allreduce;
+  const auto policy = nonfinite_policy::skip_step;
+  if (c.method == "dense") {
+    return std::make_unique<boxed<dense_sgd<float, Transport>>>(
+        comm, dense_sgd_options<float>{
+                  .dimension = d, .learning_rate = c.lr, .momentum = c.momentum, .average = true, .nonfinite = policy});
+  }
+  const topk_sgd_options<float> topk{.dimension = d,
+                                     .k = c.k,
+                                     .learning_rate = c.lr,
+                                     .momentum = c.momentum,
+                                     .average = true,
+                                     .dense = biases,
+                                     .nonfinite = policy};
+  if (c.method == "true-topk") return std::make_unique<boxed<true_topk_sgd<float, Transport>>>(comm, topk);
+  if (c.method == "local-topk") return std::make_unique<boxed<local_topk_sgd<float, Transport>>>(comm, topk);
+  if (c.method == "fetchsgd") {
+    return std::make_unique<boxed<fetch_sgd<float, Transport>>>(comm, fetch_sgd_options<float>{.dimension = d,
+                                                                                               .sketch = sketch,
+                                                                                               .k = c.k,
+                                                                                               .learning_rate = c.lr,
+                                                                                               .momentum = c.momentum,
+                                                                                               .average = true,
+                                                                                               .topology = topo,
+                                                                                               .dense = biases,
+                                                                                               .nonfinite = policy});
+  }
+  sketched_sgd_options<float> s{.dimension = d,
+                                .sketch = sketch,
+                                .k = c.k,
+                                .candidates_factor = c.candidates,
+                                .learning_rate = c.lr,
+                                .momentum = c.momentum,
+                                .average = true,
+                                .topology = topo,
+                                .dense = biases,
+                                .nonfinite = policy};
+  if (c.method == "global-sketch") return std::make_unique<boxed<global_sketch_sgd<float, Transport>>>(comm, s);
+  return std::make_unique<boxed<sketched_sgd<float, Transport>>>(comm, s);
+}
+
+// ---- training ----------------------------------------------------------------------
+
+struct summary {
+  double accuracy = 0;
+  double loss = 0;
+  std::uint64_t bytes_sent = 0;
+  double compression = 0;
+  double seconds = 0;
+  std::uint64_t steps = 0;
+};
+
+double since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// One worker's whole run. Every rank trains; rank 0 evaluates and reports.
+template <class Transport>
+summary train_rank(Transport& transport, const config& c0, const fmnist::fashion_mnist& data) {
+  const int rank = static_cast<int>(transport.rank());
+  const int world = static_cast<int>(transport.size());
+  // The generic algorithms everywhere (MPI's native allreduce sums in its own
+  // order), so a seeded run ends with the same bits over every transport.
+  sketchsgd::communicator comm(transport, {.algorithm = c0.native ? sketchsgd::allreduce_algorithm::automatic
+                                                                  : sketchsgd::allreduce_algorithm::portable});
+  const fmnist::mlp model({784, 256, 128, 10});
+  const std::size_t d = model.parameter_count();
+  std::vector<sketchsgd::dense_range> biases;
+  std::size_t dense = 0;
+  for (const auto& [offset, length] : model.bias_ranges()) {
+    biases.push_back({offset, length});
+    dense += length;
+  }
+  config c = c0;
+  choose_budget(c, d, dense, world);
+  auto opt = make_optimizer(c, comm, d, biases);
+
+  // A disjoint shard per worker, from one seeded shuffle of the training set.
+  const std::size_t shard = data.train.size() / static_cast<std::size_t>(world);
+  std::vector<std::size_t> order(data.train.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  sketchsgd::splitmix64 shuffle(c.seed);
+  for (std::size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[shuffle.next_below(i + 1)]);
+  std::vector<std::size_t> mine(
+      order.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(rank) * shard),
+      order.begin() + static_cast<std::ptrdiff_t>((static_cast<std::size_t>(rank) + 1) * shard));
+
+  std::vector<float> params(d);
+  model.init(params, c.seed);
+  std::vector<float> grad(d);
+  std::vector<float> images(c.batch * 784);
+  std::vector<std::uint8_t> labels(c.batch);
+  const std::size_t steps_per_epoch = shard / c.batch;
+  std::ofstream csv;
+  if (rank == 0 && !c.csv.empty()) {
+    const bool fresh = !std::ifstream(c.csv).good();
+    csv.open(c.csv, std::ios::app);
+    if (fresh) {
+      csv << "method,transport,workers,target_compression,rows,cols,k,P,epoch,step,train_loss,test_loss,"
+             "test_accuracy,bytes_sent,achieved_compression,seconds\n";
+    }
+  }
+  if (rank == 0 && !c.quiet) {
+    const bool sketching = c.method == "sketched" || c.method == "fetchsgd" || c.method == "global-sketch";
+    std::printf("%s over %s, W = %d, d = %zu (%zu bias coordinates sent dense)", c.method.c_str(), c.transport.c_str(),
+                world, d, dense);
+    if (sketching) {
+      std::printf(", sketch %llu x %llu", static_cast<unsigned long long>(c.rows),
+                  static_cast<unsigned long long>(c.cols));
+    }
+    if (c.method != "dense") std::printf(", k = %zu", c.k);
+    if (c.method == "sketched" || c.method == "global-sketch") std::printf(", P = %zu", c.candidates);
+    std::printf("\n");
+  }
+
+  summary result;
+  const auto t0 = std::chrono::steady_clock::now();
+  double loss_sum = 0;
+  std::size_t loss_count = 0;
+  auto evaluate = [&](std::size_t epoch, std::uint64_t step) {
+    if (rank != 0) return;
+    const auto e = model.evaluate(params, data.test);
+    const auto& st = opt->stats();
+    result = {e.accuracy, e.loss, st.total.bytes_sent, st.compression(), since(t0), step};
+    const double train_loss = loss_count == 0 ? 0.0 : loss_sum / static_cast<double>(loss_count);
+    if (csv.is_open()) {
+      csv << c.method << ',' << c.transport << ',' << world << ',' << c.compression << ',' << c.rows << ',' << c.cols
+          << ',' << c.k << ',' << c.candidates << ',' << epoch << ',' << step << ',' << train_loss << ',' << e.loss
+          << ',' << e.accuracy << ',' << st.total.bytes_sent << ',' << st.compression() << ',' << result.seconds
+          << '\n';
+      csv.flush();
+    }
+    if (!c.quiet) {
+      std::printf(
+          "epoch %zu step %llu: train loss %.4f, test loss %.4f, test accuracy %.2f%%, %.1f MB sent, "
+          "compression %.1fx, %.1f s\n",
+          epoch, static_cast<unsigned long long>(step), train_loss, e.loss, 100 * e.accuracy,
+          static_cast<double>(st.total.bytes_sent) / 1e6, st.compression(), result.seconds);
+      std::fflush(stdout);
+    }
+  };
+
+  std::uint64_t step = 0;
+  for (std::size_t epoch = 1; epoch <= c.epochs && (c.max_steps == 0 || step < c.max_steps); ++epoch) {
+    sketchsgd::splitmix64 rng(sketchsgd::mix64(c.seed ^ (epoch << 16U) ^ static_cast<std::uint64_t>(rank)));
+    for (std::size_t i = mine.size() - 1; i > 0; --i) std::swap(mine[i], mine[rng.next_below(i + 1)]);
+    loss_sum = 0;
+    loss_count = 0;
+    const std::size_t this_epoch =
+        c.max_steps == 0 ? steps_per_epoch : std::min<std::size_t>(steps_per_epoch, c.max_steps - step);
+    for (std::size_t s = 0; s < this_epoch; ++s) {
+      for (std::size_t b = 0; b < c.batch; ++b) {
+        const std::size_t example = mine[s * c.batch + b];
+        std::copy_n(data.train.images.begin() + static_cast<std::ptrdiff_t>(example * 784), 784,
+                    images.begin() + static_cast<std::ptrdiff_t>(b * 784));
+        labels[b] = data.train.labels[example];
+      }
+      loss_sum += model.loss_and_gradient(params, images.data(), labels.data(), c.batch, grad);
+      ++loss_count;
+      opt->step(grad).apply(std::span<float>(params));
+      ++step;
+      if (c.eval_every != 0 && step % c.eval_every == 0 && s + 1 != this_epoch) evaluate(epoch, step);
+    }
+    evaluate(epoch, step);
+  }
+  return result;
+}
+
+void print_summary(const config& c, const summary& s) {
+  std::printf(
+      "RESULT method=%s transport=%s compression_target=%g accuracy=%.4f bytes=%llu compression=%.2f "
+      "seconds=%.1f steps=%llu\n",
+      c.method.c_str(), c.transport.c_str(), c.compression, s.accuracy, static_cast<unsigned long long>(s.bytes_sent),
+      s.compression, s.seconds, static_cast<unsigned long long>(s.steps));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const config c = parse(argc, argv);
+  const fmnist::fashion_mnist data = fmnist::load_fashion_mnist(c.data);
+
+  if (c.transport == "inproc") {
+    sketchsgd::inproc_world world(c.workers, {.timeout = std::chrono::minutes(5)});
+    std::vector<summary> results(static_cast<std::size_t>(c.workers));
+    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(c.workers));
+    {
+      std::vector<std::jthread> threads;
+      for (int r = 0; r < c.workers; ++r) {
+        threads.emplace_back([&, r] {
+          try {
+            auto t = world.transport(r);
+            results[static_cast<std::size_t>(r)] = train_rank(t, c, data);
+          } catch (...) {
+            errors[static_cast<std::size_t>(r)] = std::current_exception();
+          }
+        });
+      }
+    }
+    for (auto& e : errors) {
+      if (e) std::rethrow_exception(e);
+    }
+    print_summary(c, results[0]);
+    return 0;
+  }
+#if defined(FMNIST_HAVE_TCP)
+  if (c.transport == "tcp") {
+    sketchsgd::tcp_options options;
+    options.timeout = std::chrono::minutes(5);
+    auto t = sketchsgd::tcp_transport::from_environment(options);
+    const summary s = train_rank(*t, c, data);
+    if (t->rank() == 0) print_summary(c, s);
+    sketchsgd::communicator comm(*t);
+    sketchsgd::barrier(comm);  // nobody leaves while another still expects data
+    return 0;
+  }
+#endif
+#if defined(FMNIST_HAVE_MPI)
+  if (c.transport == "mpi") {
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    int rank = 0;
+    {
+      sketchsgd::mpi_transport t(MPI_COMM_WORLD, {.timeout = std::chrono::minutes(5)});
+      rank = t.rank();
+      const summary s = train_rank(t, c, data);
+      if (rank == 0) print_summary(c, s);
+    }
+    MPI_Finalize();
+    return 0;
+  }
+#endif
+  throw std::invalid_argument("transport " + c.transport + " is not built into this program");
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "fashion_mnist: %s\n", e.what());
+  return 1;
+}
