@@ -125,6 +125,35 @@ void stream_read(benchmark::State& state) {
   set_bytes(state, d * sizeof(float));
 }
 
+// The floor under accumulate on this machine: the same 5 x 10M random
+// read-modify-writes into 2 MB rows, with the buckets precomputed (no hashing
+// at all), rows split between threads as accumulate splits them.
+void scatter_floor(benchmark::State& state) {
+  const auto& g = gradient();
+  const std::size_t cols = config.cols;
+  static const std::vector<std::uint32_t> buckets = [&] {
+    std::vector<std::uint32_t> b(d * config.rows);
+    sketchsgd::splitmix64 rng(5);
+    for (auto& x : b) x = static_cast<std::uint32_t>(rng.next_below(cols));
+    return b;
+  }();
+  std::vector<float> table(config.cells());
+  const auto rows = static_cast<std::size_t>(config.rows);
+  for (auto _ : state) {
+    const unsigned workers = std::min<unsigned>(threads_of(state).resolved_threads(), static_cast<unsigned>(rows));
+    sketchsgd::detail::fork_join(workers, [&](unsigned w, unsigned n) {
+      const auto mine = sketchsgd::detail::split_range(rows, w, n);
+      for (std::size_t r = mine.begin; r < mine.end; ++r) {
+        float* t = table.data() + r * cols;
+        const std::uint32_t* b = buckets.data() + r * d;
+        for (std::size_t i = 0; i < d; ++i) t[b[i]] += g[i];
+      }
+    });
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, d * sizeof(float));
+}
+
 template <class Hash>
 void accumulate(benchmark::State& state) {
   sketchsgd::count_sketch<float, Hash> s(config);
@@ -187,6 +216,7 @@ void threads_1_2(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(stream_read)->Apply(threads_1_2);
+BENCHMARK(scatter_floor)->Apply(threads_1_2);
 BENCHMARK(accumulate<sketchsgd::multiply_shift>)->Apply(threads_1_2);
 BENCHMARK(accumulate<sketchsgd::poly4_hash>)->Apply(threads_1_2);
 BENCHMARK(estimate_all)->Apply(threads_1_2);
