@@ -83,8 +83,9 @@ void run_rank(Transport& t, const settings& s, const std::string& transport_name
   communicator comm(t);
   const int w = comm.size();
   if (comm.rank() == 0) {
-    std::printf("| transport | algorithm | W | MiB | median ms | GB/s (n / t) | bus GB/s (2(W-1)/W n / t) | "
-                "bytes sent per rank / model |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+    std::printf(
+        "| transport | algorithm | W | MiB | median ms | GB/s (n / t) | bus GB/s (2(W-1)/W n / t) | "
+        "bytes sent per rank / model |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
   }
   for (const std::string& algorithm_name : s.algorithms) {
     allreduce_options options;
@@ -107,7 +108,8 @@ void run_rank(Transport& t, const settings& s, const std::string& transport_name
         const auto before = comm.counters();
         const auto start = std::chrono::steady_clock::now();
         allreduce(comm, std::span<float>(data), options);
-        const double elapsed = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+        const double elapsed =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
         sent = (comm.counters() - before).bytes_sent;
         if (rep > 0) ms.push_back(elapsed);  // the first run warms up
       }

@@ -37,9 +37,9 @@ void on_inproc(int w, Body body) {
 }
 
 /// Bytes one rank sends in our allreduce of `bytes` bytes over a power-of-two
-/// world: recursive doubling up to 64 KiB, else the ring (sizes divisible by W).
+/// world: recursive doubling up to 8 KiB, else the ring (sizes divisible by W).
 std::uint64_t allreduce_sent(std::uint64_t bytes, int w) {
-  if (bytes <= (64U << 10U)) return static_cast<std::uint64_t>(std::log2(w)) * bytes;
+  if (bytes <= (8U << 10U)) return static_cast<std::uint64_t>(std::log2(w)) * bytes;
   return 2 * static_cast<std::uint64_t>(w - 1) * bytes / static_cast<std::uint64_t>(w);
 }
 
@@ -139,6 +139,17 @@ TEST_CASE("bytes per step match the formulas", "[optim][bytes]") {
       CHECK(received == sent);
     }
   }
+  SECTION("gTop-k: 8k up the tree once, the broadcast of 8k down") {
+    const auto b = step_bytes(
+        dim, [&](auto& c) { return gtopk_sgd<float, T>(c, {.dimension = dim, .k = k_, .nonfinite = unchecked}); });
+    // W = 4: ranks 1 and 3 are leaves of the tree and of the broadcast;
+    // rank 2 also forwards the broadcast to rank 3; rank 0 only broadcasts.
+    CHECK(b[1].first == 8 * k_);
+    CHECK(b[3].first == 8 * k_);
+    CHECK(b[2].first == 16 * k_);
+    CHECK(b[0].first == 16 * k_);
+    CHECK(b[0].second == 16 * k_);  // from ranks 1 and 2
+  }
   SECTION("the NaN check costs one 8-byte allreduce round") {
     const auto checked = step_bytes(dim, [&](auto& c) {
       return global_sketch_sgd<float, T>(c, {.dimension = dim, .sketch = cfg, .k = k_, .candidates_factor = 0});
@@ -211,6 +222,9 @@ TEST_CASE("save, load into fresh optimizers, continue: bit-identical to the unin
   });
   check_checkpoint("local top-k", [](auto& c) {
     return local_topk_sgd<float, T>(c, {.dimension = cd, .k = 60, .learning_rate = 0.3F, .momentum = 0.9F});
+  });
+  check_checkpoint("gTop-k", [](auto& c) {
+    return gtopk_sgd<float, T>(c, {.dimension = cd, .k = 60, .learning_rate = 0.3F, .momentum = 0.9F});
   });
   check_checkpoint("sketched", [](auto& c) {
     return sketched_sgd<float, T>(c, {.dimension = cd,

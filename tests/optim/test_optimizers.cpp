@@ -73,6 +73,12 @@ auto make_local_topk() {
   };
 }
 template <class Transport>
+auto make_gtopk() {
+  return [](communicator<Transport>& c) {
+    return gtopk_sgd<float, Transport>(c, {.dimension = d, .k = k, .learning_rate = lr, .momentum = mom});
+  };
+}
+template <class Transport>
 auto make_sketched(topology topo) {
   return [topo](communicator<Transport>& c) {
     return sketched_sgd<float, Transport>(c, {.dimension = d,
@@ -162,6 +168,7 @@ TEST_CASE("every optimizer reaches the planted optimum, bit-identical on every r
   };
   check("true top-k", run_all(problem, steps, make_true_topk<T>()), 1e-4);
   compressed("local top-k", run_all(problem, steps, make_local_topk<T>()));
+  compressed("gTop-k", run_all(problem, steps, make_gtopk<T>()));
   compressed("sketched, allreduce", run_all(problem, steps, make_sketched<T>(topology::allreduce)));
   compressed("sketched, root", run_all(problem, steps, make_sketched<T>(topology::root)));
   compressed("global sketch, P = 0", run_all(problem, steps, make_global_sketch<T>(0)));
@@ -242,4 +249,31 @@ TEST_CASE("every optimizer runs over the Tier-1 archetype with the same results 
   }
   both([&](communicator<T>& c) { return global_sketch_sgd<float, T>(c, {.dimension = 20000, .sketch = sc, .k = 30}); },
        [&](communicator<A>& c) { return global_sketch_sgd<float, A>(c, {.dimension = 20000, .sketch = sc, .k = 30}); });
+}
+
+TEST_CASE("gTop-k equals true top-k when every worker has the same gradient, for any W", "[optim]") {
+  // Identical local selections merge into their exact sums, so the global top
+  // k is the true top k of the summed v (ties to the lower index both ways).
+  constexpr std::size_t dim = 3000;
+  for (const int w : {1, 2, 3, 5, 7}) {
+    CAPTURE(w);
+    std::vector<std::vector<model_update<std::int64_t>>> g_updates(static_cast<std::size_t>(w));
+    std::vector<std::vector<model_update<std::int64_t>>> t_updates(static_cast<std::size_t>(w));
+    on_inproc(w, [&](int r, auto& t) {
+      communicator comm(t);
+      using Tr = std::remove_cvref_t<decltype(t)>;
+      gtopk_sgd<std::int64_t, Tr> g(comm, {.dimension = dim, .k = 40, .learning_rate = 1, .momentum = 1});
+      true_topk_sgd<std::int64_t, Tr> e(comm, {.dimension = dim, .k = 40, .learning_rate = 1, .momentum = 1});
+      for (std::uint64_t step = 0; step < 6; ++step) {
+        const auto grad = test::integer_vector<std::int64_t>(dim, 1000, mix64(step + 99));
+        g_updates[static_cast<std::size_t>(r)].push_back(g.step(grad));
+        t_updates[static_cast<std::size_t>(r)].push_back(e.step(grad));
+      }
+    });
+    for (int r = 0; r < w; ++r) {
+      for (std::size_t s = 0; s < 6; ++s) {
+        REQUIRE(g_updates[static_cast<std::size_t>(r)][s] == t_updates[static_cast<std::size_t>(r)][s]);
+      }
+    }
+  }
 }

@@ -152,8 +152,9 @@ void allreduce(communicator<Transport>& comm, std::span<T> data, allreduce_optio
     }
   }
   const bool small = data.size_bytes() <= options.small_bytes;
-  if (options.algorithm == allreduce_algorithm::recursive_doubling ||
-      (options.algorithm == allreduce_algorithm::automatic && small)) {
+  const bool by_size =
+      options.algorithm == allreduce_algorithm::automatic || options.algorithm == allreduce_algorithm::portable;
+  if (options.algorithm == allreduce_algorithm::recursive_doubling || (by_size && small)) {
     detail::recursive_doubling_allreduce(comm, data);
   } else {
     detail::ring_allreduce(comm, data, options.segment_bytes);

@@ -18,6 +18,7 @@ namespace sketchsgd {
 /// Which algorithm an allreduce uses.
 enum class allreduce_algorithm {
   automatic,           ///< native if the transport has one, else by size
+  portable,            ///< by size, never native: the same bits over every transport
   ring,                ///< reduce-scatter + allgather around a ring: 2 (W-1)/W n bytes per rank
   recursive_doubling,  ///< log2(W) full exchanges: fewest rounds, for small n
 };
@@ -29,8 +30,10 @@ struct allreduce_options {
   allreduce_algorithm algorithm = allreduce_algorithm::automatic;
   /// Largest message a ring step sends at once; two are in flight.
   std::size_t segment_bytes = std::size_t{1} << 20U;
-  /// Buffers up to this size use recursive doubling under `automatic`.
-  std::size_t small_bytes = std::size_t{64} << 10U;
+  /// Buffers up to this size use recursive doubling under `automatic` and
+  /// `portable`: log2(W) n bytes in log2(W) rounds beats the ring's
+  /// 2 (W-1)/W n bytes in 2 (W-1) rounds only while latency dominates.
+  std::size_t small_bytes = std::size_t{8} << 10U;
 };
 
 /// Bytes and messages one rank handed to its transport, and collectives run.

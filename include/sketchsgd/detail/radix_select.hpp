@@ -86,8 +86,29 @@ std::vector<std::size_t> select_top_k(std::size_t n, std::size_t k, Key max_vali
   if (k == 0 || n == 0) return selected;
   const std::size_t gather_cap = std::max<std::size_t>(2 * k, radix_buckets);
 
+  // Small inputs: sort (key desc, index asc) directly; the 64 Ki-bucket
+  // histograms would cost more than the data.
+  if (n <= radix_buckets && top_histogram == nullptr) {
+    std::vector<std::size_t> order;
+    order.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (key_at(i) <= max_valid) order.push_back(i);
+    }
+    if (order.size() > k) {
+      const auto by_rank = [&](std::size_t a, std::size_t b) {
+        const Key ka = key_at(a);
+        const Key kb = key_at(b);
+        return ka != kb ? ka > kb : a < b;
+      };
+      std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k - 1), order.end(), by_rank);
+      order.resize(k);
+      std::sort(order.begin(), order.end());
+    }
+    return order;
+  }
+
   // Per-worker histograms of one digit level, summed into `hist`.
-  radix_histogram hist(radix_buckets, 0);
+  radix_histogram hist;
   auto count_level = [&](Key prefix, Key mask, unsigned shift) {
     std::vector<radix_histogram> parts(workers, radix_histogram(radix_buckets, 0));
     fork_join(workers, [&](unsigned w, unsigned nw) {
@@ -98,9 +119,9 @@ std::vector<std::size_t> select_top_k(std::size_t n, std::size_t k, Key max_vali
         if (key <= max_valid && (key & mask) == prefix) ++h[(key >> shift) & (radix_buckets - 1)];
       }
     });
-    std::fill(hist.begin(), hist.end(), 0);
-    for (const auto& p : parts) {
-      for (std::size_t b = 0; b < radix_buckets; ++b) hist[b] += p[b];
+    hist = std::move(parts[0]);
+    for (std::size_t w = 1; w < parts.size(); ++w) {
+      for (std::size_t b = 0; b < radix_buckets; ++b) hist[b] += parts[w][b];
     }
   };
 
@@ -139,13 +160,20 @@ std::vector<std::size_t> select_top_k(std::size_t n, std::size_t k, Key max_vali
   std::vector<std::vector<candidate>> tied(workers);
   fork_join(workers, [&](unsigned w, unsigned nw) {
     const index_range r = split_range(n, w, nw);
+    if (take_all) {
+      for (std::size_t i = r.begin; i < r.end; ++i) {
+        if (key_at(i) <= max_valid) above[w].push_back(i);
+      }
+      return;
+    }
+    // One predictable test per element: only keys at or above the boundary
+    // (about k + a bucket of them) take the slow path.
     for (std::size_t i = r.begin; i < r.end; ++i) {
       const Key key = key_at(i);
-      if (key > max_valid) continue;
-      const Key top = static_cast<Key>(key & mask);
-      if (take_all || top > prefix) {
+      if (static_cast<Key>(key & mask) < prefix || key > max_valid) continue;
+      if (static_cast<Key>(key & mask) > prefix) {
         above[w].push_back(i);
-      } else if (top == prefix && !(full_resolution && tied[w].size() >= need)) {
+      } else if (!full_resolution || tied[w].size() < need) {
         tied[w].push_back({key, i});
       }
     }

@@ -6,11 +6,31 @@
 /// handed to its transport, per step and in total, against a dense ring
 /// allreduce of the d parameters.
 
+#include <chrono>
 #include <cstdint>
 
 #include "sketchsgd/collective/communicator.hpp"
 
 namespace sketchsgd {
+
+/// Where one step's wall-clock time went, in seconds.
+struct step_timing {
+  double local = 0;        ///< momentum, error feedback, masking, copies
+  double compress = 0;     ///< sketching, or the local top-k selection
+  double communicate = 0;  ///< inside collectives, waiting for peers included
+  double recover = 0;      ///< unsketch (estimate_all + top-k), merges, final selection
+  double total = 0;        ///< the whole step
+
+  /// Field-wise sum.
+  friend step_timing operator+(step_timing a, const step_timing& b) noexcept {
+    a.local += b.local;
+    a.compress += b.compress;
+    a.communicate += b.communicate;
+    a.recover += b.recover;
+    a.total += b.total;
+    return a;
+  }
+};
 
 /// Traffic of one rank.
 struct comm_stats {
@@ -23,6 +43,10 @@ struct comm_stats {
   /// Bytes one rank sends per step in a ring allreduce of the d parameters:
   /// 2 (W-1)/W d sizeof(Value), the dense baseline.
   double dense_ring_bytes_per_step = 0;
+  /// The last step's time by phase.
+  step_timing last_step_time;
+  /// All steps' time by phase.
+  step_timing total_time;
 
   /// Achieved compression: dense ring bytes over bytes really sent.
   [[nodiscard]] double compression() const noexcept {
@@ -34,14 +58,29 @@ struct comm_stats {
 
 namespace detail {
 
-/// Snapshots a communicator's counters around each step.
+/// Snapshots a communicator's counters around each step, and times its
+/// phases: `lap(&step_timing::x)` charges the time since the previous lap to
+/// phase x.
 class step_accounting {
  public:
-  void begin(const comm_counters& now) noexcept { at_begin_ = now; }
+  using clock = std::chrono::steady_clock;
+
+  void begin(const comm_counters& now) noexcept {
+    at_begin_ = now;
+    stats_.last_step_time = {};
+    started_ = last_lap_ = clock::now();
+  }
+  void lap(double step_timing::*phase) noexcept {
+    const auto now = clock::now();
+    stats_.last_step_time.*phase += std::chrono::duration<double>(now - last_lap_).count();
+    last_lap_ = now;
+  }
   void end(const comm_counters& now) noexcept {
     stats_.last_step = now - at_begin_;
     stats_.total = stats_.total + stats_.last_step;
     ++stats_.steps;
+    stats_.last_step_time.total = std::chrono::duration<double>(clock::now() - started_).count();
+    stats_.total_time = stats_.total_time + stats_.last_step_time;
   }
   comm_stats& stats() noexcept { return stats_; }
   [[nodiscard]] const comm_stats& stats() const noexcept { return stats_; }
@@ -49,6 +88,8 @@ class step_accounting {
  private:
   comm_counters at_begin_;
   comm_stats stats_;
+  clock::time_point started_{};
+  clock::time_point last_lap_{};
 };
 
 }  // namespace detail

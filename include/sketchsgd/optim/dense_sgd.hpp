@@ -82,12 +82,15 @@ class dense_sgd {
     } else {
       update_.dense = true;
       update_.values.assign(gradient.begin(), gradient.end());
+      accounting_.lap(&step_timing::local);
       allreduce(*comm_, std::span<Value>(update_.values));  // the communicator's default algorithm
+      accounting_.lap(&step_timing::communicate);
       const Value scale = average_factor();
       for (std::size_t i = 0; i < update_.values.size(); ++i) {
         momentum_[i] = opt_.momentum * momentum_[i] + update_.values[i] / scale;
         update_.values[i] = opt_.learning_rate * momentum_[i];
       }
+      accounting_.lap(&step_timing::local);
     }
     accounting_.end(comm_->counters());
     return update_;

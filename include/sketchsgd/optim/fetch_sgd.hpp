@@ -115,6 +115,7 @@ class fetch_sgd {
     update_.indices.clear();
     update_.values.clear();
     update_.skipped = detail::nonfinite_consensus(*comm_, gradient, opt_.nonfinite, "fetch_sgd");
+    accounting_.lap(&step_timing::communicate);
     if (!update_.skipped) {
       s_g_.zero();
       for (const auto& seg : split_.segments()) {
@@ -122,11 +123,15 @@ class fetch_sgd {
                         seg.compact, opt_.exec);
       }
       split_.gather_dense(gradient, std::span<Value>(dense_grad_));
+      accounting_.lap(&step_timing::compress);
       if (opt_.topology == topology::allreduce) {
         allreduce(*comm_, s_g_.table());
+        accounting_.lap(&step_timing::communicate);
         server_step();
+        accounting_.lap(&step_timing::recover);
       } else {
         reduce(*comm_, s_g_.table(), opt_.root, tree_algorithm::flat);
+        accounting_.lap(&step_timing::communicate);
         std::vector<detail::wire_entry<Value>> delta(opt_.k, {detail::no_index, Value{}});
         if (comm_->rank() == opt_.root) {
           server_step();
@@ -134,7 +139,9 @@ class fetch_sgd {
             delta[j] = {static_cast<detail::wire_index>(update_.indices[j]), update_.values[j]};
           }
         }
+        accounting_.lap(&step_timing::recover);
         broadcast(*comm_, std::span<detail::wire_entry<Value>>(delta), opt_.root, tree_algorithm::flat);
+        accounting_.lap(&step_timing::communicate);
         update_.indices.clear();
         update_.values.clear();
         for (const auto& e : delta) {
@@ -144,6 +151,7 @@ class fetch_sgd {
         }
       }
       dense_step();
+      accounting_.lap(&step_timing::communicate);
     }
     accounting_.end(comm_->counters());
     return update_;

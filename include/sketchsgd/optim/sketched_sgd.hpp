@@ -139,15 +139,19 @@ class sketched_sgd {
     update_.indices.clear();
     update_.values.clear();
     update_.skipped = detail::nonfinite_consensus(*comm_, gradient, opt_.nonfinite, name_);
+    accounting_.lap(&step_timing::communicate);
     if (!update_.skipped) {
       state_.accumulate(gradient, opt_.momentum, opt_.error_feedback);
+      accounting_.lap(&step_timing::local);
       sketch_v();
+      accounting_.lap(&step_timing::compress);
       if (opt_.topology == topology::allreduce) {
         step_allreduce();
       } else {
         step_root();
       }
       finish_update();
+      accounting_.lap(&step_timing::local);
     }
     accounting_.end(comm_->counters());
     return update_;
@@ -275,18 +279,23 @@ class sketched_sgd {
   void step_allreduce() {
     allreduce(*comm_, sketch_.table());
     if (!dense_values_.empty()) allreduce(*comm_, std::span<Value>(dense_values_));
+    accounting_.lap(&step_timing::communicate);
     const std::uint64_t ds = split_.sparse_count();
     if (opt_.candidates_factor == 0) {
       auto best = top_k(sketch_, ds, opt_.k, std::span<Value>(scratch_), opt_.exec);
       set_delta(std::move(best.indices), std::move(best.values));
+      accounting_.lap(&step_timing::recover);
       return;
     }
     auto candidates = top_k(sketch_, ds, candidate_count(), std::span<Value>(scratch_), opt_.exec);
     split_.to_global(candidates.indices);
     std::vector<Value> exact(candidates.size());
     for (std::size_t j = 0; j < exact.size(); ++j) exact[j] = state_.v()[candidates.indices[j]];
+    accounting_.lap(&step_timing::recover);
     allreduce(*comm_, std::span<Value>(exact));  // second round: P k values
+    accounting_.lap(&step_timing::communicate);
     const auto best = top_k(exact, opt_.k);
+    accounting_.lap(&step_timing::recover);
     update_.indices.reserve(best.size());
     for (const std::uint64_t pos : best.indices) update_.indices.push_back(candidates.indices[pos]);
     update_.values = best.values;
@@ -296,6 +305,7 @@ class sketched_sgd {
     const bool is_root = comm_->rank() == opt_.root;
     reduce(*comm_, sketch_.table(), opt_.root, tree_algorithm::flat);
     if (!dense_values_.empty()) allreduce(*comm_, std::span<Value>(dense_values_));
+    accounting_.lap(&step_timing::communicate);
     const std::uint64_t ds = split_.sparse_count();
     const std::size_t k = std::min<std::size_t>(opt_.k, static_cast<std::size_t>(ds));
     std::vector<detail::wire_entry<Value>> delta(k, {detail::no_index, Value{}});
@@ -334,7 +344,9 @@ class sketched_sgd {
         for (std::size_t j = 0; j < best.size(); ++j) delta[j] = {real_index[best.indices[j]], best.values[j]};
       }
     }
+    accounting_.lap(&step_timing::recover);
     broadcast(*comm_, std::span<detail::wire_entry<Value>>(delta), opt_.root, tree_algorithm::flat);  // down: 8 k
+    accounting_.lap(&step_timing::communicate);
     for (const auto& e : delta) {
       if (e.index == detail::no_index) continue;
       update_.indices.push_back(e.index);

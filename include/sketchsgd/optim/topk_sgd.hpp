@@ -4,8 +4,8 @@
 /// @file
 /// The top-k baselines a sketching method is judged against:
 /// `true_topk_sgd` (dense traffic, the accuracy upper bound of any top-k
-/// scheme) and `local_topk_sgd` (DGC-style sparse exchange, whose traffic
-/// grows with W).
+/// scheme), `local_topk_sgd` (DGC-style sparse exchange, whose traffic grows
+/// with W) and `gtopk_sgd` (Shi et al.'s global top-k by pairwise merges).
 
 #include <algorithm>
 #include <cstddef>
@@ -107,6 +107,7 @@ class topk_baseline {
     update_.indices.clear();
     update_.values.clear();
     update_.skipped = nonfinite_consensus(*comm_, gradient, opt_.nonfinite, name_);
+    accounting_.lap(&step_timing::communicate);
     if (!update_.skipped) {
       state_.accumulate(gradient, opt_.momentum, opt_.error_feedback);
       // The sparse coordinates of v, renumbered contiguously.
@@ -115,8 +116,10 @@ class topk_baseline {
                     sparse_v_.begin() + static_cast<std::ptrdiff_t>(seg.compact));
       }
       split_.gather_dense(state_.v(), std::span<Value>(dense_values_));
-      std::vector<std::uint64_t> masked = select();
+      accounting_.lap(&step_timing::local);
+      std::vector<std::uint64_t> masked = select();  // laps its own phases
       if (!dense_values_.empty()) allreduce(*comm_, std::span<Value>(dense_values_));
+      accounting_.lap(&step_timing::communicate);
       average_in_place(std::span<Value>(update_.values));
       for (Value& x : update_.values) x *= opt_.learning_rate;
       state_.mask(masked);
@@ -126,6 +129,7 @@ class topk_baseline {
         for (const dense_range& r : split_.dense()) state_.reset_error(r.offset, r.length);
         merge_with_dense(split_, update_.indices, update_.values, std::span<const Value>(dense_values_));
       }
+      accounting_.lap(&step_timing::local);
     }
     accounting_.end(comm_->counters());
     return update_;
@@ -201,7 +205,9 @@ class true_topk_sgd : public detail::topk_baseline<Value, Transport> {
   const model_update<Value>& step(std::span<const Value> gradient) {
     return this->run_step(gradient, [this] {
       allreduce(*this->comm_, std::span<Value>(this->sparse_v_));
+      this->accounting_.lap(&step_timing::communicate);
       auto best = top_k(this->sparse_v_, this->opt_.k, this->opt_.exec);
+      this->accounting_.lap(&step_timing::recover);
       this->split_.to_global(best.indices);
       this->update_.indices = best.indices;
       this->update_.values = std::move(best.values);
@@ -240,8 +246,10 @@ class local_topk_sgd : public detail::topk_baseline<Value, Transport> {
       for (std::size_t j = 0; j < out.size(); ++j) {
         out[j] = {static_cast<detail::wire_index>(mine.indices[j]), mine.values[j]};
       }
+      this->accounting_.lap(&step_timing::compress);
       const auto all = allgatherv(*this->comm_, std::span<const detail::wire_entry<Value>>(out),
                                   {.max_total_elements = this->opt_.k * static_cast<std::size_t>(this->comm_->size())});
+      this->accounting_.lap(&step_timing::communicate);
       // Sum by index; the gathered order is the same everywhere, so the sums
       // are bit-identical on every rank.
       std::vector<detail::wire_entry<Value>> entries = all.values;
@@ -254,7 +262,128 @@ class local_topk_sgd : public detail::topk_baseline<Value, Transport> {
           this->update_.values.back() += e.value;
         }
       }
+      this->accounting_.lap(&step_timing::recover);
       return std::move(mine.indices);
+    });
+  }
+};
+
+namespace detail {
+
+/// Union of two index-sorted entry lists (padding `no_index` ignored), values
+/// summed at common indices (`a`'s first), then the k largest by magnitude
+/// (ties to the lower index), back in index order and padded to k.
+template <class Value>
+std::vector<wire_entry<Value>> merge_top_k(std::span<const wire_entry<Value>> a, std::span<const wire_entry<Value>> b,
+                                           std::size_t k) {
+  std::vector<std::uint64_t> index;
+  std::vector<Value> value;
+  std::size_t i = 0;
+  std::size_t j = 0;
+  const auto live = [](const wire_entry<Value>& e) { return e.index != no_index; };
+  while (i < a.size() || j < b.size()) {
+    if (i < a.size() && !live(a[i])) {
+      i = a.size();
+      continue;
+    }
+    if (j < b.size() && !live(b[j])) {
+      j = b.size();
+      continue;
+    }
+    if (j >= b.size() || (i < a.size() && a[i].index < b[j].index)) {
+      index.push_back(a[i].index);
+      value.push_back(a[i++].value);
+    } else if (i >= a.size() || b[j].index < a[i].index) {
+      index.push_back(b[j].index);
+      value.push_back(b[j++].value);
+    } else {
+      index.push_back(a[i].index);
+      value.push_back(a[i++].value + b[j++].value);
+    }
+  }
+  const auto best = top_k(value, k);
+  std::vector<wire_entry<Value>> out(k, {no_index, Value{}});
+  for (std::size_t n = 0; n < best.size(); ++n) {
+    out[n] = {static_cast<wire_index>(index[best.indices[n]]), best.values[n]};
+  }
+  return out;
+}
+
+}  // namespace detail
+
+/// gTop-k (Shi, Wang, Chu et al., "A Distributed Synchronous SGD Algorithm
+/// with Global Top-k Sparsification", ICDCS 2019) with error feedback: each
+/// worker selects the top k of its own v_i; then ceil(log2 W) rounds of a
+/// binomial tree towards rank 0 in which a rank sends its current k entries
+/// (4-byte index, value) to its partner, which sums common indices and keeps
+/// the top k of the union; rank 0 broadcasts the final k. Any W works (the
+/// tree handles non-powers of two). Each worker masks its momentum and error
+/// where its own selection made it into the final k, so the contributions
+/// dropped by a merge stay in the error for later steps.
+///
+/// Bytes per rank per step: at most 8 k sent in the tree (once, by every
+/// rank but 0) plus the broadcast of 8 k; 2 ceil(log2 W) rounds.
+/// @tparam Value a `sketch_value`.
+/// @tparam Transport a `transport`.
+template <sketch_value Value, transport Transport>
+class gtopk_sgd : public detail::topk_baseline<Value, Transport> {
+  using base = detail::topk_baseline<Value, Transport>;
+
+ public:
+  /// The options type.
+  using options_type = typename base::options_type;
+
+  /// Sets up the optimizer and checks the configuration across ranks.
+  /// @throws std::invalid_argument; config_mismatch_error on every rank.
+  gtopk_sgd(communicator<Transport>& comm, options_type options)
+      : base(comm, std::move(options), detail::optimizer_kind::gtopk_sgd, "gtopk_sgd") {}
+
+  /// One step with this rank's gradient (d values).
+  /// @throws std::invalid_argument; nonfinite_error; transport errors.
+  const model_update<Value>& step(std::span<const Value> gradient) {
+    return this->run_step(gradient, [this] {
+      auto& comm = *this->comm_;
+      const std::size_t k = this->opt_.k;
+      auto mine = top_k(this->sparse_v_, k, this->opt_.exec);
+      this->split_.to_global(mine.indices);
+      std::vector<detail::wire_entry<Value>> current(k, {detail::no_index, Value{}});
+      for (std::size_t j = 0; j < mine.size(); ++j) {
+        current[j] = {static_cast<detail::wire_index>(mine.indices[j]), mine.values[j]};
+      }
+      this->accounting_.lap(&step_timing::compress);
+
+      // Binomial tree towards rank 0: merge what the partners send.
+      const tag_t tag = comm.next_collective_tag();
+      const int size = comm.size();
+      std::vector<detail::wire_entry<Value>> incoming(k);
+      for (int mask = 1; mask < size; mask <<= 1) {
+        if ((comm.rank() & mask) != 0) {
+          comm.isend(comm.rank() - mask, tag, std::as_bytes(std::span<const detail::wire_entry<Value>>(current)))
+              .wait();
+          break;
+        }
+        if (comm.rank() + mask < size) {
+          comm.irecv(comm.rank() + mask, tag, std::as_writable_bytes(std::span<detail::wire_entry<Value>>(incoming)))
+              .wait();
+          this->accounting_.lap(&step_timing::communicate);
+          current = detail::merge_top_k<Value>(current, incoming, k);
+          this->accounting_.lap(&step_timing::recover);
+        }
+      }
+      broadcast(comm, std::span<detail::wire_entry<Value>>(current), 0);
+      this->accounting_.lap(&step_timing::communicate);
+
+      std::vector<std::uint64_t> masked;
+      for (const auto& e : current) {
+        if (e.index == detail::no_index) continue;
+        this->update_.indices.push_back(e.index);
+        this->update_.values.push_back(e.value);
+        if (std::binary_search(mine.indices.begin(), mine.indices.end(), std::uint64_t{e.index})) {
+          masked.push_back(e.index);
+        }
+      }
+      this->accounting_.lap(&step_timing::recover);
+      return masked;
     });
   }
 };

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: Apache-2.0
+// End-to-end optimizer step time of every method on W processes, split into
+// compute and communication, with the bytes each rank sends. One process per
+// rank:
+//
+//   scripts/tcp_launch.sh -n 4 -- bench_step_time --transport tcp --method sketched --d 50000000
+//   mpiexec -n 4 bench_step_time --transport mpi --method dense --d 50000000
+//
+// The gradient is synthetic (fixed per rank, drawn once); every method uses
+// the same k = d / 1000 unless --k is given, and the sketches one row of
+// 19 k columns with P = 4 (Sketched-SGD) or no second round (FetchSGD,
+// global-sketch SGD), as in the Fashion-MNIST study. Rank 0 prints one CSV
+// line: medians over the measured steps (after warm-up) of each phase, the
+// slowest rank's median taken for each, and the mean bytes sent per rank.
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sketchsgd/sketchsgd.hpp"
+#if defined(SKETCHSGD_BENCH_HAVE_MPI)
+#include <mpi.h>
+
+#include "sketchsgd/transport/mpi.hpp"
+#endif
+#if defined(SKETCHSGD_BENCH_HAVE_TCP)
+#include "sketchsgd/transport/tcp.hpp"
+#endif
+
+namespace {
+
+struct settings {
+  std::string transport = "tcp";
+  std::string method = "sketched";
+  std::string label;  // free text copied into the CSV (e.g. the bandwidth)
+  std::uint64_t d = 10'000'000;
+  std::size_t k = 0;
+  std::uint64_t rows = 1;
+  double cols_per_k = 19;
+  std::size_t candidates = 4;
+  int warmup = 1;
+  int steps = 3;
+  unsigned threads = 1;
+  bool header = false;
+};
+
+settings parse(int argc, char** argv) {
+  settings s;
+  for (int i = 1; i < argc; ++i) {
+    const std::string key = argv[i];
+    if (key == "--header") {
+      s.header = true;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "missing value after %s\n", key.c_str());
+      std::exit(2);
+    }
+    const std::string v = argv[++i];
+    if (key == "--transport")
+      s.transport = v;
+    else if (key == "--method")
+      s.method = v;
+    else if (key == "--label")
+      s.label = v;
+    else if (key == "--d")
+      s.d = std::stoull(v);
+    else if (key == "--k")
+      s.k = std::stoull(v);
+    else if (key == "--rows")
+      s.rows = std::stoull(v);
+    else if (key == "--cols-per-k")
+      s.cols_per_k = std::stod(v);
+    else if (key == "--P")
+      s.candidates = std::stoull(v);
+    else if (key == "--warmup")
+      s.warmup = std::stoi(v);
+    else if (key == "--steps")
+      s.steps = std::stoi(v);
+    else if (key == "--threads")
+      s.threads = static_cast<unsigned>(std::stoul(v));
+    else {
+      std::fprintf(stderr, "unknown option %s\n", key.c_str());
+      std::exit(2);
+    }
+  }
+  if (s.k == 0) s.k = static_cast<std::size_t>(std::max<std::uint64_t>(1, s.d / 1000));
+  return s;
+}
+
+struct stepper {
+  virtual ~stepper() = default;
+  virtual void step(std::span<const float> g) = 0;
+  [[nodiscard]] virtual const sketchsgd::comm_stats& stats() const = 0;
+};
+template <class Opt>
+struct boxed : stepper {
+  template <class... A>
+  explicit boxed(A&&... a) : opt(std::forward<A>(a)...) {}
+  void step(std::span<const float> g) override { (void)opt.step(g); }
+  [[nodiscard]] const sketchsgd::comm_stats& stats() const override { return opt.stats(); }
+  Opt opt;
+};
+
+template <class Transport>
+std::unique_ptr<stepper> make(const settings& s, sketchsgd::communicator<Transport>& comm) {
+  using namespace sketchsgd;
+  const cpu_execution exec{s.threads};
+  const auto policy = nonfinite_policy::unchecked;  // time the algorithms, not the NaN check
+  const sketch_config sketch{
+      .rows = s.rows, .cols = static_cast<std::uint64_t>(s.cols_per_k * static_cast<double>(s.k)), .seed = 5};
+  const topk_sgd_options<float> topk{
+      .dimension = s.d, .k = s.k, .learning_rate = 0.1F, .momentum = 0.9F, .nonfinite = policy, .exec = exec};
+  if (s.method == "dense") {
+    return std::make_unique<boxed<dense_sgd<float, Transport>>>(
+        comm, dense_sgd_options<float>{.dimension = s.d, .learning_rate = 0.1F, .momentum = 0.9F, .nonfinite = policy});
+  }
+  if (s.method == "true-topk") return std::make_unique<boxed<true_topk_sgd<float, Transport>>>(comm, topk);
+  if (s.method == "local-topk") return std::make_unique<boxed<local_topk_sgd<float, Transport>>>(comm, topk);
+  if (s.method == "gtopk") return std::make_unique<boxed<gtopk_sgd<float, Transport>>>(comm, topk);
+  if (s.method == "fetchsgd") {
+    return std::make_unique<boxed<fetch_sgd<float, Transport>>>(comm, fetch_sgd_options<float>{.dimension = s.d,
+                                                                                               .sketch = sketch,
+                                                                                               .k = s.k,
+                                                                                               .learning_rate = 0.1F,
+                                                                                               .momentum = 0.9F,
+                                                                                               .nonfinite = policy,
+                                                                                               .exec = exec});
+  }
+  sketched_sgd_options<float> o{.dimension = s.d,
+                                .sketch = sketch,
+                                .k = s.k,
+                                .candidates_factor = s.candidates,
+                                .learning_rate = 0.1F,
+                                .momentum = 0.9F,
+                                .nonfinite = policy,
+                                .exec = exec};
+  if (s.method == "global-sketch") {
+    o.candidates_factor = 0;
+    return std::make_unique<boxed<global_sketch_sgd<float, Transport>>>(comm, o);
+  }
+  if (s.method == "sketched") return std::make_unique<boxed<sketched_sgd<float, Transport>>>(comm, o);
+  std::fprintf(stderr, "unknown method %s\n", s.method.c_str());
+  std::exit(2);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+template <class Transport>
+void run(Transport& t, const settings& s) {
+  using namespace sketchsgd;
+  communicator comm(t, {.algorithm = allreduce_algorithm::portable});
+  auto opt = make(s, comm);
+  std::vector<float> g(static_cast<std::size_t>(s.d));
+  splitmix64 rng(static_cast<std::uint64_t>(comm.rank()) + 11);
+  for (auto& x : g) x = static_cast<float>(static_cast<double>(rng.next() >> 11U) * 0x1.0p-53 - 0.5);
+
+  std::vector<double> total;
+  std::vector<double> compute;
+  std::vector<double> communicate;
+  std::vector<double> sketch_or_select;
+  std::vector<double> recover;
+  std::uint64_t bytes = 0;
+  for (int i = 0; i < s.warmup + s.steps; ++i) {
+    barrier(comm);  // every step starts together: times are not skewed by the previous one
+    opt->step(g);
+    if (i < s.warmup) continue;
+    const auto& st = opt->stats().last_step_time;
+    total.push_back(st.total);
+    compute.push_back(st.local + st.compress + st.recover);
+    communicate.push_back(st.communicate);
+    sketch_or_select.push_back(st.compress);
+    recover.push_back(st.recover);
+    bytes = opt->stats().last_step.bytes_sent;
+  }
+  // The slowest rank's median per phase; mean bytes per rank.
+  std::vector<double> mine = {median(total),   median(compute),           median(communicate), median(sketch_or_select),
+                              median(recover), static_cast<double>(bytes)};
+  std::vector<double> all(mine.size() * static_cast<std::size_t>(comm.size()));
+  allgather(comm, std::span<const double>(mine), std::span<double>(all));
+  std::vector<double> worst(mine.size(), 0.0);
+  double mean_bytes = 0;
+  for (int r = 0; r < comm.size(); ++r) {
+    for (std::size_t f = 0; f + 1 < mine.size(); ++f)
+      worst[f] = std::max(worst[f], all[static_cast<std::size_t>(r) * mine.size() + f]);
+    mean_bytes += all[static_cast<std::size_t>(r) * mine.size() + mine.size() - 1] / comm.size();
+  }
+  if (comm.rank() == 0) {
+    if (s.header) {
+      std::printf("label,transport,method,W,d,k,step_s,compute_s,communicate_s,compress_s,recover_s,bytes_per_rank\n");
+    }
+    std::printf("%s,%s,%s,%d,%llu,%zu,%.4f,%.4f,%.4f,%.4f,%.4f,%.0f\n", s.label.c_str(), s.transport.c_str(),
+                s.method.c_str(), comm.size(), static_cast<unsigned long long>(s.d), s.k, worst[0], worst[1], worst[2],
+                worst[3], worst[4], mean_bytes);
+    std::fflush(stdout);
+  }
+  barrier(comm);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const settings s = parse(argc, argv);
+#if defined(SKETCHSGD_BENCH_HAVE_TCP)
+  if (s.transport == "tcp") {
+    sketchsgd::tcp_options o;
+    o.timeout = std::chrono::minutes(10);
+    auto t = sketchsgd::tcp_transport::from_environment(o);
+    run(*t, s);
+    return 0;
+  }
+#endif
+#if defined(SKETCHSGD_BENCH_HAVE_MPI)
+  if (s.transport == "mpi") {
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    {
+      sketchsgd::mpi_transport t(MPI_COMM_WORLD, {.timeout = std::chrono::minutes(10)});
+      run(t, s);
+    }
+    MPI_Finalize();
+    return 0;
+  }
+#endif
+  if (s.transport == "inproc") {
+    // Single-process check of the compute cost: W = 1, no communication.
+    sketchsgd::inproc_world world(1);
+    auto t = world.transport(0);
+    run(t, s);
+    return 0;
+  }
+  std::fprintf(stderr, "transport %s is not built in\n", s.transport.c_str());
+  return 2;
+}
