@@ -27,9 +27,9 @@ const sketch_config cfg{.rows = r, .cols = c, .seed = 1};
 constexpr auto unchecked = nonfinite_policy::unchecked;
 using T = inproc_transport;
 
-/// Our allreduce's bytes sent per rank: recursive doubling up to 64 KiB,
+/// Our allreduce's bytes sent per rank: recursive doubling up to 8 KiB,
 /// else the ring.
-double allreduce_model(double bytes) { return bytes <= 65536 ? std::log2(w) * bytes : 2.0 * (w - 1) / w * bytes; }
+double allreduce_model(double bytes) { return bytes <= 8192 ? std::log2(w) * bytes : 2.0 * (w - 1) / w * bytes; }
 
 template <class Make>
 void row(const char* method, const std::string& formula, double model, Make make, int reported_rank = 1) {
