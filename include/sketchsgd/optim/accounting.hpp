@@ -7,6 +7,7 @@
 /// allreduce of the d parameters.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 
 #include "sketchsgd/collective/communicator.hpp"
@@ -57,6 +58,12 @@ struct comm_stats {
 };
 
 namespace detail {
+
+/// Bytes one rank sends in a ring allreduce of d values of `value_bytes`.
+[[nodiscard]] inline double dense_ring_bytes(std::uint64_t d, int world, std::size_t value_bytes) noexcept {
+  const auto w = static_cast<double>(world);
+  return 2.0 * (w - 1.0) / w * static_cast<double>(d) * static_cast<double>(value_bytes);
+}
 
 /// Snapshots a communicator's counters around each step, and times its
 /// phases: `lap(&step_timing::x)` charges the time since the previous lap to

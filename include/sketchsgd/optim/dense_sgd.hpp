@@ -21,6 +21,7 @@
 #include "sketchsgd/optim/nonfinite.hpp"
 #include "sketchsgd/optim/state_io.hpp"
 #include "sketchsgd/optim/update.hpp"
+#include "sketchsgd/optim/validation.hpp"
 #include "sketchsgd/serialize/wire.hpp"
 
 namespace sketchsgd {
@@ -61,9 +62,8 @@ class dense_sgd {
     f.add(opt_.momentum).add(opt_.average).add(opt_.nonfinite).add(comm_->size());
     fingerprint_ = f.value();
     detail::agree_on_fingerprint(*comm_, fingerprint_, "dense_sgd");
-    const auto w = static_cast<double>(comm_->size());
     accounting_.stats().dense_ring_bytes_per_step =
-        2.0 * (w - 1.0) / w * static_cast<double>(opt_.dimension) * static_cast<double>(sizeof(Value));
+        detail::dense_ring_bytes(opt_.dimension, comm_->size(), sizeof(Value));
     update_.dense = true;
   }
 
@@ -121,10 +121,7 @@ class dense_sgd {
 
  private:
   static options_type validated(options_type o) {
-    if (o.dimension == 0) throw std::invalid_argument("dense_sgd: dimension must be positive");
-    if (o.average && std::is_integral_v<Value>) {
-      throw std::invalid_argument("dense_sgd: averaging needs a floating-point value type");
-    }
+    detail::check_selection<Value>("dense_sgd", o.dimension, 1, o.average, {});
     return o;
   }
   [[nodiscard]] Value average_factor() const noexcept {

@@ -98,9 +98,8 @@ class fetch_sgd {
         dense_momentum_(static_cast<std::size_t>(split_.dense_count())) {
     fingerprint_ = make_fingerprint();
     detail::agree_on_fingerprint(*comm_, fingerprint_, "fetch_sgd");
-    const auto w = static_cast<double>(comm_->size());
     accounting_.stats().dense_ring_bytes_per_step =
-        2.0 * (w - 1.0) / w * static_cast<double>(opt_.dimension) * static_cast<double>(sizeof(Value));
+        detail::dense_ring_bytes(opt_.dimension, comm_->size(), sizeof(Value));
   }
 
   /// One step with this rank's gradient (d values).
@@ -195,17 +194,12 @@ class fetch_sgd {
 
  private:
   static options_type validated(options_type o, int world) {
-    const auto fail = [](const std::string& why) { throw std::invalid_argument("fetch_sgd: " + why); };
-    if (o.dimension == 0) fail("dimension must be positive");
     validate(o.sketch, HashFamily::max_cols);
-    if (o.k == 0) fail("k must be positive");
-    if (o.average && std::is_integral_v<Value>) fail("averaging needs a floating-point value type");
+    detail::check_selection<Value>("fetch_sgd", o.dimension, o.k, o.average, o.dense);
     if (o.topology == topology::root) {
-      if (o.root < 0 || o.root >= world) fail("root " + std::to_string(o.root) + " is not a rank");
-      if (o.dimension >= detail::no_index) fail("the root topology sends 4-byte indices: d must be below 2^32 - 1");
+      detail::check_root_rank("fetch_sgd", o.root, world);
+      detail::check_wire_indices("fetch_sgd", o.dimension, detail::no_index);
     }
-    const detail::coordinate_split probe(o.dimension, o.dense);
-    if (o.k > probe.sparse_count()) fail("k exceeds the number of sketched coordinates");
     return o;
   }
 
@@ -230,18 +224,9 @@ class fetch_sgd {
     return f.value();
   }
 
-  void average_in_place(std::span<Value> x) const noexcept {
-    if constexpr (std::is_floating_point_v<Value>) {
-      if (opt_.average) {
-        const Value w = static_cast<Value>(comm_->size());
-        for (Value& e : x) e /= w;
-      }
-    }
-  }
-
   /// Momentum and error in sketch space, top k, reset; fills update_.
   void server_step() {
-    average_in_place(s_g_.table());
+    detail::average_in_place(s_g_.table(), comm_->size(), opt_.average);
     const std::span<const Value> g = s_g_.table();
     const std::span<Value> u = s_u_.table();
     const std::span<Value> e = s_e_.table();
@@ -267,7 +252,7 @@ class fetch_sgd {
   void dense_step() {
     if (dense_grad_.empty()) return;
     allreduce(*comm_, std::span<Value>(dense_grad_));
-    average_in_place(std::span<Value>(dense_grad_));
+    detail::average_in_place(std::span<Value>(dense_grad_), comm_->size(), opt_.average);
     for (std::size_t i = 0; i < dense_grad_.size(); ++i) {
       dense_momentum_[i] = opt_.momentum * dense_momentum_[i] + dense_grad_[i];
       dense_grad_[i] = opt_.learning_rate * dense_momentum_[i];

@@ -44,6 +44,18 @@ std::uint64_t count_nonfinite(std::span<const Value> x) noexcept {
   }
 }
 
+/// Divides aggregated sums by the world size when averaging is on (floating
+/// point only; the options' validation refuses averaging of integers).
+template <class Value>
+void average_in_place(std::span<Value> x, int world, bool average) noexcept {
+  if constexpr (std::is_floating_point_v<Value>) {
+    if (average) {
+      const Value w = static_cast<Value>(world);
+      for (Value& e : x) e /= w;
+    }
+  }
+}
+
 /// Checks `gradient` on every rank at once (one allreduce of one integer,
 /// counted as a round). Returns true when the step must be skipped.
 /// @throws nonfinite_error on every rank under `throw_error`.

@@ -28,6 +28,7 @@
 #include "sketchsgd/optim/nonfinite.hpp"
 #include "sketchsgd/optim/state_io.hpp"
 #include "sketchsgd/optim/update.hpp"
+#include "sketchsgd/optim/validation.hpp"
 #include "sketchsgd/serialize/wire.hpp"
 #include "sketchsgd/sketch/count_sketch.hpp"
 #include "sketchsgd/sketch/topk.hpp"
@@ -211,25 +212,19 @@ class sketched_sgd {
         dense_values_(static_cast<std::size_t>(split_.dense_count())) {
     fingerprint_ = make_fingerprint();
     detail::agree_on_fingerprint(*comm_, fingerprint_, name_);
-    const auto w = static_cast<double>(comm_->size());
     accounting_.stats().dense_ring_bytes_per_step =
-        2.0 * (w - 1.0) / w * static_cast<double>(opt_.dimension) * static_cast<double>(sizeof(Value));
+        detail::dense_ring_bytes(opt_.dimension, comm_->size(), sizeof(Value));
     accounting_.begin(comm_->counters());  // the setup's exchange is not a step
   }
 
  private:
   static options_type validated(options_type o, int world, const char* name) {
-    const auto fail = [&](const std::string& why) { throw std::invalid_argument(std::string(name) + ": " + why); };
-    if (o.dimension == 0) fail("dimension must be positive");
     validate(o.sketch, HashFamily::max_cols);
-    if (o.k == 0) fail("k must be positive");
-    if (o.average && std::is_integral_v<Value>) fail("averaging needs a floating-point value type");
+    detail::check_selection<Value>(name, o.dimension, o.k, o.average, o.dense);
     if (o.topology == topology::root) {
-      if (o.root < 0 || o.root >= world) fail("root " + std::to_string(o.root) + " is not a rank");
-      if (o.dimension >= detail::no_index) fail("the root topology sends 4-byte indices: d must be below 2^32 - 1");
+      detail::check_root_rank(name, o.root, world);
+      detail::check_wire_indices(name, o.dimension, detail::no_index);
     }
-    const detail::coordinate_split probe(o.dimension, o.dense);  // validates the ranges
-    if (o.k > probe.sparse_count()) fail("k exceeds the number of sketched coordinates");
     return o;
   }
 
@@ -257,15 +252,6 @@ class sketched_sgd {
 
   [[nodiscard]] std::size_t candidate_count() const noexcept {
     return static_cast<std::size_t>(std::min<std::uint64_t>(opt_.candidates_factor * opt_.k, split_.sparse_count()));
-  }
-
-  void average_in_place(std::span<Value> x) const noexcept {
-    if constexpr (std::is_floating_point_v<Value>) {
-      if (opt_.average) {
-        const Value w = static_cast<Value>(comm_->size());
-        for (Value& e : x) e /= w;
-      }
-    }
   }
 
   /// Sets update_ (global indices, exact or estimated summed values) from
@@ -356,11 +342,11 @@ class sketched_sgd {
 
   /// Scales Delta by eta (and 1/W), masks the state, adds the dense part.
   void finish_update() {
-    average_in_place(std::span<Value>(update_.values));
+    detail::average_in_place(std::span<Value>(update_.values), comm_->size(), opt_.average);
     for (Value& x : update_.values) x *= opt_.learning_rate;
     state_.mask(update_.indices);
     if (split_.dense_count() != 0) {
-      average_in_place(std::span<Value>(dense_values_));
+      detail::average_in_place(std::span<Value>(dense_values_), comm_->size(), opt_.average);
       for (Value& x : dense_values_) x *= opt_.learning_rate;
       for (const dense_range& r : split_.dense()) state_.reset_error(r.offset, r.length);
       detail::merge_with_dense(split_, update_.indices, update_.values, std::span<const Value>(dense_values_));

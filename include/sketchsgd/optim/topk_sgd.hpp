@@ -91,9 +91,8 @@ class topk_baseline {
     f.add(opt_.nonfinite).add(comm_->size());
     fingerprint_ = f.value();
     agree_on_fingerprint(*comm_, fingerprint_, name_);
-    const auto w = static_cast<double>(comm_->size());
     accounting_.stats().dense_ring_bytes_per_step =
-        2.0 * (w - 1.0) / w * static_cast<double>(opt_.dimension) * static_cast<double>(sizeof(Value));
+        detail::dense_ring_bytes(opt_.dimension, comm_->size(), sizeof(Value));
   }
 
   /// The common step around `select` (which sets update_ and `masked`).
@@ -120,11 +119,11 @@ class topk_baseline {
       std::vector<std::uint64_t> masked = select();  // laps its own phases
       if (!dense_values_.empty()) allreduce(*comm_, std::span<Value>(dense_values_));
       accounting_.lap(&step_timing::communicate);
-      average_in_place(std::span<Value>(update_.values));
+      detail::average_in_place(std::span<Value>(update_.values), comm_->size(), opt_.average);
       for (Value& x : update_.values) x *= opt_.learning_rate;
       state_.mask(masked);
       if (!dense_values_.empty()) {
-        average_in_place(std::span<Value>(dense_values_));
+        detail::average_in_place(std::span<Value>(dense_values_), comm_->size(), opt_.average);
         for (Value& x : dense_values_) x *= opt_.learning_rate;
         for (const dense_range& r : split_.dense()) state_.reset_error(r.offset, r.length);
         merge_with_dense(split_, update_.indices, update_.values, std::span<const Value>(dense_values_));
@@ -136,23 +135,9 @@ class topk_baseline {
   }
 
   static options_type validated(options_type o, const char* name) {
-    const auto fail = [&](const std::string& why) { throw std::invalid_argument(std::string(name) + ": " + why); };
-    if (o.dimension == 0) fail("dimension must be positive");
-    if (o.k == 0) fail("k must be positive");
-    if (o.average && std::is_integral_v<Value>) fail("averaging needs a floating-point value type");
-    if (o.dimension >= no_index) fail("d must be below 2^32 - 1 (4-byte indices on the wire)");
-    const coordinate_split probe(o.dimension, o.dense);
-    if (o.k > probe.sparse_count()) fail("k exceeds the number of compressed coordinates");
+    check_selection<Value>(name, o.dimension, o.k, o.average, o.dense);
+    check_wire_indices(name, o.dimension, no_index);
     return o;
-  }
-
-  void average_in_place(std::span<Value> x) const noexcept {
-    if constexpr (std::is_floating_point_v<Value>) {
-      if (opt_.average) {
-        const Value w = static_cast<Value>(comm_->size());
-        for (Value& e : x) e /= w;
-      }
-    }
   }
 
   state_header header(std::uint64_t steps) const {
