@@ -88,6 +88,11 @@ class poly4_hash {
 
     /// Calls `f(i, bucket_sign)` for the keys `first + i`, `i` in `[0, n)`,
     /// in increasing order; equal to calling `operator()` on each key.
+#if defined(__CUDACC__)
+// The visitor may be host-only (the CPU sketch passes host lambdas): no
+// warning about calling it from this host-device function.
+#pragma nv_exec_check_disable
+#endif
     template <class F>
     SKETCHSGD_HOST_DEVICE SKETCHSGD_FORCE_INLINE constexpr void for_each(std::uint64_t first, std::uint64_t n,
                                                                          F&& f) const {

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Kernels of the device optimizers' per-coordinate state (momentum, error
+/// feedback, masking, gathering, applying an update, non-finite counts) and
+/// their dispatch. Internal: used by `sketchsgd/cuda/sketched_sgd.cuh`.
+///
+/// The arithmetic is the CPU code's, one IEEE operation at a time (`mul_rn`,
+/// `add_rn`: never fused into an FMA), so a device step equals the CPU step
+/// wherever the host compiler does not fuse either (x86-64 without -mfma,
+/// or -ffp-contract=off).
+
+#include "sketchsgd/cuda/error.cuh"  // first: it checks the language standard
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <cub/block/block_reduce.cuh>
+
+#include "sketchsgd/concepts.hpp"
+#include "sketchsgd/cuda/arithmetic.cuh"
+#include "sketchsgd/cuda/tuning.cuh"
+
+namespace sketchsgd::detail::cuda_kernels {
+
+/// u <- m u + g;  v <- v + u (error feedback) or v <- u.
+template <class Value>
+__global__ void __launch_bounds__(cuda_tuning::block_threads)
+    momentum_error(Value* u, Value* v, const Value* g, Value m, bool error_feedback, std::uint64_t n) {
+  for (std::uint64_t i = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; i < n;
+       i += std::uint64_t{gridDim.x} * blockDim.x) {
+    const Value ui = add_rn(mul_rn(m, u[i]), g[i]);
+    u[i] = ui;
+    v[i] = error_feedback ? add_rn(v[i], ui) : ui;
+  }
+}
+
+/// u[idx[j]] = v[idx[j]] = 0 (momentum masking and error reset).
+template <class Value>
+__global__ void __launch_bounds__(cuda_tuning::block_threads)
+    mask_state(Value* u, Value* v, const std::uint64_t* idx, std::uint64_t n) {
+  for (std::uint64_t j = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; j < n;
+       j += std::uint64_t{gridDim.x} * blockDim.x) {
+    u[idx[j]] = Value{};
+    v[idx[j]] = Value{};
+  }
+}
+
+/// out[j] = x[idx[j]].
+template <class Value>
+__global__ void __launch_bounds__(cuda_tuning::block_threads)
+    gather(const Value* x, const std::uint64_t* idx, Value* out, std::uint64_t n) {
+  for (std::uint64_t j = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; j < n;
+       j += std::uint64_t{gridDim.x} * blockDim.x) {
+    out[j] = x[idx[j]];
+  }
+}
+
+/// params[idx[j]] -= factor * values[j] (indices distinct).
+template <class Value>
+__global__ void __launch_bounds__(cuda_tuning::block_threads)
+    apply_sparse(Value* params, const std::uint64_t* idx, const Value* values, Value factor, std::uint64_t n) {
+  for (std::uint64_t j = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; j < n;
+       j += std::uint64_t{gridDim.x} * blockDim.x) {
+    params[idx[j]] = sub_rn(params[idx[j]], mul_rn(factor, values[j]));
+  }
+}
+
+/// Adds the number of NaN and Inf elements of `x` to `*count`.
+template <class Value>
+__global__ void __launch_bounds__(cuda_tuning::block_threads)
+    count_nonfinite(const Value* x, std::uint64_t n, unsigned long long* count) {   // NOLINT(google-runtime-int)
+  using reduce = cub::BlockReduce<unsigned long long, cuda_tuning::block_threads>;  // NOLINT(google-runtime-int)
+  __shared__ typename reduce::TempStorage temp;
+  unsigned long long bad = 0;  // NOLINT(google-runtime-int)
+  for (std::uint64_t i = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; i < n;
+       i += std::uint64_t{gridDim.x} * blockDim.x) {
+    bad += isfinite(x[i]) ? 0U : 1U;
+  }
+  const unsigned long long total = reduce(temp).Sum(bad);  // NOLINT(google-runtime-int)
+  if (threadIdx.x == 0 && total != 0) atomicAdd(count, total);
+}
+
+}  // namespace sketchsgd::detail::cuda_kernels
+
+namespace sketchsgd::detail {
+
+/// Launches of the optimizer-state kernels.
+template <sketch_value Value>
+struct cuda_optim_dispatch {
+  static unsigned grid(std::uint64_t n) {
+    return cuda_tuning::grid_for(n, std::uint64_t{cuda_tuning::block_threads} * cuda_tuning::elementwise_items);
+  }
+
+  static void momentum_error(Value* u, Value* v, const Value* g, Value m, bool ef, std::uint64_t n,
+                             cudaStream_t stream) {
+    if (n == 0) return;
+    cuda_kernels::momentum_error<Value><<<grid(n), cuda_tuning::block_threads, 0, stream>>>(u, v, g, m, ef, n);
+    cuda_check_launch("cuda optimizer: momentum");
+  }
+
+  static void mask(Value* u, Value* v, const std::uint64_t* idx, std::uint64_t n, cudaStream_t stream) {
+    if (n == 0) return;
+    cuda_kernels::mask_state<Value><<<grid(n), cuda_tuning::block_threads, 0, stream>>>(u, v, idx, n);
+    cuda_check_launch("cuda optimizer: mask");
+  }
+
+  static void gather(const Value* x, const std::uint64_t* idx, Value* out, std::uint64_t n, cudaStream_t stream) {
+    if (n == 0) return;
+    cuda_kernels::gather<Value><<<grid(n), cuda_tuning::block_threads, 0, stream>>>(x, idx, out, n);
+    cuda_check_launch("cuda optimizer: gather");
+  }
+
+  static void apply(Value* params, const std::uint64_t* idx, const Value* values, Value factor, std::uint64_t n,
+                    cudaStream_t stream) {
+    if (n == 0) return;
+    cuda_kernels::apply_sparse<Value>
+        <<<grid(n), cuda_tuning::block_threads, 0, stream>>>(params, idx, values, factor, n);
+    cuda_check_launch("cuda optimizer: apply");
+  }
+
+  /// Adds the non-finite count of x to `*count` (nothing for integers).
+  static void count_nonfinite(const Value* x, std::uint64_t n, unsigned long long* count,  // NOLINT(google-runtime-int)
+                              cudaStream_t stream) {
+    if constexpr (std::is_floating_point_v<Value>) {
+      if (n == 0) return;
+      cuda_kernels::count_nonfinite<Value><<<grid(n), cuda_tuning::block_threads, 0, stream>>>(x, n, count);
+      cuda_check_launch("cuda optimizer: non-finite count");
+    }
+  }
+};
+
+}  // namespace sketchsgd::detail
