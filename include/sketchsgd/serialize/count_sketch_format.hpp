@@ -67,7 +67,9 @@ concept cpu_count_sketch = detail::is_cpu_count_sketch<T>::value;
 
 /// Limits a reader enforces on untrusted input.
 struct deserialize_limits {
-  /// Largest table, in bytes, that a stream reader accepts (default 1 GiB).
+  /// Largest table, in bytes, that a reader allocates (default 1 GiB): every
+  /// table read from a stream, and from a span the table of an empty sketch,
+  /// which 24 bytes can announce at up to 64 x 2^31 cells.
   std::uint64_t max_table_bytes = std::uint64_t{1} << 30U;
 };
 
@@ -157,15 +159,22 @@ std::pair<sketch_config, std::uint64_t> read_count_sketch_preamble(std::span<con
 }  // namespace detail
 
 /// Reads a sketch written by `serialize`; `bytes` must hold exactly one.
-/// @throws serialization_error naming the first field that does not check.
+/// @throws serialization_error naming the first field that does not check,
+/// or for an empty sketch whose table would exceed `limits.max_table_bytes`.
 template <cpu_count_sketch Sketch>
-[[nodiscard]] Sketch deserialize(std::span<const std::byte> bytes) {
+[[nodiscard]] Sketch deserialize(std::span<const std::byte> bytes, deserialize_limits limits = {}) {
   using value = typename Sketch::value_type;
   const auto [config, table_bytes] = detail::read_count_sketch_preamble<Sketch>(bytes);
   const std::uint64_t expected = detail::count_sketch_preamble_bytes + table_bytes;
   if (bytes.size() != expected) {
     detail::bad_field("size", std::to_string(expected) + " bytes (" + to_string(config) + ")",
                       std::to_string(bytes.size()) + " bytes");
+  }
+  // A non-empty table is backed by the input; an empty one is not, so its
+  // size must be capped before it is allocated.
+  if (table_bytes == 0 && config.cells() * sizeof(value) > limits.max_table_bytes) {
+    detail::bad_field("size", "an empty table of at most " + std::to_string(limits.max_table_bytes) + " bytes",
+                      std::to_string(config.cells() * sizeof(value)) + " bytes (" + to_string(config) + ")");
   }
   Sketch sketch(config);
   if (table_bytes != 0) {
@@ -175,17 +184,18 @@ template <cpu_count_sketch Sketch>
 }
 
 /// Reads one sketch from `is`, leaving the stream just after it.
-/// @throws serialization_error on a malformed preamble, a table above
-/// `limits.max_table_bytes`, or a stream that ends early.
+/// @throws serialization_error on a malformed preamble, a table (empty or
+/// not) above `limits.max_table_bytes`, or a stream that ends early.
 template <cpu_count_sketch Sketch>
 [[nodiscard]] Sketch deserialize(std::istream& is, deserialize_limits limits = {}) {
   std::vector<std::byte> bytes(detail::count_sketch_preamble_bytes);
   is.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   bytes.resize(static_cast<std::size_t>(is.gcount()));
-  const std::uint64_t table_bytes = detail::read_count_sketch_preamble<Sketch>(bytes).second;
-  if (table_bytes > limits.max_table_bytes) {
+  const auto [config, table_bytes] = detail::read_count_sketch_preamble<Sketch>(bytes);
+  const std::uint64_t memory_bytes = config.cells() * sizeof(typename Sketch::value_type);
+  if (memory_bytes > limits.max_table_bytes) {
     detail::bad_field("size", "a table of at most " + std::to_string(limits.max_table_bytes) + " bytes",
-                      std::to_string(table_bytes) + " bytes");
+                      std::to_string(memory_bytes) + " bytes");
   }
   // Grow with what actually arrives, so a lying header cannot make us
   // allocate more than one chunk beyond the real input.
@@ -203,7 +213,7 @@ template <cpu_count_sketch Sketch>
     }
     remaining -= n;
   }
-  return deserialize<Sketch>(std::span<const std::byte>(bytes));
+  return deserialize<Sketch>(std::span<const std::byte>(bytes), limits);
 }
 
 }  // namespace sketchsgd

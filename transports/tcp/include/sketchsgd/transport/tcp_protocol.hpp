@@ -38,6 +38,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -124,10 +125,20 @@ struct server_hello {
   /// @throws transport_error naming the bad field.
   static server_hello decode(std::span<const std::byte, size> b) {
     check_magic_version(b.data(), "server hello");
+    check_reserved(b.subspan<5, 3>(), "server hello");
     server_hello h;
     h.acceptor_rank = wire::load_le<std::int32_t>(b.data() + 8);
     std::copy(b.begin() + 12, b.begin() + 12 + nonce_bytes, h.challenge.begin());
     return h;
+  }
+
+  /// Checks that reserved bytes are zero: they are outside the HMAC, so a
+  /// later version may give them meaning only if this one refuses them.
+  /// @throws transport_error naming the message.
+  static void check_reserved(std::span<const std::byte> reserved, const char* what) {
+    if (std::any_of(reserved.begin(), reserved.end(), [](std::byte x) { return x != std::byte{0}; })) {
+      throw transport_error(std::string("tcp handshake: ") + what + ": reserved bytes are not zero");
+    }
   }
 
   /// Checks the magic and version shared by every handshake message.
@@ -178,6 +189,8 @@ struct client_hello {
   /// @throws transport_error naming the bad field.
   static client_hello decode(std::span<const std::byte, size> b) {
     server_hello::check_magic_version(b.data(), "client hello");
+    server_hello::check_reserved(b.subspan<5, 3>(), "client hello");
+    server_hello::check_reserved(b.subspan<18, 6>(), "client hello");
     client_hello h;
     h.rank = wire::load_le<std::int32_t>(b.data() + 8);
     h.world_size = wire::load_le<std::int32_t>(b.data() + 12);
@@ -253,9 +266,14 @@ struct listen_table {
   std::vector<entry> entries;  ///< by rank
 
   /// The encoded table.
+  /// @throws std::invalid_argument for a host of 0 or more than 64 bytes,
+  /// which `decode` would refuse.
   [[nodiscard]] std::vector<std::byte> encode() const {
     std::vector<std::byte> out;
     for (const auto& e : entries) {
+      if (e.host.empty() || e.host.size() > 64) {
+        throw std::invalid_argument("tcp rendezvous: host '" + e.host + "' must have 1 to 64 bytes");
+      }
       const auto at = out.size();
       out.resize(at + 3 + e.host.size());
       out[at] = static_cast<std::byte>(e.host.size());
