@@ -3,16 +3,25 @@
 // threads of this process (every rank a real tcp_transport with its own I/O
 // thread and sockets), then the failure contract: timeouts, departing peers,
 // strangers without the secret, and a hostile authenticated peer sending
-// garbage, truncated and oversized frames.
+// garbage, truncated and oversized frames. Then TLS: the suite over mutually
+// authenticated TLS, and strangers (a certificate from another CA, plain TCP)
+// refused while the job goes on, with certificates made at test time by the
+// openssl command-line tool.
 
 #include <catch2/catch.hpp>
 
 #include <utility>  // before Boost.Asio
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <string>
@@ -314,4 +323,172 @@ TEST_CASE("tcp: a rendezvous that cannot complete times out", "[transport][failu
   const auto start = std::chrono::steady_clock::now();
   CHECK_THROWS_AS(tcp_transport({"127.0.0.1", 0}, 0, 2, secret, o), timeout_error);  // rank 1 never comes
   CHECK(std::chrono::steady_clock::now() - start < 3s);
+}
+
+// ---- TLS ----------------------------------------------------------------------
+
+namespace {
+
+/// Throwaway PKI: CA 1 signs the job's certificate, CA 2 the stranger's.
+struct test_pki {
+  std::filesystem::path dir;
+  tcp_tls_options job;       // the ranks' files (certificate from CA 1, trusting CA 1)
+  tcp_tls_options stranger;  // a certificate from CA 2, trusting CA 1
+};
+
+void run_openssl(const std::filesystem::path& dir, const std::string& args) {
+  const std::string command = "cd '" + dir.string() + "' && openssl " + args + " >> openssl.log 2>&1";
+  if (std::system(command.c_str()) != 0) {  // NOLINT(concurrency-mt-unsafe): test set-up, one thread
+    std::ifstream log(dir / "openssl.log");
+    throw std::runtime_error("openssl " + args + " failed:\n" +
+                             std::string((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>()));
+  }
+}
+
+/// Makes the certificates once per test process.
+const test_pki& pki() {
+  static const test_pki made = [] {
+    test_pki p;
+    p.dir = std::filesystem::temp_directory_path() / ("sketchsgd-tls-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(p.dir);
+    std::filesystem::create_directories(p.dir);
+    std::ofstream(p.dir / "leaf.cnf") << "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                         "extendedKeyUsage=serverAuth,clientAuth\n";
+    const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    for (const char* ca : {"ca1", "ca2"}) {
+      run_openssl(p.dir, "req -x509 " + ec + " -days 2 -subj /CN=sketchsgd-test-" + ca + " -keyout " + ca +
+                             ".key -out " + ca + ".pem -addext basicConstraints=critical,CA:TRUE" +
+                             " -addext keyUsage=critical,keyCertSign");
+    }
+    for (const auto& [leaf, ca] : {std::pair{"rank", "ca1"}, std::pair{"stranger", "ca2"}}) {
+      run_openssl(p.dir, std::string("req ") + ec + " -subj /CN=sketchsgd-" + leaf + " -keyout " + leaf + ".key -out " +
+                             leaf + ".csr");
+      run_openssl(p.dir, std::string("x509 -req -in ") + leaf + ".csr -CA " + ca + ".pem -CAkey " + ca +
+                             ".key -CAcreateserial -days 2 -extfile leaf.cnf -out " + leaf + ".pem");
+    }
+    const auto file = [&](const char* name) { return (p.dir / name).string(); };
+    p.job = {file("ca1.pem"), file("rank.pem"), file("rank.key")};
+    p.stranger = {file("ca1.pem"), file("stranger.pem"), file("stranger.key")};
+    return p;
+  }();
+  return made;
+}
+
+tcp_options with_tls(std::chrono::milliseconds timeout) {
+  tcp_options o = with_timeout(timeout);
+  o.tls = pki().job;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("tcp+tls: the collectives over mutually authenticated TLS", "[transport][conformance][tcp][tls]") {
+  for (const int w : {2, 3}) {
+    CAPTURE(w);
+    run_tcp(
+        w,
+        [](auto& t) {
+          test::check_allreduce(t);
+          test::check_tags_and_ordering(t);
+          test::check_size_mismatch(t);
+        },
+        with_tls(20s));
+  }
+}
+
+TEST_CASE("tcp+tls: a certificate from another CA and a plain-TCP peer are refused, and the job goes on",
+          "[transport][failure][tcp][tls]") {
+  std::promise<std::uint16_t> port_promise;
+  auto port = port_promise.get_future().share();
+  std::mutex log_mutex;
+  std::vector<std::string> logged;
+  std::vector<float> results(3, 0.0F);
+  std::atomic<int> strangers_done{0};
+  test::run_threads(5, [&](int r) {
+    if (r == 3) {
+      // Knows the job secret and trusts the job's CA, but its own
+      // certificate comes from CA 2: the acceptor's verification refuses it
+      // and it never sees a server hello.
+      port.wait();
+      boost::asio::io_context io;
+      boost::asio::ssl::context context(boost::asio::ssl::context::tls);
+      context.load_verify_file(pki().stranger.ca_file);
+      context.use_certificate_chain_file(pki().stranger.certificate_file);
+      context.use_private_key_file(pki().stranger.private_key_file, boost::asio::ssl::context::pem);
+      context.set_verify_mode(boost::asio::ssl::verify_peer);
+      boost::asio::ssl::stream<tcp::socket> s(io, context);
+      s.next_layer().connect({boost::asio::ip::make_address("127.0.0.1"), port.get()});
+      boost::system::error_code ec;
+      s.handshake(boost::asio::ssl::stream_base::client, ec);  // TLS 1.3: the refusal may come after it
+      std::array<std::byte, tcp_protocol::server_hello::size> in{};
+      if (!ec) boost::asio::read(s, boost::asio::buffer(in), ec);
+      test::expect(static_cast<bool>(ec), "the stranger with another CA's certificate got a server hello");
+      strangers_done.fetch_add(1);
+      return;
+    }
+    if (r == 4) {
+      // Plain TCP against a TLS job: the acceptor waits for a TLS client
+      // hello, gets none, and drops the connection at the handshake timeout.
+      port.wait();
+      boost::asio::io_context io;
+      tcp::socket s(io);
+      s.connect({boost::asio::ip::make_address("127.0.0.1"), port.get()});
+      std::array<std::byte, tcp_protocol::server_hello::size> in{};
+      boost::system::error_code ec;
+      boost::asio::read(s, boost::asio::buffer(in), ec);
+      test::expect(static_cast<bool>(ec), "a plain-TCP peer got a server hello from a TLS job");
+      strangers_done.fetch_add(1);
+      return;
+    }
+    tcp_options o = with_tls(20s);
+    o.handshake_timeout = 1s;
+    o.log = [&](const std::string& m) {
+      const std::lock_guard lock(log_mutex);
+      logged.push_back(m);
+    };
+    std::uint16_t root_port = 0;
+    if (r == 0) {
+      o.on_listen = [&](std::uint16_t p) { port_promise.set_value(p); };
+    } else {
+      root_port = port.get();
+      std::this_thread::sleep_for(200ms);  // let the strangers try first
+    }
+    tcp_transport t({"127.0.0.1", root_port}, r, 3, secret, o);
+    communicator comm(t);
+    float x = static_cast<float>(r + 1);
+    allreduce(comm, std::span<float>(&x, 1));
+    results[static_cast<std::size_t>(r)] = x;
+    // Stay up until both strangers have been turned away.
+    for (int i = 0; i < 400 && strangers_done.load() < 2; ++i) std::this_thread::sleep_for(10ms);
+    barrier(comm);
+  });
+  CHECK(results == std::vector<float>{6.0F, 6.0F, 6.0F});
+  CHECK(strangers_done.load() == 2);
+  const auto refused_with = [&](const std::string& what) {
+    return std::any_of(logged.begin(), logged.end(), [&](const std::string& m) {
+      return m.find("refused connection") != std::string::npos && m.find(what) != std::string::npos;
+    });
+  };
+  INFO("log: " << Catch::Detail::stringify(logged));
+  CHECK(refused_with("TLS handshake failed: certificate verify failed"));  // the other CA's certificate
+  CHECK(std::count_if(logged.begin(), logged.end(), [](const std::string& m) {
+          return m.find("refused connection") != std::string::npos &&
+                 m.find("TLS handshake failed") != std::string::npos;
+        }) == 2);  // and the plain-TCP peer, at the handshake timeout
+}
+
+TEST_CASE("tcp+tls: unusable TLS files are refused before any I/O", "[transport][tcp][tls]") {
+  tcp_tls_options missing = pki().job;
+  missing.ca_file = (pki().dir / "no-such-ca.pem").string();
+  tcp_tls_options mismatched = pki().job;
+  mismatched.private_key_file = pki().stranger.private_key_file;
+  tcp_tls_options partial;
+  partial.ca_file = pki().job.ca_file;
+  for (const auto& [name, tls] : {std::pair{"missing CA", missing}, std::pair{"key of another certificate", mismatched},
+                                  std::pair{"only a CA", partial}}) {
+    CAPTURE(name);
+    tcp_options o;
+    o.tls = tls;
+    CHECK_THROWS_AS(tcp_transport({"127.0.0.1", 1}, 1, 2, secret, o), std::invalid_argument);
+  }
 }

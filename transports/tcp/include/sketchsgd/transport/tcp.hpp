@@ -12,6 +12,12 @@
 /// with the mutual HMAC-SHA256 handshake of tcp_protocol.hpp: a process
 /// without the secret is refused and logged, and the job goes on.
 ///
+/// With `tcp_options::tls` set, every connection is first wrapped in TLS 1.3
+/// (Boost.Asio SSL over OpenSSL) with mutual authentication: both sides
+/// present a certificate and verify the other's against the job's CA, so a
+/// peer without a certificate from that CA is refused before it sends a
+/// byte of the HMAC handshake, which then runs inside the encrypted stream.
+///
 /// Frames are length-prefixed with a checked header (tcp_protocol.hpp); a
 /// length above `tcp_options::max_frame_bytes` is refused before anything is
 /// allocated, and bodies are read in chunks as they arrive. Unmatched data is
@@ -22,6 +28,7 @@
 #include <utility>  // before Boost.Asio: its coroutine support needs it
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 
 #include <algorithm>
 #include <array>
@@ -62,6 +69,26 @@ struct tcp_endpoint {
   std::uint16_t port = 0;
 };
 
+/// TLS settings of a `tcp_transport` (PEM files); TLS is on when any of
+/// them is set, and then all three must be. Every rank presents its
+/// certificate and accepts a peer only if the peer's certificate chains to
+/// the CA in `ca_file`; host names are not checked (ranks are named by the
+/// HMAC handshake), so use a CA that signs nothing but this job's or
+/// cluster's ranks.
+struct tcp_tls_options {
+  /// The CA certificate(s) that every rank's certificate must chain to.
+  std::string ca_file;
+  /// This rank's certificate (chain), signed by that CA.
+  std::string certificate_file;
+  /// The certificate's private key (unencrypted PEM).
+  std::string private_key_file;
+
+  /// Whether TLS is asked for.
+  [[nodiscard]] bool enabled() const noexcept {
+    return !ca_file.empty() || !certificate_file.empty() || !private_key_file.empty();
+  }
+};
+
 /// Settings of a `tcp_transport`.
 struct tcp_options {
   /// How long `request::wait()` waits before throwing `timeout_error`.
@@ -81,7 +108,112 @@ struct tcp_options {
   /// Called on the I/O thread once this rank listens, with its port (rank 0
   /// may ask for port 0 and learn the one it got here).
   std::function<void(std::uint16_t)> on_listen;
+  /// TLS with mutual certificate authentication on every connection (the
+  /// HMAC handshake still runs, inside TLS); plain TCP when no file is set.
+  /// Every rank of a job must agree.
+  tcp_tls_options tls;
 };
+
+namespace detail {
+
+/// One connection: a TCP socket, and a TLS stream over it once TLS started.
+/// Lives on the heap, so the TLS stream's reference to the socket stays
+/// valid; used only on the transport's I/O thread.
+class tcp_link {
+ public:
+  /// The socket type.
+  using socket_type = boost::asio::ip::tcp::socket;
+
+  /// Takes over a connected socket.
+  explicit tcp_link(socket_type socket) : socket_(std::move(socket)) {}
+
+  /// The TCP socket (endpoints, options, closing).
+  [[nodiscard]] socket_type& socket() noexcept { return socket_; }
+
+  /// Runs the TLS handshake, as the server when `accepting`, verifying the
+  /// peer's certificate as `context` says.
+  /// @throws boost::system::system_error when the handshake fails.
+  boost::asio::awaitable<void> start_tls(boost::asio::ssl::context& context, bool accepting) {
+    tls_ = std::make_unique<boost::asio::ssl::stream<socket_type&>>(socket_, context);
+    co_await tls_->async_handshake(
+        accepting ? boost::asio::ssl::stream_base::server : boost::asio::ssl::stream_base::client,
+        boost::asio::use_awaitable);
+  }
+
+  /// Reads exactly the buffers' size.
+  /// @throws boost::system::system_error on failure or end of stream.
+  template <class Buffers>
+  boost::asio::awaitable<void> read(const Buffers& buffers) {
+    if (tls_) {
+      co_await boost::asio::async_read(*tls_, buffers, boost::asio::use_awaitable);
+    } else {
+      co_await boost::asio::async_read(socket_, buffers, boost::asio::use_awaitable);
+    }
+  }
+
+  /// Writes all of the buffers.
+  /// @throws boost::system::system_error on failure.
+  template <class Buffers>
+  boost::asio::awaitable<void> write(const Buffers& buffers) {
+    if (tls_) {
+      co_await boost::asio::async_write(*tls_, buffers, boost::asio::use_awaitable);
+    } else {
+      co_await boost::asio::async_write(socket_, buffers, boost::asio::use_awaitable);
+    }
+  }
+
+  /// Writes all of the buffers, then calls `handler(error_code, bytes)`.
+  template <class Buffers, class Handler>
+  void async_write(const Buffers& buffers, Handler&& handler) {
+    if (tls_) {
+      boost::asio::async_write(*tls_, buffers, std::forward<Handler>(handler));
+    } else {
+      boost::asio::async_write(socket_, buffers, std::forward<Handler>(handler));
+    }
+  }
+
+  /// Shuts the connection down at the TCP level (no TLS close_notify: the
+  /// protocol's goodbye frame already ends a clean close).
+  void close() noexcept {
+    boost::system::error_code ignored;
+    socket_.shutdown(socket_type::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+ private:
+  socket_type socket_;
+  std::unique_ptr<boost::asio::ssl::stream<socket_type&>> tls_;
+};
+
+/// The TLS context for `tls`: TLS 1.3 only, this rank's certificate and key,
+/// the CA, and peer verification that fails without a peer certificate.
+/// @throws std::invalid_argument naming the file that cannot be used.
+inline std::unique_ptr<boost::asio::ssl::context> make_tls_context(const tcp_tls_options& tls) {
+  auto context = std::make_unique<boost::asio::ssl::context>(boost::asio::ssl::context::tls);
+  const auto use = [&](const char* what, const std::string& file, auto&& load) {
+    if (file.empty()) throw std::invalid_argument(std::string("tcp_transport: tls.") + what + " is empty");
+    try {
+      load(file);
+    } catch (const boost::system::system_error& e) {
+      throw std::invalid_argument(std::string("tcp_transport: tls.") + what + " '" + file + "': " + e.what());
+    }
+  };
+  if (SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_3_VERSION) != 1) {
+    throw std::invalid_argument("tcp_transport: this OpenSSL cannot require TLS 1.3");
+  }
+  use("ca_file", tls.ca_file, [&](const std::string& f) { context->load_verify_file(f); });
+  use("certificate_file", tls.certificate_file, [&](const std::string& f) { context->use_certificate_chain_file(f); });
+  use("private_key_file", tls.private_key_file,
+      [&](const std::string& f) { context->use_private_key_file(f, boost::asio::ssl::context::pem); });
+  if (SSL_CTX_check_private_key(context->native_handle()) != 1) {
+    throw std::invalid_argument("tcp_transport: tls.private_key_file '" + tls.private_key_file +
+                                "' does not match tls.certificate_file '" + tls.certificate_file + "'");
+  }
+  context->set_verify_mode(boost::asio::ssl::verify_peer | boost::asio::ssl::verify_fail_if_no_peer_cert);
+  return context;
+}
+
+}  // namespace detail
 
 /// A rank of a TCP job: a Tier-1 transport.
 class tcp_transport {
@@ -172,8 +304,9 @@ class tcp_transport {
 
   /// Joins the job as `rank` of `size`, meeting the others through rank 0 at
   /// `root`. Blocks until the full mesh is up.
-  /// @throws std::invalid_argument for a bad rank, size or empty secret;
-  /// timeout_error if the rendezvous does not finish within
+  /// @throws std::invalid_argument for a bad rank, size or empty secret, or
+  /// TLS files that cannot be used; timeout_error if the rendezvous does not
+  /// finish within
   /// `options.connect_timeout`; transport_error if it fails.
   tcp_transport(tcp_endpoint root, int rank, int size, std::string secret, tcp_options options = {})
       : options_(std::move(options)), root_(std::move(root)), rank_(rank), size_(size), secret_(std::move(secret)) {
@@ -184,6 +317,7 @@ class tcp_transport {
     }
     if (secret_.empty()) throw std::invalid_argument("tcp_transport: the job secret must not be empty");
     if (!options_.log) options_.log = [](const std::string& m) { std::cerr << m << '\n'; };
+    if (options_.tls.enabled()) tls_context_ = detail::make_tls_context(options_.tls);
     peers_.resize(static_cast<std::size_t>(size));
     if (size == 1) return;
 
@@ -353,7 +487,7 @@ class tcp_transport {
   };
 
   struct peer_link {
-    std::unique_ptr<tcp::socket> socket;
+    std::unique_ptr<detail::tcp_link> link;
     std::deque<outgoing> queue;
     bool writing = false;
     bool up = false;
@@ -376,11 +510,7 @@ class tcp_transport {
     boost::asio::post(io_, [this] {
       close_acceptor();
       for (auto& p : peers_) {
-        if (p.socket) {
-          boost::system::error_code ignored;
-          p.socket->shutdown(tcp::socket::shutdown_both, ignored);
-          p.socket->close(ignored);
-        }
+        if (p.link) p.link->close();
       }
       io_.stop();
     });
@@ -465,7 +595,8 @@ class tcp_transport {
     }
   }
 
-  /// Closes `socket` unless `done` is set first: bounds a handshake's time.
+  /// Closes `socket` unless `done` is set first: bounds a handshake's time
+  /// (the TLS handshake included).
   std::shared_ptr<bool> arm_handshake_timer(tcp::socket& socket) {
     auto done = std::make_shared<bool>(false);
     auto timer = std::make_shared<boost::asio::steady_timer>(io_, options_.handshake_timeout);
@@ -480,15 +611,24 @@ class tcp_transport {
 
   awaitable<void> acceptor_handshake(std::unique_ptr<tcp::socket> socket) {
     std::string from = "unknown";
-    auto finished = arm_handshake_timer(*socket);
+    auto link = std::make_unique<detail::tcp_link>(std::move(*socket));
+    auto finished = arm_handshake_timer(link->socket());
     try {
-      from = socket->remote_endpoint().address().to_string() + ":" + std::to_string(socket->remote_endpoint().port());
-      socket->set_option(tcp::no_delay(true));
+      const auto remote = link->socket().remote_endpoint();
+      from = remote.address().to_string() + ":" + std::to_string(remote.port());
+      link->socket().set_option(tcp::no_delay(true));
+      if (tls_context_) {
+        try {
+          co_await link->start_tls(*tls_context_, /*accepting=*/true);
+        } catch (const boost::system::system_error& e) {
+          throw transport_error(std::string("TLS handshake failed: ") + e.what());
+        }
+      }
       const tcp_protocol::server_hello hello{rank_, tcp_protocol::fresh_nonce()};
       const auto out = hello.encode();
-      co_await boost::asio::async_write(*socket, boost::asio::buffer(out), boost::asio::use_awaitable);
+      co_await link->write(boost::asio::buffer(out));
       std::array<std::byte, tcp_protocol::client_hello::size> in{};
-      co_await boost::asio::async_read(*socket, boost::asio::buffer(in), boost::asio::use_awaitable);
+      co_await link->read(boost::asio::buffer(in));
       const auto client = tcp_protocol::client_hello::decode(in);
       if (!tcp_protocol::same_mac(client.proof, client.expected_proof(secret_, hello.challenge, rank_))) {
         throw transport_error("authentication failed (wrong job secret?)");
@@ -509,14 +649,13 @@ class tcp_transport {
         }
       }
       const auto proof = tcp_protocol::server_proof(secret_, client.challenge, hello.challenge, rank_, client.rank);
-      co_await boost::asio::async_write(*socket, boost::asio::buffer(proof), boost::asio::use_awaitable);
+      co_await link->write(boost::asio::buffer(proof));
       *finished = true;
       if (rank_ == 0) {
         listen_table_.resize(static_cast<std::size_t>(size_));
-        listen_table_[static_cast<std::size_t>(client.rank)] = {socket->remote_endpoint().address().to_string(),
-                                                                client.listen_port};
+        listen_table_[static_cast<std::size_t>(client.rank)] = {remote.address().to_string(), client.listen_port};
       }
-      register_peer(client.rank, std::move(socket));
+      register_peer(client.rank, std::move(link));
     } catch (const std::exception& e) {
       *finished = true;
       log("refused connection from " + from + ": " + e.what());
@@ -524,10 +663,18 @@ class tcp_transport {
   }
 
   awaitable<void> connector_handshake(std::unique_ptr<tcp::socket> socket, int acceptor) {
-    auto finished = arm_handshake_timer(*socket);
+    auto link = std::make_unique<detail::tcp_link>(std::move(*socket));
+    auto finished = arm_handshake_timer(link->socket());
     try {
+      if (tls_context_) {
+        try {
+          co_await link->start_tls(*tls_context_, /*accepting=*/false);
+        } catch (const boost::system::system_error& e) {
+          throw transport_error(std::string("TLS handshake failed: ") + e.what());
+        }
+      }
       std::array<std::byte, tcp_protocol::server_hello::size> in{};
-      co_await boost::asio::async_read(*socket, boost::asio::buffer(in), boost::asio::use_awaitable);
+      co_await link->read(boost::asio::buffer(in));
       const auto server = tcp_protocol::server_hello::decode(in);
       if (server.acceptor_rank != acceptor) {
         throw transport_error("expected rank " + std::to_string(acceptor) + " to answer, got rank " +
@@ -540,27 +687,27 @@ class tcp_transport {
       hello.challenge = tcp_protocol::fresh_nonce();
       hello.proof = hello.expected_proof(secret_, server.challenge, acceptor);
       const auto out = hello.encode();
-      co_await boost::asio::async_write(*socket, boost::asio::buffer(out), boost::asio::use_awaitable);
+      co_await link->write(boost::asio::buffer(out));
       tcp_protocol::mac proof{};
-      co_await boost::asio::async_read(*socket, boost::asio::buffer(proof), boost::asio::use_awaitable);
+      co_await link->read(boost::asio::buffer(proof));
       if (!tcp_protocol::same_mac(
               proof, tcp_protocol::server_proof(secret_, hello.challenge, server.challenge, acceptor, rank_))) {
         throw transport_error("rank " + std::to_string(acceptor) + " failed to prove the job secret");
       }
       *finished = true;
-      register_peer(acceptor, std::move(socket));
+      register_peer(acceptor, std::move(link));
     } catch (const std::exception& e) {
       *finished = true;
       fail_bootstrap("handshake with rank " + std::to_string(acceptor) + ": " + e.what());
     }
   }
 
-  void register_peer(int r, std::unique_ptr<tcp::socket> socket) {
+  void register_peer(int r, std::unique_ptr<detail::tcp_link> link) {
     bool all_to_root = false;
     {
       const std::lock_guard lock(mutex_);
       auto& peer = peers_[static_cast<std::size_t>(r)];
-      peer.socket = std::move(socket);
+      peer.link = std::move(link);
       peer.up = true;
       ++connected_;
       all_to_root = rank_ == 0 && connected_ == size_ - 1;
@@ -622,18 +769,17 @@ class tcp_transport {
 
   // ---- frames ------------------------------------------------------------------
   awaitable<void> read_loop(int r) {
-    auto& socket = *peers_[static_cast<std::size_t>(r)].socket;
+    auto& link = *peers_[static_cast<std::size_t>(r)].link;
     std::shared_ptr<op_state> direct;  // a receive being filled straight from the socket
     try {
       for (;;) {
         std::array<std::byte, tcp_protocol::frame_header::size> raw{};
-        co_await boost::asio::async_read(socket, boost::asio::buffer(raw), boost::asio::use_awaitable);
+        co_await link.read(boost::asio::buffer(raw));
         const auto header = tcp_protocol::frame_header::decode(raw, options_.max_frame_bytes);
         if (header.type == tcp_protocol::frame_type::data) {
           direct = take_posted_receive(r, header.tag, header.length);
           if (direct) {
-            co_await boost::asio::async_read(socket, boost::asio::buffer(direct->buffer.data(), direct->buffer.size()),
-                                             boost::asio::use_awaitable);
+            co_await link.read(boost::asio::buffer(direct->buffer.data(), direct->buffer.size()));
             const std::lock_guard lock(mutex_);
             direct->receiving = false;
             direct->done = true;
@@ -654,8 +800,7 @@ class tcp_transport {
           const std::size_t n = std::min<std::uint64_t>(chunk, header.length - body.size());
           const std::size_t at = body.size();
           body.resize(at + n);
-          co_await boost::asio::async_read(socket, boost::asio::buffer(body.data() + at, n),
-                                           boost::asio::use_awaitable);
+          co_await link.read(boost::asio::buffer(body.data() + at, n));
         }
         if (header.type == tcp_protocol::frame_type::table) {
           if (r != 0 || rank_ == 0) throw transport_error("unexpected rendezvous table");
@@ -742,7 +887,7 @@ class tcp_transport {
       const outgoing& o = peer.queue.front();  // deque: stays put while we push at the back
       buffers = {boost::asio::buffer(o.header), boost::asio::buffer(o.payload.data(), o.payload.size())};
     }
-    boost::asio::async_write(*peer.socket, buffers, [this, dst](const boost::system::error_code& ec, std::size_t) {
+    peer.link->async_write(buffers, [this, dst](const boost::system::error_code& ec, std::size_t) {
       auto& p = peers_[static_cast<std::size_t>(dst)];
       if (ec) {
         fail_peer(dst, "write failed: " + ec.message());
@@ -777,13 +922,8 @@ class tcp_transport {
         o.state->error = "tcp_transport: send to rank " + std::to_string(r) + " failed: " + why;
       }
     }
-    if (peer.socket) {
-      boost::asio::post(io_, [this, r] {
-        auto& s = peers_[static_cast<std::size_t>(r)].socket;
-        boost::system::error_code ignored;
-        s->shutdown(tcp::socket::shutdown_both, ignored);
-        s->close(ignored);
-      });
+    if (peer.link) {
+      boost::asio::post(io_, [this, r] { peers_[static_cast<std::size_t>(r)].link->close(); });
     }
     changed_.notify_all();
   }
@@ -823,6 +963,7 @@ class tcp_transport {
   int size_;
   std::string secret_;
 
+  std::unique_ptr<boost::asio::ssl::context> tls_context_;  // set when options_.tls is enabled
   boost::asio::io_context io_;
   std::thread io_thread_;
   std::unique_ptr<tcp::acceptor> acceptor_;
