@@ -100,6 +100,12 @@ class checkpoint_checksum {
   std::uint64_t length_ = 0;
 };
 
+/// A number no other temporary file of this process has used.
+inline std::uint64_t next_checkpoint_serial() noexcept {
+  static std::atomic<std::uint64_t> counter{0};
+  return counter.fetch_add(1);
+}
+
 [[noreturn]] inline void checkpoint_fail(const std::filesystem::path& path, const std::string& what) {
   throw serialization_error("checkpoint '" + path.string() + "': " + what);
 }
@@ -251,10 +257,9 @@ class checkpoint_region_buf : public std::streambuf {
 template <class Optimizer>
 void save_checkpoint(const std::filesystem::path& path, const Optimizer& optimizer,
                      std::span<const std::byte> parameters) {
-  static std::atomic<std::uint64_t> counter{0};
   const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
   std::filesystem::path temp = path;
-  temp += ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
+  temp += ".tmp." + std::to_string(::getpid()) + "." + std::to_string(detail::next_checkpoint_serial());
 
   detail::unique_fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (fd.get() < 0) detail::checkpoint_fail_errno(temp, "cannot create the temporary file");
@@ -289,7 +294,9 @@ void save_checkpoint(const std::filesystem::path& path, const Optimizer& optimiz
   // The rename is durable only once the directory entry is.
   detail::unique_fd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir_fd.get() < 0) detail::checkpoint_fail_errno(dir, "cannot open the directory to fsync it");
-  if (::fsync(dir_fd.get()) != 0) detail::checkpoint_fail_errno(dir, "directory fsync failed");
+  // EINVAL: a file system that cannot sync directories (the rename is then
+  // as durable as it can make it).
+  if (::fsync(dir_fd.get()) != 0 && errno != EINVAL) detail::checkpoint_fail_errno(dir, "directory fsync failed");
 }
 
 /// Loads a checkpoint written by `save_checkpoint`: verifies the whole file
