@@ -11,6 +11,7 @@ packages=(
   libboost-dev libssl-dev libopenmpi-dev openmpi-bin
   dataset-fashion-mnist zlib1g-dev
   python3
+  clang-14 libclang-rt-14-dev llvm-14 openssl
 )
 
 missing=()
