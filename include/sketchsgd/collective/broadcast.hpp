@@ -5,6 +5,7 @@
 /// Broadcast from a root and sum-reduce to a root, over binomial trees.
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -20,6 +21,25 @@ enum class tree_algorithm {
   binomial,  ///< ceil(log2 W) rounds; inner ranks forward (default)
   flat,      ///< the root talks to every rank directly: a parameter server's star
 };
+
+namespace detail {
+/// How many messages rank `vrank` (relative to the root) sends in a binomial
+/// broadcast over `size` ranks: one to vrank + m for every power of two m
+/// below its lowest set bit (below `size` for the root) with vrank + m < size.
+[[nodiscard]] constexpr std::uint64_t binomial_sends(int vrank, int size) noexcept {
+  int limit = 1;
+  if (vrank == 0) {
+    while (limit < size) limit <<= 1;
+  } else {
+    limit = vrank & -vrank;
+  }
+  std::uint64_t sends = 0;
+  for (int m = 1; m < limit; m <<= 1) sends += vrank + m < size ? 1 : 0;
+  return sends;
+}
+static_assert(binomial_sends(0, 4) == 2 && binomial_sends(2, 4) == 1 && binomial_sends(1, 4) == 0);
+static_assert(binomial_sends(0, 5) == 3 && binomial_sends(4, 5) == 0 && binomial_sends(2, 3) == 0);
+}  // namespace detail
 
 /// Copies `data` of rank `root` into `data` of every rank. The transport's
 /// own broadcast when it has one (binomial requested); else a binomial tree,
@@ -48,13 +68,16 @@ void broadcast(communicator<Transport>& comm, std::span<T> data, int root,
     for (auto& s : sends) s.wait();
     return;
   }
+  const int vrank = detail::wrap_rank(comm.rank() - root, size);
   if constexpr (requires(Transport & t) { t.broadcast(data, root); }) {
+    // Counted as the binomial tree below would move it (W - 1 sends in all),
+    // so per-rank bytes compare across transports.
     const auto bytes = static_cast<std::uint64_t>(data.size_bytes());
-    comm.count_native(comm.rank() == root ? bytes : 0, comm.rank() == root ? 0 : bytes, 1);
+    const std::uint64_t sends = detail::binomial_sends(vrank, size);
+    comm.count_native(sends * bytes, vrank == 0 ? 0 : bytes, 1);
     comm.underlying().broadcast(data, root);
     return;
   }
-  const int vrank = detail::wrap_rank(comm.rank() - root, size);
   int mask = 1;
   for (; mask < size; mask <<= 1) {
     if ((vrank & mask) != 0) {
