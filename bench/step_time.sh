@@ -64,4 +64,7 @@ for rate in $rates; do
   done
 done
 python3 "$here/bench/step_time_table.py" "$csv" "$out"
+if command -v gnuplot > /dev/null; then
+  gnuplot -e "dir='$out'; png='$out/step_time_vs_bandwidth.png'" "$here/bench/step_time_plot.gp"
+fi
 echo "step_time.sh: wrote $csv and $out/step_time.md"

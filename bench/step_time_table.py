@@ -45,6 +45,36 @@ def main(path, out):
             for label, step in sorted(pts, key=lambda p: order.get(p[0], 0)):
                 f.write(f"{order.get(label, 0)} {step}\n")
     print("\n".join(lines))
+    crossover = crossover_table(groups)
+    with open(os.path.join(out, "crossover.md"), "w") as f:
+        f.write("\n".join(crossover) + "\n")
+    print("\n".join(crossover))
+
+
+def crossover_table(groups):
+    """The rate below which each compressed method's step beats dense, from
+    the cost model step = compute + W * bytes * 8 / rate with the compute and
+    bytes measured at 1 Gbit/s: rate* = W * 8 * (bytes_dense - bytes_m) /
+    (compute_m - compute_dense). Also per-link (one NIC per rank, not one
+    shared link): rate* / W."""
+    lines = ["| transport | W | d | method | extra compute ms | bytes saved MB / rank | "
+             "crossover, shared link (Gbit/s) | crossover, link per rank (Gbit/s) |",
+             "|---|---:|---:|---|---:|---:|---:|---:|"]
+    for (label, transport, w, d), rs in groups.items():
+        if label != "1gbit":
+            continue
+        dense = next((r for r in rs if r["method"] == "dense"), None)
+        if dense is None:
+            continue
+        for r in rs:
+            if r["method"] == "dense":
+                continue
+            extra = float(r["compute_s"]) - float(dense["compute_s"])
+            saved = float(dense["bytes_per_rank"]) - float(r["bytes_per_rank"])
+            shared = int(w) * 8 * saved / extra / 1e9 if extra > 0 else float("inf")
+            lines.append(f"| {transport} | {w} | {int(d) / 1e6:g}M | {r['method']} | {1e3 * extra:.0f} | "
+                         f"{saved / 1e6:.1f} | {shared:.1f} | {shared / int(w):.1f} |")
+    return lines
 
 
 if __name__ == "__main__":
