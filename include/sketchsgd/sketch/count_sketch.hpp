@@ -13,6 +13,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sketchsgd/concepts.hpp"
@@ -109,8 +110,22 @@ class count_sketch<Value, HashFamily, cpu_t> {
   /// O(rows * x.size()).
   /// @throws std::invalid_argument if `offset + x.size()` overflows 64 bits.
   void accumulate(std::span<const Value> x, std::uint64_t offset = 0, cpu_execution exec = {}) {
+    accumulate_rows(x, offset, 0, rows(), exec);
+  }
+
+  /// `accumulate` into rows `first_row .. first_row + row_count` only. Rows
+  /// are independent, so a caller may reduce finished rows across workers
+  /// while it sketches the next ones; over all rows this is `accumulate`.
+  /// @throws std::invalid_argument for rows outside the table or if
+  /// `offset + x.size()` overflows 64 bits.
+  void accumulate_rows(std::span<const Value> x, std::uint64_t offset, std::size_t first_row, std::size_t row_count,
+                       cpu_execution exec = {}) {
+    if (first_row > rows() || row_count > rows() - first_row) {
+      throw std::invalid_argument("count_sketch::accumulate_rows: rows " + std::to_string(first_row) + " + " +
+                                  std::to_string(row_count) + " outside a table of " + std::to_string(rows()));
+    }
     check_key_range(offset, x.size());
-    for_rows_parallel(x.size(), exec, [&](std::uint32_t r) {
+    for_rows_parallel(x.size(), first_row, row_count, exec, [&](std::uint32_t r) {
       Value* const t = row_data(r);
       const Value* const xs = x.data();
       hash_.row(r).for_each(offset, x.size(), [t, xs](std::uint64_t i, bucket_sign bs) {
@@ -264,11 +279,18 @@ class count_sketch<Value, HashFamily, cpu_t> {
   /// thread count.
   template <class PerRow>
   void for_rows_parallel(std::size_t items, cpu_execution exec, PerRow&& per_row) {
-    const unsigned by_work = detail::useful_workers(exec.resolved_threads(), items * rows(), min_parallel_items);
-    const unsigned workers = std::min(by_work, rows32());
+    for_rows_parallel(items, 0, rows(), exec, std::forward<PerRow>(per_row));
+  }
+  /// The same over rows `first .. first + count`.
+  template <class PerRow>
+  void for_rows_parallel(std::size_t items, std::size_t first, std::size_t count, cpu_execution exec,
+                         PerRow&& per_row) {
+    if (count == 0) return;
+    const unsigned by_work = detail::useful_workers(exec.resolved_threads(), items * count, min_parallel_items);
+    const unsigned workers = static_cast<unsigned>(std::min<std::size_t>(by_work, count));
     detail::fork_join(workers, [&](unsigned w, unsigned n) {
-      const detail::index_range mine = detail::split_range(rows(), w, n);
-      for (std::size_t r = mine.begin; r < mine.end; ++r) per_row(static_cast<std::uint32_t>(r));
+      const detail::index_range mine = detail::split_range(count, w, n);
+      for (std::size_t r = first + mine.begin; r < first + mine.end; ++r) per_row(static_cast<std::uint32_t>(r));
     });
   }
 
