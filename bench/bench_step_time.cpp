@@ -46,6 +46,7 @@ struct settings {
   int steps = 3;
   unsigned threads = 1;
   bool header = false;
+  bool overlap = false;  // sketched_sgd_options::overlap_rows
 };
 
 settings parse(int argc, char** argv) {
@@ -54,6 +55,10 @@ settings parse(int argc, char** argv) {
     const std::string key = argv[i];
     if (key == "--header") {
       s.header = true;
+      continue;
+    }
+    if (key == "--overlap") {
+      s.overlap = true;
       continue;
     }
     if (i + 1 >= argc) {
@@ -138,7 +143,8 @@ std::unique_ptr<stepper> make(const settings& s, sketchsgd::communicator<Transpo
                                 .learning_rate = 0.1F,
                                 .momentum = 0.9F,
                                 .nonfinite = policy,
-                                .exec = exec};
+                                .exec = exec,
+                                .overlap_rows = s.overlap};
   if (s.method == "global-sketch") {
     o.candidates_factor = 0;
     return std::make_unique<boxed<global_sketch_sgd<float, Transport>>>(comm, o);
@@ -220,7 +226,13 @@ int main(int argc, char** argv) {
 #if defined(SKETCHSGD_BENCH_HAVE_MPI)
   if (s.transport == "mpi") {
     int provided = 0;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    // --overlap calls MPI from a helper thread, one call at a time.
+    const int needed = s.overlap ? MPI_THREAD_SERIALIZED : MPI_THREAD_FUNNELED;
+    MPI_Init_thread(&argc, &argv, needed, &provided);
+    if (provided < needed) {
+      std::fprintf(stderr, "MPI provides thread level %d, --overlap needs %d\n", provided, needed);
+      MPI_Abort(MPI_COMM_WORLD, 2);
+    }
     {
       sketchsgd::mpi_transport t(MPI_COMM_WORLD, {.timeout = std::chrono::minutes(10)});
       run(t, s);

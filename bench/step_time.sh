@@ -7,7 +7,8 @@
 # namespace of its own, shaped with tc tbf, and removes the namespace at
 # exit. All traffic stays in the namespace. Needs root (namespace, tc); says
 # so and exits cleanly without it. Environment: RATES, TRANSPORTS, WORLDS,
-# DIMS, METHODS, STEPS to run a subset.
+# DIMS, METHODS, STEPS to run a subset; BENCH_ARGS adds options to every run
+# (e.g. "--rows 5 --cols-per-k 3.8 --overlap") and LABEL_SUFFIX marks them.
 set -uo pipefail
 build="${1:?usage: $0 BUILD_DIR [OUT_DIR]}"
 out="${2:-$build/step-time}"
@@ -17,6 +18,8 @@ worlds="${WORLDS:-2 4}"
 dims="${DIMS:-10000000 50000000}"
 methods="${METHODS:-dense sketched fetchsgd global-sketch local-topk gtopk}"
 steps="${STEPS:-3}"
+read -r -a bench_args <<< "${BENCH_ARGS:-}"
+label_suffix="${LABEL_SUFFIX:-}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 bench="$build/bench/bench_step_time"
 
@@ -49,7 +52,8 @@ for rate in $rates; do
     for w in $worlds; do
       for d in $dims; do
         for method in $methods; do
-          args=(--transport "$transport" --method "$method" --d "$d" --steps "$steps" --label "$rate")
+          args=(--transport "$transport" --method "$method" --d "$d" --steps "$steps" --label "$rate$label_suffix"
+                "${bench_args[@]}")
           if [ "$transport" = tcp ]; then
             line=$(ip netns exec "$ns" bash "$here/scripts/tcp_launch.sh" -n "$w" --timeout 1800 -- "$bench" "${args[@]}" 2>/dev/null | tail -1)
           else

@@ -4,7 +4,8 @@
 #  1. AddressSanitizer + UndefinedBehaviorSanitizer (-fno-sanitize-recover=all,
 #     so any report fails the test): every test executable, then ctest.
 #  2. ThreadSanitizer: the in-process and TCP transport tests
-#     (test_conformance_threads, test_tcp), whose ranks are threads.
+#     (test_conformance_threads, test_tcp), whose ranks are threads, and the
+#     optimizers' row overlap (test_optim_contract "[overlap]").
 #   bash scripts/sanitizers.sh [asan|tsan ...]     (default: both)
 # Environment: SANITIZERS_BUILD_DIR (default build-sanitizers), SANITIZERS_JOBS
 # (default: the core count).
@@ -68,14 +69,17 @@ for mode in "${modes[@]}"; do
       # -O1: TSan's run time grows steeply at -O0. -Wno-tsan: Boost.Asio's
       # fences, which TSan does not model (its mutexes carry the ordering).
       configure "$dir" "-O1 -g" -fsanitize=thread -Wno-tsan
-      cmake --build "$dir" -j "$jobs" --target test_conformance_threads test_tcp
+      cmake --build "$dir" -j "$jobs" --target test_conformance_threads test_tcp test_optim_contract
       echo "sanitizers: TSan build took $(( $(date +%s) - start )) s"
       # TSan needs the address space layout it was built for: run without
       # ASLR (setarch -R), which newer kernels' mmap randomisation breaks.
-      for t in test_conformance_threads test_tcp; do
+      # test_optim_contract "[overlap]": the optimizer's helper thread that
+      # reduces sketch rows while the caller sketches the next ones.
+      for t in test_conformance_threads test_tcp "test_optim_contract [overlap]"; do
         echo "sanitizers: TSan $t"
+        read -r -a command <<< "$t"
         if ! TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" \
-          timeout 900 setarch "$(uname -m)" -R "$dir/tests/$t"; then
+          timeout 900 setarch "$(uname -m)" -R "$dir/tests/${command[0]}" "${command[@]:1}"; then
           status=1
         fi
       done
