@@ -502,6 +502,25 @@ TEST_CASE("overlapping the sketch's allreduce row by row changes nothing but the
 }
 
 #if defined(SKETCHSGD_TEST_HAVE_TCP)
+namespace {
+
+/// Runs `body(rank, transport)` on W threads, each with a tcp_transport of
+/// one loopback job.
+template <class Body>
+void on_tcp(Body body) {
+  std::promise<std::uint16_t> port_promise;
+  auto port = port_promise.get_future().share();
+  test::run_threads(W, [&](int r) {
+    tcp_options o;
+    o.log = [](const std::string&) {};
+    if (r == 0) o.on_listen = [&](std::uint16_t p) { port_promise.set_value(p); };
+    tcp_transport t({"127.0.0.1", r == 0 ? std::uint16_t{0} : port.get()}, r, W, "optim-test", o);
+    body(r, t);
+  });
+}
+
+}  // namespace
+
 TEST_CASE("the same seeded run gives the same parameters over inproc and tcp", "[optim][tcp]") {
   const test::planted_problem problem(30000, 30, W, 0.002, 12);
   const auto make = [](auto& c) {
@@ -512,30 +531,13 @@ TEST_CASE("the same seeded run gives the same parameters over inproc and tcp", "
   std::vector<test::rank_record> in(W);
   on_inproc(W, [&](int r, auto& t) { in[static_cast<std::size_t>(r)] = test::run_rank(t, problem, 6, make); });
   std::vector<test::rank_record> over_tcp(W);
-  std::promise<std::uint16_t> port_promise;
-  auto port = port_promise.get_future().share();
-  test::run_threads(W, [&](int r) {
-    tcp_options o;
-    o.log = [](const std::string&) {};
-    if (r == 0) o.on_listen = [&](std::uint16_t p) { port_promise.set_value(p); };
-    tcp_transport t({"127.0.0.1", r == 0 ? std::uint16_t{0} : port.get()}, r, W, "optim-test", o);
-    over_tcp[static_cast<std::size_t>(r)] = test::run_rank(t, problem, 6, make);
-  });
+  on_tcp([&](int r, auto& t) { over_tcp[static_cast<std::size_t>(r)] = test::run_rank(t, problem, 6, make); });
   for (int r = 0; r < W; ++r)
     CHECK(in[static_cast<std::size_t>(r)].digests == over_tcp[static_cast<std::size_t>(r)].digests);
 }
+
 TEST_CASE("the row overlap over tcp: the helper thread drives the transport", "[optim][tcp][overlap]") {
-  const auto over_tcp = [](auto body) {
-    std::promise<std::uint16_t> port_promise;
-    auto port = port_promise.get_future().share();
-    test::run_threads(W, [&](int r) {
-      tcp_options o;
-      o.log = [](const std::string&) {};
-      if (r == 0) o.on_listen = [&](std::uint16_t p) { port_promise.set_value(p); };
-      tcp_transport t({"127.0.0.1", r == 0 ? std::uint16_t{0} : port.get()}, r, W, "overlap-test", o);
-      body(r, t);
-    });
-  };
+  const auto over_tcp = [](auto body) { on_tcp(body); };
   const auto inproc = [](auto body) { on_inproc(W, body); };
   CHECK(overlap_digests(over_tcp, true, 2) == overlap_digests(inproc, false, 2));
 }
