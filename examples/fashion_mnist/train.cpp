@@ -27,6 +27,7 @@
 
 #include <sketchsgd/sketchsgd.hpp>
 
+#include "byte_budget.hpp"
 #include "idx.hpp"
 #include "mlp.hpp"
 #if defined(FMNIST_HAVE_MPI)
@@ -156,56 +157,6 @@ config parse(int argc, char** argv) {
   return c;
 }
 
-/// Bytes one rank sends in sketchsgd's portable allreduce of `n` bytes over W
-/// ranks: recursive doubling up to 8 KiB (log2 W full exchanges, one more for
-/// a rank folded in from a non-power-of-two world), else the ring.
-double allreduce_bytes(double n, int world) {
-  if (world == 1) return 0;
-  if (n <= 8192) {
-    int pof2 = 1;
-    while (pof2 * 2 <= world) pof2 *= 2;
-    return (std::log2(pof2) + (world > pof2 ? 1 : 0)) * n;
-  }
-  return 2.0 * (world - 1) / world * n;
-}
-
-/// Sketch and k for a target compression X: the largest configuration whose
-/// modelled bytes per step fit 1/X of a dense ring allreduce of d floats,
-/// counting every round the method makes (bias coordinates, NaN check,
-/// second round). Sketched-SGD and gs-SGD with P > 0: c = 19 k per row and
-/// P k candidates; FetchSGD and gs-SGD with P = 0: the widest table that
-/// fits, k = c / 19 (k costs nothing on the wire there). Local top-k: the
-/// largest k whose allgatherv of (index, value) pairs fits. True top-k moves
-/// dense bytes whatever k is; it takes Sketched-SGD's k, as the accuracy
-/// bound at that k. (c / k = 19 with one row and P = 4 was the best of a
-/// small grid at 10x and 50x; see docs/results.md.)
-void choose_budget(config& c, std::size_t d, std::size_t dense, int world) {
-  if (c.compression <= 0 || world == 1) {
-    if (c.cols == 0) c.cols = 19000;
-    if (c.k == 0) c.k = 1000;
-    return;
-  }
-  const double budget = allreduce_bytes(4.0 * static_cast<double>(d), world) / c.compression;
-  const double fixed = allreduce_bytes(4.0 * static_cast<double>(dense), world) + allreduce_bytes(8, world);
-  const auto r = static_cast<double>(c.rows);
-  const auto p = static_cast<double>(c.candidates);
-  const bool second_round =
-      c.method == "sketched" || c.method == "true-topk" || (c.method == "global-sketch" && c.candidates > 0);
-  const auto fits = [&](double k) {
-    if (c.method == "local-topk") return fixed + (world - 1) * 8.0 + (world - 1) * 8.0 * k <= budget;
-    const double table = allreduce_bytes(4 * r * c.cols_per_k * k, world);
-    return fixed + table + (second_round ? allreduce_bytes(4 * p * k, world) : 0.0) <= budget;
-  };
-  double k = 1;
-  while (fits(k * 2)) k *= 2;
-  for (double step = k / 2; step >= 1; step /= 2) {
-    if (fits(k + step)) k += step;
-  }
-  if (!fits(k)) throw std::invalid_argument("--compression too high for this model and world");
-  c.k = static_cast<std::size_t>(k);
-  c.cols = static_cast<std::uint64_t>(c.cols_per_k * k);
-}
-
 // ---- one optimizer behind one interface --------------------------------------------
 
 struct optimizer {
@@ -302,7 +253,7 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
     dense += length;
   }
   config c = c0;
-  choose_budget(c, d, dense, world);
+  fmnist::choose_budget(c, d, dense, world);
   auto opt = make_optimizer(c, comm, d, biases);
 
   // A disjoint shard per worker, from one seeded shuffle of the training set.

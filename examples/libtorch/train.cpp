@@ -29,6 +29,7 @@
 
 #include <sketchsgd/sketchsgd.hpp>
 
+#include "byte_budget.hpp"
 #include "flat_parameters.hpp"
 #include "idx.hpp"
 #if defined(TORCH_FMNIST_HAVE_MPI)
@@ -158,48 +159,6 @@ config parse(int argc, char** argv) {
     throw std::invalid_argument("--workers, --batch, --epochs, --threads must be positive, --hidden not negative");
   }
   return c;
-}
-
-// ---- the byte budget: the Fashion-MNIST trainer's rule (examples/fashion_mnist/train.cpp) ----
-
-/// Bytes one rank sends in sketchsgd's portable allreduce of `n` bytes over W
-/// ranks: recursive doubling up to 8 KiB, else the ring.
-double allreduce_bytes(double n, int world) {
-  if (world == 1) return 0;
-  if (n <= 8192) {
-    int pof2 = 1;
-    while (pof2 * 2 <= world) pof2 *= 2;
-    return (std::log2(pof2) + (world > pof2 ? 1 : 0)) * n;
-  }
-  return 2.0 * (world - 1) / world * n;
-}
-
-/// Sketch and k for a target compression X: the largest configuration whose
-/// modelled bytes per step (dense coordinates, NaN check, table, second
-/// round) fit 1/X of a dense ring allreduce of d floats; c = 19 k per row.
-void choose_budget(config& c, std::size_t d, std::size_t dense, int world) {
-  if (c.compression <= 0 || world == 1) {
-    if (c.cols == 0) c.cols = 19000;
-    if (c.k == 0) c.k = 1000;
-    return;
-  }
-  const double budget = allreduce_bytes(4.0 * static_cast<double>(d), world) / c.compression;
-  const double fixed = allreduce_bytes(4.0 * static_cast<double>(dense), world) + allreduce_bytes(8, world);
-  const auto r = static_cast<double>(c.rows);
-  const auto p = static_cast<double>(c.candidates);
-  const bool second_round = c.method == "sketched";
-  const auto fits = [&](double k) {
-    const double table = allreduce_bytes(4 * r * c.cols_per_k * k, world);
-    return fixed + table + (second_round ? allreduce_bytes(4 * p * k, world) : 0.0) <= budget;
-  };
-  double k = 1;
-  while (fits(k * 2)) k *= 2;
-  for (double step = k / 2; step >= 1; step /= 2) {
-    if (fits(k + step)) k += step;
-  }
-  if (!fits(k)) throw std::invalid_argument("--compression too high for this model and world");
-  c.k = static_cast<std::size_t>(k);
-  c.cols = static_cast<std::uint64_t>(c.cols_per_k * k);
 }
 
 // ---- one optimizer behind one interface --------------------------------------------
@@ -350,7 +309,7 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
   const sketchsgd_torch::flat_parameters flat(model->named_parameters(), {.max_small_numel = c0.dense_max});
   const std::size_t d = flat.size();
   config c = c0;
-  choose_budget(c, d, flat.dense_count(), world);
+  fmnist::choose_budget(c, d, flat.dense_count(), world);
   auto opt = make_optimizer(c, comm, d, flat.dense());
 
   // A disjoint shard per worker, from one seeded shuffle of the training set (as train.cpp).

@@ -5,8 +5,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <vector>
 
 #include "archetype.hpp"
 #include "conformance.hpp"
@@ -166,4 +170,23 @@ TEST_CASE("a withdrawn receive never writes into its buffer", "[transport]") {
   std::uint32_t z = 0;
   t1.irecv(0, 4, std::as_writable_bytes(std::span<std::uint32_t>(&z, 1))).wait();
   CHECK(z == 99);
+}
+
+TEST_CASE("allreduce_bytes_model is the most bytes a rank sends", "[transport][bytes]") {
+  for (const int w : world_sizes) {
+    for (const std::size_t n : {std::size_t{16}, std::size_t{2048}, std::size_t{2049}, std::size_t{100'000}}) {
+      CAPTURE(w, n);
+      std::vector<std::uint64_t> sent(static_cast<std::size_t>(w));
+      inproc_runner::run(w, [&](auto& t) {
+        communicator comm(t, {.algorithm = allreduce_algorithm::portable});
+        std::vector<float> data(n, 1.0F);
+        allreduce(comm, std::span<float>(data));
+        sent[static_cast<std::size_t>(comm.rank())] = comm.counters().bytes_sent;
+      });
+      const double most = static_cast<double>(*std::max_element(sent.begin(), sent.end()));
+      const double model = allreduce_bytes_model(4.0 * static_cast<double>(n), w);
+      // The ring's chunks are whole floats: at most one float per chunk sent off.
+      CHECK(std::abs(most - model) <= 4.0 * 2 * w);
+    }
+  }
 }

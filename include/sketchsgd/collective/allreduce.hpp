@@ -7,6 +7,7 @@
 /// allreduce when it has one (Tier 2) and no algorithm is forced.
 
 #include <algorithm>
+#include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <span>
@@ -159,6 +160,22 @@ void allreduce(communicator<Transport>& comm, std::span<T> data, allreduce_optio
   } else {
     detail::ring_allreduce(comm, data, options.segment_bytes);
   }
+}
+
+/// The most bytes any rank hands to its transport in the portable
+/// `allreduce` of `bytes` over `world` ranks: recursive doubling up to
+/// `options.small_bytes` (log2 W exchanges of the whole buffer, one more for a
+/// rank that folds in an extra rank of a non-power-of-two world), else the
+/// ring's 2 (W - 1) / W bytes (its chunks are whole elements, so a rank may
+/// send a few bytes more or less). A model for choosing a byte budget.
+[[nodiscard]] inline double allreduce_bytes_model(double bytes, int world, const allreduce_options& options = {}) {
+  if (world <= 1 || bytes <= 0) return 0;
+  if (bytes <= static_cast<double>(options.small_bytes)) {
+    int pof2 = 1;
+    while (pof2 * 2 <= world) pof2 *= 2;
+    return (std::log2(pof2) + (world > pof2 ? 1 : 0)) * bytes;
+  }
+  return 2.0 * (world - 1) / world * bytes;
 }
 
 /// `allreduce` with the communicator's default options.
