@@ -140,6 +140,7 @@ class fetch_sgd {
         }
         accounting_.lap(&step_timing::recover);
         broadcast(*comm_, std::span<detail::wire_entry<Value>>(delta), opt_.root, tree_algorithm::flat);
+        detail::check_received_indices(std::span<const detail::wire_entry<Value>>(delta), opt_.dimension, "fetch_sgd");
         accounting_.lap(&step_timing::communicate);
         update_.indices.clear();
         update_.values.clear();

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "sketchsgd/collective/collectives.hpp"
+#include "sketchsgd/error.hpp"
 #include "sketchsgd/hash/multiply_shift.hpp"
 #include "sketchsgd/optim/accounting.hpp"
 #include "sketchsgd/optim/coordinates.hpp"
@@ -98,6 +99,37 @@ struct wire_entry {
   wire_index index;
   Value value;
 };
+
+/// The index of a received wire index or entry.
+constexpr wire_index index_of(wire_index i) noexcept { return i; }
+template <class Value>
+constexpr wire_index index_of(const wire_entry<Value>& e) noexcept {
+  return e.index;
+}
+
+/// Checks indices a peer sent before they index anything here: below
+/// `dimension`, padding (`no_index`) only at the end and, if `increasing`,
+/// strictly increasing (as every sender writes them).
+/// @throws transport_error naming the optimizer and the bad index.
+template <class Item>
+void check_received_indices(std::span<const Item> items, std::uint64_t dimension, const char* name,
+                            bool increasing = true) {
+  std::uint64_t floor = 0;
+  bool padding = false;
+  for (const Item& item : items) {
+    const wire_index i = index_of(item);
+    if (i == no_index) {
+      padding = true;
+      continue;
+    }
+    if (padding || i >= dimension || (increasing && i < floor)) {
+      throw transport_error(std::string(name) + ": a peer sent index " + std::to_string(i) +
+                            " (d = " + std::to_string(dimension) +
+                            "; indices must stay below d, increase, and come before the padding)");
+    }
+    floor = std::uint64_t{i} + 1;
+  }
+}
 
 }  // namespace detail
 
@@ -363,6 +395,7 @@ class sketched_sgd {
         for (std::size_t j = 0; j < c.size(); ++j) candidates[j] = static_cast<detail::wire_index>(c.indices[j]);
       }
       broadcast(*comm_, std::span<detail::wire_index>(candidates), opt_.root, tree_algorithm::flat);  // down: 4 P k
+      detail::check_received_indices(std::span<const detail::wire_index>(candidates), opt_.dimension, name_);
       std::vector<Value> exact(candidates.size(), Value{});
       for (std::size_t j = 0; j < exact.size(); ++j) {
         if (candidates[j] != detail::no_index) exact[j] = state_.v()[candidates[j]];
@@ -384,6 +417,7 @@ class sketched_sgd {
     }
     accounting_.lap(&step_timing::recover);
     broadcast(*comm_, std::span<detail::wire_entry<Value>>(delta), opt_.root, tree_algorithm::flat);  // down: 8 k
+    detail::check_received_indices(std::span<const detail::wire_entry<Value>>(delta), opt_.dimension, name_);
     accounting_.lap(&step_timing::communicate);
     for (const auto& e : delta) {
       if (e.index == detail::no_index) continue;

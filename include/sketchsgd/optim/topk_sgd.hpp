@@ -237,6 +237,9 @@ class local_topk_sgd : public detail::topk_baseline<Value, Transport> {
       this->accounting_.lap(&step_timing::communicate);
       // Sum by index; the gathered order is the same everywhere, so the sums
       // are bit-identical on every rank.
+      // Each rank's list is sorted, the concatenation is not.
+      detail::check_received_indices(std::span<const detail::wire_entry<Value>>(all.values), this->opt_.dimension,
+                                     "local_topk_sgd", /*increasing=*/false);
       std::vector<detail::wire_entry<Value>> entries = all.values;
       std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
       for (const auto& e : entries) {
@@ -350,12 +353,16 @@ class gtopk_sgd : public detail::topk_baseline<Value, Transport> {
         if (comm.rank() + mask < size) {
           comm.irecv(comm.rank() + mask, tag, std::as_writable_bytes(std::span<detail::wire_entry<Value>>(incoming)))
               .wait();
+          detail::check_received_indices(std::span<const detail::wire_entry<Value>>(incoming), this->opt_.dimension,
+                                         "gtopk_sgd");
           this->accounting_.lap(&step_timing::communicate);
           current = detail::merge_top_k<Value>(current, incoming, k);
           this->accounting_.lap(&step_timing::recover);
         }
       }
       broadcast(comm, std::span<detail::wire_entry<Value>>(current), 0);
+      detail::check_received_indices(std::span<const detail::wire_entry<Value>>(current), this->opt_.dimension,
+                                     "gtopk_sgd");
       this->accounting_.lap(&step_timing::communicate);
 
       std::vector<std::uint64_t> masked;
