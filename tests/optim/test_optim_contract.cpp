@@ -497,7 +497,7 @@ TEST_CASE("indices received from a peer are checked before they index anything",
 
 TEST_CASE("overlapping the sketch's allreduce row by row changes nothing but the timing", "[optim][overlap]") {
   const auto inproc = [](auto body) { on_inproc(W, body); };
-  for (const unsigned threads : {1U, 2U}) {
+  for (const unsigned threads : {1U, 2U, 8U}) {  // 8 >= rows: still two groups of rows
     CAPTURE(threads);
     const auto plain = overlap_digests(inproc, false, threads);
     const auto overlapped = overlap_digests(inproc, true, threads);

@@ -77,8 +77,8 @@ struct sketched_sgd_options {
   /// Threads for the CPU kernels.
   cpu_execution exec{};
   /// Overlap sketching with the table's allreduce (allreduce topology, rows
-  /// > 1): rows are sketched a group at a time (one row per thread of `exec`)
-  /// and each finished group is allreduced on a helper thread while the next
+  /// > 1): rows are sketched a group at a time (one row per thread of `exec`,
+  /// at most half the rows) and each finished group is allreduced on a helper thread while the next
   /// is sketched. The transport is then called from that thread (one call at
   /// a time): MPI needs MPI_THREAD_SERIALIZED or above; inproc and tcp always
   /// allow it. Every rank must agree (it is part of the configuration);
@@ -311,7 +311,8 @@ class sketched_sgd {
     const std::span<const Value> v = state_.v();
     const std::size_t rows = sketch_.rows();
     const std::size_t cols = sketch_.cols();
-    const std::size_t group = std::max<std::size_t>(1, opt_.exec.resolved_threads());
+    // A row per thread, but at least two groups, or nothing would overlap.
+    const std::size_t group = std::clamp<std::size_t>(opt_.exec.resolved_threads(), 1, (rows + 1) / 2);
     std::future<void> in_flight;  // its destructor waits, also when we throw
     double waited = 0;
     for (std::size_t first = 0; first < rows; first += group) {
