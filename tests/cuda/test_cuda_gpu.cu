@@ -520,6 +520,9 @@ TEST_CASE("device optimizer: options are checked before any I/O", "[cuda][optim]
   o.k = 0;
   REQUIRE_THROWS_AS((cuda_sketched_sgd<float, inproc_transport>(comm, o)), std::invalid_argument);
   o.k = 10;
+  o.overlap_rows = true;  // a CPU-only option: refused, not ignored
+  REQUIRE_THROWS_AS((cuda_sketched_sgd<float, inproc_transport>(comm, o)), std::invalid_argument);
+  o.overlap_rows = false;
   cuda_sketched_sgd<float, inproc_transport> opt(comm, o);
   device_buffer<float> wrong(999);
   REQUIRE_THROWS_AS(opt.step(cspan(wrong)), std::invalid_argument);

@@ -203,9 +203,8 @@ class cuda_sketched_sgd {
         staging_(static_cast<std::size_t>(opt_.sketch.cells())) {
     fingerprint_ = make_fingerprint();
     detail::agree_on_fingerprint(*comm_, fingerprint_, name_);
-    const auto w = static_cast<double>(comm_->size());
     accounting_.stats().dense_ring_bytes_per_step =
-        2.0 * (w - 1.0) / w * static_cast<double>(opt_.dimension) * static_cast<double>(sizeof(Value));
+        detail::dense_ring_bytes(opt_.dimension, comm_->size(), sizeof(Value));
     accounting_.begin(comm_->counters());  // the setup's exchange is not a step
   }
 
@@ -217,6 +216,7 @@ class cuda_sketched_sgd {
     if (o.k == 0) fail("k must be positive");
     if (o.average && std::is_integral_v<Value>) fail("averaging needs a floating-point value type");
     if (o.topology != topology::allreduce) fail("the device optimizers support the allreduce topology only");
+    if (o.overlap_rows) fail("the device optimizers do not overlap rows (overlap_rows must be false)");
     const detail::coordinate_split probe(o.dimension, o.dense);  // validates the ranges
     if (o.k > probe.sparse_count()) fail("k exceeds the number of sketched coordinates");
     return o;
@@ -239,17 +239,8 @@ class cuda_sketched_sgd {
     return h;
   }
 
-  /// The CPU optimizer's fingerprint, field for field: CPU and GPU ranks of
-  /// one job must agree.
   [[nodiscard]] std::uint64_t make_fingerprint() const {
-    detail::fingerprint f;
-    f.add(kind_).add(wire::value_type_code<Value>).add(HashFamily::id).add(opt_.dimension);
-    f.add(opt_.sketch.rows).add(opt_.sketch.cols).add(opt_.sketch.seed).add(opt_.k).add(opt_.candidates_factor);
-    f.add(opt_.momentum).add(opt_.error_feedback).add(opt_.average).add(opt_.topology).add(opt_.root);
-    f.add(opt_.dense.size());
-    for (const dense_range& r : split_.dense()) f.add(r.offset).add(r.length);
-    f.add(opt_.nonfinite).add(comm_->size());
-    return f.value();
+    return detail::sketched_sgd_fingerprint<Value, HashFamily>(kind_, opt_, split_, comm_->size());
   }
 
   [[nodiscard]] std::size_t candidate_count() const noexcept {
@@ -335,19 +326,10 @@ class cuda_sketched_sgd {
     update_.values = best.values;
   }
 
-  void average_in_place(std::span<Value> x) const noexcept {
-    if constexpr (std::is_floating_point_v<Value>) {
-      if (opt_.average) {
-        const Value w = static_cast<Value>(comm_->size());
-        for (Value& e : x) e /= w;
-      }
-    }
-  }
-
   /// The CPU `finish_update`: eta (and 1/W) on the host, masking on the
   /// device; the update is also left on the device for `apply`.
   void finish_update(const detail::stream_scope& s) {
-    average_in_place(std::span<Value>(update_.values));
+    detail::average_in_place(std::span<Value>(update_.values), comm_->size(), opt_.average);
     for (Value& x : update_.values) x *= opt_.learning_rate;
     const std::size_t masked = update_.indices.size();
     std::copy(update_.indices.begin(), update_.indices.end(), host_indices_.data());
@@ -356,7 +338,7 @@ class cuda_sketched_sgd {
                        "cuda optimizer: mask indices");
     optim::mask(u_.data(), v_.data(), update_indices_.data(), masked, s.get());
     if (split_.dense_count() != 0) {
-      average_in_place(std::span<Value>(dense_values_));
+      detail::average_in_place(std::span<Value>(dense_values_), comm_->size(), opt_.average);
       for (Value& x : dense_values_) x *= opt_.learning_rate;
       for (const dense_range& r : split_.dense()) {
         detail::cuda_check(cudaMemsetAsync(v_.data() + r.offset, 0, r.length * sizeof(Value), s.get()),

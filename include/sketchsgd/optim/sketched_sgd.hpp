@@ -133,6 +133,27 @@ void check_received_indices(std::span<const Item> items, std::uint64_t dimension
 
 }  // namespace detail
 
+namespace detail {
+
+/// The configuration fingerprint of Sketched-SGD and global-sketch SGD, which
+/// every rank must share: the CPU optimizers and the CUDA ones both use it,
+/// so CPU and GPU ranks of one job agree.
+template <class Value, class HashFamily>
+std::uint64_t sketched_sgd_fingerprint(optimizer_kind kind, const sketched_sgd_options<Value>& o,
+                                       const coordinate_split& split, int world) {
+  fingerprint f;
+  f.add(kind).add(wire::value_type_code<Value>).add(HashFamily::id).add(o.dimension);
+  f.add(o.sketch.rows).add(o.sketch.cols).add(o.sketch.seed).add(o.k).add(o.candidates_factor);
+  f.add(o.momentum).add(o.error_feedback).add(o.average).add(o.topology).add(o.root);
+  f.add(o.dense.size());
+  for (const dense_range& r : split.dense()) f.add(r.offset).add(r.length);
+  f.add(o.nonfinite).add(world);
+  if (o.overlap_rows) f.add(std::uint64_t{0x6F7665726C6170});  // only when set: older fingerprints stay valid
+  return f.value();
+}
+
+}  // namespace detail
+
 /// Sketched-SGD. Per step, on every worker i with local gradient g_i:
 ///
 /// 1. u_i <- m u_i + g_i;  v_i <- v_i + u_i (error feedback on the momentum);
@@ -277,15 +298,7 @@ class sketched_sgd {
   }
 
   std::uint64_t make_fingerprint() const {
-    detail::fingerprint f;
-    f.add(kind_).add(wire::value_type_code<Value>).add(HashFamily::id).add(opt_.dimension);
-    f.add(opt_.sketch.rows).add(opt_.sketch.cols).add(opt_.sketch.seed).add(opt_.k).add(opt_.candidates_factor);
-    f.add(opt_.momentum).add(opt_.error_feedback).add(opt_.average).add(opt_.topology).add(opt_.root);
-    f.add(opt_.dense.size());
-    for (const dense_range& r : split_.dense()) f.add(r.offset).add(r.length);
-    f.add(opt_.nonfinite).add(comm_->size());
-    if (opt_.overlap_rows) f.add(std::uint64_t{0x6F7665726C6170});  // only when set: older fingerprints stay valid
-    return f.value();
+    return detail::sketched_sgd_fingerprint<Value, HashFamily>(kind_, opt_, split_, comm_->size());
   }
 
   /// Sketch of v over the sparse coordinates, and the dense coordinates' v.
