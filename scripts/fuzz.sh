@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # Builds the libFuzzer targets of tests/fuzz with clang 14 (ASan + UBSan,
 # every finding fatal) and runs each for a bounded time from its seed corpus.
-#   bash scripts/fuzz.sh [target...]      (default: all six)
+#   bash scripts/fuzz.sh [target...]      (default: every tests/fuzz/fuzz_*.cpp)
 # Environment:
 #   FUZZ_SECONDS    time per target (default 60)
 #   FUZZ_JOBS       targets fuzzed at once (default 2: one per core)
@@ -22,7 +22,11 @@ build="${FUZZ_BUILD_DIR:-build-fuzz}"
 rss_mb=2048
 malloc_mb=512
 unit_timeout=10
-all_targets=(count_sketch optimizer_state checkpoint tcp_frame_header tcp_handshake tcp_listen_table)
+all_targets=()
+for source in tests/fuzz/fuzz_*.cpp; do
+  name="${source##*/fuzz_}"
+  all_targets+=("${name%.cpp}")
+done
 targets=("${@:-${all_targets[@]}}")
 
 cxx="$(command -v clang++-14 || command -v clang++ || true)"

@@ -10,19 +10,15 @@
 #include <type_traits>
 
 #include "fuzz_support.hpp"
+#include "handshake_fixture.hpp"
 #include "sketchsgd/transport/tcp_protocol.hpp"
 
 namespace {
 
 namespace p = sketchsgd::tcp_protocol;
 
-/// The acceptor's side of a fixed handshake: its nonce and the job secret.
-const p::nonce acceptor_nonce = [] {
-  p::nonce n{};
-  for (std::size_t i = 0; i < n.size(); ++i) n[i] = static_cast<std::byte>(i * 7 + 1);
-  return n;
-}();
-constexpr const char* job_secret = "fuzz-job-secret";
+const p::nonce acceptor_nonce = sketchsgd::fuzz::handshake_acceptor_nonce();
+constexpr const char* job_secret = sketchsgd::fuzz::handshake_secret;
 
 template <class Message>
 void round_trip(std::span<const std::byte> body) {
@@ -33,13 +29,17 @@ void round_trip(std::span<const std::byte> body) {
     sketchsgd::fuzz::check(std::memcmp(again.data(), body.data(), again.size()) == 0,
                            "an accepted handshake message re-encodes to other bytes");
     if constexpr (std::is_same_v<Message, p::client_hello>) {
-      // What acceptor_handshake checks. Recomputing the proof with the
-      // secret must agree with itself, and the input's own proof field can
-      // only verify if it is that HMAC (seeds hold one genuine hello).
+      // What acceptor_handshake checks: the proof is deterministic, and one
+      // made with any other secret never verifies (a seed holds one genuine
+      // hello, so mutations of it reach the verifying branch).
       const auto expected = m.expected_proof(job_secret, acceptor_nonce, 0);
       sketchsgd::fuzz::check(p::same_mac(expected, m.expected_proof(job_secret, acceptor_nonce, 0)),
                              "the HMAC is not deterministic");
-      (void)p::same_mac(m.proof, expected);
+      sketchsgd::fuzz::check(!p::same_mac(m.expected_proof("not-the-job-secret", acceptor_nonce, 0), expected),
+                             "a proof made without the secret verifies");
+      if (p::same_mac(m.proof, expected)) {
+        sketchsgd::fuzz::check(m.proof == expected, "same_mac accepted a proof that differs");
+      }
     }
   } catch (const sketchsgd::transport_error&) {
   }

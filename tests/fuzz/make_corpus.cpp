@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "handshake_fixture.hpp"
 #include "optimizer_zoo.hpp"
 #include "sketchsgd/optim/checkpoint.hpp"
 #include "sketchsgd/serialize/count_sketch_format.hpp"
@@ -106,14 +107,13 @@ void handshake_seeds() {
   const auto se = server.encode();
   s.insert(s.end(), se.begin(), se.end());
   write("tcp_handshake", "server_hello", s);
-  p::nonce acceptor{};  // must match fuzz_tcp_handshake.cpp's acceptor nonce
-  for (std::size_t i = 0; i < acceptor.size(); ++i) acceptor[i] = static_cast<std::byte>(i * 7 + 1);
+  const p::nonce acceptor = fuzz::handshake_acceptor_nonce();
   p::client_hello client;
   client.rank = 2;
   client.world_size = 4;
   client.listen_port = 29500;
   client.challenge = p::fresh_nonce();
-  client.proof = client.expected_proof("fuzz-job-secret", acceptor, 0);
+  client.proof = client.expected_proof(fuzz::handshake_secret, acceptor, 0);
   std::vector<std::byte> c{std::byte{1}};
   const auto ce = client.encode();
   c.insert(c.end(), ce.begin(), ce.end());
