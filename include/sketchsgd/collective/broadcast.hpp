@@ -41,6 +41,30 @@ static_assert(binomial_sends(0, 4) == 2 && binomial_sends(2, 4) == 1 && binomial
 static_assert(binomial_sends(0, 5) == 3 && binomial_sends(4, 5) == 0 && binomial_sends(2, 3) == 0);
 }  // namespace detail
 
+namespace detail {
+/// The binomial tree of `reduce` towards `root` (ceil(log2 W) rounds, n bytes
+/// per message): each rank folds what its partners send into `data` with
+/// `combine(data, incoming)` (a sum for `reduce`, a top-k merge for gTop-k),
+/// then sends the result on. Non-root ranks are left with partial results.
+template <class Comm, class T, class Combine>
+void binomial_reduce(Comm& comm, std::span<T> data, int root, tag_t tag, Combine combine) {
+  const int size = comm.size();
+  const int vrank = wrap_rank(comm.rank() - root, size);
+  std::vector<T> incoming;
+  for (int mask = 1; mask < size; mask <<= 1) {
+    if ((vrank & mask) != 0) {
+      comm.isend(wrap_rank(vrank - mask + root, size), tag, bytes_of(std::span<const T>(data))).wait();
+      return;
+    }
+    if (vrank + mask < size) {
+      incoming.resize(data.size());
+      comm.irecv(wrap_rank(vrank + mask + root, size), tag, writable_bytes_of(std::span<T>(incoming))).wait();
+      combine(data, std::span<const T>(incoming));
+    }
+  }
+}
+}  // namespace detail
+
 /// Copies `data` of rank `root` into `data` of every rank. The transport's
 /// own broadcast when it has one (binomial requested); else a binomial tree,
 /// ceil(log2 W) rounds, each rank receiving once; or flat: the root sends to
@@ -127,20 +151,8 @@ void reduce(communicator<Transport>& comm, std::span<T> data, int root,
     }
     return;
   }
-  const int vrank = detail::wrap_rank(comm.rank() - root, size);
-  std::vector<T> incoming;
-  for (int mask = 1; mask < size; mask <<= 1) {
-    if ((vrank & mask) != 0) {
-      comm.isend(detail::wrap_rank(vrank - mask + root, size), tag, detail::bytes_of(std::span<const T>(data))).wait();
-      return;
-    }
-    if (vrank + mask < size) {
-      incoming.resize(data.size());
-      comm.irecv(detail::wrap_rank(vrank + mask + root, size), tag, detail::writable_bytes_of(std::span<T>(incoming)))
-          .wait();
-      detail::add_into(data, std::span<const T>(incoming));
-    }
-  }
+  detail::binomial_reduce(comm, data, root, tag,
+                          [](std::span<T> acc, std::span<const T> in) { detail::add_into(acc, in); });
 }
 
 }  // namespace sketchsgd

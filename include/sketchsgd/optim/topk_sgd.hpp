@@ -341,25 +341,15 @@ class gtopk_sgd : public detail::topk_baseline<Value, Transport> {
       this->accounting_.lap(&step_timing::compress);
 
       // Binomial tree towards rank 0: merge what the partners send.
-      const tag_t tag = comm.next_collective_tag();
-      const int size = comm.size();
-      std::vector<detail::wire_entry<Value>> incoming(k);
-      for (int mask = 1; mask < size; mask <<= 1) {
-        if ((comm.rank() & mask) != 0) {
-          comm.isend(comm.rank() - mask, tag, std::as_bytes(std::span<const detail::wire_entry<Value>>(current)))
-              .wait();
-          break;
-        }
-        if (comm.rank() + mask < size) {
-          comm.irecv(comm.rank() + mask, tag, std::as_writable_bytes(std::span<detail::wire_entry<Value>>(incoming)))
-              .wait();
-          detail::check_received_indices(std::span<const detail::wire_entry<Value>>(incoming), this->opt_.dimension,
-                                         "gtopk_sgd");
-          this->accounting_.lap(&step_timing::communicate);
-          current = detail::merge_top_k<Value>(current, incoming, k);
-          this->accounting_.lap(&step_timing::recover);
-        }
-      }
+      using entry = detail::wire_entry<Value>;
+      detail::binomial_reduce(comm, std::span<entry>(current), 0, comm.next_collective_tag(),
+                              [&](std::span<entry> acc, std::span<const entry> in) {
+                                detail::check_received_indices(in, this->opt_.dimension, "gtopk_sgd");
+                                this->accounting_.lap(&step_timing::communicate);
+                                const auto merged = detail::merge_top_k<Value>(acc, in, k);
+                                std::copy(merged.begin(), merged.end(), acc.begin());
+                                this->accounting_.lap(&step_timing::recover);
+                              });
       broadcast(comm, std::span<detail::wire_entry<Value>>(current), 0);
       detail::check_received_indices(std::span<const detail::wire_entry<Value>>(current), this->opt_.dimension,
                                      "gtopk_sgd");
