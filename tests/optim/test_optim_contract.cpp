@@ -447,6 +447,12 @@ TEST_CASE("bad arguments are refused before any I/O", "[optim]") {
   CHECK_THROWS_AS(S(comm, {.dimension = 100, .sketch = ccfg, .k = 1, .dense = {{95, 10}}}), std::invalid_argument);
   CHECK_THROWS_AS((sketched_sgd<std::int32_t, T>(comm, {.dimension = 100, .sketch = ccfg, .k = 1, .average = true})),
                   std::invalid_argument);
+  // 4-byte indices on the wire: d >= 2^32 - 1 is refused before anything is allocated.
+  constexpr std::uint64_t huge = std::uint64_t{1} << 32U;
+  CHECK_THROWS_WITH((local_topk_sgd<float, T>(comm, {.dimension = huge, .k = 1})), Catch::Contains("2^32"));
+  CHECK_THROWS_WITH((gtopk_sgd<float, T>(comm, {.dimension = huge, .k = 1})), Catch::Contains("2^32"));
+  CHECK_THROWS_WITH(S(comm, {.dimension = huge, .sketch = ccfg, .k = 1, .topology = topology::root}),
+                    Catch::Contains("2^32"));
   S ok(comm, {.dimension = 100, .sketch = ccfg, .k = 5});
   CHECK_THROWS_AS(ok.step(std::vector<float>(99)), std::invalid_argument);
   CHECK(ok.stats().total.bytes_sent == 0);

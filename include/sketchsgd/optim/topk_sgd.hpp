@@ -77,7 +77,7 @@ class topk_baseline {
  protected:
   topk_baseline(communicator<Transport>& comm, options_type o, optimizer_kind kind, const char* name)
       : comm_(&comm),
-        opt_(validated(std::move(o), name)),
+        opt_(validated(std::move(o), kind, name)),
         kind_(kind),
         name_(name),
         split_(opt_.dimension, opt_.dense),
@@ -134,9 +134,10 @@ class topk_baseline {
     return update_;
   }
 
-  static options_type validated(options_type o, const char* name) {
+  static options_type validated(options_type o, optimizer_kind kind, const char* name) {
     check_selection<Value>(name, o.dimension, o.k, o.average, o.dense);
-    check_wire_indices(name, o.dimension, no_index);
+    // True top-k allreduces a dense vector; the others send 4-byte indices.
+    if (kind != optimizer_kind::true_topk_sgd) check_wire_indices(name, o.dimension, no_index);
     return o;
   }
 
