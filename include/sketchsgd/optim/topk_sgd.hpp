@@ -82,7 +82,7 @@ class topk_baseline {
         name_(name),
         split_(opt_.dimension, opt_.dense),
         state_(static_cast<std::size_t>(opt_.dimension)),
-        sparse_v_(static_cast<std::size_t>(split_.sparse_count())),
+        sparse_v_(needs_sparse_copy() ? static_cast<std::size_t>(split_.sparse_count()) : 0),
         dense_values_(static_cast<std::size_t>(split_.dense_count())) {
     fingerprint f;
     f.add(kind_).add(wire::value_type_code<Value>).add(opt_.dimension).add(opt_.k).add(opt_.momentum);
@@ -109,10 +109,13 @@ class topk_baseline {
     accounting_.lap(&step_timing::communicate);
     if (!update_.skipped) {
       state_.accumulate(gradient, opt_.momentum, opt_.error_feedback);
-      // The sparse coordinates of v, renumbered contiguously.
-      for (const auto& seg : split_.segments()) {
-        std::copy_n(state_.v().begin() + static_cast<std::ptrdiff_t>(seg.global), seg.length,
-                    sparse_v_.begin() + static_cast<std::ptrdiff_t>(seg.compact));
+      // The sparse coordinates of v, renumbered contiguously (a copy only
+      // where v itself will not do, see needs_sparse_copy).
+      if (!sparse_v_.empty()) {
+        for (const auto& seg : split_.segments()) {
+          std::copy_n(state_.v().begin() + static_cast<std::ptrdiff_t>(seg.global), seg.length,
+                      sparse_v_.begin() + static_cast<std::ptrdiff_t>(seg.compact));
+        }
       }
       split_.gather_dense(state_.v(), std::span<Value>(dense_values_));
       accounting_.lap(&step_timing::local);
@@ -157,6 +160,17 @@ class topk_baseline {
   const char* name_;
   coordinate_split split_;
   momentum_error<Value> state_;
+  /// v's sparse coordinates, renumbered contiguously: v itself when there
+  /// are no dense ranges (then the numbering is the identity).
+  [[nodiscard]] std::span<const Value> sparse_v() const noexcept {
+    return sparse_v_.empty() ? state_.v() : std::span<const Value>(sparse_v_);
+  }
+  /// True top-k sums v's sparse part in place, so it needs its own copy;
+  /// the others only read it, and need one only to skip dense ranges.
+  [[nodiscard]] bool needs_sparse_copy() const noexcept {
+    return kind_ == optimizer_kind::true_topk_sgd || split_.dense_count() != 0;
+  }
+
   std::vector<Value> sparse_v_;
   std::vector<Value> dense_values_;
   std::uint64_t fingerprint_ = 0;
@@ -226,7 +240,7 @@ class local_topk_sgd : public detail::topk_baseline<Value, Transport> {
   /// @throws std::invalid_argument; nonfinite_error; transport errors.
   const model_update<Value>& step(std::span<const Value> gradient) {
     return this->run_step(gradient, [this] {
-      auto mine = top_k(this->sparse_v_, this->opt_.k, this->opt_.exec);
+      auto mine = top_k(this->sparse_v(), this->opt_.k, this->opt_.exec);
       this->split_.to_global(mine.indices);
       std::vector<detail::wire_entry<Value>> out(mine.size());
       for (std::size_t j = 0; j < out.size(); ++j) {
@@ -333,7 +347,7 @@ class gtopk_sgd : public detail::topk_baseline<Value, Transport> {
     return this->run_step(gradient, [this] {
       auto& comm = *this->comm_;
       const std::size_t k = this->opt_.k;
-      auto mine = top_k(this->sparse_v_, k, this->opt_.exec);
+      auto mine = top_k(this->sparse_v(), k, this->opt_.exec);
       this->split_.to_global(mine.indices);
       std::vector<detail::wire_entry<Value>> current(k, {detail::no_index, Value{}});
       for (std::size_t j = 0; j < mine.size(); ++j) {
