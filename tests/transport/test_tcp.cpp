@@ -17,6 +17,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -304,6 +306,206 @@ TEST_CASE("tcp: a message of the wrong size fails only that receive", "[transpor
     std::this_thread::sleep_for(300ms);
   });
   CHECK_THAT(error, Catch::Contains("expected 100 bytes") && Catch::Contains("got 7"));
+}
+
+TEST_CASE("tcp: unmatched data above max_buffered_bytes fails the peer at the header", "[transport][failure][tcp]") {
+  tcp_options o = with_timeout(5s);
+  o.max_buffered_bytes = 1000;
+  const auto start = std::chrono::steady_clock::now();
+  const auto error = rank0_error_when_peer(
+      [](tcp::socket& s) {
+        // A header for 5000 unmatched bytes (rank 0 waits on tag 1), and no
+        // body: rank 0 must refuse it without waiting for (or allocating) it.
+        tcp_protocol::frame_header h{tcp_protocol::frame_type::data, 2, 5000};
+        boost::asio::write(s, boost::asio::buffer(h.encode()));
+        std::this_thread::sleep_for(300ms);
+      },
+      o);
+  CHECK_THAT(error, Catch::Contains("rank 1 failed") && Catch::Contains("max_buffered_bytes"));
+  CHECK(std::chrono::steady_clock::now() - start < 3s);
+}
+
+TEST_CASE("tcp: a table frame from a rank other than 0 is refused at its header", "[transport][failure][tcp]") {
+  const auto start = std::chrono::steady_clock::now();
+  const auto error = rank0_error_when_peer([](tcp::socket& s) {
+    // Only the header: rank 0 must not wait for the body.
+    tcp_protocol::frame_header h{tcp_protocol::frame_type::table, 0, 1000};
+    boost::asio::write(s, boost::asio::buffer(h.encode()));
+    std::this_thread::sleep_for(300ms);
+  });
+  CHECK_THAT(error, Catch::Contains("unexpected rendezvous table"));
+  CHECK(std::chrono::steady_clock::now() - start < 3s);
+}
+
+TEST_CASE("tcp: a rendezvous table longer than the world is refused", "[transport][failure][tcp]") {
+  tcp_protocol::listen_table table;
+  for (int i = 0; i < 3; ++i) table.entries.push_back({"127.0.0.1", static_cast<std::uint16_t>(1000 + i)});
+  const auto bytes = table.encode();
+  CHECK(tcp_protocol::listen_table::decode(bytes, 3).entries.size() == 3);
+  CHECK_THROWS_WITH(tcp_protocol::listen_table::decode(bytes, 2), Catch::Contains("more entries"));
+  CHECK(bytes.size() <= 3 * tcp_protocol::listen_table::max_entry_bytes);
+
+  // A fake rank 0 that authenticates, then announces a table far longer
+  // than 3 ranks can need: rank 2's rendezvous fails at once.
+  boost::asio::io_context io;
+  tcp::acceptor acceptor(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+  const auto port = acceptor.local_endpoint().port();
+  std::thread fake([&] {
+    tcp::socket s(io);
+    acceptor.accept(s);
+    const tcp_protocol::server_hello hello{0, tcp_protocol::fresh_nonce()};
+    boost::asio::write(s, boost::asio::buffer(hello.encode()));
+    std::array<std::byte, tcp_protocol::client_hello::size> in{};
+    boost::asio::read(s, boost::asio::buffer(in));
+    const auto client = tcp_protocol::client_hello::decode(in);
+    boost::asio::write(
+        s, boost::asio::buffer(tcp_protocol::server_proof(secret, client.challenge, hello.challenge, 0, client.rank)));
+    tcp_protocol::frame_header h{tcp_protocol::frame_type::table, 0, 100000};
+    boost::asio::write(s, boost::asio::buffer(h.encode()));
+    std::array<std::byte, 1> any{};
+    boost::system::error_code ec;
+    boost::asio::read(s, boost::asio::buffer(any), ec);  // until rank 1 hangs up
+  });
+  tcp_options o = with_timeout(5s);
+  o.connect_timeout = 10s;
+  o.log = [](const std::string&) {};
+  const auto start = std::chrono::steady_clock::now();
+  std::string error;
+  try {
+    tcp_transport t({"127.0.0.1", port}, 2, 3, secret, o);
+  } catch (const transport_error& e) {
+    error = e.what();
+  }
+  fake.join();
+  CHECK_THAT(error, Catch::Contains("too long"));
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+}
+
+TEST_CASE("tcp: two authenticated connections claiming one rank: the second is refused", "[transport][failure][tcp]") {
+  std::promise<std::uint16_t> port_promise;
+  tcp_options o = with_timeout(5s);
+  o.on_listen = [&](std::uint16_t p) { port_promise.set_value(p); };
+  std::mutex log_mutex;
+  std::vector<std::string> logged;
+  o.log = [&](const std::string& m) {
+    const std::lock_guard lock(log_mutex);
+    logged.push_back(m);
+  };
+  std::string error;
+  std::vector<std::byte> received(100);
+  std::thread rank0([&] {
+    try {
+      tcp_transport t({"127.0.0.1", 0}, 0, 2, secret, o);
+      auto r = t.irecv(1, 1, received);
+      r.wait();
+      error = "no error";
+    } catch (const timeout_error& e) {
+      error = std::string("timeout: ") + e.what();
+    } catch (const transport_error& e) {
+      error = e.what();
+    }
+  });
+  boost::asio::io_context io;
+  auto port = port_promise.get_future();
+  port.wait();
+  const tcp::endpoint root{boost::asio::ip::make_address("127.0.0.1"), port.get()};
+  // Both claim rank 1 and send their client hellos back to back, so rank 0
+  // has both before either connection is registered.
+  std::array<tcp::socket, 2> sockets{tcp::socket(io), tcp::socket(io)};
+  std::array<tcp_protocol::server_hello, 2> servers{};
+  for (std::size_t i = 0; i < 2; ++i) {
+    sockets[i].connect(root);
+    std::array<std::byte, tcp_protocol::server_hello::size> in{};
+    boost::asio::read(sockets[i], boost::asio::buffer(in));
+    servers[i] = tcp_protocol::server_hello::decode(in);
+  }
+  std::array<std::array<std::byte, tcp_protocol::client_hello::size>, 2> hellos{};
+  for (std::size_t i = 0; i < 2; ++i) {
+    tcp_protocol::client_hello hello;
+    hello.rank = 1;
+    hello.world_size = 2;
+    hello.listen_port = 1;
+    hello.challenge = tcp_protocol::fresh_nonce();
+    hello.proof = hello.expected_proof(secret, servers[i].challenge, 0);
+    hellos[i] = hello.encode();
+  }
+  for (std::size_t i = 0; i < 2; ++i) boost::asio::write(sockets[i], boost::asio::buffer(hellos[i]));
+  // Whichever connection rank 0 kept delivers the message; the refused one
+  // is closed (its writes fail or go nowhere).
+  const std::vector<std::byte> payload(100, std::byte{7});
+  tcp_protocol::frame_header h{tcp_protocol::frame_type::data, 1, payload.size()};
+  for (auto& s : sockets) {
+    boost::system::error_code ec;
+    tcp_protocol::mac proof{};
+    boost::asio::read(s, boost::asio::buffer(proof), ec);
+    if (!ec) boost::asio::write(s, boost::asio::buffer(h.encode()), ec);
+    if (!ec) boost::asio::write(s, boost::asio::buffer(payload), ec);
+  }
+  rank0.join();
+  CHECK(error == "no error");
+  CHECK(received == payload);
+  const std::lock_guard lock(log_mutex);
+  INFO("log: " << Catch::Detail::stringify(logged));
+  CHECK(std::any_of(logged.begin(), logged.end(), [](const std::string& m) {
+    return m.find("refused connection") != std::string::npos && m.find("already connected") != std::string::npos;
+  }));
+}
+
+TEST_CASE("tcp: withdrawing a receive whose body stalls ends after the timeout", "[transport][failure][tcp]") {
+  std::promise<std::uint16_t> port_promise;
+  std::promise<void> posted;
+  std::promise<void> header_sent;
+  tcp_options o = with_timeout(300ms);
+  o.on_listen = [&](std::uint16_t p) { port_promise.set_value(p); };
+  o.log = [](const std::string&) {};
+  std::chrono::steady_clock::duration withdrawing{};
+  bool peer_failed = false;
+  std::thread rank0([&] {
+    tcp_transport t({"127.0.0.1", 0}, 0, 2, secret, o);
+    std::vector<std::byte> buffer(100);
+    {
+      auto r = t.irecv(1, 1, buffer);
+      posted.set_value();
+      header_sent.get_future().wait();
+      std::this_thread::sleep_for(100ms);  // the body is now being read into `buffer`
+      const auto start = std::chrono::steady_clock::now();
+      r = {};  // withdraws the receive
+      withdrawing = std::chrono::steady_clock::now() - start;
+    }
+    try {
+      (void)t.irecv(1, 2, buffer);
+    } catch (const transport_error&) {
+      peer_failed = true;
+    }
+  });
+  boost::asio::io_context io;
+  auto port = port_promise.get_future();
+  port.wait();
+  tcp::socket s = authenticated_fake(io, port.get(), 2);
+  posted.get_future().wait();
+  tcp_protocol::frame_header h{tcp_protocol::frame_type::data, 1, 100};
+  boost::asio::write(s, boost::asio::buffer(h.encode()));
+  const std::array<char, 10> part{};
+  boost::asio::write(s, boost::asio::buffer(part));
+  header_sent.set_value();
+  // Stall: the rest of the body never comes while rank 0 withdraws.
+  std::array<std::byte, 1> any{};
+  boost::system::error_code ec;
+  std::atomic<bool> hung_up{false};
+  std::thread closer([&] {
+    for (int i = 0; i < 500 && !hung_up.load(); ++i) std::this_thread::sleep_for(10ms);
+    if (!hung_up.load()) {  // rank 0 never closed: end the read so that the test fails instead of hanging
+      boost::system::error_code ignored;
+      s.shutdown(tcp::socket::shutdown_both, ignored);
+    }
+  });
+  boost::asio::read(s, boost::asio::buffer(any), ec);  // until rank 0 closes (or the closer gives up)
+  hung_up.store(true);
+  rank0.join();
+  closer.join();
+  CHECK(withdrawing < 3s);
+  CHECK(withdrawing >= 200ms);
+  CHECK(peer_failed);
 }
 
 TEST_CASE("tcp: bad arguments are refused before any I/O", "[transport][tcp]") {

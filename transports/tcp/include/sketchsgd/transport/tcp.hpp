@@ -290,9 +290,17 @@ class tcp_transport {
       if (!state_ || owner_ == nullptr) return;
       if (state_->is_recv) {
         std::unique_lock lock(owner_->mutex_);
-        // A read straight into the buffer ends soon (data or a failure is on
-        // its way); the buffer must not be released under it.
-        owner_->changed_.wait(lock, [&] { return !state_->receiving; });
+        // A read straight into the buffer must end before the buffer is
+        // released. It ends when the data arrives or the link fails; a peer
+        // that stalls mid-body is failed after the timeout, and closing its
+        // link ends the read.
+        const auto not_receiving = [&] { return !state_->receiving; };
+        if (!owner_->changed_.wait_until(lock, std::chrono::steady_clock::now() + owner_->options_.timeout,
+                                         not_receiving)) {
+          owner_->fail_peer_locked(state_->peer, "receive withdrawn while its data was still arriving after " +
+                                                     std::to_string(owner_->options_.timeout.count()) + " ms");
+          owner_->changed_.wait(lock, not_receiving);
+        }
         if (!state_->done) owner_->posted_.remove(state_);
       }
       state_.reset();
@@ -642,20 +650,15 @@ class tcp_transport {
         throw transport_error("peer claims rank " + std::to_string(client.rank) + ", expected [" +
                               std::to_string(lowest) + ", " + std::to_string(size_) + ")");
       }
-      {
-        const std::lock_guard lock(mutex_);
-        if (peers_[static_cast<std::size_t>(client.rank)].up) {
-          throw transport_error("rank " + std::to_string(client.rank) + " is already connected");
-        }
-      }
       const auto proof = tcp_protocol::server_proof(secret_, client.challenge, hello.challenge, rank_, client.rank);
       co_await link->write(boost::asio::buffer(proof));
       *finished = true;
-      if (rank_ == 0) {
-        listen_table_.resize(static_cast<std::size_t>(size_));
-        listen_table_[static_cast<std::size_t>(client.rank)] = {remote.address().to_string(), client.listen_port};
+      // The duplicate check is in register_peer, under the lock, after the
+      // last co_await: two connections claiming one rank cannot both pass.
+      if (!register_peer(client.rank, std::move(link),
+                         listen_entry{remote.address().to_string(), client.listen_port})) {
+        throw transport_error("rank " + std::to_string(client.rank) + " is already connected");
       }
-      register_peer(client.rank, std::move(link));
     } catch (const std::exception& e) {
       *finished = true;
       log("refused connection from " + from + ": " + e.what());
@@ -695,18 +698,33 @@ class tcp_transport {
         throw transport_error("rank " + std::to_string(acceptor) + " failed to prove the job secret");
       }
       *finished = true;
-      register_peer(acceptor, std::move(link));
+      if (!register_peer(acceptor, std::move(link))) {
+        throw transport_error("rank " + std::to_string(acceptor) + " is already connected");
+      }
     } catch (const std::exception& e) {
       *finished = true;
       fail_bootstrap("handshake with rank " + std::to_string(acceptor) + ": " + e.what());
     }
   }
 
-  void register_peer(int r, std::unique_ptr<detail::tcp_link> link) {
+  using listen_entry = std::pair<std::string, std::uint16_t>;
+
+  /// Makes `link` the connection to rank `r`, unless `r` already has one (or
+  /// had one): then closes `link` and returns false. `where` is where `r`
+  /// listens (rank 0, during rendezvous).
+  bool register_peer(int r, std::unique_ptr<detail::tcp_link> link, std::optional<listen_entry> where = {}) {
     bool all_to_root = false;
     {
       const std::lock_guard lock(mutex_);
       auto& peer = peers_[static_cast<std::size_t>(r)];
+      if (peer.up || peer.link) {
+        link->close();  // the first connection's read loop still uses peer.link
+        return false;
+      }
+      if (rank_ == 0 && where) {
+        listen_table_.resize(static_cast<std::size_t>(size_));
+        listen_table_[static_cast<std::size_t>(r)] = std::move(*where);
+      }
       peer.link = std::move(link);
       peer.up = true;
       ++connected_;
@@ -719,6 +737,7 @@ class tcp_transport {
     }
     boost::asio::co_spawn(io_, read_loop(r), boost::asio::detached);
     if (all_to_root) send_tables();
+    return true;
   }
 
   void send_tables() {
@@ -776,8 +795,26 @@ class tcp_transport {
         std::array<std::byte, tcp_protocol::frame_header::size> raw{};
         co_await link.read(boost::asio::buffer(raw));
         const auto header = tcp_protocol::frame_header::decode(raw, options_.max_frame_bytes);
+        if (header.type == tcp_protocol::frame_type::table) {
+          // Only rank 0 sends a table, once, during the rendezvous, and no
+          // longer than `size_` entries of the longest host decode accepts.
+          if (r != 0 || rank_ == 0 || table_received_) refuse_table("unexpected rendezvous table");
+          if (header.length > static_cast<std::uint64_t>(size_) * tcp_protocol::listen_table::max_entry_bytes) {
+            refuse_table("rendezvous table of " + std::to_string(header.length) + " bytes is too long for " +
+                         std::to_string(size_) + " ranks");
+          }
+          table_received_ = true;
+        }
         if (header.type == tcp_protocol::frame_type::data) {
-          direct = take_posted_receive(r, header.tag, header.length);
+          bool matched = false;
+          direct = take_posted_receive(r, header.tag, header.length, matched);
+          if (!matched) {
+            // It will be buffered: refuse it before reading or allocating.
+            const std::lock_guard lock(mutex_);
+            if (buffered_bytes_ + header.length > options_.max_buffered_bytes) {
+              throw transport_error("rank " + std::to_string(r) + " sent more unmatched data than max_buffered_bytes");
+            }
+          }
           if (direct) {
             co_await link.read(boost::asio::buffer(direct->buffer.data(), direct->buffer.size()));
             const std::lock_guard lock(mutex_);
@@ -803,8 +840,11 @@ class tcp_transport {
           co_await link.read(boost::asio::buffer(body.data() + at, n));
         }
         if (header.type == tcp_protocol::frame_type::table) {
-          if (r != 0 || rank_ == 0) throw transport_error("unexpected rendezvous table");
-          on_table(body);
+          try {
+            on_table(body);
+          } catch (const std::exception& e) {
+            refuse_table(e.what());
+          }
           continue;
         }
         deliver(r, header.tag, std::move(body));
@@ -813,16 +853,34 @@ class tcp_transport {
       const std::lock_guard lock(mutex_);
       if (direct) direct->receiving = false;  // not done: its waiter sees the failure
       fail_peer_locked(r, e.what());
+      changed_.notify_all();  // also when the peer had already failed: a withdrawing request waits on `receiving`
     }
+  }
+
+  /// Throws `why` as a transport_error (failing the peer), and fails the
+  /// rendezvous too while it is under way, so the constructor reports it
+  /// instead of waiting out the connect timeout.
+  [[noreturn]] void refuse_table(const std::string& why) {
+    {
+      const std::lock_guard lock(mutex_);
+      if (connected_ < size_ - 1 && broken_.empty()) {
+        broken_ = "rank 0: " + why;
+        changed_.notify_all();
+      }
+    }
+    throw transport_error(why);
   }
 
   /// The first posted receive for (src, tag) if it expects exactly `length`
   /// bytes, taken off the posted list and marked as being filled; else null
   /// (the frame is then buffered, and a size mismatch reported on delivery).
-  std::shared_ptr<op_state> take_posted_receive(int src, tag_t tag, std::uint64_t length) {
+  /// `matched` says whether a receive for (src, tag) was posted at all.
+  std::shared_ptr<op_state> take_posted_receive(int src, tag_t tag, std::uint64_t length, bool& matched) {
     const std::lock_guard lock(mutex_);
+    matched = false;
     for (auto it = posted_.begin(); it != posted_.end(); ++it) {
       if ((*it)->peer == src && (*it)->tag == tag) {
+        matched = true;
         if ((*it)->buffer.size() != length) return nullptr;
         auto taken = *it;
         posted_.erase(it);
@@ -970,6 +1028,7 @@ class tcp_transport {
   std::uint16_t listen_port_ = 0;
   std::string listen_host_;
   std::vector<std::pair<std::string, std::uint16_t>> listen_table_;  // rank 0, during rendezvous
+  bool table_received_ = false;                                      // I/O thread only
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;

@@ -265,6 +265,9 @@ struct listen_table {
   };
   std::vector<entry> entries;  ///< by rank
 
+  /// The most bytes one encoded entry takes (a 64-byte host).
+  static constexpr std::size_t max_entry_bytes = 3 + 64;
+
   /// The encoded table.
   /// @throws std::invalid_argument for a host of 0 or more than 64 bytes,
   /// which `decode` would refuse.
@@ -287,6 +290,9 @@ struct listen_table {
     listen_table t;
     std::size_t at = 0;
     while (at < b.size()) {
+      if (static_cast<int>(t.entries.size()) >= world) {
+        throw transport_error("tcp rendezvous: table has more entries than the " + std::to_string(world) + " ranks");
+      }
       if (b.size() - at < 3) throw transport_error("tcp rendezvous: truncated table entry");
       const auto n = static_cast<std::size_t>(b[at]);
       if (n == 0 || n > 64 || b.size() - at - 3 < n) throw transport_error("tcp rendezvous: bad host length");
