@@ -44,4 +44,11 @@ class timeout_error : public transport_error {
   using transport_error::transport_error;
 };
 
+/// A gradient held NaN or Inf on some rank (`nonfinite_policy::throw_error`);
+/// thrown on every rank, before the step changed anything.
+class nonfinite_error : public error {
+ public:
+  using error::error;
+};
+
 }  // namespace sketchsgd

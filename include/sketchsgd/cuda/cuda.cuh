@@ -10,6 +10,7 @@
 
 #include "sketchsgd/cuda/count_sketch.cuh"
 #include "sketchsgd/cuda/memory.cuh"
+#include "sketchsgd/cuda/optim_ops.cuh"
 #include "sketchsgd/cuda/sketched_sgd.cuh"
 #include "sketchsgd/cuda/staging.cuh"
 #include "sketchsgd/cuda/topk.cuh"

@@ -3,8 +3,8 @@
 
 /// @file
 /// Kernels of the device optimizers' per-coordinate state (momentum, error
-/// feedback, masking, gathering, applying an update, non-finite counts) and
-/// their dispatch. Internal: used by `sketchsgd/cuda/sketched_sgd.cuh`.
+/// feedback, masking, gathering, averaging, applying an update, non-finite
+/// counts) and their dispatch. Internal: used by `sketchsgd/cuda/optim_ops.cuh`.
 ///
 /// The arithmetic is the CPU code's, one IEEE operation at a time (`mul_rn`,
 /// `add_rn`: never fused into an FMA), so a device step equals the CPU step
@@ -27,26 +27,52 @@
 
 namespace sketchsgd::detail::cuda_kernels {
 
-/// u <- m u + g;  v <- v + u (error feedback) or v <- u.
+/// u <- m u + g;  x = u (or g + m u: Nesterov);  v <- v + s x (error
+/// feedback) or v <- s x: the CPU's `device_ops<cpu_t>::momentum_error`.
 template <class Value>
 __global__ void __launch_bounds__(cuda_tuning::block_threads)
-    momentum_error(Value* u, Value* v, const Value* g, Value m, bool error_feedback, std::uint64_t n) {
+    momentum_error(Value* u, Value* v, const Value* g, Value m, Value s, bool error_feedback, bool nesterov,
+                   std::uint64_t n) {
   for (std::uint64_t i = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; i < n;
        i += std::uint64_t{gridDim.x} * blockDim.x) {
     const Value ui = add_rn(mul_rn(m, u[i]), g[i]);
     u[i] = ui;
-    v[i] = error_feedback ? add_rn(v[i], ui) : ui;
+    const Value x = mul_rn(s, nesterov ? add_rn(g[i], mul_rn(m, ui)) : ui);
+    v[i] = error_feedback ? add_rn(v[i], x) : x;
   }
 }
 
-/// u[idx[j]] = v[idx[j]] = 0 (momentum masking and error reset).
+/// x[idx[j]] = 0 (masking, error reset).
 template <class Value>
 __global__ void __launch_bounds__(cuda_tuning::block_threads)
-    mask_state(Value* u, Value* v, const std::uint64_t* idx, std::uint64_t n) {
+    zero_at(Value* x, const std::uint64_t* idx, std::uint64_t n) {
   for (std::uint64_t j = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; j < n;
        j += std::uint64_t{gridDim.x} * blockDim.x) {
-    u[idx[j]] = Value{};
-    v[idx[j]] = Value{};
+    x[idx[j]] = Value{};
+  }
+}
+
+/// x[i] /= w (averaging).
+template <class Value>
+__global__ void __launch_bounds__(cuda_tuning::block_threads) divide(Value* x, Value w, std::uint64_t n) {
+  for (std::uint64_t i = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; i < n;
+       i += std::uint64_t{gridDim.x} * blockDim.x) {
+    x[i] = div_rn(x[i], w);
+  }
+}
+
+/// params[i] -= factor * decay * params[i] (decoupled weight decay), then
+/// params[i] -= factor * values[i] when `values` is set (a dense update).
+template <class Value>
+__global__ void __launch_bounds__(cuda_tuning::block_threads)
+    apply_dense(Value* params, const Value* values, Value factor, Value decay, std::uint64_t n) {
+  const Value shrink = mul_rn(factor, decay);
+  for (std::uint64_t i = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; i < n;
+       i += std::uint64_t{gridDim.x} * blockDim.x) {
+    Value p = params[i];
+    if (decay != Value{}) p = sub_rn(p, mul_rn(shrink, p));
+    if (values != nullptr) p = sub_rn(p, mul_rn(factor, values[i]));
+    params[i] = p;
   }
 }
 
@@ -96,17 +122,32 @@ struct cuda_optim_dispatch {
     return cuda_tuning::grid_for(n, std::uint64_t{cuda_tuning::block_threads} * cuda_tuning::elementwise_items);
   }
 
-  static void momentum_error(Value* u, Value* v, const Value* g, Value m, bool ef, std::uint64_t n,
-                             cudaStream_t stream) {
+  static void momentum_error(Value* u, Value* v, const Value* g, Value m, Value s, bool ef, bool nesterov,
+                             std::uint64_t n, cudaStream_t stream) {
     if (n == 0) return;
-    cuda_kernels::momentum_error<Value><<<grid(n), cuda_tuning::block_threads, 0, stream>>>(u, v, g, m, ef, n);
+    cuda_kernels::momentum_error<Value>
+        <<<grid(n), cuda_tuning::block_threads, 0, stream>>>(u, v, g, m, s, ef, nesterov, n);
     cuda_check_launch("cuda optimizer: momentum");
   }
 
-  static void mask(Value* u, Value* v, const std::uint64_t* idx, std::uint64_t n, cudaStream_t stream) {
+  static void zero_at(Value* x, const std::uint64_t* idx, std::uint64_t n, cudaStream_t stream) {
     if (n == 0) return;
-    cuda_kernels::mask_state<Value><<<grid(n), cuda_tuning::block_threads, 0, stream>>>(u, v, idx, n);
-    cuda_check_launch("cuda optimizer: mask");
+    cuda_kernels::zero_at<Value><<<grid(n), cuda_tuning::block_threads, 0, stream>>>(x, idx, n);
+    cuda_check_launch("cuda optimizer: zero at indices");
+  }
+
+  static void divide(Value* x, Value w, std::uint64_t n, cudaStream_t stream) {
+    if (n == 0) return;
+    cuda_kernels::divide<Value><<<grid(n), cuda_tuning::block_threads, 0, stream>>>(x, w, n);
+    cuda_check_launch("cuda optimizer: average");
+  }
+
+  static void apply_dense(Value* params, const Value* values, Value factor, Value decay, std::uint64_t n,
+                          cudaStream_t stream) {
+    if (n == 0) return;
+    cuda_kernels::apply_dense<Value>
+        <<<grid(n), cuda_tuning::block_threads, 0, stream>>>(params, values, factor, decay, n);
+    cuda_check_launch("cuda optimizer: apply");
   }
 
   static void gather(const Value* x, const std::uint64_t* idx, Value* out, std::uint64_t n, cudaStream_t stream) {

@@ -84,13 +84,6 @@ class coordinate_split {
     }
   }
 
-  /// Appends every dense coordinate, in increasing order.
-  void append_dense_indices(std::vector<std::uint64_t>& out) const {
-    for (const dense_range& r : dense_) {
-      for (std::uint64_t i = 0; i < r.length; ++i) out.push_back(r.offset + i);
-    }
-  }
-
  private:
   std::uint64_t d_ = 0;
   std::uint64_t dense_count_ = 0;

@@ -16,9 +16,11 @@
 #include "sketchsgd/error.hpp"
 #include "sketchsgd/hash/seed_mixer.hpp"
 
-namespace sketchsgd::detail {
+namespace sketchsgd {
 
-/// Order-sensitive digest of integers and floating-point values (by bits).
+/// The configuration fingerprint's digest: an order-sensitive digest of
+/// integers, enums and floating-point values (by bits). Policies add what
+/// every rank must agree on (`describe`).
 class fingerprint {
  public:
   template <class T>
@@ -42,12 +44,15 @@ class fingerprint {
   std::uint64_t count_ = 0;
 };
 
-/// Allgathers `mine` and throws `config_mismatch_error` on every rank if any
-/// rank's differs, naming the ranks that disagree with rank 0.
-template <class Comm>
-void agree_on_fingerprint(Comm& comm, std::uint64_t mine, const char* who) {
-  std::vector<std::uint64_t> all(static_cast<std::size_t>(comm.size()));
-  allgather(comm, std::span<const std::uint64_t>(&mine, 1), std::span<std::uint64_t>(all));
+}  // namespace sketchsgd
+
+namespace sketchsgd::detail {
+
+using sketchsgd::fingerprint;
+
+/// Throws `config_mismatch_error` unless every fingerprint in `all` (one
+/// per rank, in rank order) equals rank 0's, naming the ranks that differ.
+inline void check_fingerprints(std::span<const std::uint64_t> all, const char* who) {
   std::string differing;
   for (std::size_t r = 1; r < all.size(); ++r) {
     if (all[r] != all[0]) differing += (differing.empty() ? "" : ", ") + std::to_string(r);
@@ -55,8 +60,17 @@ void agree_on_fingerprint(Comm& comm, std::uint64_t mine, const char* who) {
   if (!differing.empty()) {
     throw config_mismatch_error(std::string(who) + ": rank(s) " + differing +
                                 " were configured differently from rank 0 (dimension, sketch, k, P, momentum, "
-                                "topology, dense ranges, value or hash type)");
+                                "topology, dense ranges, policies, value or hash type)");
   }
+}
+
+/// Allgathers `mine` and throws `config_mismatch_error` on every rank if any
+/// rank's differs.
+template <class Comm>
+void agree_on_fingerprint(Comm& comm, std::uint64_t mine, const char* who) {
+  std::vector<std::uint64_t> all(static_cast<std::size_t>(comm.size()));
+  allgather(comm, std::span<const std::uint64_t>(&mine, 1), std::span<std::uint64_t>(all));
+  check_fingerprints(all, who);
 }
 
 }  // namespace sketchsgd::detail

@@ -2,12 +2,16 @@
 #pragma once
 
 /// @file
-/// Checkpoints of optimizer state, serial version 1 (little-endian):
+/// Checkpoints of optimizer state (little-endian). Serial version 1 is what
+/// the named optimizers write (the layout and fingerprints of main before
+/// the policy layer, kept so their checkpoints stay valid); version 2 is a
+/// composed optimizer's: the same layout, sections listed by its policies
+/// (aggregation first, then update rule), a fingerprint built from them.
 ///
 /// | offset | bytes | field |
 /// |---:|---:|---|
 /// | 0 | 4 | magic "SKOS" |
-/// | 4 | 1 | serial version = 1 |
+/// | 4 | 1 | serial version: 1 (named optimizer) or 2 (composed) |
 /// | 5 | 1 | family = 2 (optimizer state) |
 /// | 6 | 1 | optimizer kind |
 /// | 7 | 1 | value type code |
@@ -37,9 +41,11 @@
 #include "sketchsgd/error.hpp"
 #include "sketchsgd/serialize/wire.hpp"
 
-namespace sketchsgd::detail {
+namespace sketchsgd {
 
-/// Frozen ids of the optimizers in checkpoints and fingerprints.
+/// Frozen ids of the optimizers in checkpoints and fingerprints: the
+/// aggregation's (`custom` for user-defined aggregation policies, which
+/// their fingerprint tells apart).
 enum class optimizer_kind : std::uint8_t {
   sketched_sgd = 1,
   fetch_sgd = 2,
@@ -48,7 +54,14 @@ enum class optimizer_kind : std::uint8_t {
   true_topk_sgd = 5,
   local_topk_sgd = 6,
   gtopk_sgd = 7,
+  custom = 255,
 };
+
+}  // namespace sketchsgd
+
+namespace sketchsgd::detail {
+
+using sketchsgd::optimizer_kind;
 
 inline constexpr std::uint32_t state_magic = 0x534F4B53U;  // "SKOS"
 inline constexpr std::size_t state_header_bytes = 40;
@@ -61,12 +74,13 @@ struct state_header {
   std::uint32_t rank;
   std::uint32_t world;
   std::uint32_t sections;
+  std::uint8_t version = 1;
 };
 
 inline void write_state_header(std::ostream& os, const state_header& h) {
   std::array<std::byte, state_header_bytes> b{};
   wire::store_le(b.data(), state_magic);
-  b[4] = static_cast<std::byte>(wire::serial_version);
+  b[4] = static_cast<std::byte>(h.version);
   b[5] = static_cast<std::byte>(wire::family::optimizer_state);
   b[6] = static_cast<std::byte>(h.kind);
   b[7] = static_cast<std::byte>(h.value_code);
@@ -107,8 +121,12 @@ inline std::uint64_t read_state_header(std::istream& is, const state_header& exp
   if (static_cast<std::uint8_t>(b[5]) != static_cast<std::uint8_t>(wire::family::optimizer_state)) {
     bad_state(who, "field 'family': expected 2 (optimizer state), got " + std::to_string(static_cast<unsigned>(b[5])));
   }
-  if (static_cast<std::uint8_t>(b[4]) != wire::serial_version) {
-    bad_state(who, "field 'serial_version': expected 1, got " + std::to_string(static_cast<unsigned>(b[4])));
+  if (static_cast<std::uint8_t>(b[4]) != expected.version) {
+    const auto version = [](unsigned v) {
+      return std::to_string(v) + (v == 1 ? " (a named optimizer's)" : v == 2 ? " (a composed optimizer's)" : "");
+    };
+    bad_state(who, "field 'serial_version': this optimizer reads version " + version(expected.version) +
+                       ", the state is version " + version(static_cast<unsigned>(b[4])));
   }
   if (static_cast<std::uint8_t>(b[6]) != static_cast<std::uint8_t>(expected.kind)) {
     throw config_mismatch_error(std::string(who) + " load: the state is of optimizer kind " +

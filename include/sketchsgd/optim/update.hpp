@@ -16,9 +16,10 @@
 
 namespace sketchsgd {
 
-/// One step's parameter update: `params -= update`. Sparse for the
-/// compressed methods (indices strictly increasing), dense for `dense_sgd`.
-/// The learning rate is already applied. Identical on every rank.
+/// One step's parameter update: `params -= decay * params`, then
+/// `params -= update`. Sparse for the compressed methods (indices strictly
+/// increasing), dense for `dense_sgd` and rules with dense moments. The
+/// learning rate is already applied. Identical on every rank.
 /// @tparam Value a `sketch_value`.
 template <sketch_value Value>
 struct model_update {
@@ -31,27 +32,33 @@ struct model_update {
   /// Whether the step was skipped on every rank (a non-finite gradient under
   /// `nonfinite_policy::skip_step`); then nothing is to be applied.
   bool skipped = false;
+  /// Decoupled weight decay (Loshchilov and Hutter), learning rate
+  /// included: every parameter first loses `decay` times itself (0: none).
+  Value decay = Value{0};
 
   /// Number of coordinates the update touches.
   [[nodiscard]] std::size_t size() const noexcept { return values.size(); }
 
-  /// `params -= factor * update`.
+  /// `params -= factor * decay * params`, then `params -= factor * update`.
   /// @throws std::invalid_argument if the update does not fit `params`
   /// (checked before writing).
   void apply(std::span<Value> params, Value factor = Value{1}) const {
-    if (dense) {
-      if (values.size() != params.size()) {
-        throw std::invalid_argument("model_update::apply: dense update of " + std::to_string(values.size()) +
-                                    " values for " + std::to_string(params.size()) + " parameters");
-      }
-      for (std::size_t i = 0; i < values.size(); ++i) params[i] -= factor * values[i];
-      return;
+    if (dense && values.size() != params.size()) {
+      throw std::invalid_argument("model_update::apply: dense update of " + std::to_string(values.size()) +
+                                  " values for " + std::to_string(params.size()) + " parameters");
     }
-    if (!indices.empty() && indices.back() >= params.size()) {
+    if (!dense && !indices.empty() && indices.back() >= params.size()) {
       throw std::invalid_argument("model_update::apply: index " + std::to_string(indices.back()) + " outside " +
                                   std::to_string(params.size()) + " parameters");
     }
-    for (std::size_t n = 0; n < indices.size(); ++n) params[indices[n]] -= factor * values[n];
+    if (decay != Value{0}) {
+      for (Value& p : params) p -= factor * decay * p;
+    }
+    if (dense) {
+      for (std::size_t i = 0; i < values.size(); ++i) params[i] -= factor * values[i];
+    } else {
+      for (std::size_t n = 0; n < indices.size(); ++n) params[indices[n]] -= factor * values[n];
+    }
   }
 
   /// Field-wise equality.

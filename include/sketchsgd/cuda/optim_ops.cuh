@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// `device_ops<cuda_t>`: the optimizer policies' operations on the GPU, so
+/// every aggregation policy runs there unchanged (`sketched_sgd<Value,
+/// Transport, HashFamily, cuda_t>`, `fetch_sgd<..., cuda_t>`, the top-k
+/// baselines, `composed_optimizer` over `..._aggregation<..., cuda_t>`).
+///
+/// The gradient, the error memory, the sketches and the d estimates stay on
+/// the device; what a collective or an update rule needs (a sketch table, P k
+/// candidate values, an update) crosses to the host through pinned buffers.
+/// With `cuda_accumulation::ordered` (or integer values) a step's update is
+/// bit-identical to the CPU optimizer's, provided the CPU build does not fuse
+/// multiply-adds (x86-64 without -mfma, or -ffp-contract=off): the kernels
+/// round every operation on its own.
+
+#include "sketchsgd/cuda/error.cuh"  // first: it checks the language standard
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <vector>
+
+#include "sketchsgd/cuda/count_sketch.cuh"
+#include "sketchsgd/cuda/memory.cuh"
+#include "sketchsgd/cuda/optim_kernels.cuh"
+#include "sketchsgd/cuda/topk.cuh"
+#include "sketchsgd/optim/device_ops.hpp"
+#include "sketchsgd/optim/update.hpp"
+
+namespace sketchsgd {
+
+/// How a device optimizer adds v into its sketch.
+enum class cuda_accumulation {
+  atomic,   ///< `count_sketch<cuda>::accumulate`: fastest; float tables vary in the last bits run to run
+  ordered,  ///< `accumulate_ordered`: every cell summed in coordinate order, bit-identical to the CPU optimizer
+};
+
+/// How a device optimizer runs: its stream (none: the default stream, each
+/// step complete on return), its sketch accumulation, and the threads of its
+/// host-side work.
+struct cuda_execution {
+  stream_arg stream{};
+  cuda_accumulation accumulation = cuda_accumulation::atomic;
+  cpu_execution host{};
+};
+
+namespace detail {
+
+/// See the file comment.
+template <>
+struct device_ops<cuda_t> {
+  template <class T>
+  using buffer = device_buffer<T>;
+  template <class T>
+  using span = device_span<T>;
+  using execution = cuda_execution;
+
+  /// The stream, workspace and staging buffers of one optimizer.
+  struct context {
+    explicit context(const cuda_execution& e) : exec(e.host), cuda(e) {}
+    cpu_execution exec;  ///< host-side work (the final selection, recovery on the host)
+    cuda_execution cuda;
+    cuda_workspace ws;
+    pinned_buffer<std::byte> staging;  ///< host side of rounds
+    device_buffer<std::byte> scratch;  ///< uploaded indices and values
+
+    [[nodiscard]] cudaStream_t stream() const noexcept { return cuda.stream.value_or(nullptr); }
+    void wait(const char* what) const { cuda_check(cudaStreamSynchronize(stream()), what); }
+    /// Copies `n` bytes between host and device (or device and device) on the stream.
+    void copy(void* to, const void* from, std::size_t n, cudaMemcpyKind kind, const char* what) const {
+      if (n != 0) cuda_check(cudaMemcpyAsync(to, from, n, kind, stream()), what);
+    }
+    /// At least `bytes` of device scratch; what it held is gone.
+    std::byte* scratch_for(std::size_t bytes) {
+      if (bytes > scratch.size()) {
+        wait("cuda optimizer: scratch");  // the stream may still read the old buffer
+        scratch = device_buffer<std::byte>(std::max(bytes, 2 * scratch.size()));
+      }
+      return scratch.data();
+    }
+    /// Copies `host` to device memory at `to` (on the stream).
+    template <class T>
+    const T* put(std::span<const T> host, std::byte* to) const {
+      copy(to, host.data(), host.size_bytes(), cudaMemcpyHostToDevice, "cuda optimizer: upload");
+      return reinterpret_cast<const T*>(to);
+    }
+    /// Host indices in device scratch.
+    const std::uint64_t* upload(std::span<const std::uint64_t> indices) {
+      return put(indices, scratch_for(indices.size_bytes()));
+    }
+  };
+
+  template <class T>
+  static buffer<T> zeros(std::size_t n, context& c) {
+    buffer<T> b(n);
+    cuda_check(cudaMemsetAsync(b.data(), 0, n * sizeof(T), c.stream()), "cuda optimizer: state");
+    c.wait("cuda optimizer: state");
+    return b;
+  }
+
+  template <class V>
+  static void momentum_error(span<V> u, span<V> v, span<const V> g, V m, V s, bool feedback, bool nesterov,
+                             context& c) {
+    cuda_optim_dispatch<V>::momentum_error(u.data(), v.data(), g.data(), m, s, feedback, nesterov, g.size(),
+                                           c.stream());
+  }
+  template <class V>
+  static void zero_at(span<V> x, std::span<const std::uint64_t> indices, context& c) {
+    cuda_optim_dispatch<V>::zero_at(x.data(), c.upload(indices), indices.size(), c.stream());
+  }
+  template <class V>
+  static void zero_ranges(span<V> x, const coordinate_split& split, context& c) {
+    for (const dense_range& r : split.dense()) {
+      cuda_check(cudaMemsetAsync(x.data() + r.offset, 0, r.length * sizeof(V), c.stream()), "cuda optimizer: reset");
+    }
+  }
+  template <class V>
+  static std::vector<V> gather(span<const V> x, std::span<const std::uint64_t> indices, context& c) {
+    std::vector<V> out(indices.size());
+    const std::size_t at = workspace_round(indices.size_bytes());
+    std::byte* base = c.scratch_for(at + out.size() * sizeof(V));
+    auto* values = reinterpret_cast<V*>(base + at);
+    cuda_optim_dispatch<V>::gather(x.data(), c.put(indices, base), values, indices.size(), c.stream());
+    c.copy(out.data(), values, out.size() * sizeof(V), cudaMemcpyDeviceToHost, "cuda optimizer: gather");
+    c.wait("cuda optimizer: gather");
+    return out;
+  }
+  template <class V>
+  static void gather_dense(span<const V> x, const coordinate_split& split, std::span<V> out, context& c) {
+    std::size_t at = 0;
+    for (const dense_range& r : split.dense()) {
+      c.copy(out.data() + at, x.data() + r.offset, r.length * sizeof(V), cudaMemcpyDeviceToHost,
+             "cuda optimizer: dense");
+      at += static_cast<std::size_t>(r.length);
+    }
+    c.wait("cuda optimizer: dense");
+  }
+  template <class V>
+  static void compact(span<const V> x, const coordinate_split& split, span<V> out, context& c) {
+    for (const auto& seg : split.segments()) {
+      c.copy(out.data() + seg.compact, x.data() + seg.global, seg.length * sizeof(V), cudaMemcpyDeviceToDevice,
+             "cuda optimizer: compact");
+    }
+  }
+  template <class V>
+  static void to_host(span<const V> x, std::span<V> out, context& c) {
+    c.copy(out.data(), x.data(), x.size_bytes(), cudaMemcpyDeviceToHost, "cuda optimizer: to host");
+    c.wait("cuda optimizer: to host");
+  }
+  template <class V>
+  static std::vector<V> download(span<V> x, context& c) {
+    std::vector<V> out(x.size());
+    to_host(span<const V>(x), std::span<V>(out), c);
+    return out;
+  }
+  template <class V>
+  static void upload(std::span<const V> from, span<V> to, context& c) {
+    c.copy(to.data(), from.data(), from.size_bytes(), cudaMemcpyHostToDevice, "cuda optimizer: load");
+    c.wait("cuda optimizer: load");
+  }
+  /// Host state (an update rule's, FetchSGD's dense momentum).
+  template <class V>
+  static void upload(std::span<const V> from, std::span<V> to, context& /*c*/) {
+    std::copy(from.begin(), from.end(), to.begin());
+  }
+  /// Pinned host memory holding x for a round; `unstage` copies it back.
+  template <class V>
+  static std::span<V> stage(span<V> x, context& c) {
+    if (c.staging.size() < x.size_bytes()) c.staging = pinned_buffer<std::byte>(x.size_bytes());
+    const std::span<V> host(reinterpret_cast<V*>(c.staging.data()), x.size());
+    to_host(span<const V>(x), host, c);
+    return host;
+  }
+  template <class V>
+  static void unstage(std::span<V> host, span<V> x, context& c) {
+    upload(std::span<const V>(host), x, c);
+  }
+
+  template <class V>
+  static std::int64_t count_nonfinite(span<const V> x, context& c) {
+    auto* count = reinterpret_cast<unsigned long long*>(c.ws.reserve(sizeof(unsigned long long)));  // NOLINT
+    cuda_check(cudaMemsetAsync(count, 0, sizeof(*count), c.stream()), "cuda optimizer: non-finite count");
+    cuda_optim_dispatch<V>::count_nonfinite(x.data(), x.size(), count, c.stream());
+    unsigned long long host = 0;  // NOLINT(google-runtime-int)
+    c.copy(&host, count, sizeof(host), cudaMemcpyDeviceToHost, "cuda optimizer: non-finite count");
+    c.wait("cuda optimizer: non-finite count");
+    return static_cast<std::int64_t>(host);
+  }
+  template <class V>
+  static void divide(span<V> x, V w, context& c) {
+    cuda_optim_dispatch<V>::divide(x.data(), w, x.size(), c.stream());
+  }
+
+  template <class Sketch, class V>
+  static void sketch(Sketch& s, span<const V> x, const coordinate_split& split, std::size_t /*first*/,
+                     std::size_t /*count: all rows, overlap is refused on devices*/, context& c) {
+    for (const auto& seg : split.segments()) {
+      const auto part = x.subspan(static_cast<std::size_t>(seg.global), static_cast<std::size_t>(seg.length));
+      if (c.cuda.accumulation == cuda_accumulation::ordered) {
+        s.accumulate_ordered(part, seg.compact, c.ws, c.stream());
+      } else {
+        s.accumulate(part, seg.compact, c.stream());
+      }
+    }
+  }
+  template <class Sketch>
+  static void zero(Sketch& s, context& c) {
+    s.zero(c.stream());
+  }
+  template <class Sketch, class V>
+  static sparse_update<V> top_k(const Sketch& s, std::uint64_t d, std::size_t count, span<V> scratch, context& c) {
+    return sketchsgd::top_k(s, d, count, scratch, c.ws, c.stream());
+  }
+  template <class V>
+  static sparse_update<V> top_k(span<const V> x, std::size_t count, context& c) {
+    return sketchsgd::top_k(x, count, c.ws, c.stream());
+  }
+  /// A host copy of the sketch (r c values).
+  template <class Sketch>
+  static auto on_host(const Sketch& s, context& c) {
+    c.wait("cuda optimizer: sketch to host");
+    return s.to_cpu();
+  }
+  template <class Sketch>
+  static void zero_buckets_of(Sketch& s, std::span<const std::uint64_t> indices, context& c) {
+    s.zero_buckets_of(device_span<const std::uint64_t>(c.upload(indices), indices.size()), c.stream());
+  }
+  template <class Sketch, class V>
+  static void add_sparse(Sketch& s, std::span<const std::uint64_t> indices, std::span<const V> values, context& c) {
+    const std::size_t at = workspace_round(indices.size_bytes());
+    std::byte* base = c.scratch_for(at + values.size_bytes());
+    const device_span<const std::uint64_t> idx(c.put(indices, base), indices.size());
+    const device_span<const V> val(c.put(values, base + at), values.size());
+    if (c.cuda.accumulation == cuda_accumulation::ordered) {
+      s.accumulate_ordered(idx, val, c.ws, c.stream());
+    } else {
+      s.accumulate(idx, val, c.stream());
+    }
+  }
+
+  /// The end of a step: without a stream, its device work is complete.
+  static void finish(context& c) {
+    if (!c.cuda.stream) c.wait("cuda optimizer: step");
+  }
+
+  /// `params -= factor * u` (decay first) for parameters in device memory.
+  template <class V>
+  static void apply(const model_update<V>& u, span<V> params, V factor, context& c) {
+    if (u.dense && u.values.size() != params.size()) {
+      throw std::invalid_argument("apply: dense update of " + std::to_string(u.values.size()) + " values for " +
+                                  std::to_string(params.size()) + " parameters");
+    }
+    if (!u.dense && !u.indices.empty() && u.indices.back() >= params.size()) {
+      throw std::invalid_argument("apply: index " + std::to_string(u.indices.back()) + " outside " +
+                                  std::to_string(params.size()) + " parameters");
+    }
+    const std::span<const std::uint64_t> indices(u.indices);
+    const std::span<const V> values(u.values);
+    const std::size_t at = workspace_round(indices.size_bytes());
+    std::byte* base = c.scratch_for(at + values.size_bytes());
+    const V* device_values = c.put(values, base + at);
+    if (u.dense || u.decay != V{}) {
+      cuda_optim_dispatch<V>::apply_dense(params.data(), u.dense ? device_values : nullptr, factor, u.decay,
+                                          params.size(), c.stream());
+    }
+    if (!u.dense) {
+      cuda_optim_dispatch<V>::apply(params.data(), c.put(indices, base), device_values, factor, indices.size(),
+                                    c.stream());
+    }
+    if (!c.cuda.stream) c.wait("cuda optimizer: apply");
+  }
+};
+
+}  // namespace detail
+}  // namespace sketchsgd

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Dense aggregation: the uncompressed baseline.
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "sketchsgd/device.hpp"
+#include "sketchsgd/optim/error_feedback.hpp"
+#include "sketchsgd/optim/rounds.hpp"
+#include "sketchsgd/optim/state_io.hpp"
+#include "sketchsgd/optim/update.hpp"
+#include "sketchsgd/optim/validation.hpp"
+
+namespace sketchsgd {
+
+/// The sum of every rank's gradient, by one allreduce of d values:
+/// 2 (W-1)/W d sizeof(Value) bytes per rank with the ring. No memory; the
+/// aggregated gradient is dense.
+/// @tparam Value a `sketch_value`.
+/// @tparam Device a `device` tag.
+template <sketch_value Value, device Device = cpu_t>
+class dense_aggregation {
+  using ops = detail::device_ops<Device>;
+  using context = detail::step_context<Value, Device>;
+
+ public:
+  using value_type = Value;
+  using device_type = Device;
+  struct options_type {};
+  static constexpr detail::optimizer_kind kind = detail::optimizer_kind::dense_sgd;
+  static constexpr const char* name = "dense_aggregation";
+
+  dense_aggregation(const options_type& /*o*/, const context& c) {
+    if (c.split->dense_count() != 0) detail::bad_option(name, "dense ranges mean nothing to dense aggregation");
+  }
+
+  void accumulate(typename ops::template span<const Value> g, const context& /*c*/) noexcept { gradient_ = g; }
+  [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return gradient_; }
+
+  template <class Comm>
+  round_generator<Value> rounds(Comm* /*comm*/, const context& c, model_update<Value>& out) {
+    out.dense = true;
+    out.values.resize(gradient_.size());
+    ops::to_host(gradient_, std::span<Value>(out.values), *c.device);
+    co_yield sum_round(std::span<Value>(out.values));
+  }
+
+  void finish_dense(std::span<Value> /*values*/, const context& /*c*/) noexcept {}
+  [[nodiscard]] bool learning_rate_in_error() const noexcept { return false; }
+  [[nodiscard]] bool averages_itself() const noexcept { return false; }
+  [[nodiscard]] bool needs_transport() const noexcept { return false; }
+  template <class F>
+  void for_each_state(F&& /*f*/) {}
+  void describe(detail::fingerprint& /*f*/) const {}
+
+ private:
+  typename ops::template span<const Value> gradient_{};
+};
+
+}  // namespace sketchsgd

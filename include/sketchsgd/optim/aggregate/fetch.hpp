@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// FetchSGD's aggregation (Rothchild, Panda, Ullah, Ivkin, Stoica, Braverman,
+/// Gonzalez, Arora, ICML 2020): stateless workers, momentum and error kept
+/// in sketch space.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "sketchsgd/optim/aggregate/sketched.hpp"
+
+namespace sketchsgd {
+
+/// How FetchSGD removes the applied coordinates from its error sketch.
+enum class fetch_reset {
+  zero_cells,  ///< zero every cell a coordinate of supp(Delta) hashes to, in S_e and S_u (what the authors found
+               ///< stable)
+  subtract,    ///< S_e -= S(Delta); S_u's hit cells are zeroed
+};
+
+/// FetchSGD's aggregation. Per step:
+///
+/// 1. each worker sketches its gradient: S_i (no worker state);
+/// 2. S_g = sum of S_i (divided by W when averaging);
+/// 3. S_u <- rho S_u + S_g;  S_e <- S_e + eta S_u (the learning rate in the
+///    error sketch, as in the paper; `learning_rate_in_error = false` puts it
+///    on the update instead, as the authors' code does:
+///    CommEfficient/fed_aggregator.py, `update * lr`);
+/// 4. Delta = what the recovery picks from S_e (top k), with estimates; no
+///    second round;
+/// 5. the cells of S_e and S_u that supp(Delta) hashes to are zeroed (or,
+///    with `fetch_reset::subtract`, S_e -= S(Delta)); `mask_momentum = false`
+///    leaves S_u alone.
+///
+/// With the allreduce topology the server state (S_u, S_e) is replicated on
+/// every rank; with the root topology it lives at the root, which broadcasts
+/// Delta (k 4-byte indices and k values). Dense coordinates are summed every
+/// step and get the same momentum rho in a dense, replicated buffer.
+/// @tparam Value a `sketch_value`.
+/// @tparam HashFamily a `hash_family`.
+/// @tparam Recovery a recovery policy.
+/// @tparam Device a `device` tag.
+template <sketch_value Value, hash_family HashFamily = multiply_shift, class Recovery = top_k_recovery,
+          device Device = cpu_t>
+class fetch_aggregation {
+  using ops = detail::device_ops<Device>;
+  using context = detail::step_context<Value, Device>;
+  using entry = detail::wire_entry<Value>;
+
+ public:
+  using value_type = Value;
+  using device_type = Device;
+  /// The sketch type.
+  using sketch_type = count_sketch<Value, HashFamily, Device>;
+  /// Settings of FetchSGD's aggregation.
+  struct options_type {
+    /// Rows, columns and seed of the sketches (same on all ranks).
+    sketch_config sketch{};
+    /// Coordinates updated per step.
+    std::size_t k = 0;
+    /// Momentum rho of S_u <- rho S_u + S_g.
+    Value momentum = Value{0};
+    /// Which coordinates S_e yields.
+    Recovery recovery{};
+    /// How applied coordinates leave the error sketch.
+    fetch_reset reset = fetch_reset::zero_cells;
+    /// Zero S_u's cells at supp(Delta) (momentum masking in sketch space).
+    bool mask_momentum = true;
+    /// S_e <- S_e + eta S_u (the paper); false: S_e <- S_e + S_u and eta
+    /// on the update (the authors' code).
+    bool learning_rate_in_error = true;
+    /// Where the server state lives: replicated on every rank, or at a root.
+    sketchsgd::topology topology = sketchsgd::topology::allreduce;
+    /// The root of the `root` topology.
+    int root = 0;
+  };
+  static constexpr detail::optimizer_kind kind = detail::optimizer_kind::fetch_sgd;
+  static constexpr const char* name = "fetch_aggregation";
+
+  fetch_aggregation(const options_type& o, const context& c)
+      : opt_(checked(o, c)),
+        s_g_(o.sketch),
+        s_u_(o.sketch),
+        s_e_(o.sketch),
+        scratch_(ops::template zeros<Value>(c.split->sparse_count(), *c.device)),
+        dense_momentum_(static_cast<std::size_t>(c.split->dense_count()), Value{}) {}
+
+  void accumulate(typename ops::template span<const Value> g, const context& /*c*/) noexcept { gradient_ = g; }
+  [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return gradient_; }
+
+  template <class Comm>
+  round_generator<Value> rounds(Comm* comm, const context& c, model_update<Value>& out) {
+    auto& dev = *c.device;
+    ops::zero(s_g_, dev);
+    ops::sketch(s_g_, gradient_, *c.split, 0, s_g_.rows(), dev);
+    c.lap(&step_timing::compress);
+    const std::span<Value> table = ops::stage(s_g_.table(), dev);
+    if (opt_.topology == topology::allreduce) {
+      co_yield sum_round(table);
+      ops::unstage(table, s_g_.table(), dev);
+      server_step(c, out);
+      c.lap(&step_timing::recover);
+    } else if constexpr (!std::is_same_v<Comm, external_collectives>) {
+      reduce(*comm, table, opt_.root, tree_algorithm::flat);
+      ops::unstage(table, s_g_.table(), dev);
+      c.lap(&step_timing::communicate);
+      std::vector<entry> delta(opt_.k, {detail::no_index, Value{}});
+      if (comm->rank() == opt_.root) {
+        server_step(c, out);
+        for (std::size_t j = 0; j < out.indices.size(); ++j) {
+          delta[j] = {static_cast<detail::wire_index>(out.indices[j]), out.values[j]};
+        }
+      }
+      c.lap(&step_timing::recover);
+      broadcast(*comm, std::span<entry>(delta), opt_.root, tree_algorithm::flat);
+      detail::check_received_indices(std::span<const entry>(delta), c.split->dimension(), c.name);
+      c.lap(&step_timing::communicate);
+      out.indices.clear();
+      out.values.clear();
+      for (const entry& e : delta) {
+        if (e.index == detail::no_index) continue;
+        out.indices.push_back(e.index);
+        out.values.push_back(e.value);
+      }
+    }
+  }
+
+  /// The dense coordinates' summed gradient: momentum rho, replicated; eta
+  /// too when it sits in the error.
+  void finish_dense(std::span<Value> values, const context& c) noexcept {
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      dense_momentum_[i] = opt_.momentum * dense_momentum_[i] + values[i];
+      values[i] = opt_.learning_rate_in_error ? c.learning_rate * dense_momentum_[i] : dense_momentum_[i];
+    }
+  }
+  [[nodiscard]] bool learning_rate_in_error() const noexcept { return opt_.learning_rate_in_error; }
+  [[nodiscard]] bool averages_itself() const noexcept { return true; }
+  [[nodiscard]] bool needs_transport() const noexcept { return opt_.topology == topology::root; }
+  /// The state: S_u, S_e, the dense coordinates' momentum.
+  template <class F>
+  void for_each_state(F&& f) {
+    f(s_u_.table());
+    f(s_e_.table());
+    f(std::span<Value>(dense_momentum_));
+  }
+  void describe(detail::fingerprint& f) const {
+    f.add(HashFamily::id).add(opt_.sketch.rows).add(opt_.sketch.cols).add(opt_.sketch.seed).add(opt_.k);
+    f.add(opt_.momentum).add(opt_.reset).add(opt_.mask_momentum).add(opt_.learning_rate_in_error);
+    f.add(opt_.topology).add(opt_.root);
+    opt_.recovery.describe(f);
+  }
+  /// The error sketch S_e (meaningful on every rank with the allreduce
+  /// topology, at the root otherwise).
+  [[nodiscard]] const sketch_type& error_sketch() const noexcept { return s_e_; }
+
+ private:
+  static const options_type& checked(const options_type& o, const context& c) {
+    validate(o.sketch, HashFamily::max_cols);
+    if (o.k == 0) detail::bad_option(c.name, "k must be positive");
+    if (o.k > c.split->sparse_count()) detail::bad_option(c.name, "k exceeds the number of compressed coordinates");
+    if (o.topology == topology::root) {
+      detail::check_root_rank(c.name, o.root, c.world);
+      detail::check_wire_indices(c.name, c.split->dimension(), detail::no_index);
+    }
+    if constexpr (requires { o.recovery.validate(c.name); }) o.recovery.validate(c.name);
+    return o;
+  }
+
+  /// Momentum and error in sketch space, recovery, reset; fills `out`.
+  void server_step(const context& c, model_update<Value>& out) {
+    auto& dev = *c.device;
+    if (c.average && std::is_floating_point_v<Value>) ops::divide(s_g_.table(), static_cast<Value>(c.world), dev);
+    const Value s = opt_.learning_rate_in_error ? c.learning_rate : Value{1};
+    ops::momentum_error(s_u_.table(), s_e_.table(), typename ops::template span<const Value>(s_g_.table()),
+                        opt_.momentum, s, true, false, dev);
+    auto delta = opt_.recovery.template select<ops>(
+        s_e_, c.split->sparse_count(), opt_.k, typename ops::template span<Value>(scratch_.data(), scratch_.size()),
+        dev, c.step);
+    if (opt_.reset == fetch_reset::zero_cells) {
+      ops::zero_buckets_of(s_e_, delta.indices, dev);
+    } else {
+      std::vector<Value> negated(delta.values.size());
+      for (std::size_t j = 0; j < negated.size(); ++j) negated[j] = Value{} - delta.values[j];
+      ops::add_sparse(s_e_, delta.indices, std::span<const Value>(negated), dev);
+    }
+    if (opt_.mask_momentum) ops::zero_buckets_of(s_u_, delta.indices, dev);
+    c.split->to_global(delta.indices);
+    out.indices = std::move(delta.indices);
+    out.values = std::move(delta.values);
+  }
+
+  options_type opt_;
+  sketch_type s_g_;
+  sketch_type s_u_;
+  sketch_type s_e_;
+  typename ops::template buffer<Value> scratch_;
+  std::vector<Value> dense_momentum_;
+  typename ops::template span<const Value> gradient_{};
+};
+
+}  // namespace sketchsgd

@@ -1,0 +1,335 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Sketched aggregation: Sketched-SGD (Ivkin, Rothchild, Ullah, Braverman,
+/// Stoica, Arora, NeurIPS 2019), the variant the authors ran, and
+/// global-sketch SGD (Dai, Diao, Li, Xu, arXiv 2108.06004).
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <future>
+#include <optional>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "sketchsgd/collective/collectives.hpp"
+#include "sketchsgd/device.hpp"
+#include "sketchsgd/hash/multiply_shift.hpp"
+#include "sketchsgd/optim/error_feedback.hpp"
+#include "sketchsgd/optim/recovery.hpp"
+#include "sketchsgd/optim/rounds.hpp"
+#include "sketchsgd/optim/state_io.hpp"
+#include "sketchsgd/optim/update.hpp"
+#include "sketchsgd/optim/validation.hpp"
+#include "sketchsgd/optim/wire_entry.hpp"
+#include "sketchsgd/sketch/count_sketch.hpp"
+
+namespace sketchsgd {
+
+/// How sketches are aggregated.
+enum class topology {
+  allreduce,  ///< every rank gets the summed sketch and recovers identically: no root, no single point of failure
+  root,       ///< a root reduces, recovers and broadcasts (the paper's parameter server)
+};
+
+/// Sketched-SGD's aggregation. Per step, on every worker i with gradient g_i:
+///
+/// 1. error feedback with local momentum (`error_feedback`): u_i <- m u_i +
+///    g_i; v_i <- v_i + u_i;
+/// 2. S_i = sketch of v_i (dense coordinates excluded);
+/// 3. S = sum of S_i: allreduce (every rank recovers identically) or reduce
+///    to a root that recovers and broadcasts;
+/// 4. C = the P k coordinates the recovery policy picks from S (top-k of
+///    the estimates by default);
+/// 5. second round: x_C = sum_i v_i[C] exactly (allreduce, or reduce after
+///    the root broadcast C);
+/// 6. Delta = the k entries of x_C largest in magnitude (ties to the lower
+///    index); with P = 0, Delta = what the recovery picks, with estimates;
+/// 7. v_i (and u_i, with masking) are zeroed at supp(Delta).
+///
+/// Bytes per worker per step, root topology, non-root rank: up 4 r c + 4 P k,
+/// down 4 P k (candidate indices) + 8 k (indices + values), with 4-byte
+/// values; allreduce topology: an allreduce of the r c table (ring: 2 (W-1)/W
+/// 4 r c in 2 (W-1) rounds; recursive doubling: log2(W) 4 r c in log2(W)
+/// rounds) plus one allreduce of P k values.
+/// @tparam Value a `sketch_value`.
+/// @tparam HashFamily a `hash_family`.
+/// @tparam Recovery a recovery policy (`top_k_recovery`, `heavymix_recovery`, `threshold_recovery`).
+/// @tparam Device a `device` tag.
+template <sketch_value Value, hash_family HashFamily = multiply_shift, class Recovery = top_k_recovery,
+          device Device = cpu_t>
+class sketched_aggregation {
+  using ops = detail::device_ops<Device>;
+  using context = detail::step_context<Value, Device>;
+
+ public:
+  using value_type = Value;
+  using device_type = Device;
+  /// The sketch type.
+  using sketch_type = count_sketch<Value, HashFamily, Device>;
+  /// Settings of the sketched aggregation.
+  struct options_type {
+    /// Rows, columns and seed of the sketch (the seed must match on all ranks).
+    sketch_config sketch{};
+    /// Coordinates updated per step.
+    std::size_t k = 0;
+    /// P: the second round looks at P k candidates; 0 turns it off.
+    std::size_t candidates_factor = 3;
+    /// Local momentum and error feedback.
+    error_feedback<Value> feedback{};
+    /// Which coordinates the summed sketch yields.
+    Recovery recovery{};
+    /// How sketches are aggregated.
+    sketchsgd::topology topology = sketchsgd::topology::allreduce;
+    /// The root of the `root` topology (flat reduce and broadcast).
+    int root = 0;
+    /// The algorithm of the table's allreduce (unset: the communicator's).
+    /// `recursive_doubling` is global-sketch SGD as its paper describes it:
+    /// log2(W) rounds, each sending the whole table.
+    std::optional<allreduce_algorithm> sketch_allreduce{};
+    /// Overlap sketching with the table's allreduce (allreduce topology, CPU,
+    /// rows > 1): rows are sketched a group at a time (one row per thread, at
+    /// least two groups) and each finished group is allreduced on a helper
+    /// thread while the next is sketched. MPI then needs
+    /// MPI_THREAD_SERIALIZED or above. Results match the plain step up to
+    /// floating-point summation order (exactly for integers).
+    bool overlap_rows = false;
+  };
+  static constexpr detail::optimizer_kind kind = detail::optimizer_kind::sketched_sgd;
+  static constexpr const char* name = "sketched_aggregation";
+
+  sketched_aggregation(const options_type& o, const context& c)
+      : opt_(checked(o, c)),
+        memory_(o.feedback, c.split->dimension(), *c.device),
+        sketch_(o.sketch),
+        scratch_(ops::template zeros<Value>(c.split->sparse_count(), *c.device)) {}
+
+  void accumulate(typename ops::template span<const Value> g, const context& c) { memory_.accumulate(g, c); }
+  [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return memory_.v(); }
+
+  template <class Comm>
+  round_generator<Value> rounds(Comm* comm, const context& c, model_update<Value>& out) {
+    auto& dev = *c.device;
+    const auto& split = *c.split;
+    ops::zero(sketch_, dev);
+    if (overlapping()) {
+      if constexpr (std::is_same_v<Device, cpu_t>) {  // overlap is refused on devices
+        const std::size_t rows = sketch_.rows();
+        const std::size_t cols = sketch_.cols();
+        const std::size_t group = std::clamp<std::size_t>(dev.exec.resolved_threads(), 1, (rows + 1) / 2);
+        if constexpr (std::is_same_v<Comm, external_collectives>) {
+          for (std::size_t first = 0; first < rows; first += group) {
+            const std::size_t n = std::min(group, rows - first);
+            ops::sketch(sketch_, memory_.v(), split, first, n, dev);
+            c.lap(&step_timing::compress);
+            co_yield sum_round(sketch_.table().subspan(first * cols, n * cols), opt_.sketch_allreduce);
+          }
+        } else {
+          sketch_overlapped(*comm, c, group);
+        }
+      }
+    } else {
+      ops::sketch(sketch_, memory_.v(), split, 0, sketch_.rows(), dev);
+      c.lap(&step_timing::compress);
+      if (opt_.topology == topology::root) {
+        if constexpr (!std::is_same_v<Comm, external_collectives>) root_step(*comm, c, out);
+        co_return;
+      }
+      const std::span<Value> table = ops::stage(sketch_.table(), dev);
+      co_yield sum_round(table, opt_.sketch_allreduce);
+      ops::unstage(table, sketch_.table(), dev);
+    }
+    if (opt_.candidates_factor == 0) {
+      auto best = recover(opt_.k, c);
+      split.to_global(best.indices);
+      out.indices = std::move(best.indices);
+      out.values = std::move(best.values);
+      c.lap(&step_timing::recover);
+    } else {
+      auto candidates = recover(candidate_count(), c);
+      split.to_global(candidates.indices);
+      exact_ = ops::gather(memory_.v(), candidates.indices, dev);
+      c.lap(&step_timing::recover);
+      co_yield sum_round(std::span<Value>(exact_));  // second round: P k values
+      const auto best = top_k(exact_, opt_.k);
+      c.lap(&step_timing::recover);
+      out.indices.reserve(best.size());
+      for (const std::uint64_t pos : best.indices) out.indices.push_back(candidates.indices[pos]);
+      out.values = best.values;
+    }
+    memory_.mask(out.indices, dev);
+  }
+
+  /// Dense coordinates were applied in full: their error is reset.
+  void finish_dense(std::span<Value> /*values*/, const context& c) { memory_.reset_dense(*c.split, *c.device); }
+  [[nodiscard]] bool learning_rate_in_error() const noexcept { return opt_.feedback.learning_rate_in_error; }
+  [[nodiscard]] bool averages_itself() const noexcept { return false; }
+  [[nodiscard]] bool needs_transport() const noexcept { return opt_.topology == topology::root; }
+  /// The state: the error memory's u and v.
+  template <class F>
+  void for_each_state(F&& f) {
+    memory_.for_each_state(f);
+  }
+  void describe(detail::fingerprint& f) const {
+    f.add(HashFamily::id).add(opt_.sketch.rows).add(opt_.sketch.cols).add(opt_.sketch.seed);
+    f.add(opt_.k).add(opt_.candidates_factor).add(opt_.topology).add(opt_.root).add(opt_.overlap_rows);
+    f.add(opt_.sketch_allreduce ? static_cast<int>(*opt_.sketch_allreduce) : -1);
+    memory_.describe(f);
+    opt_.recovery.describe(f);
+  }
+  /// The options in force.
+  [[nodiscard]] const options_type& options() const noexcept { return opt_; }
+  /// The error memory (u and v).
+  [[nodiscard]] const detail::error_memory<Value, Device>& memory() const noexcept { return memory_; }
+
+ private:
+  static const options_type& checked(const options_type& o, const context& c) {
+    validate(o.sketch, HashFamily::max_cols);
+    if (o.k == 0) detail::bad_option(c.name, "k must be positive");
+    if (o.k > c.split->sparse_count()) detail::bad_option(c.name, "k exceeds the number of compressed coordinates");
+    if (o.topology == topology::root) {
+      detail::check_root_rank(c.name, o.root, c.world);
+      detail::check_wire_indices(c.name, c.split->dimension(), detail::no_index);
+    }
+    if (o.overlap_rows && !std::is_same_v<Device, cpu_t>) {
+      detail::bad_option(c.name, "overlap_rows runs on the CPU only (must be false on a device)");
+    }
+    if constexpr (requires { o.recovery.validate(c.name); }) o.recovery.validate(c.name);
+    return o;
+  }
+
+  [[nodiscard]] bool overlapping() const noexcept {
+    return opt_.overlap_rows && opt_.topology == topology::allreduce && sketch_.rows() > 1;
+  }
+  [[nodiscard]] std::size_t candidate_count() const noexcept {
+    return static_cast<std::size_t>(std::min<std::uint64_t>(opt_.candidates_factor * opt_.k, scratch_.size()));
+  }
+  auto recover(std::size_t count, const context& c) {
+    return opt_.recovery.template select<ops>(sketch_, c.split->sparse_count(), count,
+                                              typename ops::template span<Value>(scratch_.data(), scratch_.size()),
+                                              *c.device, c.step);
+  }
+
+  /// The sketch with the table allreduced a group of rows at a time, each
+  /// group on a helper thread while the next is sketched. Timing: `compress`
+  /// is the sketching, `communicate` only the wait it did not hide.
+  template <class Comm>
+  void sketch_overlapped(Comm& comm, const context& c, std::size_t group) {
+    const std::size_t rows = sketch_.rows();
+    const std::size_t cols = sketch_.cols();
+    std::future<void> in_flight;  // its destructor waits, also when we throw
+    double waited = 0;
+    for (std::size_t first = 0; first < rows; first += group) {
+      const std::size_t n = std::min(group, rows - first);
+      ops::sketch(sketch_, memory_.v(), *c.split, first, n, *c.device);
+      if (in_flight.valid()) {
+        const auto start = std::chrono::steady_clock::now();
+        in_flight.get();
+        waited += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      }
+      const auto finished = sum_round(sketch_.table().subspan(first * cols, n * cols), opt_.sketch_allreduce);
+      in_flight = std::async(std::launch::async, [&comm, finished] { detail::run_round(comm, finished); });
+    }
+    c.lap(&step_timing::compress);
+    c.timer->reattribute(&step_timing::compress, &step_timing::communicate, waited);
+    in_flight.get();
+    c.lap(&step_timing::communicate);
+  }
+
+  /// The parameter-server form: reduce to the root, which recovers;
+  /// broadcasts of the candidates and of Delta.
+  template <class Comm>
+  void root_step(Comm& comm, const context& c, model_update<Value>& out) {
+    using entry = detail::wire_entry<Value>;
+    auto& dev = *c.device;
+    const bool is_root = comm.rank() == opt_.root;
+    const std::span<Value> table = ops::stage(sketch_.table(), dev);
+    reduce(comm, table, opt_.root, tree_algorithm::flat);  // up: 4 r c
+    ops::unstage(table, sketch_.table(), dev);
+    c.lap(&step_timing::communicate);
+    const std::uint64_t d = c.split->dimension();
+    const std::size_t k = std::min<std::size_t>(opt_.k, scratch_.size());
+    std::vector<entry> delta(k, {detail::no_index, Value{}});
+    const auto put = [&](std::size_t j, std::uint64_t index, Value value) {
+      delta[j] = {static_cast<detail::wire_index>(index), value};
+    };
+    if (opt_.candidates_factor == 0) {
+      if (is_root) {
+        auto best = recover(k, c);
+        c.split->to_global(best.indices);
+        for (std::size_t j = 0; j < best.size(); ++j) put(j, best.indices[j], best.values[j]);
+      }
+    } else {
+      std::vector<detail::wire_index> candidates(candidate_count(), detail::no_index);
+      if (is_root) {
+        auto chosen = recover(candidates.size(), c);
+        c.split->to_global(chosen.indices);
+        for (std::size_t j = 0; j < chosen.size(); ++j)
+          candidates[j] = static_cast<detail::wire_index>(chosen.indices[j]);
+      }
+      broadcast(comm, std::span<detail::wire_index>(candidates), opt_.root, tree_algorithm::flat);  // down: 4 P k
+      detail::check_received_indices(std::span<const detail::wire_index>(candidates), d, c.name);
+      // Padding comes last: the real candidates are a prefix.
+      const std::vector<std::uint64_t> real(candidates.begin(),
+                                            std::find(candidates.begin(), candidates.end(), detail::no_index));
+      std::vector<Value> exact = ops::gather(memory_.v(), real, dev);
+      exact.resize(candidates.size(), Value{});
+      reduce(comm, std::span<Value>(exact), opt_.root, tree_algorithm::flat);  // up: 4 P k
+      if (is_root) {
+        exact.resize(real.size());  // padding slots carry zeros: drop them before choosing
+        const auto best = top_k(exact, k);
+        for (std::size_t j = 0; j < best.size(); ++j) put(j, real[best.indices[j]], best.values[j]);
+      }
+    }
+    c.lap(&step_timing::recover);
+    broadcast(comm, std::span<entry>(delta), opt_.root, tree_algorithm::flat);  // down: 8 k
+    detail::check_received_indices(std::span<const entry>(delta), d, c.name);
+    c.lap(&step_timing::communicate);
+    for (const entry& e : delta) {
+      if (e.index == detail::no_index) continue;
+      out.indices.push_back(e.index);
+      out.values.push_back(e.value);
+    }
+    memory_.mask(out.indices, dev);
+  }
+
+  options_type opt_;
+  detail::error_memory<Value, Device> memory_;
+  sketch_type sketch_;
+  typename ops::template buffer<Value> scratch_;  // d_sparse estimates, reused every step
+  std::vector<Value> exact_;                      // the candidates' summed v (the second round)
+};
+
+/// Global-sketch SGD (gs-SGD, Dai et al.): Sketched-SGD's aggregation with
+/// no parameter server. The sketches are allreduced (ring for large tables,
+/// recursive doubling for small ones; `sketch_allreduce =
+/// recursive_doubling` for the paper's log2(W) rounds) so every rank holds
+/// the same global sketch; each rank unsketches locally with the
+/// deterministic tie-break, so all pick the same coordinates without any
+/// broadcast; the optional second round (P > 0) is one allreduce of the P k
+/// candidate values. Per-worker traffic with the ring: about 2 (W-1)/W 4 r c
+/// bytes per step (plus 2 (W-1)/W 4 P k), independent of d and nearly of W.
+/// `topology` is ignored (always allreduce).
+/// @tparam Value a `sketch_value`.
+/// @tparam HashFamily a `hash_family`.
+/// @tparam Recovery a recovery policy.
+/// @tparam Device a `device` tag.
+template <sketch_value Value, hash_family HashFamily = multiply_shift, class Recovery = top_k_recovery,
+          device Device = cpu_t>
+class global_sketch_aggregation : public sketched_aggregation<Value, HashFamily, Recovery, Device> {
+  using base = sketched_aggregation<Value, HashFamily, Recovery, Device>;
+
+ public:
+  using typename base::options_type;
+  static constexpr detail::optimizer_kind kind = detail::optimizer_kind::global_sketch_sgd;
+  static constexpr const char* name = "global_sketch_aggregation";
+
+  global_sketch_aggregation(options_type o, const detail::step_context<Value, Device>& c)
+      : base((o.topology = topology::allreduce, o), c) {}
+};
+
+}  // namespace sketchsgd

@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// The top-k aggregations a sketching method is judged against, each with
+/// error feedback: true top-k (dense traffic, the accuracy upper bound of
+/// any top-k scheme), local top-k (DGC-style sparse exchange, whose traffic
+/// grows with W) and gTop-k (Shi et al.'s global top-k by pairwise merges).
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "sketchsgd/collective/collectives.hpp"
+#include "sketchsgd/device.hpp"
+#include "sketchsgd/optim/error_feedback.hpp"
+#include "sketchsgd/optim/rounds.hpp"
+#include "sketchsgd/optim/state_io.hpp"
+#include "sketchsgd/optim/update.hpp"
+#include "sketchsgd/optim/validation.hpp"
+#include "sketchsgd/optim/wire_entry.hpp"
+#include "sketchsgd/sketch/topk.hpp"
+
+namespace sketchsgd {
+
+namespace detail {
+
+/// What the three share: k, the error memory, and v's sparse coordinates
+/// renumbered contiguously (a copy only where v itself will not do).
+template <class Value, class Device>
+class topk_aggregation_base {
+ protected:
+  using ops = device_ops<Device>;
+  using context = step_context<Value, Device>;
+
+ public:
+  using value_type = Value;
+  using device_type = Device;
+  /// Settings of the top-k aggregations.
+  struct options_type {
+    std::size_t k = 0;                 ///< coordinates selected per step (per worker for local top-k and gTop-k)
+    error_feedback<Value> feedback{};  ///< local momentum and error feedback
+  };
+
+  void accumulate(typename ops::template span<const Value> g, const context& c) { memory_.accumulate(g, c); }
+  [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return memory_.v(); }
+  /// Dense coordinates were applied in full: their error is reset.
+  void finish_dense(std::span<Value> /*values*/, const context& c) { memory_.reset_dense(*c.split, *c.device); }
+  [[nodiscard]] bool learning_rate_in_error() const noexcept { return opt_.feedback.learning_rate_in_error; }
+  [[nodiscard]] bool averages_itself() const noexcept { return false; }
+  [[nodiscard]] bool needs_transport() const noexcept { return false; }
+  /// The state: the error memory's u and v.
+  template <class F>
+  void for_each_state(F&& f) {
+    memory_.for_each_state(f);
+  }
+  void describe(fingerprint& f) const {
+    f.add(opt_.k);
+    memory_.describe(f);
+  }
+
+ protected:
+  /// `own_copy`: the sparse coordinates are copied even without dense
+  /// ranges; `wire`: indices travel in 4 bytes (checked before allocating).
+  topk_aggregation_base(const options_type& o, const context& c, bool own_copy, bool wire)
+      : opt_(checked(o, c, wire)),
+        memory_(o.feedback, c.split->dimension(), *c.device),
+        sparse_(ops::template zeros<Value>(own_copy || c.split->dense_count() != 0 ? c.split->sparse_count() : 0,
+                                           *c.device)) {}
+
+  /// v's sparse coordinates, renumbered contiguously: v itself when there
+  /// are no dense ranges (the numbering is then the identity).
+  typename ops::template span<Value> sparse_v(const context& c) {
+    if (sparse_.size() == 0) return {const_cast<Value*>(memory_.v().data()), memory_.v().size()};
+    ops::compact(memory_.v(), *c.split, typename ops::template span<Value>(sparse_.data(), sparse_.size()), *c.device);
+    return {sparse_.data(), sparse_.size()};
+  }
+
+  static const options_type& checked(const options_type& o, const context& c, bool wire) {
+    if (o.k == 0) bad_option(c.name, "k must be positive");
+    if (o.k > c.split->sparse_count()) bad_option(c.name, "k exceeds the number of compressed coordinates");
+    if (wire) check_wire_indices(c.name, c.split->dimension(), no_index);
+    return o;
+  }
+
+  options_type opt_;
+  error_memory<Value, Device> memory_;
+  typename ops::template buffer<Value> sparse_;
+};
+
+}  // namespace detail
+
+/// True top-k with error feedback (Stich et al. 2018; Karimireddy et al.
+/// 2019): an allreduce of the dense v (2 (W-1)/W d sizeof(Value) bytes per
+/// rank), the global top k of the sum, error reset at its support.
+/// @tparam Value a `sketch_value`.
+/// @tparam Device a `device` tag.
+template <sketch_value Value, device Device = cpu_t>
+class true_topk_aggregation : public detail::topk_aggregation_base<Value, Device> {
+  using base = detail::topk_aggregation_base<Value, Device>;
+
+ public:
+  static constexpr detail::optimizer_kind kind = detail::optimizer_kind::true_topk_sgd;
+  static constexpr const char* name = "true_topk_aggregation";
+
+  true_topk_aggregation(const typename base::options_type& o, const typename base::context& c)
+      : base(o, c, /*own_copy=*/true, /*wire=*/false) {}  // the sum is taken in place
+
+  template <class Comm>
+  round_generator<Value> rounds(Comm* /*comm*/, const typename base::context& c, model_update<Value>& out) {
+    const auto v = this->sparse_v(c);
+    const std::span<Value> sum = base::ops::stage(v, *c.device);
+    co_yield sum_round(sum);
+    auto best = top_k(std::span<const Value>(sum), this->opt_.k, c.device->exec);
+    base::ops::unstage(sum, v, *c.device);
+    c.lap(&step_timing::recover);
+    c.split->to_global(best.indices);
+    out.indices = best.indices;
+    out.values = std::move(best.values);
+    this->memory_.mask(out.indices, *c.device);
+  }
+};
+
+/// Local top-k with error feedback (DGC-style, Lin et al. 2018): each worker
+/// selects the top k of its own v, the (index, value) pairs of all workers
+/// are exchanged with one allgatherv and summed (in rank order, identically
+/// on every rank), and each worker resets its own selection. Bytes received
+/// per rank grow with W: (W-1) k (4 + sizeof(Value)) per step, the cost
+/// sketches remove. Split phase: one allgather of k padded entries per rank.
+/// @tparam Value a `sketch_value`.
+/// @tparam Device a `device` tag.
+template <sketch_value Value, device Device = cpu_t>
+class local_topk_aggregation : public detail::topk_aggregation_base<Value, Device> {
+  using base = detail::topk_aggregation_base<Value, Device>;
+  using entry = detail::wire_entry<Value>;
+
+ public:
+  static constexpr detail::optimizer_kind kind = detail::optimizer_kind::local_topk_sgd;
+  static constexpr const char* name = "local_topk_aggregation";
+
+  local_topk_aggregation(const typename base::options_type& o, const typename base::context& c)
+      : base(o, c, false, true) {}
+
+  template <class Comm>
+  round_generator<Value> rounds(Comm* comm, const typename base::context& c, model_update<Value>& out) {
+    const std::size_t k = this->opt_.k;
+    auto mine = base::ops::top_k(typename base::ops::template span<const Value>(this->sparse_v(c)), k, *c.device);
+    c.split->to_global(mine.indices);
+    std::vector<entry> sent(k, {detail::no_index, Value{}});
+    for (std::size_t j = 0; j < mine.size(); ++j)
+      sent[j] = {static_cast<detail::wire_index>(mine.indices[j]), mine.values[j]};
+    c.lap(&step_timing::compress);
+    std::vector<entry> all;
+    if constexpr (std::is_same_v<Comm, external_collectives>) {
+      all.resize(k * static_cast<std::size_t>(c.world));
+      co_yield collective_round<Value>{.kind = round_kind::gather,
+                                       .block = std::as_bytes(std::span<const entry>(sent)),
+                                       .gathered = std::as_writable_bytes(std::span<entry>(all))};
+      for (int r = 0; r < c.world; ++r) {
+        detail::check_received_indices(std::span<const entry>(all).subspan(static_cast<std::size_t>(r) * k, k),
+                                       c.split->dimension(), c.name);
+      }
+      std::erase_if(all, [](const entry& e) { return e.index == detail::no_index; });
+    } else {
+      sent.resize(mine.size());
+      all =
+          allgatherv(*comm, std::span<const entry>(sent), {.max_total_elements = k * static_cast<std::size_t>(c.world)})
+              .values;
+      c.lap(&step_timing::communicate);
+      // Each rank's list is sorted, the concatenation is not.
+      detail::check_received_indices(std::span<const entry>(all), c.split->dimension(), c.name, /*increasing=*/false);
+    }
+    // Sum by index in rank order: bit-identical on every rank.
+    std::stable_sort(all.begin(), all.end(), [](const entry& a, const entry& b) { return a.index < b.index; });
+    for (const entry& e : all) {
+      if (out.indices.empty() || out.indices.back() != e.index) {
+        out.indices.push_back(e.index);
+        out.values.push_back(e.value);
+      } else {
+        out.values.back() += e.value;
+      }
+    }
+    c.lap(&step_timing::recover);
+    this->memory_.mask(mine.indices, *c.device);
+    co_return;
+  }
+};
+
+/// gTop-k (Shi, Wang, Chu et al., ICDCS 2019) with error feedback: each
+/// worker selects the top k of its own v; then ceil(log2 W) rounds of a
+/// binomial tree towards rank 0 in which a rank sends its k entries (4-byte
+/// index, value) to its partner, which sums common indices and keeps the top
+/// k of the union; rank 0 broadcasts the final k. Each worker resets its
+/// error (and masks its momentum) where its own selection made it into the
+/// final k, so what a merge dropped stays in the error for later steps.
+///
+/// Bytes per rank per step: at most 8 k sent in the tree (once, by every
+/// rank but 0) plus the broadcast of 8 k; 2 ceil(log2 W) rounds. Needs a
+/// transport (a tree, not an allreduce).
+/// @tparam Value a `sketch_value`.
+/// @tparam Device a `device` tag.
+template <sketch_value Value, device Device = cpu_t>
+class gtopk_aggregation : public detail::topk_aggregation_base<Value, Device> {
+  using base = detail::topk_aggregation_base<Value, Device>;
+  using entry = detail::wire_entry<Value>;
+
+ public:
+  static constexpr detail::optimizer_kind kind = detail::optimizer_kind::gtopk_sgd;
+  static constexpr const char* name = "gtopk_aggregation";
+
+  gtopk_aggregation(const typename base::options_type& o, const typename base::context& c) : base(o, c, false, true) {}
+  [[nodiscard]] bool needs_transport() const noexcept { return true; }
+
+  template <class Comm>
+  round_generator<Value> rounds(Comm* comm, const typename base::context& c, model_update<Value>& out) {
+    if constexpr (!std::is_same_v<Comm, external_collectives>) {
+      const std::size_t k = this->opt_.k;
+      const std::uint64_t d = c.split->dimension();
+      auto mine = base::ops::top_k(typename base::ops::template span<const Value>(this->sparse_v(c)), k, *c.device);
+      c.split->to_global(mine.indices);
+      std::vector<entry> current(k, {detail::no_index, Value{}});
+      for (std::size_t j = 0; j < mine.size(); ++j) {
+        current[j] = {static_cast<detail::wire_index>(mine.indices[j]), mine.values[j]};
+      }
+      c.lap(&step_timing::compress);
+      // Binomial tree towards rank 0: merge what the partners send.
+      detail::binomial_reduce(*comm, std::span<entry>(current), 0, comm->next_collective_tag(),
+                              [&](std::span<entry> acc, std::span<const entry> in) {
+                                detail::check_received_indices(in, d, c.name);
+                                c.lap(&step_timing::communicate);
+                                const auto merged = detail::merge_top_k<Value>(acc, in, k);
+                                std::copy(merged.begin(), merged.end(), acc.begin());
+                                c.lap(&step_timing::recover);
+                              });
+      broadcast(*comm, std::span<entry>(current), 0);
+      detail::check_received_indices(std::span<const entry>(current), d, c.name);
+      c.lap(&step_timing::communicate);
+      std::vector<std::uint64_t> masked;
+      for (const entry& e : current) {
+        if (e.index == detail::no_index) continue;
+        out.indices.push_back(e.index);
+        out.values.push_back(e.value);
+        if (std::binary_search(mine.indices.begin(), mine.indices.end(), std::uint64_t{e.index})) {
+          masked.push_back(e.index);
+        }
+      }
+      c.lap(&step_timing::recover);
+      this->memory_.mask(masked, *c.device);
+    }
+    co_return;
+  }
+};
+
+}  // namespace sketchsgd

@@ -1,0 +1,396 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// The optimizer driver: one class that owns, once, what every distributed
+/// optimizer shares, over small policies that own only what differs.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <istream>
+#include <ostream>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "sketchsgd/collective/collectives.hpp"
+#include "sketchsgd/error.hpp"
+#include "sketchsgd/optim/accounting.hpp"
+#include "sketchsgd/optim/concepts.hpp"
+#include "sketchsgd/optim/coordinates.hpp"
+#include "sketchsgd/optim/device_ops.hpp"
+#include "sketchsgd/optim/error_feedback.hpp"
+#include "sketchsgd/optim/fingerprint.hpp"
+#include "sketchsgd/optim/nonfinite.hpp"
+#include "sketchsgd/optim/rounds.hpp"
+#include "sketchsgd/optim/state_io.hpp"
+#include "sketchsgd/optim/update.hpp"
+#include "sketchsgd/optim/validation.hpp"
+#include "sketchsgd/serialize/wire.hpp"
+
+namespace sketchsgd {
+
+/// Settings of a `composed_optimizer`: what the driver owns, and each
+/// policy's own options.
+/// @tparam Aggregation an aggregation policy (`sketched_aggregation`, ...).
+/// @tparam UpdateRule an update rule (`sgd_update`, `adam_update`, ...).
+template <class Aggregation, class UpdateRule>
+struct composed_options {
+  using value_type = typename Aggregation::value_type;
+  /// Number of parameters d.
+  std::uint64_t dimension = 0;
+  /// The aggregation policy's options (what is communicated, and its memory).
+  typename Aggregation::options_type aggregation{};
+  /// The update rule's options.
+  typename UpdateRule::options_type update{};
+  /// Learning rate eta (see `set_learning_rate`); `schedule` overrides it.
+  value_type learning_rate = value_type{1};
+  /// eta at each step (given the number of steps taken before it), if set;
+  /// resumed checkpoints continue the schedule where it was.
+  std::function<value_type(std::uint64_t)> schedule{};
+  /// Divide aggregated sums by W (floating-point values only).
+  bool average = false;
+  /// Coordinates that skip compression: allreduced in full every step.
+  std::vector<dense_range> dense{};
+  /// What a NaN or Inf in any rank's gradient does.
+  nonfinite_policy nonfinite = nonfinite_policy::throw_error;
+  /// How the device's kernels run (CPU: threads; CUDA: stream, accumulation).
+  typename detail::device_ops<typename Aggregation::device_type>::execution exec{};
+};
+
+namespace detail {
+
+/// A named optimizer's identity: its checkpoint kind, its name in messages,
+/// and its version-1 configuration fingerprint (the layout of main before
+/// the policy layer, which its checkpoints carry).
+struct named_identity {
+  optimizer_kind kind;
+  const char* name;
+  std::function<std::uint64_t(const coordinate_split&, int)> fingerprint;
+};
+
+}  // namespace detail
+
+/// A distributed optimizer composed of an aggregation policy and an update
+/// rule over a transport. Per step, on every rank:
+///
+/// 1. the gradient's size is checked; with a non-finite policy, one
+///    allreduce of one integer tells every rank whether any gradient holds
+///    NaN or Inf (then every rank throws, or skips the step);
+/// 2. the aggregation accumulates the gradient into its memory (error
+///    feedback, local momentum) and carries out its rounds: what is sent,
+///    summed and recovered (`sketched_aggregation`, `fetch_aggregation`, ...);
+/// 3. the dense coordinates' values are summed in one more allreduce;
+/// 4. sums are divided by W when averaging, and the update rule turns the
+///    aggregated gradient into the update (`sgd_update`, `adam_update`, ...).
+///
+/// The update is identical on every rank. The driver also owns the byte and
+/// time accounting, the configuration fingerprint every rank must share
+/// (checked with one allgather at construction), learning-rate schedules,
+/// and checkpoints (`save`/`load`: every policy's state, all or nothing).
+///
+/// With `Transport = external_collectives` there is no transport: the
+/// caller runs each step with `step_rounds` and carries every round with
+/// collectives of its own (split phase).
+/// @tparam Aggregation an aggregation policy.
+/// @tparam UpdateRule an update rule.
+/// @tparam Transport a `transport`, or `external_collectives`.
+template <class Aggregation, class UpdateRule, class Transport = external_collectives>
+class composed_optimizer {
+  static_assert(aggregation_policy<Aggregation>, "Aggregation must satisfy aggregation_policy");
+  static_assert(update_rule<UpdateRule, typename Aggregation::value_type>, "UpdateRule must satisfy update_rule");
+  using ops = detail::device_ops<typename Aggregation::device_type>;
+  static constexpr bool external = std::is_same_v<Transport, external_collectives>;
+  using comm_type = typename detail::communicator_of<Transport>::type;
+
+ public:
+  /// The value type.
+  using value_type = typename Aggregation::value_type;
+  /// The transport (or `external_collectives`).
+  using transport_type = Transport;
+  /// Where the gradient and the policies' state live.
+  using device_type = typename Aggregation::device_type;
+  /// The gradient `step` takes (a device span on CUDA).
+  using gradient_type = typename ops::template span<const value_type>;
+  /// The options type.
+  using options_type = composed_options<Aggregation, UpdateRule>;
+  /// What `step_rounds` yields.
+  using round_type = collective_round<value_type>;
+  /// The split-phase form of a step.
+  using step_generator = round_generator<value_type>;
+
+  /// Sets up the optimizer over `comm` and checks, with one allgather, that
+  /// every rank has the same configuration.
+  /// @throws std::invalid_argument for an unusable configuration (before any
+  /// I/O); config_mismatch_error on every rank if ranks disagree.
+  composed_optimizer(comm_type& comm, options_type options) requires(!external)
+      : composed_optimizer(&comm, comm.rank(), comm.size(), std::move(options), {}) {}
+
+  /// Sets up a split-phase optimizer for rank `rank` of `world`; the caller
+  /// checks that ranks agree (`fingerprint`, `check_fingerprints`).
+  /// @throws std::invalid_argument for an unusable configuration, or one
+  /// that needs a transport (a root topology, gTop-k's tree).
+  composed_optimizer(int rank, int world, options_type options) requires external
+      : composed_optimizer(nullptr, rank, world, std::move(options), {}) {}
+
+  /// One step with this rank's gradient (d values); the update to apply.
+  /// @throws std::invalid_argument if the gradient has the wrong size;
+  /// nonfinite_error (on every rank) under `throw_error`;
+  /// transport_error/timeout_error from the transport.
+  const model_update<value_type>& step(gradient_type gradient) requires(!external) {
+    auto rounds = step_rounds(gradient);
+    while (const round_type* r = rounds.next()) detail::run_round(*comm_, *r);
+    return update_;
+  }
+
+  /// The same step in split phase: each `next()` returns the next round,
+  /// which the caller carries (summing or gathering in place, identically on
+  /// every rank) before calling `next()` again; nullptr when the step is
+  /// done, then `last_update()` holds the update. Carried with sketchsgd's
+  /// collectives the bits equal `step`'s. The gradient must stay valid.
+  /// @throws std::invalid_argument at once for a gradient of the wrong size;
+  /// from `next()` whatever `step` throws.
+  [[nodiscard]] step_generator step_rounds(gradient_type gradient) {
+    if (gradient.size() != opt_.dimension) {
+      throw std::invalid_argument(std::string(name_) + "::step: gradient has " + std::to_string(gradient.size()) +
+                                  " values, expected " + std::to_string(opt_.dimension));
+    }
+    return run(gradient);
+  }
+
+  /// The last step's update.
+  [[nodiscard]] const model_update<value_type>& last_update() const noexcept { return update_; }
+  /// Applies the last update to parameters in the device's memory:
+  /// `params -= factor * update` (decay first); on the CPU the same as
+  /// `last_update().apply(params, factor)`.
+  /// @throws std::invalid_argument if the update does not fit `params`.
+  void apply(typename ops::template span<value_type> params, value_type factor = value_type{1}) {
+    ops::apply(update_, params, factor, device_);
+  }
+  /// Communication and time so far (split phase: bytes as sketchsgd's own
+  /// collectives would send them).
+  [[nodiscard]] const comm_stats& stats() const noexcept { return accounting_.stats(); }
+  /// The options in force.
+  [[nodiscard]] const options_type& options() const noexcept { return opt_; }
+  /// Changes eta for the next steps (when there is no schedule); every rank
+  /// must do the same.
+  void set_learning_rate(value_type eta) noexcept { opt_.learning_rate = eta; }
+  /// The configuration fingerprint every rank must share.
+  [[nodiscard]] std::uint64_t fingerprint() const noexcept { return fingerprint_; }
+  /// Throws config_mismatch_error unless every rank's fingerprint (rank
+  /// order) equals rank 0's (split phase: after gathering them).
+  void check_fingerprints(std::span<const std::uint64_t> all) const { detail::check_fingerprints(all, name_); }
+  /// The aggregation policy.
+  [[nodiscard]] const Aggregation& aggregation() const noexcept { return agg_; }
+  /// The update rule.
+  [[nodiscard]] const UpdateRule& update_rule() const noexcept { return rule_; }
+
+  /// Writes this rank's whole state: every policy's, and the step count.
+  /// @throws serialization_error if the stream fails.
+  void save(std::ostream& os) const {
+    auto& self = const_cast<composed_optimizer&>(*this);  // the visitors only read
+    detail::write_state_header(os, header(accounting_.stats().steps));
+    self.for_each_state([&](auto s) { detail::write_state_section(os, std::span<const value_type>(self.host(s))); });
+  }
+
+  /// Restores a state written by `save` on the same rank of an identically
+  /// configured job; afterwards steps continue bit-identically.
+  /// @throws config_mismatch_error for another configuration, kind, rank or
+  /// world; serialization_error for malformed bytes or another serial
+  /// version (the state is then unchanged).
+  void load(std::istream& is) {
+    const std::uint64_t steps = detail::read_state_header(is, header(0), name_);
+    std::vector<std::vector<value_type>> read;
+    for_each_state([&](auto s) {
+      read.emplace_back(s.size());
+      detail::read_state_section(is, std::span<value_type>(read.back()), name_);
+    });
+    std::size_t at = 0;
+    for_each_state([&](auto s) { ops::upload(std::span<const value_type>(read[at++]), s, device_); });
+    accounting_.stats().steps = steps;
+  }
+
+ protected:
+  /// For the named optimizers: their kind, name and version-1 fingerprint.
+  composed_optimizer(comm_type& comm, options_type options, detail::named_identity id) requires(!external)
+      : composed_optimizer(&comm, comm.rank(), comm.size(), std::move(options), std::move(id)) {}
+
+  /// How the device's calls run (the CUDA stream of the next step, ...).
+  [[nodiscard]] typename ops::context& device_context() noexcept { return device_; }
+
+ private:
+  composed_optimizer(comm_type* comm, int rank, int world, options_type o, detail::named_identity id)
+      : comm_(comm),
+        rank_(rank),
+        world_(world),
+        opt_(std::move(o)),
+        kind_(id.name != nullptr ? id.kind : Aggregation::kind),
+        name_(id.name != nullptr ? id.name : Aggregation::name),
+        split_(checked(opt_, name_)),
+        device_{opt_.exec},
+        agg_(opt_.aggregation, context()),
+        rule_(opt_.update, opt_.dimension, name_),
+        dense_values_(static_cast<std::size_t>(split_.dense_count())) {
+    if (agg_.learning_rate_in_error() && !UpdateRule::takes_applied_learning_rate) {
+      detail::bad_option(name_, "this update rule needs the learning rate outside the error memory");
+    }
+    if constexpr (external) {
+      if (agg_.needs_transport()) detail::bad_option(name_, "this aggregation needs a transport (not split phase)");
+    }
+    version_ = id.name != nullptr ? 1 : 2;
+    fingerprint_ = id.name != nullptr ? id.fingerprint(split_, world_) : composed_fingerprint();
+    if constexpr (!external) detail::agree_on_fingerprint(*comm_, fingerprint_, name_);
+    accounting_.stats().dense_ring_bytes_per_step =
+        detail::dense_ring_bytes(opt_.dimension, world_, sizeof(value_type));
+    accounting_.begin(counters());  // the setup's exchange is not a step
+  }
+
+  static detail::coordinate_split checked(const options_type& o, const char* name) {
+    if (o.dimension == 0) detail::bad_option(name, "dimension must be positive");
+    if (o.average && std::is_integral_v<value_type>)
+      detail::bad_option(name, "averaging needs a floating-point value type");
+    return {o.dimension, o.dense};
+  }
+
+  detail::step_context<value_type, device_type> context() {
+    const value_type eta = opt_.schedule ? opt_.schedule(accounting_.stats().steps) : opt_.learning_rate;
+    return {rank_, world_, opt_.average, eta, accounting_.stats().steps, &split_, &device_, &accounting_, name_};
+  }
+
+  [[nodiscard]] comm_counters counters() const noexcept {
+    if constexpr (external) {
+      return external_counters_;
+    } else {
+      return comm_->counters();
+    }
+  }
+
+  /// After the caller carried `r`: its traffic by sketchsgd's byte model.
+  void count(const round_type& r) {
+    if constexpr (external) {
+      ++external_counters_.collectives;
+      external_counters_.bytes_sent += detail::modeled_bytes(r, world_);
+      external_counters_.bytes_received += detail::modeled_bytes(r, world_);
+    }
+  }
+
+  /// The step as a coroutine: see the class comment.
+  step_generator run(gradient_type gradient) {
+    accounting_.begin(counters());
+    update_.indices.clear();  // keeps the capacity
+    update_.values.clear();
+    update_.dense = update_.skipped = false;
+    update_.decay = value_type{0};
+    if (opt_.nonfinite != nonfinite_policy::unchecked) {
+      bad_ = ops::count_nonfinite(gradient, device_);
+      const round_type check{.counts = std::span<std::int64_t>(&bad_, 1)};
+      co_yield check;
+      count(check);
+      if (bad_ != 0 && opt_.nonfinite == nonfinite_policy::throw_error) {
+        throw nonfinite_error(std::string(name_) + ": " + std::to_string(bad_) +
+                              " non-finite gradient values across the ranks; the step was not taken");
+      }
+      update_.skipped = bad_ != 0;
+    }
+    accounting_.lap(&step_timing::communicate);
+    if (!update_.skipped) {
+      const auto c = context();
+      agg_.accumulate(gradient, c);
+      ops::gather_dense(agg_.source(), split_, std::span<value_type>(dense_values_), device_);
+      accounting_.lap(&step_timing::local);
+      auto rounds = agg_.rounds(comm_, c, update_);
+      while (round_type* r = rounds.next()) {
+        co_yield *r;
+        count(*r);
+        accounting_.lap(&step_timing::communicate);
+      }
+      if (!dense_values_.empty()) {
+        const round_type dense = sum_round(std::span<value_type>(dense_values_));
+        co_yield dense;
+        count(dense);
+        accounting_.lap(&step_timing::communicate);
+      }
+      if (opt_.average && !agg_.averages_itself()) average(update_.values);
+      if (opt_.average) average(dense_values_);
+      agg_.finish_dense(std::span<value_type>(dense_values_), c);
+      detail::merge_with_dense(split_, update_.indices, update_.values, std::span<const value_type>(dense_values_));
+      rule_.apply(update_, c.learning_rate, agg_.learning_rate_in_error(), c.step);
+      ops::finish(device_);
+      accounting_.lap(&step_timing::local);
+    }
+    accounting_.end(counters());
+  }
+
+  void average(std::vector<value_type>& x) const noexcept {
+    detail::average_in_place(std::span<value_type>(x), world_, true);
+  }
+
+  /// Visits every policy's state: the aggregation's, then the rule's.
+  template <class F>
+  void for_each_state(F&& f) {
+    agg_.for_each_state(f);
+    rule_.for_each_state(f);
+  }
+  /// A host view of a state section (a copy for device memory).
+  template <class Span>
+  auto host(Span s) {
+    if constexpr (std::is_same_v<Span, std::span<value_type>>) {
+      return s;
+    } else {
+      return ops::download(s, device_);
+    }
+  }
+
+  [[nodiscard]] std::uint32_t section_count() {
+    std::uint32_t n = 0;
+    for_each_state([&](auto) { ++n; });
+    return n;
+  }
+
+  detail::state_header header(std::uint64_t steps) const {
+    return {kind_,
+            wire::value_type_code<value_type>,
+            fingerprint_,
+            steps,
+            static_cast<std::uint32_t>(rank_),
+            static_cast<std::uint32_t>(world_),
+            const_cast<composed_optimizer*>(this)->section_count(),
+            version_};
+  }
+
+  /// Version 2: every field of the driver and of each policy.
+  [[nodiscard]] std::uint64_t composed_fingerprint() const {
+    detail::fingerprint f;
+    f.add(std::uint8_t{2}).add(kind_).add(wire::value_type_code<value_type>).add(opt_.dimension).add(opt_.average);
+    f.add(split_.dense().size());
+    for (const dense_range& r : split_.dense()) f.add(r.offset).add(r.length);
+    f.add(opt_.nonfinite).add(world_);
+    agg_.describe(f);
+    rule_.describe(f);
+    return f.value();
+  }
+
+  comm_type* comm_;
+  int rank_;
+  int world_;
+  options_type opt_;
+  detail::optimizer_kind kind_;
+  const char* name_;
+  detail::coordinate_split split_;
+  typename ops::context device_;
+  detail::step_accounting accounting_;
+  Aggregation agg_;
+  UpdateRule rule_;
+  std::vector<value_type> dense_values_;  // the dense coordinates' values, then their update
+  std::int64_t bad_ = 0;                  // non-finite values across the ranks
+  comm_counters external_counters_;
+  std::uint8_t version_ = 2;
+  std::uint64_t fingerprint_ = 0;
+  model_update<value_type> update_;
+};
+
+}  // namespace sketchsgd

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// What a step hands to its policies, and the worker-side error-feedback
+/// memory with local momentum that Sketched-SGD, global-sketch SGD and the
+/// top-k baselines share (Karimireddy et al.'s EF-SGD; Lin et al.'s DGC
+/// momentum correction and masking; Sketched-SGD's variant).
+
+#include <cstdint>
+#include <span>
+
+#include "sketchsgd/concepts.hpp"
+#include "sketchsgd/optim/accounting.hpp"
+#include "sketchsgd/optim/coordinates.hpp"
+#include "sketchsgd/optim/device_ops.hpp"
+#include "sketchsgd/optim/fingerprint.hpp"
+
+namespace sketchsgd {
+
+/// How a worker accumulates what compression leaves behind.
+///
+/// Per step, with gradient g: u <- m u + g (local momentum: DGC's
+/// "momentum correction", accumulated before compression); x = u (or
+/// g + m u with `nesterov`); v <- v + x (error feedback) or v <- x; the
+/// aggregation compresses v and, where its update was applied, zeroes v and
+/// (with `mask_momentum`, DGC's momentum factor masking) u.
+///
+/// Learning rate: Sketched-SGD applies eta to the recovered update (this
+/// library's default and the authors' code, SketchedSGD/worker.py:
+/// `weightUpdate * lr`); `learning_rate_in_error` moves it into the
+/// memory, v <- v + eta x, as in Stich et al.'s memory SGD, so the update
+/// is applied as recovered.
+/// @tparam Value a `sketch_value`.
+template <sketch_value Value>
+struct error_feedback {
+  /// Accumulate into v (true) or replace v (false: plain top-k of u).
+  bool enabled = true;
+  /// Local momentum m (0: none).
+  Value momentum = Value{0};
+  /// Nesterov's form of the local momentum: x = g + m u.
+  bool nesterov = false;
+  /// Zero u too where the update was applied (momentum factor masking).
+  bool mask_momentum = true;
+  /// v <- v + eta x and the update is applied without eta.
+  bool learning_rate_in_error = false;
+
+  /// Field-wise equality.
+  friend bool operator==(const error_feedback&, const error_feedback&) = default;
+};
+
+/// What the driver tells a policy about this step: the world, averaging,
+/// the learning rate, the steps taken, the coordinate split, the device's
+/// context and the phase timer.
+template <class Value, class Device>
+struct step_context {
+  int rank = 0;
+  int world = 1;
+  bool average = false;
+  Value learning_rate = Value{1};
+  std::uint64_t step = 0;  ///< steps taken before this one
+  const detail::coordinate_split* split = nullptr;
+  typename detail::device_ops<Device>::context* device = nullptr;
+  detail::step_accounting* timer = nullptr;
+  const char* name = "";  ///< the optimizer's, for messages
+
+  void lap(double step_timing::*phase) const noexcept { timer->lap(phase); }
+};
+
+/// A worker's momentum u and error v over all d coordinates, as
+/// `error_feedback` describes: the memory of an aggregation policy.
+template <class Value, class Device>
+class error_memory {
+  using ops = detail::device_ops<Device>;
+
+ public:
+  error_memory(const error_feedback<Value>& o, std::uint64_t d, typename ops::context& c)
+      : opt_(o), u_(ops::template zeros<Value>(d, c)), v_(ops::template zeros<Value>(d, c)) {}
+
+  /// The step's first phase: momentum and error feedback with gradient g.
+  void accumulate(typename ops::template span<const Value> g, const step_context<Value, Device>& c) {
+    const Value s = opt_.learning_rate_in_error ? c.learning_rate : Value{1};
+    ops::momentum_error(span(u_), span(v_), g, opt_.momentum, s, opt_.enabled, opt_.nesterov, *c.device);
+  }
+  /// Zeroes v (and u with masking) where an update was applied.
+  void mask(std::span<const std::uint64_t> applied, typename ops::context& c) {
+    ops::zero_at(span(v_), applied, c);
+    if (opt_.mask_momentum) ops::zero_at(span(u_), applied, c);
+  }
+  /// Dense coordinates were applied in full: zero their v, keep u running.
+  void reset_dense(const detail::coordinate_split& split, typename ops::context& c) {
+    ops::zero_ranges(span(v_), split, c);
+  }
+
+  [[nodiscard]] typename ops::template span<const Value> u() const noexcept { return {u_.data(), u_.size()}; }
+  [[nodiscard]] typename ops::template span<const Value> v() const noexcept { return {v_.data(), v_.size()}; }
+  [[nodiscard]] const error_feedback<Value>& options() const noexcept { return opt_; }
+
+  /// The state: u, then v.
+  template <class F>
+  void for_each_state(F&& f) {
+    f(span(u_));
+    f(span(v_));
+  }
+  void describe(sketchsgd::fingerprint& f) const {
+    f.add(opt_.enabled).add(opt_.momentum).add(opt_.nesterov).add(opt_.mask_momentum).add(opt_.learning_rate_in_error);
+  }
+
+ private:
+  static typename ops::template span<Value> span(typename ops::template buffer<Value>& b) noexcept {
+    return {b.data(), b.size()};
+  }
+
+  error_feedback<Value> opt_;
+  typename ops::template buffer<Value> u_;
+  typename ops::template buffer<Value> v_;
+};
+
+namespace detail {
+using sketchsgd::error_memory;
+using sketchsgd::step_context;
+}  // namespace detail
+
+}  // namespace sketchsgd

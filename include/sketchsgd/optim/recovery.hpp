@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Recovery policies: which coordinates a summed sketch yields to the sketch
+/// aggregations (Sketched-SGD's candidates, FetchSGD's update). Every rank
+/// holding the same sketch selects the same coordinates.
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "sketchsgd/hash/seed_mixer.hpp"
+#include "sketchsgd/optim/fingerprint.hpp"
+#include "sketchsgd/sketch/heavy_hitters.hpp"
+#include "sketchsgd/sketch/topk.hpp"
+
+namespace sketchsgd {
+
+/// The `count` coordinates with the largest |estimate| (ties to the lower
+/// index): what Sketched-SGD and FetchSGD ran. O(rows d), on the device.
+struct top_k_recovery {
+  template <class Ops, class Sketch, class Scratch>
+  [[nodiscard]] auto select(const Sketch& s, std::uint64_t d, std::size_t count, Scratch scratch,
+                            typename Ops::context& c, std::uint64_t /*step*/) const {
+    return Ops::top_k(s, d, count, scratch, c);
+  }
+  void describe(detail::fingerprint& f) const { f.add(std::uint8_t{1}); }
+};
+
+/// HEAVYMIX (Ivkin et al. 2019, the selection their guarantees assume): the
+/// l2 heavy hitters for phi = 1 / count, filled up to `count` with
+/// coordinates drawn uniformly from the rest (seeded by `seed` and the step,
+/// so every rank draws the same). Runs on the host (a device sketch is
+/// copied down: r c values).
+struct heavymix_recovery {
+  std::uint64_t seed = 0;  ///< the fill's seed; the same on every rank
+
+  template <class Ops, class Sketch, class Scratch>
+  [[nodiscard]] auto select(const Sketch& s, std::uint64_t d, std::size_t count, Scratch /*scratch*/,
+                            typename Ops::context& c, std::uint64_t step) const {
+    decltype(auto) host = Ops::on_host(s, c);
+    return heavymix(host, d, count, mix64(seed ^ (0x9E3779B97F4A7C15ULL * (step + 1))), c.exec);
+  }
+  void describe(detail::fingerprint& f) const { f.add(std::uint8_t{2}).add(seed); }
+};
+
+/// The l2 heavy hitters: every i with estimate(i)^2 >= phi l2_estimate()^2
+/// (Charikar et al.: found with high probability once cols = Omega(1/phi)),
+/// at most `count` of them (the largest). The number recovered varies from
+/// step to step. Runs on the host like `heavymix_recovery`.
+struct threshold_recovery {
+  double phi = 0.0;  ///< in (0, 1]
+
+  template <class Ops, class Sketch, class Scratch>
+  [[nodiscard]] auto select(const Sketch& s, std::uint64_t d, std::size_t count, Scratch /*scratch*/,
+                            typename Ops::context& c, std::uint64_t /*step*/) const {
+    decltype(auto) host = Ops::on_host(s, c);
+    auto heavy = heavy_hitters(host, d, phi, c.exec);
+    if (heavy.size() <= count) return heavy;
+    const auto best = top_k(heavy.values, count, c.exec);  // positions in index order: ties to the lower index
+    decltype(heavy) kept;
+    kept.values = best.values;
+    for (const std::uint64_t pos : best.indices) kept.indices.push_back(heavy.indices[pos]);
+    return kept;
+  }
+  void describe(detail::fingerprint& f) const { f.add(std::uint8_t{3}).add(phi); }
+  void validate(const char* who) const {
+    if (!(phi > 0.0 && phi <= 1.0)) throw std::invalid_argument(std::string(who) + ": threshold phi must be in (0, 1]");
+  }
+};
+
+}  // namespace sketchsgd

@@ -1,0 +1,549 @@
+// SPDX-License-Identifier: Apache-2.0
+// The policy layer: split-phase steps equal transport-driven ones bit for
+// bit; recovery policies find planted spikes; update rules against
+// independent references; learning-rate placement and schedules;
+// composed checkpoints (version 2) and their refusal of version 1; the
+// optimizer concept and the type-erased holder.
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <sstream>
+#include <vector>
+
+#include "../transport/conformance.hpp"
+#include "sketchsgd/sketchsgd.hpp"
+#include "test_support.hpp"
+
+using namespace sketchsgd;
+using namespace std::chrono_literals;
+
+namespace {
+
+using T = inproc_transport;
+
+template <class E, class F>
+void expect_throws_with(F f, const std::string& needle) {
+  try {
+    f();
+  } catch (const E& e) {
+    if (std::string(e.what()).find(needle) != std::string::npos) return;
+    throw std::runtime_error("the message lacks '" + needle + "': " + e.what());
+  }
+  throw std::runtime_error("nothing was thrown (expected '" + needle + "')");
+}
+
+template <class Body>
+void on_inproc(int w, Body body) {
+  inproc_world world(w, {.timeout = 30s});
+  test::run_threads(w, [&](int r) {
+    auto t = world.transport(r);
+    body(r, t);
+  });
+}
+
+/// Rank r's gradient at step s: noise plus rank-dependent spikes.
+template <class Value>
+std::vector<Value> gradient_of(int r, std::uint64_t s, std::size_t d) {
+  std::vector<Value> g(d);
+  splitmix64 rng(mix64(s * 977 + static_cast<std::uint64_t>(r)));
+  for (auto& x : g) {
+    const double v = 2.0 * test::uniform01(rng) - 1.0 + (rng.next_below(40) == 0 ? 8.0 : 0.0);
+    x = std::is_integral_v<Value> ? static_cast<Value>(std::lround(v * 8)) : static_cast<Value>(v);
+  }
+  return g;
+}
+
+/// What a rank saw: every update, then its saved state.
+template <class Value>
+struct trace {
+  std::vector<model_update<Value>> updates;
+  std::string state;
+  friend bool operator==(const trace&, const trace&) = default;
+};
+
+/// `steps` transport-driven steps of `composed_optimizer<A, R, T>` on `w` ranks.
+template <class A, class R>
+std::vector<trace<typename A::value_type>> driven(int w, std::size_t d, const composed_options<A, R>& o, int steps) {
+  using V = typename A::value_type;
+  std::vector<trace<V>> out(static_cast<std::size_t>(w));
+  on_inproc(w, [&](int r, T& t) {
+    communicator comm(t);
+    composed_optimizer<A, R, T> opt(comm, o);
+    auto& mine = out[static_cast<std::size_t>(r)];
+    for (int s = 0; s < steps; ++s)
+      mine.updates.push_back(opt.step(gradient_of<V>(r, static_cast<std::uint64_t>(s), d)));
+    std::ostringstream os;
+    opt.save(os);
+    mine.state = os.str();
+  });
+  return out;
+}
+
+/// The same in split phase: every round carried by `carry(comm, round)`.
+template <class A, class R, class Carry>
+std::vector<trace<typename A::value_type>> split(int w, std::size_t d, const composed_options<A, R>& o, int steps,
+                                                 Carry carry) {
+  using V = typename A::value_type;
+  std::vector<trace<V>> out(static_cast<std::size_t>(w));
+  on_inproc(w, [&](int r, T& t) {
+    communicator comm(t);
+    composed_optimizer<A, R> opt(r, w, o);
+    auto& mine = out[static_cast<std::size_t>(r)];
+    for (int s = 0; s < steps; ++s) {
+      const auto g = gradient_of<V>(r, static_cast<std::uint64_t>(s), d);
+      auto rounds = opt.step_rounds(g);
+      while (auto* round = rounds.next()) carry(comm, *round);
+      mine.updates.push_back(opt.last_update());
+    }
+    std::ostringstream os;
+    opt.save(os);
+    mine.state = os.str();
+  });
+  return out;
+}
+
+/// A collective other than sketchsgd's: gather everything, sum in rank order.
+template <class Comm, class Value>
+void gather_and_sum(Comm& comm, const collective_round<Value>& r) {
+  const auto w = static_cast<std::size_t>(comm.size());
+  if (r.kind == round_kind::gather) {
+    allgather(comm, r.block, r.gathered);
+    return;
+  }
+  const auto sum = [&](auto values) {
+    using E = typename decltype(values)::value_type;
+    std::vector<E> all(w * values.size());
+    allgather(comm, std::span<const E>(values), std::span<E>(all));
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      E acc{};
+      for (std::size_t q = 0; q < w; ++q) acc += all[q * values.size() + i];
+      values[i] = acc;
+    }
+  };
+  if (r.counts.empty()) {
+    sum(r.values);
+  } else {
+    sum(r.counts);
+  }
+}
+
+const sketch_config sketch{.rows = 3, .cols = 600, .seed = 5};
+const std::vector<dense_range> ranges{{3, 7}, {900, 20}};
+
+template <class A, class R = sgd_update<typename A::value_type>>
+composed_options<A, R> with(typename A::options_type a, bool average = true) {
+  return {.dimension = 3000,
+          .aggregation = a,
+          .learning_rate = typename A::value_type(0.25),
+          .average = average && std::is_floating_point_v<typename A::value_type>,
+          .dense = std::is_same_v<A, dense_aggregation<typename A::value_type>> ? std::vector<dense_range>{} : ranges,
+          .nonfinite = nonfinite_policy::skip_step};
+}
+
+/// Split phase equals the transport-driven form (sketchsgd's collectives:
+/// every value type; another summation order: integers).
+template <class A>
+void check_split_phase(typename A::options_type a) {
+  using V = typename A::value_type;
+  const auto o = with<A>(a);
+  const auto reference = driven(3, 3000, o, 5);
+  CHECK(split(3, 3000, o, 5, [](auto& comm, const auto& r) { detail::run_round(comm, r); }) == reference);
+  if constexpr (std::is_integral_v<V>) {
+    CHECK(split(3, 3000, o, 5, [](auto& comm, const auto& r) { gather_and_sum(comm, r); }) == reference);
+  }
+  CHECK(!reference[0].updates.back().values.empty());
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("a split-phase step equals the transport-driven step", "[optim][split]", float, std::int64_t) {
+  using V = TestType;
+  const error_feedback<V> ef{.momentum = V(std::is_integral_v<V> ? 1 : 0)};
+  SECTION("dense") { check_split_phase<dense_aggregation<V>>({}); }
+  SECTION("true top-k") { check_split_phase<true_topk_aggregation<V>>({.k = 30, .feedback = ef}); }
+  SECTION("local top-k") { check_split_phase<local_topk_aggregation<V>>({.k = 30, .feedback = ef}); }
+  SECTION("Sketched-SGD") {
+    check_split_phase<sketched_aggregation<V>>({.sketch = sketch, .k = 30, .candidates_factor = 3, .feedback = ef});
+  }
+  SECTION("Sketched-SGD, rows overlapped") {
+    check_split_phase<sketched_aggregation<V>>(
+        {.sketch = sketch, .k = 30, .candidates_factor = 0, .feedback = ef, .overlap_rows = true});
+  }
+  SECTION("global sketch, recursive doubling") {
+    check_split_phase<global_sketch_aggregation<V>>(
+        {.sketch = sketch, .k = 30, .sketch_allreduce = allreduce_algorithm::recursive_doubling});
+  }
+  SECTION("FetchSGD") {
+    check_split_phase<fetch_aggregation<V>>({.sketch = sketch, .k = 30, .momentum = V(std::is_integral_v<V> ? 1 : 0)});
+  }
+}
+
+TEST_CASE("split phase refuses what needs a transport, checks sizes and counts modeled bytes", "[optim][split]") {
+  using S = sketched_aggregation<float>;
+  CHECK_THROWS_AS((composed_optimizer<S, sgd_update<float>>(
+                      0, 2, with<S>({.sketch = sketch, .k = 10, .topology = topology::root}))),
+                  std::invalid_argument);
+  CHECK_THROWS_AS((composed_optimizer<gtopk_aggregation<float>, sgd_update<float>>(
+                      0, 2, with<gtopk_aggregation<float>>({.k = 10}))),
+                  std::invalid_argument);
+  composed_optimizer<S, sgd_update<float>> opt(0, 1, with<S>({.sketch = sketch, .k = 10}));
+  CHECK_THROWS_AS(opt.step_rounds(std::vector<float>(10)), std::invalid_argument);
+  const auto g = gradient_of<float>(0, 0, 3000);
+  auto rounds = opt.step_rounds(g);
+  int n = 0;
+  while (rounds.next() != nullptr) ++n;
+  CHECK(n == 4);  // the non-finite check, the table, the dense values, the P k candidates
+  CHECK(opt.stats().last_step.collectives == 4);
+  CHECK(opt.stats().last_step.bytes_sent == 0);  // one rank: nothing to send
+}
+
+TEST_CASE("a NaN in split phase: every rank skips, as the transport-driven step does", "[optim][split][nonfinite]") {
+  using S = sketched_aggregation<float>;
+  on_inproc(2, [&](int r, T& t) {
+    communicator comm(t);
+    composed_optimizer<S, sgd_update<float>> opt(r, 2, with<S>({.sketch = sketch, .k = 10}));
+    auto g = gradient_of<float>(r, 0, 3000);
+    if (r == 1) g[5] = std::numeric_limits<float>::quiet_NaN();
+    auto rounds = opt.step_rounds(g);
+    int n = 0;
+    while (auto* round = rounds.next()) {
+      detail::run_round(comm, *round);
+      ++n;
+    }
+    test::expect(n == 1 && opt.last_update().skipped && opt.last_update().values.empty(), "the step was not skipped");
+  });
+}
+
+namespace {
+
+/// One aggregation of `w` ranks' gradients (planted spikes in noise) with
+/// recovery policy `Recovery` and P = 0; the recovered indices.
+template <class Recovery>
+std::vector<std::uint64_t> recovered(std::uint64_t seed, Recovery recovery, std::size_t k,
+                                     const std::vector<std::uint64_t>& spikes) {
+  constexpr std::size_t d = 100'000;
+  using A = sketched_aggregation<float, poly4_hash, Recovery>;
+  std::vector<std::uint64_t> out;
+  on_inproc(2, [&](int r, T& t) {
+    communicator comm(t);
+    composed_optimizer<A, aggregated_gradient<float>, T> opt(
+        comm,
+        {.dimension = d,
+         .aggregation = {
+             .sketch = {.rows = 5, .cols = 2000, .seed = seed}, .k = k, .candidates_factor = 0, .recovery = recovery}});
+    auto g = test::normal_vector<float>(d, seed * 2 + static_cast<std::uint64_t>(r));
+    for (const auto i : spikes) g[i] += 150.0F;  // both ranks: 300 in the sum
+    const auto& u = opt.step(g);
+    if (r == 0) out = u.indices;
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("every recovery policy finds planted heavy hitters", "[optim][recovery][statistical]") {
+  // The sum has noise of norm ~ sqrt(2 d) = 447 and 10 spikes of 300: each
+  // holds 9e4 / 1e6 of ||x||^2, above HEAVYMIX's phi = 1/k = 0.05 and the
+  // threshold's 0.02. A row's estimate errs by about ||x|| / sqrt(c) = 22
+  // (Charikar et al.), the median of 5 rows less: a spike's estimate stays
+  // far above every threshold and above every noise coordinate (whose
+  // estimates stay below ~5 sigma = 110) for every seed.
+  for (const auto seed : test::statistical_seeds) {
+    CAPTURE(seed);
+    splitmix64 rng(seed);
+    std::vector<std::uint64_t> spikes;
+    while (spikes.size() < 10) {
+      const std::uint64_t i = rng.next_below(100'000);
+      if (std::find(spikes.begin(), spikes.end(), i) == spikes.end()) spikes.push_back(i);
+    }
+    std::sort(spikes.begin(), spikes.end());
+    const auto found = [&](const std::vector<std::uint64_t>& got) {
+      return std::all_of(spikes.begin(), spikes.end(),
+                         [&](std::uint64_t s) { return std::binary_search(got.begin(), got.end(), s); });
+    };
+    CHECK(found(recovered(seed, top_k_recovery{}, 20, spikes)));
+    const auto mix = recovered(seed, heavymix_recovery{.seed = 3}, 20, spikes);
+    CHECK(mix.size() == 20);  // 10 heavy hitters, 10 drawn uniformly from the rest
+    CHECK(found(mix));
+    const auto heavy = recovered(seed, threshold_recovery{.phi = 0.02}, 20, spikes);
+    CHECK(heavy == spikes);  // exactly the heavy hitters
+  }
+}
+
+namespace {
+
+/// W = 2 dense aggregation with rule R for `steps` steps; rank 0's updates.
+template <class R>
+std::vector<model_update<float>> dense_run(typename R::options_type rule, float lr, int steps, std::size_t d = 64) {
+  std::vector<model_update<float>> out;
+  on_inproc(2, [&](int r, T& t) {
+    communicator comm(t);
+    composed_optimizer<dense_aggregation<float>, R, T> opt(
+        comm, {.dimension = d, .update = rule, .learning_rate = lr, .average = true});
+    for (int s = 0; s < steps; ++s) {
+      const auto& u = opt.step(gradient_of<float>(r, static_cast<std::uint64_t>(s), d));
+      if (r == 0) out.push_back(u);
+    }
+  });
+  return out;
+}
+
+/// The averaged gradient both ranks see at step s, in double.
+std::vector<double> mean_gradient(std::uint64_t s, std::size_t d = 64) {
+  const auto a = gradient_of<float>(0, s, d);
+  const auto b = gradient_of<float>(1, s, d);
+  std::vector<double> g(d);
+  for (std::size_t i = 0; i < d; ++i) g[i] = (static_cast<double>(a[i]) + b[i]) / 2;
+  return g;
+}
+
+}  // namespace
+
+TEST_CASE("update rules against references in double precision", "[optim][rules]") {
+  constexpr int steps = 6;
+  constexpr std::size_t d = 64;
+  SECTION("Adam and AdamW (dense moments)") {
+    const auto got = dense_run<adam_update<float>>({.weight_decay = 0.01F}, 0.01F, steps);
+    std::vector<double> m(d, 0.0);
+    std::vector<double> v(d, 0.0);
+    for (int s = 0; s < steps; ++s) {
+      const auto g = mean_gradient(static_cast<std::uint64_t>(s));
+      REQUIRE(got[static_cast<std::size_t>(s)].dense);
+      CHECK(got[static_cast<std::size_t>(s)].decay == Approx(0.01 * 0.01));
+      for (std::size_t i = 0; i < d; ++i) {
+        m[i] = 0.9 * m[i] + 0.1 * g[i];
+        v[i] = 0.999 * v[i] + 0.001 * g[i] * g[i];
+        const double mh = m[i] / (1 - std::pow(0.9, s + 1));
+        const double vh = v[i] / (1 - std::pow(0.999, s + 1));
+        CHECK(got[static_cast<std::size_t>(s)].values[i] ==
+              Approx(0.01 * mh / (std::sqrt(vh) + 1e-8)).epsilon(1e-4).margin(1e-7));
+      }
+    }
+  }
+  SECTION("heavy ball and Nesterov") {
+    for (const bool nesterov : {false, true}) {
+      const auto got = dense_run<momentum_update<float>>({.momentum = 0.9F, .nesterov = nesterov}, 0.1F, steps);
+      std::vector<double> b(d, 0.0);
+      for (int s = 0; s < steps; ++s) {
+        const auto g = mean_gradient(static_cast<std::uint64_t>(s));
+        for (std::size_t i = 0; i < d; ++i) {
+          b[i] = 0.9 * b[i] + g[i];
+          const double want = 0.1 * (nesterov ? g[i] + 0.9 * b[i] : b[i]);
+          CHECK(got[static_cast<std::size_t>(s)].values[i] == Approx(want).epsilon(1e-5).margin(1e-6));
+        }
+      }
+    }
+  }
+  SECTION("decoupled weight decay: params lose eta lambda of themselves, then the update") {
+    const auto got = dense_run<sgd_update<float>>({.weight_decay = 0.5F}, 0.1F, 1);
+    std::vector<float> params(d, 2.0F);
+    got[0].apply(std::span<float>(params));
+    const auto g = mean_gradient(0);
+    for (std::size_t i = 0; i < d; ++i) CHECK(params[i] == Approx(2.0 - 0.1 * 0.5 * 2.0 - 0.1 * g[i]).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("lazy Adam moves only the aggregated coordinates", "[optim][rules]") {
+  using A = sketched_aggregation<float>;
+  on_inproc(2, [&](int r, T& t) {
+    communicator comm(t);
+    composed_optimizer<A, adam_update<float>, T> opt(comm, {.dimension = 3000,
+                                                            .aggregation = {.sketch = sketch, .k = 25},
+                                                            .update = {.lazy = true},
+                                                            .learning_rate = 0.01F,
+                                                            .average = true});
+    for (std::uint64_t s = 0; s < 3; ++s) {
+      const auto& u = opt.step(gradient_of<float>(r, s, 3000));
+      test::expect(!u.dense && u.indices.size() == 25, "lazy Adam's update keeps the aggregated support");
+      for (const float v : u.values) test::expect(std::abs(v) <= 0.01F * 1.01F, "|Adam step| <= eta");
+    }
+  });
+}
+
+TEST_CASE("momentum masking can be switched off", "[optim][rules]") {
+  for (const bool mask : {true, false}) {
+    using A = sketched_aggregation<float>;
+    on_inproc(2, [&](int r, T& t) {
+      communicator comm(t);
+      composed_optimizer<A, sgd_update<float>, T> opt(
+          comm, {.dimension = 3000,
+                 .aggregation = {.sketch = sketch, .k = 25, .feedback = {.momentum = 0.9F, .mask_momentum = mask}}});
+      const auto& u = opt.step(gradient_of<float>(r, 0, 3000));
+      const auto momentum = opt.aggregation().memory().u();
+      const auto error = opt.aggregation().memory().v();
+      for (const auto i : u.indices) {
+        test::expect(error[i] == 0.0F, "the error is reset where applied");
+        test::expect((momentum[i] == 0.0F) == mask, "the momentum is masked iff asked");
+      }
+    });
+  }
+}
+
+namespace {
+
+/// The same updates with eta = 2 on the update (`on_update`) and in the
+/// error memory (`in_error`).
+template <class A>
+void check_eta_placement(typename A::options_type on_update, typename A::options_type in_error) {
+  auto o = with<A>(on_update);
+  o.learning_rate = 2.0F;
+  const auto a = driven(3, 3000, o, 4);
+  o.aggregation = in_error;
+  const auto b = driven(3, 3000, o, 4);
+  for (std::size_t r = 0; r < 3; ++r) CHECK(b[r].updates == a[r].updates);
+}
+
+}  // namespace
+
+TEST_CASE("the learning rate inside the error memory gives the same updates (eta a power of two)", "[optim][rules]") {
+  // eta = 2 scales exactly: v <- v + eta u holds eta times what v <- v + u
+  // holds, every sum and estimate scales with it, and the same coordinates
+  // are chosen; the update is the same either way.
+  const error_feedback<float> update_side{.momentum = 0.5F};
+  error_feedback<float> error_side = update_side;
+  error_side.learning_rate_in_error = true;
+  check_eta_placement<sketched_aggregation<float>>({.sketch = sketch, .k = 20, .feedback = update_side},
+                                                   {.sketch = sketch, .k = 20, .feedback = error_side});
+  check_eta_placement<true_topk_aggregation<float>>({.k = 20, .feedback = update_side},
+                                                    {.k = 20, .feedback = error_side});
+  check_eta_placement<fetch_aggregation<float>>(
+      {.sketch = sketch, .k = 20, .momentum = 0.5F, .learning_rate_in_error = false},
+      {.sketch = sketch, .k = 20, .momentum = 0.5F, .learning_rate_in_error = true});
+}
+
+TEST_CASE("a learning-rate schedule is followed, and resumed from a checkpoint", "[optim][schedule]") {
+  using O = composed_optimizer<dense_aggregation<float>, sgd_update<float>, T>;
+  const auto schedule = [](std::uint64_t t) { return 1.0F / static_cast<float>(1U << t); };
+  on_inproc(1, [&](int, T& t) {
+    communicator comm(t);
+    const composed_options<dense_aggregation<float>, sgd_update<float>> o{.dimension = 4, .schedule = schedule};
+    O opt(comm, o);
+    const std::vector<float> g(4, 1.0F);
+    test::expect(opt.step(g).values[0] == 1.0F && opt.step(g).values[0] == 0.5F, "the schedule's first steps");
+    std::stringstream saved;
+    opt.save(saved);
+    O resumed(comm, o);
+    resumed.load(saved);
+    test::expect(resumed.step(g).values[0] == 0.25F, "a resumed optimizer continues the schedule");
+  });
+}
+
+TEST_CASE("composed checkpoints: version 2, all or nothing, and version 1 refused by name", "[optim][checkpoint]") {
+  using A = sketched_aggregation<float>;
+  using O = composed_optimizer<A, adam_update<float>, T>;
+  const auto o = with<A, adam_update<float>>({.sketch = sketch, .k = 20, .feedback = {.momentum = 0.5F}});
+  std::vector<std::string> at3(3);
+  std::vector<std::vector<model_update<float>>> straight(3);
+  std::vector<std::vector<model_update<float>>> resumed(3);
+  on_inproc(3, [&](int r, T& t) {
+    communicator comm(t);
+    O opt(comm, o);
+    for (std::uint64_t s = 0; s < 6; ++s) {
+      if (s == 3) {
+        std::ostringstream os;
+        opt.save(os);
+        at3[static_cast<std::size_t>(r)] = os.str();
+      }
+      straight[static_cast<std::size_t>(r)].push_back(opt.step(gradient_of<float>(r, s, 3000)));
+    }
+    O fresh(comm, o);
+    std::istringstream is(at3[static_cast<std::size_t>(r)]);
+    fresh.load(is);
+    for (std::uint64_t s = 3; s < 6; ++s)
+      resumed[static_cast<std::size_t>(r)].push_back(fresh.step(gradient_of<float>(r, s, 3000)));
+  });
+  for (std::size_t r = 0; r < 3; ++r) {
+    CHECK(static_cast<unsigned>(at3[r][4]) == 2U);  // serial version 2
+    CHECK(std::equal(resumed[r].begin(), resumed[r].end(), straight[r].begin() + 3));
+  }
+  on_inproc(3, [&](int r, T& t) {
+    communicator comm(t);
+    O opt(comm, o);
+    std::string truncated = at3[static_cast<std::size_t>(r)];
+    truncated.resize(truncated.size() - 5);
+    std::istringstream bad(truncated);
+    std::ostringstream before;
+    opt.save(before);
+    expect_throws_with<serialization_error>([&] { opt.load(bad); }, "truncated");
+    std::ostringstream after;
+    opt.save(after);
+    test::expect(before.str() == after.str(), "a refused load changes nothing");
+    // A named optimizer's checkpoint (version 1) names its version.
+    std::ifstream v1(
+        std::string(SKETCHSGD_TEST_DATA_DIR) + "/optim_state_v1_sketched_sgd_rank" + std::to_string(r) + ".bin",
+        std::ios::binary);
+    expect_throws_with<serialization_error>([&] { opt.load(v1); }, "version 1");
+  });
+}
+
+TEST_CASE("ranks that compose differently all get config_mismatch_error", "[optim]") {
+  using A = sketched_aggregation<float>;
+  on_inproc(3, [&](int r, T& t) {
+    communicator comm(t);
+    auto o = with<A, adam_update<float>>({.sketch = sketch, .k = 20});
+    if (r == 2) o.update.lazy = true;
+    expect_throws_with<config_mismatch_error>([&] { composed_optimizer<A, adam_update<float>, T> opt(comm, o); },
+                                              "configured differently");
+  });
+}
+
+TEST_CASE("global-sketch SGD's table in log2(W) rounds (recursive doubling) or 2 (W-1) (ring)", "[optim][bytes]") {
+  using A = global_sketch_aggregation<float>;
+  const sketch_config big{.rows = 2, .cols = 8000, .seed = 3};  // 64 KB: the ring by default
+  const std::uint64_t table = 4 * big.cells();
+  for (const auto algorithm : {allreduce_algorithm::ring, allreduce_algorithm::recursive_doubling}) {
+    on_inproc(4, [&](int r, T& t) {
+      communicator comm(t);
+      composed_optimizer<A, sgd_update<float>, T> opt(
+          comm, {.dimension = 20'000,
+                 .aggregation = {.sketch = big, .k = 10, .candidates_factor = 0, .sketch_allreduce = algorithm},
+                 .nonfinite = nonfinite_policy::unchecked});
+      (void)opt.step(gradient_of<float>(r, 0, 20'000));
+      const auto sent = opt.stats().last_step.bytes_sent;
+      const auto messages = opt.stats().last_step.messages_sent;
+      if (algorithm == allreduce_algorithm::ring) {
+        test::expect(sent == 2 * 3 * table / 4, "ring: 2 (W-1)/W of the table");
+      } else {
+        test::expect(sent == 2 * table && messages == 2, "recursive doubling: log2 W = 2 exchanges of the table");
+      }
+    });
+  }
+}
+
+static_assert(distributed_optimizer<sketched_sgd<float, T>>);
+static_assert(distributed_optimizer<global_sketch_sgd<double, T, poly4_hash>>);
+static_assert(distributed_optimizer<fetch_sgd<float, T>>);
+static_assert(distributed_optimizer<dense_sgd<std::int64_t, T>>);
+static_assert(distributed_optimizer<true_topk_sgd<float, T>>);
+static_assert(distributed_optimizer<local_topk_sgd<float, T>>);
+static_assert(distributed_optimizer<gtopk_sgd<float, T>>);
+static_assert(distributed_optimizer<composed_optimizer<fetch_aggregation<float>, adam_update<float>, T>>);
+static_assert(!distributed_optimizer<composed_optimizer<fetch_aggregation<float>, adam_update<float>>>);  // split phase
+static_assert(aggregation_policy<sketched_aggregation<float, poly4_hash, heavymix_recovery>>);
+static_assert(update_rule<momentum_update<double>, double>);
+
+TEST_CASE("any_optimizer holds every optimizer and steps it unchanged", "[optim]") {
+  using O = sketched_sgd<float, T>;
+  const sketched_sgd_options<float> o{.dimension = 3000, .sketch = sketch, .k = 20, .momentum = 0.5F};
+  std::vector<trace<float>> direct(2);
+  std::vector<trace<float>> held(2);
+  on_inproc(2, [&](int r, T& t) {
+    communicator comm(t);
+    O plain(comm, o);
+    any_optimizer<float> erased(std::in_place_type<O>, comm, o);
+    any_optimizer<float> moved(fetch_sgd<float, T>(comm, {.dimension = 3000, .sketch = sketch, .k = 5}));
+    for (std::uint64_t s = 0; s < 3; ++s) {
+      const auto g = gradient_of<float>(r, s, 3000);
+      direct[static_cast<std::size_t>(r)].updates.push_back(plain.step(g));
+      held[static_cast<std::size_t>(r)].updates.push_back(erased.step(g));
+      (void)moved.step(g);
+    }
+    test::expect(moved.stats().steps == 3 && erased.stats().steps == 3, "steps counted");
+  });
+  CHECK(held == direct);
+}
