@@ -38,13 +38,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <deque>
 #include <fstream>
 #include <functional>
 #include <iostream>
-#include <list>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -55,6 +52,7 @@
 #include <thread>
 #include <vector>
 
+#include "sketchsgd/detail/mailbox.hpp"
 #include "sketchsgd/error.hpp"
 #include "sketchsgd/transport/concepts.hpp"
 #include "sketchsgd/transport/tcp_protocol.hpp"
@@ -217,15 +215,7 @@ inline std::unique_ptr<boost::asio::ssl::context> make_tls_context(const tcp_tls
 
 /// A rank of a TCP job: a Tier-1 transport.
 class tcp_transport {
-  struct op_state {
-    bool is_recv = false;
-    int peer = 0;
-    tag_t tag = 0;
-    std::span<std::byte> buffer;  // receives only
-    bool receiving = false;       // the I/O thread is reading straight into `buffer`
-    bool done = false;
-    std::string error;  // set when done with an error
-  };
+  using op_state = detail::transfer;
 
  public:
   /// A pending send or receive. Must not outlive its transport.
@@ -301,7 +291,7 @@ class tcp_transport {
                                                      std::to_string(owner_->options_.timeout.count()) + " ms");
           owner_->changed_.wait(lock, not_receiving);
         }
-        if (!state_->done) owner_->posted_.remove(state_);
+        if (!state_->done) owner_->mailbox_.withdraw(state_);
       }
       state_.reset();
     }
@@ -449,6 +439,7 @@ class tcp_transport {
   request isend(int dst, tag_t tag, std::span<const std::byte> bytes) {
     check_peer(dst, "isend");
     auto state = std::make_shared<op_state>();
+    state->is_recv = false;
     state->peer = dst;
     state->tag = tag;
     const std::lock_guard lock(mutex_);
@@ -463,21 +454,13 @@ class tcp_transport {
   request irecv(int src, tag_t tag, std::span<std::byte> bytes) {
     check_peer(src, "irecv");
     auto state = std::make_shared<op_state>();
-    state->is_recv = true;
     state->peer = src;
     state->tag = tag;
     state->buffer = bytes;
     const std::lock_guard lock(mutex_);
-    const auto found = unexpected_.find({src, tag});
-    if (found != unexpected_.end()) {
-      std::vector<std::byte> message = std::move(found->second.front());
-      found->second.pop_front();
-      if (found->second.empty()) unexpected_.erase(found);
-      buffered_bytes_ -= message.size();
-      complete_recv(*state, message);
-    } else {
+    if (!mailbox_.take_unexpected(*state)) {
       check_alive_locked(src);
-      posted_.push_back(state);
+      mailbox_.post(state);
     }
     return {std::move(state), this};
   }
@@ -806,13 +789,21 @@ class tcp_transport {
           table_received_ = true;
         }
         if (header.type == tcp_protocol::frame_type::data) {
-          bool matched = false;
-          direct = take_posted_receive(r, header.tag, header.length, matched);
-          if (!matched) {
-            // It will be buffered: refuse it before reading or allocating.
+          {
+            // The first receive posted for it takes it straight from the
+            // socket if its size is right (else the mismatch is reported on
+            // delivery); with none posted it will be buffered, so it is
+            // refused here, before any read or allocation, if it cannot be.
             const std::lock_guard lock(mutex_);
-            if (buffered_bytes_ + header.length > options_.max_buffered_bytes) {
+            direct = mailbox_.first_posted(r, header.tag);
+            if (!direct && !mailbox_.fits(header.length)) {
               throw transport_error("rank " + std::to_string(r) + " sent more unmatched data than max_buffered_bytes");
+            }
+            if (direct && direct->buffer.size() == header.length) {
+              mailbox_.withdraw(direct);
+              direct->receiving = true;
+            } else {
+              direct.reset();
             }
           }
           if (direct) {
@@ -847,7 +838,11 @@ class tcp_transport {
           }
           continue;
         }
-        deliver(r, header.tag, std::move(body));
+        const std::lock_guard lock(mutex_);
+        if (!mailbox_.deliver(r, header.tag, std::move(body))) {
+          fail_peer_locked(r, "rank " + std::to_string(r) + " sent more unmatched data than max_buffered_bytes");
+        }
+        changed_.notify_all();
       }
     } catch (const std::exception& e) {
       const std::lock_guard lock(mutex_);
@@ -869,54 +864,6 @@ class tcp_transport {
       }
     }
     throw transport_error(why);
-  }
-
-  /// The first posted receive for (src, tag) if it expects exactly `length`
-  /// bytes, taken off the posted list and marked as being filled; else null
-  /// (the frame is then buffered, and a size mismatch reported on delivery).
-  /// `matched` says whether a receive for (src, tag) was posted at all.
-  std::shared_ptr<op_state> take_posted_receive(int src, tag_t tag, std::uint64_t length, bool& matched) {
-    const std::lock_guard lock(mutex_);
-    matched = false;
-    for (auto it = posted_.begin(); it != posted_.end(); ++it) {
-      if ((*it)->peer == src && (*it)->tag == tag) {
-        matched = true;
-        if ((*it)->buffer.size() != length) return nullptr;
-        auto taken = *it;
-        posted_.erase(it);
-        taken->receiving = true;
-        return taken;
-      }
-    }
-    return nullptr;
-  }
-
-  void deliver(int src, tag_t tag, std::vector<std::byte> message) {
-    const std::lock_guard lock(mutex_);
-    for (auto it = posted_.begin(); it != posted_.end(); ++it) {
-      if ((*it)->peer == src && (*it)->tag == tag) {
-        complete_recv(**it, message);
-        posted_.erase(it);
-        changed_.notify_all();
-        return;
-      }
-    }
-    if (buffered_bytes_ + message.size() > options_.max_buffered_bytes) {
-      fail_peer_locked(src, "rank " + std::to_string(src) + " sent more unmatched data than max_buffered_bytes");
-      return;
-    }
-    buffered_bytes_ += message.size();
-    unexpected_[{src, tag}].push_back(std::move(message));
-  }
-
-  static void complete_recv(op_state& r, std::span<const std::byte> message) {
-    r.done = true;
-    if (message.size() != r.buffer.size()) {
-      r.error = "tcp_transport: expected " + std::to_string(r.buffer.size()) + " bytes from rank " +
-                std::to_string(r.peer) + " tag " + std::to_string(r.tag) + ", got " + std::to_string(message.size());
-      return;
-    }
-    if (!message.empty()) std::memcpy(r.buffer.data(), message.data(), message.size());
   }
 
   void enqueue_locked(int dst, tcp_protocol::frame_type type, tag_t tag, std::span<const std::byte> payload,
@@ -1036,9 +983,7 @@ class tcp_transport {
   int connected_ = 0;
   std::string broken_;  // non-empty once the whole transport failed
   bool closing_ = false;
-  std::map<std::pair<int, tag_t>, std::deque<std::vector<std::byte>>> unexpected_;
-  std::list<std::shared_ptr<op_state>> posted_;
-  std::uint64_t buffered_bytes_ = 0;
+  detail::mailbox mailbox_{"tcp_transport", options_.max_buffered_bytes};
 };
 
 static_assert(transport<tcp_transport>);
