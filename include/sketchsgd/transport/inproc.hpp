@@ -7,15 +7,10 @@
 /// standard library. Used for tests, single-machine simulation of a
 /// distributed job, and as the default transport of the examples.
 
-#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
-#include <deque>
-#include <list>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -24,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "sketchsgd/detail/mailbox.hpp"
 #include "sketchsgd/error.hpp"
 #include "sketchsgd/transport/concepts.hpp"
 
@@ -36,37 +32,22 @@ struct inproc_options {
   /// Bytes a rank may have received but not yet matched to a receive; above
   /// it a send fails with `transport_error` instead of growing memory without
   /// bound.
-  std::size_t max_buffered_bytes = std::size_t{1} << 30U;
+  std::uint64_t max_buffered_bytes = std::uint64_t{1} << 30U;
 };
 
 namespace detail {
-
-/// One posted receive, owned jointly by its request and the mailbox.
-struct inproc_recv_state {
-  int owner;  // the receiving rank
-  int source;
-  tag_t tag;
-  std::span<std::byte> buffer;
-  bool done = false;
-  std::string error;  // non-empty: completed with an error
-};
-
-/// Unmatched messages and pending receives of one rank.
-struct inproc_mailbox {
-  std::map<std::pair<int, tag_t>, std::deque<std::vector<std::byte>>> unexpected;
-  std::list<std::shared_ptr<inproc_recv_state>> posted;  // in post order
-  std::size_t buffered_bytes = 0;
-};
 
 /// State shared by every rank of a world. One mutex: the transport exists to
 /// test and simulate, and a single lock makes its failure semantics simple.
 struct inproc_shared {
   explicit inproc_shared(int n, inproc_options o)
-      : options(o), mailboxes(static_cast<std::size_t>(n)), failed(static_cast<std::size_t>(n), false) {}
+      : options(o),
+        mailboxes(static_cast<std::size_t>(n), mailbox("inproc_transport", o.max_buffered_bytes)),
+        failed(static_cast<std::size_t>(n), false) {}
   inproc_options options;
   std::mutex mutex;
   std::condition_variable changed;
-  std::vector<inproc_mailbox> mailboxes;
+  std::vector<mailbox> mailboxes;
   std::vector<bool> failed;
   std::vector<std::string> failure_reason = std::vector<std::string>(failed.size());
 };
@@ -146,7 +127,7 @@ class inproc_transport {
     void wait() {
       if (!state_) return;
       if (!wait_until(std::chrono::steady_clock::now() + shared_->options.timeout)) {
-        throw timeout_error("inproc_transport: receive from rank " + std::to_string(state_->source) + " tag " +
+        throw timeout_error("inproc_transport: receive from rank " + std::to_string(state_->peer) + " tag " +
                             std::to_string(state_->tag) + " timed out after " +
                             std::to_string(shared_->options.timeout.count()) + " ms");
       }
@@ -166,6 +147,7 @@ class inproc_transport {
       cancel();
       state_ = std::move(other.state_);
       shared_ = std::move(other.shared_);
+      rank_ = other.rank_;
       return *this;
     }
     request(const request&) = delete;
@@ -176,13 +158,13 @@ class inproc_transport {
 
    private:
     friend class inproc_transport;
-    request(std::shared_ptr<detail::inproc_recv_state> s, std::shared_ptr<detail::inproc_shared> sh)
-        : state_(std::move(s)), shared_(std::move(sh)) {}
+    request(std::shared_ptr<detail::transfer> s, std::shared_ptr<detail::inproc_shared> sh, int rank)
+        : state_(std::move(s)), shared_(std::move(sh)), rank_(rank) {}
 
     bool wait_until(std::chrono::steady_clock::time_point deadline) {
       std::unique_lock lock(shared_->mutex);
-      const auto src = static_cast<std::size_t>(state_->source);
-      const auto me = static_cast<std::size_t>(state_->owner);
+      const auto src = static_cast<std::size_t>(state_->peer);
+      const auto me = static_cast<std::size_t>(rank_);
       const bool settled = shared_->changed.wait_until(
           lock, deadline, [&] { return state_->done || shared_->failed[src] || shared_->failed[me]; });
       if (!settled) return false;
@@ -198,12 +180,13 @@ class inproc_transport {
     void cancel() noexcept {
       if (!state_ || !shared_) return;
       const std::lock_guard lock(shared_->mutex);
-      if (!state_->done) shared_->mailboxes[static_cast<std::size_t>(state_->owner)].posted.remove(state_);
+      if (!state_->done) shared_->mailboxes[static_cast<std::size_t>(rank_)].withdraw(state_);
       state_.reset();
     }
 
-    std::shared_ptr<detail::inproc_recv_state> state_;
+    std::shared_ptr<detail::transfer> state_;
     std::shared_ptr<detail::inproc_shared> shared_;
+    int rank_ = -1;  // the receiving rank
   };
 
   /// Moves rank ownership; the moved-from transport no longer departs.
@@ -234,24 +217,15 @@ class inproc_transport {
     const std::lock_guard lock(shared_->mutex);
     check_alive_locked(dst);
     auto& box = shared_->mailboxes[static_cast<std::size_t>(dst)];
-    for (auto it = box.posted.begin(); it != box.posted.end(); ++it) {
-      auto& r = **it;
-      if (r.source == rank_ && r.tag == tag) {
-        deliver(r, bytes);
-        box.posted.erase(it);
-        shared_->changed.notify_all();
-        return {};
-      }
-    }
-    if (box.buffered_bytes + bytes.size() > shared_->options.max_buffered_bytes) {
+    if (!box.deliver(rank_, tag, bytes)) {
       const std::string why = "inproc_transport: rank " + std::to_string(dst) + " has " +
-                              std::to_string(box.buffered_bytes) + " unmatched bytes; " + std::to_string(bytes.size()) +
-                              " more would exceed the limit of " + std::to_string(shared_->options.max_buffered_bytes);
+                              std::to_string(box.buffered_bytes()) + " unmatched bytes; " +
+                              std::to_string(bytes.size()) + " more would exceed the limit of " +
+                              std::to_string(box.max_buffered_bytes());
       inproc_world::mark_failed_locked(*shared_, rank_, why);
       throw transport_error(why);
     }
-    box.unexpected[{rank_, tag}].emplace_back(bytes.begin(), bytes.end());
-    box.buffered_bytes += bytes.size();
+    shared_->changed.notify_all();
     return {};
   }
 
@@ -260,37 +234,22 @@ class inproc_transport {
   /// failed or a matched message has another size.
   request irecv(int src, tag_t tag, std::span<std::byte> bytes) {
     check_peer(src, "irecv");
-    auto state = std::make_shared<detail::inproc_recv_state>(detail::inproc_recv_state{
-        .owner = rank_, .source = src, .tag = tag, .buffer = bytes, .done = false, .error = {}});
+    auto state = std::make_shared<detail::transfer>();
+    state->peer = src;
+    state->tag = tag;
+    state->buffer = bytes;
     const std::lock_guard lock(shared_->mutex);
     auto& box = shared_->mailboxes[static_cast<std::size_t>(rank_)];
-    const auto found = box.unexpected.find({src, tag});
-    if (found != box.unexpected.end()) {
-      std::vector<std::byte> message = std::move(found->second.front());
-      found->second.pop_front();
-      if (found->second.empty()) box.unexpected.erase(found);
-      box.buffered_bytes -= message.size();
-      deliver(*state, message);
-    } else {
+    if (!box.take_unexpected(*state)) {
       check_alive_locked(src);
-      box.posted.push_back(state);
+      box.post(state);
     }
-    return request(std::move(state), shared_);
+    return request(std::move(state), shared_, rank_);
   }
 
  private:
   friend class inproc_world;
   inproc_transport(std::shared_ptr<detail::inproc_shared> shared, int rank) : shared_(std::move(shared)), rank_(rank) {}
-
-  static void deliver(detail::inproc_recv_state& r, std::span<const std::byte> message) {
-    r.done = true;
-    if (message.size() != r.buffer.size()) {
-      r.error = "inproc_transport: expected " + std::to_string(r.buffer.size()) + " bytes from rank " +
-                std::to_string(r.source) + " tag " + std::to_string(r.tag) + ", got " + std::to_string(message.size());
-      return;
-    }
-    if (!message.empty()) std::memcpy(r.buffer.data(), message.data(), message.size());
-  }
 
   void check_peer(int peer, const char* what) const {
     if (peer < 0 || peer >= size()) {
