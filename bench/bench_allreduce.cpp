@@ -9,17 +9,20 @@
 //
 // Options: --sizes 1,4,16,64 (MiB of float), --reps N (median of N after one
 // warm-up), --algorithms ring,native,rd, --segment-kib K (ring segment).
+// Bad values are refused with exit status 2 (examples/common/cli.hpp).
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <memory>
-#include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
+#include "cli.hpp"
 #include "sketchsgd/collective/collectives.hpp"
 #include "sketchsgd/transport/inproc.hpp"
 #if defined(SKETCHSGD_BENCH_HAVE_MPI)
@@ -40,40 +43,56 @@ struct settings {
   int reps = 5;
   std::vector<std::string> algorithms = {"ring", "native"};
   std::size_t segment_kib = 1024;
+  bool ranks_given = false;
 };
-
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(item);
-  return out;
-}
 
 settings parse(int argc, char** argv) {
   settings s;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; ++i) {
     const std::string key = argv[i];
-    const std::string value = argv[i + 1];
+    const std::string_view value = cli::value(argc, argv, i);
     if (key == "--transport") {
-      s.transport = value;
+      s.transport = cli::choice(key, value, {"inproc", "tcp", "mpi"});
     } else if (key == "--ranks") {
-      s.ranks = std::stoi(value);
+      s.ranks = cli::integer(key, value, 2, 1024, "an allreduce over one rank moves nothing");
+      s.ranks_given = true;
     } else if (key == "--sizes") {
       s.sizes_mib.clear();
-      for (const auto& v : split(value)) s.sizes_mib.push_back(std::stoul(v));
+      for (const auto& v : cli::items(key, value)) s.sizes_mib.push_back(cli::integer<std::size_t>(key, v, 1, 65536));
     } else if (key == "--reps") {
-      s.reps = std::stoi(value);
+      s.reps = cli::integer(key, value, 1, 10000);
     } else if (key == "--segment-kib") {
-      s.segment_kib = std::stoul(value);
+      s.segment_kib = cli::integer<std::size_t>(key, value, 1, std::size_t{1} << 20U);
     } else if (key == "--algorithms") {
-      s.algorithms = split(value);
+      s.algorithms.clear();
+      for (const auto& v : cli::items(key, value))
+        s.algorithms.push_back(cli::choice(key, v, {"ring", "native", "rd"}));
     } else {
-      std::fprintf(stderr, "unknown option %s\n", key.c_str());
-      std::exit(2);
+      throw cli::usage_error("unknown option " + key);
     }
   }
+  if (s.ranks_given && s.transport != "inproc") {
+    throw cli::usage_error("--ranks does not apply to --transport " + s.transport + " (the launcher sets the world)");
+  }
+#if !defined(SKETCHSGD_BENCH_HAVE_TCP)
+  if (s.transport == "tcp") throw cli::usage_error("--transport tcp: not built into this program");
+#endif
+#if !defined(SKETCHSGD_BENCH_HAVE_MPI)
+  if (s.transport == "mpi") throw cli::usage_error("--transport mpi: not built into this program");
+#endif
   return s;
+}
+
+/// Refuses a world of one rank and a run that would not fit in memory: each
+/// rank holds the largest buffer, and up to about twice that again in
+/// copies in flight (inproc sends are eager copies).
+void check_run(const settings& s, std::string_view transport, int world, int here) {
+  if (transport != "inproc") cli::check_world(transport, world, 1 << 20);
+  const double largest = static_cast<double>(*std::max_element(s.sizes_mib.begin(), s.sizes_mib.end())) * 1048576.0;
+  cli::check_memory(3.0 * largest * here,
+                    std::to_string(here) + (transport == "inproc" ? " ranks" : " rank") + " with buffers of " +
+                        cli::bytes_text(largest),
+                    "use smaller --sizes or fewer --ranks");
 }
 
 /// Runs the whole table on one rank; rank 0 prints.
@@ -133,9 +152,10 @@ void run_rank(Transport& t, const settings& s, const std::string& transport_name
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   const settings s = parse(argc, argv);
   if (s.transport == "inproc") {
+    check_run(s, "inproc", s.ranks, s.ranks);
     sketchsgd::inproc_world world(s.ranks, {.timeout = std::chrono::seconds(120)});
     std::vector<std::jthread> threads;
     for (int r = 0; r < s.ranks; ++r) {
@@ -150,7 +170,9 @@ int main(int argc, char** argv) {
   if (s.transport == "tcp") {
     sketchsgd::tcp_options options;
     options.timeout = std::chrono::seconds(120);
+    cli::check_tcp_launched();
     auto t = sketchsgd::tcp_transport::from_environment(options);
+    check_run(s, "tcp", t->size(), 1);
     run_rank(*t, s, "tcp");
     sketchsgd::communicator comm(*t);
     sketchsgd::barrier(comm);
@@ -161,6 +183,14 @@ int main(int argc, char** argv) {
   if (s.transport == "mpi") {
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    int size = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    try {
+      check_run(s, "mpi", size, 1);
+    } catch (...) {
+      MPI_Finalize();
+      throw;
+    }
     {
       sketchsgd::mpi_transport t(MPI_COMM_WORLD, {.timeout = std::chrono::seconds(120)});
       run_rank(t, s, "mpi");
@@ -171,4 +201,10 @@ int main(int argc, char** argv) {
 #endif
   std::fprintf(stderr, "transport %s is not built in\n", s.transport.c_str());
   return 2;
+} catch (const cli::usage_error& e) {
+  std::fprintf(stderr, "bench_allreduce: %s\n", e.what());
+  return cli::usage_exit_code;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "bench_allreduce: %s\n", e.what());
+  return 1;
 }

@@ -12,15 +12,19 @@
 // global-sketch SGD), as in the Fashion-MNIST study. Rank 0 prints one CSV
 // line: medians over the measured steps (after warm-up) of each phase, the
 // slowest rank's median taken for each, and the mean bytes sent per rank.
+// Bad values are refused with exit status 2 (examples/common/cli.hpp).
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "cli.hpp"
 #include "sketchsgd/sketchsgd.hpp"
 #if defined(SKETCHSGD_BENCH_HAVE_MPI)
 #include <mpi.h>
@@ -61,40 +65,63 @@ settings parse(int argc, char** argv) {
       s.overlap = true;
       continue;
     }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "missing value after %s\n", key.c_str());
-      std::exit(2);
-    }
-    const std::string v = argv[++i];
+    const std::string_view v = cli::value(argc, argv, i);
     if (key == "--transport")
-      s.transport = v;
+      s.transport = cli::choice(key, v, {"tcp", "mpi", "inproc"});
     else if (key == "--method")
-      s.method = v;
+      s.method =
+          cli::choice(key, v, {"dense", "true-topk", "local-topk", "gtopk", "fetchsgd", "global-sketch", "sketched"});
     else if (key == "--label")
       s.label = v;
     else if (key == "--d")
-      s.d = std::stoull(v);
+      s.d = cli::integer<std::uint64_t>(key, v, 1, 0xFFFF'FFFEU, "4-byte indices on the wire");
     else if (key == "--k")
-      s.k = std::stoull(v);
+      s.k = cli::integer<std::size_t>(key, v, 1, 0xFFFF'FFFEU);
     else if (key == "--rows")
-      s.rows = std::stoull(v);
+      s.rows = cli::integer<std::uint64_t>(key, v, 1, sketchsgd::sketch_config::max_rows);
     else if (key == "--cols-per-k")
-      s.cols_per_k = std::stod(v);
+      s.cols_per_k = cli::real(key, v, 1, 1000);
     else if (key == "--P")
-      s.candidates = std::stoull(v);
+      s.candidates = cli::integer<std::size_t>(key, v, 0, 1000);
     else if (key == "--warmup")
-      s.warmup = std::stoi(v);
+      s.warmup = cli::integer(key, v, 0, 1000);
     else if (key == "--steps")
-      s.steps = std::stoi(v);
+      s.steps = cli::integer(key, v, 1, 100000);
     else if (key == "--threads")
-      s.threads = static_cast<unsigned>(std::stoul(v));
-    else {
-      std::fprintf(stderr, "unknown option %s\n", key.c_str());
-      std::exit(2);
-    }
+      s.threads = cli::integer(key, v, 1U, 1024U);
+    else
+      throw cli::usage_error("unknown option " + key);
   }
   if (s.k == 0) s.k = static_cast<std::size_t>(std::max<std::uint64_t>(1, s.d / 1000));
+  cli::check_range<std::size_t>("--k", s.k, 1, s.d, "at most --d");
+  const double cols = s.cols_per_k * static_cast<double>(s.k);
+  if (cols > static_cast<double>(sketchsgd::multiply_shift::max_cols)) {
+    throw cli::usage_error("--cols-per-k " + cli::number_text(s.cols_per_k) + " with k = " + std::to_string(s.k) +
+                           " gives " + std::to_string(static_cast<std::uint64_t>(cols)) +
+                           " columns; allowed: at most " + std::to_string(sketchsgd::multiply_shift::max_cols));
+  }
+#if !defined(SKETCHSGD_BENCH_HAVE_TCP)
+  if (s.transport == "tcp") throw cli::usage_error("--transport tcp: not built into this program");
+#endif
+#if !defined(SKETCHSGD_BENCH_HAVE_MPI)
+  if (s.transport == "mpi") throw cli::usage_error("--transport mpi: not built into this program");
+#endif
   return s;
+}
+
+/// Refuses a world of one process over tcp or mpi (--transport inproc is the
+/// single-process measurement) and a run that would not fit in memory: the
+/// gradient and the optimizer of one rank per process.
+void check_run(const settings& s, int world) {
+  if (s.transport != "inproc") cli::check_world(s.transport, world, 1 << 20);
+  const auto d = static_cast<double>(s.d);
+  const auto k = static_cast<double>(s.k);
+  const double bytes = 4.0 * 2.0 * d + cli::optimizer_bytes(d, static_cast<double>(s.rows), s.cols_per_k * k, k,
+                                                            static_cast<double>(s.candidates));
+  cli::check_memory(bytes,
+                    "one rank with d = " + std::to_string(s.d) + ", k = " + std::to_string(s.k) + " and a " +
+                        std::to_string(s.rows) + "-row sketch",
+                    "use a smaller --d, --k, --rows or --cols-per-k");
 }
 
 struct stepper {
@@ -212,13 +239,15 @@ void run(Transport& t, const settings& s) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   const settings s = parse(argc, argv);
 #if defined(SKETCHSGD_BENCH_HAVE_TCP)
   if (s.transport == "tcp") {
     sketchsgd::tcp_options o;
     o.timeout = std::chrono::minutes(10);
+    cli::check_tcp_launched();
     auto t = sketchsgd::tcp_transport::from_environment(o);
+    check_run(s, t->size());
     run(*t, s);
     return 0;
   }
@@ -233,6 +262,14 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "MPI provides thread level %d, --overlap needs %d\n", provided, needed);
       MPI_Abort(MPI_COMM_WORLD, 2);
     }
+    int size = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    try {
+      check_run(s, size);
+    } catch (...) {
+      MPI_Finalize();
+      throw;
+    }
     {
       sketchsgd::mpi_transport t(MPI_COMM_WORLD, {.timeout = std::chrono::minutes(10)});
       run(t, s);
@@ -243,6 +280,7 @@ int main(int argc, char** argv) {
 #endif
   if (s.transport == "inproc") {
     // Single-process check of the compute cost: W = 1, no communication.
+    check_run(s, 1);
     sketchsgd::inproc_world world(1);
     auto t = world.transport(0);
     run(t, s);
@@ -250,4 +288,10 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr, "transport %s is not built in\n", s.transport.c_str());
   return 2;
+} catch (const cli::usage_error& e) {
+  std::fprintf(stderr, "bench_step_time: %s\n", e.what());
+  return cli::usage_exit_code;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "bench_step_time: %s\n", e.what());
+  return 1;
 }

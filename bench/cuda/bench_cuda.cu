@@ -29,6 +29,8 @@
 
 #include "sketchsgd/sketchsgd.hpp"
 
+#include "cli.hpp"
+
 namespace {
 
 using namespace sketchsgd;
@@ -203,7 +205,12 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg(argv[i]);
     if (arg.starts_with("--peak-gbs=")) {
-      peak_gbs = std::strtod(argv[i] + std::strlen("--peak-gbs="), nullptr);
+      try {
+        peak_gbs = cli::real("--peak-gbs", arg.substr(std::strlen("--peak-gbs=")), 0, 1e6, true);
+      } catch (const cli::usage_error& e) {
+        std::fprintf(stderr, "bench_cuda: %s\n", e.what());
+        return cli::usage_exit_code;
+      }
     } else {
       argv[kept++] = argv[i];
     }

@@ -5,11 +5,14 @@
 // examples/libtorch): the sketch and k that fit a target compression, from
 // sketchsgd's model of the bytes each allreduce sends.
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 
 #include <sketchsgd/collective/allreduce.hpp>
+
+#include "cli.hpp"
 
 namespace fmnist {
 
@@ -37,17 +40,24 @@ void choose_budget(Config& c, std::size_t d, std::size_t dense, int world) {
   const auto p = static_cast<double>(c.candidates);
   const bool second_round =
       c.method == "sketched" || c.method == "true-topk" || (c.method == "global-sketch" && c.candidates > 0);
-  const auto fits = [&](double k) {
-    if (c.method == "local-topk") return fixed + (world - 1) * 8.0 + (world - 1) * 8.0 * k <= budget;
+  const auto bytes = [&](double k) {
+    if (c.method == "local-topk") return fixed + (world - 1) * 8.0 + (world - 1) * 8.0 * k;
     const double table = allreduce_bytes(4 * r * c.cols_per_k * k);
-    return fixed + table + (second_round ? allreduce_bytes(4 * p * k) : 0.0) <= budget;
+    return fixed + table + (second_round ? allreduce_bytes(4 * p * k) : 0.0);
   };
+  const auto fits = [&](double k) { return bytes(k) <= budget; };
+  if (!fits(1)) {
+    const double most = allreduce_bytes(4.0 * static_cast<double>(d)) / bytes(1);
+    throw cli::usage_error("--compression " + cli::number_text(c.compression) + ": too high for " + c.method +
+                           " with d = " + std::to_string(d) + " and W = " + std::to_string(world) +
+                           "; allowed: at most " + cli::number_text(std::floor(most * 10) / 10) +
+                           " (k = 1 already sends that much)");
+  }
   double k = 1;
   while (fits(k * 2)) k *= 2;
   for (double step = k / 2; step >= 1; step /= 2) {
     if (fits(k + step)) k += step;
   }
-  if (!fits(k)) throw std::invalid_argument("--compression too high for this model and world");
   c.k = static_cast<std::size_t>(k);
   c.cols = static_cast<std::uint64_t>(c.cols_per_k * k);
 }

@@ -8,9 +8,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <limits>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "cli.hpp"
 #include "idx.hpp"
 #include "mlp.hpp"
 
@@ -28,21 +31,20 @@ options parse(int argc, char** argv) {
   options opt;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (i + 1 >= argc) throw std::invalid_argument("missing value after " + arg);
-    const std::string value = argv[++i];
+    const std::string_view value = cli::value(argc, argv, i);
     if (arg == "--data") {
       opt.data = value;
     } else if (arg == "--epochs") {
-      opt.epochs = std::stoul(value);
+      opt.epochs = cli::integer<std::size_t>(arg, value, 1, 1000);
     } else if (arg == "--seed") {
-      opt.seed = std::stoull(value);
+      opt.seed = cli::integer<std::uint64_t>(arg, value, 0, std::numeric_limits<std::uint64_t>::max());
     } else if (arg == "--lr") {
-      opt.learning_rate = std::stof(value);
+      opt.learning_rate = static_cast<float>(cli::real(arg, value, 0, 10, true));
     } else if (arg == "--momentum") {
-      opt.momentum = std::stof(value);
+      opt.momentum = static_cast<float>(cli::real(arg, value, 0, 1, false, true));
     } else {
-      throw std::invalid_argument("unknown option " + arg +
-                                  " (expected --data DIR, --epochs N, --seed S, --lr LR, --momentum M)");
+      throw cli::usage_error("unknown option " + arg +
+                             " (expected --data DIR, --epochs N, --seed S, --lr LR, --momentum M)");
     }
   }
   return opt;
@@ -109,6 +111,9 @@ int main(int argc, char** argv) try {
         seconds_since(start));
   }
   return EXIT_SUCCESS;
+} catch (const cli::usage_error& e) {
+  static_cast<void>(std::fprintf(stderr, "fmnist_sanity: %s\n", e.what()));
+  return cli::usage_exit_code;
 } catch (const std::exception& e) {
   static_cast<void>(std::fprintf(stderr, "fmnist_sanity: %s\n", e.what()));
   return EXIT_FAILURE;

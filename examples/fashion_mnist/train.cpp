@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <exception>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <sstream>
@@ -28,6 +29,7 @@
 #include <sketchsgd/sketchsgd.hpp>
 
 #include "byte_budget.hpp"
+#include "cli.hpp"
 #include "idx.hpp"
 #include "mlp.hpp"
 #if defined(FMNIST_HAVE_MPI)
@@ -66,34 +68,45 @@ struct config {
   std::size_t max_steps = 0;   // stop after this many steps (0: no limit), for smoke tests
   bool quiet = false;
   bool native = false;  // MPI's native allreduce instead of the portable algorithms
+  cli::given_options given;
 };
 
 const char* usage =
     "fashion_mnist [options]\n"
     "  --method dense|true-topk|local-topk|sketched|fetchsgd|global-sketch   (sketched)\n"
     "  --transport inproc|tcp|mpi     inproc runs --workers threads (inproc)\n"
-    "  --workers W                    in-process workers (4); tcp/mpi take the launcher's world\n"
-    "  --compression X                choose sketch and k for about X times fewer bytes than dense\n"
-    "  --rows R --cols C --k K --P P  sketch and selection (rows 1, P 4); cols and k are chosen by\n"
-    "                                 --compression when it is given\n"
+    "  --workers W                    in-process workers, at least 2 (4); tcp/mpi take the launcher's\n"
+    "                                 world (--workers, if given, must match it)\n"
+    "  --compression X                choose cols and k for about X times fewer bytes than dense, X >= 1\n"
+    "  --rows R --cols C --k K --P P  sketch and selection (rows 1, P 4); without --compression, cols and\n"
+    "                                 k are as given (19000 and 1000 if not)\n"
     "  --cols-per-k Q                 columns per selected coordinate under --compression (19)\n"
-    "  --topology allreduce|root      Sketched-SGD / FetchSGD aggregation (allreduce)\n"
+    "  --topology allreduce|root      Sketched-SGD / FetchSGD / global-sketch aggregation (allreduce)\n"
     "  --epochs E --batch B --lr LR --momentum M --seed S   (3, 32 per worker, 0.1, 0.5, 1)\n"
     "  --eval-every N                 evaluate every N steps as well as after each epoch\n"
     "  --max-steps N                  stop after N steps (smoke tests)\n"
     "  --data DIR                     the gzipped IDX files (/usr/share/datasets/fashion-mnist)\n"
     "  --csv FILE                     append every evaluation as CSV\n"
     "  --native-collectives           use MPI's own allreduce (different summation order: other bits)\n"
-    "  --quiet                        only the final summary line\n";
+    "  --quiet                        only the final summary line\n"
+    "A bad value, or an option that does not apply, is refused with exit status 2.\n";
+
+bool uses_sketch(const config& c) {
+  return c.method == "sketched" || c.method == "fetchsgd" || c.method == "global-sketch";
+}
 
 config parse(int argc, char** argv) {
   config c;
+  constexpr auto u64_max = std::numeric_limits<std::uint64_t>::max();
+  constexpr std::size_t index_max = 0xFFFF'FFFEU;  // 4-byte indices on the wire
+  constexpr std::size_t steps_max = 1'000'000'000;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       std::fputs(usage, stdout);
       std::exit(0);
     }
+    c.given.add(arg);
     if (arg == "--quiet") {
       c.quiet = true;
       continue;
@@ -102,59 +115,125 @@ config parse(int argc, char** argv) {
       c.native = true;
       continue;
     }
-    if (i + 1 >= argc) throw std::invalid_argument("missing value after " + arg);
-    const std::string v = argv[++i];
+    const std::string_view v = cli::value(argc, argv, i);
     if (arg == "--method")
-      c.method = v;
+      c.method = cli::choice(arg, v, {"dense", "true-topk", "local-topk", "sketched", "fetchsgd", "global-sketch"});
     else if (arg == "--transport")
-      c.transport = v;
+      c.transport = cli::choice(arg, v, {"inproc", "tcp", "mpi"});
     else if (arg == "--workers")
-      c.workers = std::stoi(v);
+      c.workers = cli::integer(arg, v, 2, 65536, "a world of one worker communicates nothing");
     else if (arg == "--compression")
-      c.compression = std::stod(v);
+      c.compression = cli::real(arg, v, 1, 10000, false, false, "X times fewer bytes than dense");
     else if (arg == "--rows")
-      c.rows = std::stoull(v);
+      c.rows = cli::integer<std::uint64_t>(arg, v, 1, sketchsgd::sketch_config::max_rows);
     else if (arg == "--cols")
-      c.cols = std::stoull(v);
+      c.cols = cli::integer<std::uint64_t>(arg, v, 1, sketchsgd::multiply_shift::max_cols);
     else if (arg == "--k")
-      c.k = std::stoull(v);
+      c.k = cli::integer<std::size_t>(arg, v, 1, index_max);
     else if (arg == "--P")
-      c.candidates = std::stoull(v), c.candidates_given = true;
+      c.candidates = cli::integer<std::size_t>(arg, v, 0, 1000), c.candidates_given = true;
     else if (arg == "--topology")
-      c.topology = v;
+      c.topology = cli::choice(arg, v, {"allreduce", "root"});
     else if (arg == "--epochs")
-      c.epochs = std::stoull(v);
+      c.epochs = cli::integer<std::size_t>(arg, v, 1, 1000);
     else if (arg == "--batch")
-      c.batch = std::stoull(v);
+      c.batch = cli::integer<std::size_t>(arg, v, 1, 65536);
     else if (arg == "--lr")
-      c.lr = std::stof(v);
+      c.lr = static_cast<float>(cli::real(arg, v, 0, 10, true));
     else if (arg == "--momentum")
-      c.momentum = std::stof(v);
+      c.momentum = static_cast<float>(cli::real(arg, v, 0, 1, false, true));
     else if (arg == "--seed")
-      c.seed = std::stoull(v);
+      c.seed = cli::integer<std::uint64_t>(arg, v, 0, u64_max);
     else if (arg == "--eval-every")
-      c.eval_every = std::stoull(v);
+      c.eval_every = cli::integer<std::size_t>(arg, v, 0, steps_max, "0: once per epoch");
     else if (arg == "--max-steps")
-      c.max_steps = std::stoull(v);
+      c.max_steps = cli::integer<std::size_t>(arg, v, 0, steps_max, "0: no limit");
     else if (arg == "--cols-per-k")
-      c.cols_per_k = std::stod(v);
+      c.cols_per_k = cli::real(arg, v, 1, 1000);
     else if (arg == "--data")
       c.data = v;
     else if (arg == "--csv")
       c.csv = v;
     else
-      throw std::invalid_argument("unknown option " + arg + "\n" + usage);
+      throw cli::usage_error("unknown option " + arg + "\n" + usage);
   }
-  const std::vector<std::string> methods = {"dense",    "true-topk", "local-topk",
-                                            "sketched", "fetchsgd",  "global-sketch"};
-  if (std::find(methods.begin(), methods.end(), c.method) == methods.end()) {
-    throw std::invalid_argument("unknown method " + c.method + "\n" + usage);
+  // Options that do not apply are refused rather than ignored.
+  const auto& g = c.given;
+  if (c.method == "dense") {
+    g.refuse({"--compression", "--rows", "--cols", "--k", "--P", "--cols-per-k", "--topology"},
+             "to --method dense (it sends the whole gradient)");
   }
-  if (c.topology != "allreduce" && c.topology != "root") throw std::invalid_argument("--topology allreduce|root");
+  if (!uses_sketch(c)) {
+    const std::string no_sketch = "to --method " + c.method + " (no sketch)";
+    g.refuse({"--cols", "--topology"}, no_sketch);
+    // True top-k under --compression takes Sketched-SGD's k, which --rows and --P shape.
+    if (c.method != "true-topk" || !g.has("--compression")) g.refuse({"--rows", "--P"}, no_sketch);
+  }
+  if (c.method == "fetchsgd") g.refuse({"--P"}, "to --method fetchsgd (it has no second round)");
+  if (g.has("--compression")) {
+    g.refuse({"--cols", "--k"}, "with --compression, which chooses cols and k (give one or the other)");
+  } else {
+    g.refuse({"--cols-per-k"}, "without --compression");
+  }
+  if (c.transport != "mpi") g.refuse({"--native-collectives"}, "to --transport " + c.transport + " (MPI only)");
+#if !defined(FMNIST_HAVE_TCP)
+  if (c.transport == "tcp") throw cli::usage_error("--transport tcp: not built into this program (no sketchsgd::tcp)");
+#endif
+#if !defined(FMNIST_HAVE_MPI)
+  if (c.transport == "mpi") throw cli::usage_error("--transport mpi: not built into this program (no sketchsgd::mpi)");
+#endif
+  if (!c.csv.empty()) cli::check_writable("--csv", c.csv);
   if (c.method == "global-sketch" && !c.candidates_given) c.candidates = 0;
-  if (c.workers < 1 || c.batch < 1 || c.epochs < 1)
-    throw std::invalid_argument("--workers, --batch, --epochs must be positive");
   return c;
+}
+
+/// Refuses, before anything is allocated, a run that cannot work: a world
+/// too large for the training set, a sketch or k the model cannot take, or
+/// more memory than the machine has. `world` ranks in all, `here` of them in
+/// this process.
+void check_run(const config& c0, int world, int here, std::size_t train_examples) {
+  cli::check_range<std::size_t>(
+      "--batch", c0.batch, 1, train_examples / 2,
+      "two workers need a batch each from the " + std::to_string(train_examples) + " training examples");
+  const auto most = static_cast<int>(std::min<std::size_t>(train_examples / c0.batch, 65536));
+  const std::string why = "each worker needs a batch of " + std::to_string(c0.batch) + " from the " +
+                          std::to_string(train_examples) + " training examples";
+  if (c0.transport == "inproc") {
+    cli::check_range("--workers", world, 2, most, why);
+  } else {
+    cli::check_world(c0.transport, world, most, why);
+    if (c0.given.has("--workers") && world != c0.workers) {
+      throw cli::usage_error("--workers " + std::to_string(c0.workers) + ": the " + c0.transport + " world has " +
+                             std::to_string(world) + " ranks (leave --workers out, or make them agree)");
+    }
+  }
+
+  const fmnist::mlp model({784, 256, 128, 10});
+  const std::size_t d = model.parameter_count();
+  std::size_t dense = 0;
+  for (const auto& range : model.bias_ranges()) dense += range.second;
+  config c = c0;
+  fmnist::choose_budget(c, d, dense, world);
+  if (c.method != "dense") {
+    cli::check_range<std::size_t>("--k", c.k, 1, d - dense,
+                                  "k of the " + std::to_string(d - dense) + " weights; the biases are sent dense");
+  }
+
+  // Per worker: parameters and gradient, the optimizer, data in flight
+  // (up to a gradient), the shuffled example order, a batch; rank 0 also
+  // evaluates the 10,000 test images.
+  const auto n = static_cast<double>(train_examples);
+  const double per_worker =
+      4.0 * 3.0 * static_cast<double>(d) +
+      cli::optimizer_bytes(static_cast<double>(d), static_cast<double>(c.rows), static_cast<double>(c.cols),
+                           static_cast<double>(c.k), static_cast<double>(c.candidates)) +
+      8.0 * (n + n / world) + 4.0 * 785.0 * static_cast<double>(c.batch);
+  const double bytes = per_worker * here + 4.0 * 10000.0 * (256 + 128 + 10);
+  cli::check_memory(bytes,
+                    std::to_string(here) + (c.transport == "inproc" ? " in-process workers" : " rank") + " of " +
+                        cli::bytes_text(per_worker) + " each (d = " + std::to_string(d) + ", sketch " +
+                        std::to_string(c.rows) + " x " + std::to_string(c.cols) + ", k = " + std::to_string(c.k) + ")",
+                    "use fewer --workers or a smaller sketch (--rows, --cols, --compression)");
 }
 
 // ---- one optimizer behind one interface --------------------------------------------
@@ -362,6 +441,7 @@ int main(int argc, char** argv) try {
   const fmnist::fashion_mnist data = fmnist::load_fashion_mnist(c.data);
 
   if (c.transport == "inproc") {
+    check_run(c, c.workers, c.workers, data.train.size());
     sketchsgd::inproc_world world(c.workers, {.timeout = std::chrono::minutes(5)});
     std::vector<summary> results(static_cast<std::size_t>(c.workers));
     std::vector<std::exception_ptr> errors(static_cast<std::size_t>(c.workers));
@@ -388,7 +468,9 @@ int main(int argc, char** argv) try {
   if (c.transport == "tcp") {
     sketchsgd::tcp_options options;
     options.timeout = std::chrono::minutes(5);
+    cli::check_tcp_launched();
     auto t = sketchsgd::tcp_transport::from_environment(options);
+    check_run(c, static_cast<int>(t->size()), 1, data.train.size());
     const summary s = train_rank(*t, c, data);
     if (t->rank() == 0) print_summary(c, s);
     sketchsgd::communicator comm(*t);
@@ -400,6 +482,14 @@ int main(int argc, char** argv) try {
   if (c.transport == "mpi") {
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    int size = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    try {
+      check_run(c, size, 1, data.train.size());
+    } catch (...) {
+      MPI_Finalize();
+      throw;
+    }
     int rank = 0;
     {
       sketchsgd::mpi_transport t(MPI_COMM_WORLD, {.timeout = std::chrono::minutes(5)});
@@ -412,6 +502,9 @@ int main(int argc, char** argv) try {
   }
 #endif
   throw std::invalid_argument("transport " + c.transport + " is not built into this program");
+} catch (const cli::usage_error& e) {
+  std::fprintf(stderr, "fashion_mnist: %s\n", e.what());
+  return cli::usage_exit_code;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "fashion_mnist: %s\n", e.what());
   return 1;

@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <exception>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -30,6 +31,7 @@
 #include <sketchsgd/sketchsgd.hpp>
 
 #include "byte_budget.hpp"
+#include "cli.hpp"
 #include "flat_parameters.hpp"
 #include "idx.hpp"
 #if defined(TORCH_FMNIST_HAVE_MPI)
@@ -66,16 +68,19 @@ struct config {
   int threads = 1;                // LibTorch intra-op threads per worker
   std::size_t eval_every = 0;     // steps between evaluations; 0: at the end of each epoch
   bool quiet = false;
+  cli::given_options given;
 };
 
 const char* usage =
     "torch_fashion_mnist [options]\n"
     "  --method dense|sketched|fetchsgd   (sketched)\n"
     "  --transport inproc|mpi         inproc runs --workers threads (inproc); mpi takes mpirun's world\n"
-    "  --workers W                    in-process workers (2)\n"
-    "  --compression X                choose sketch and k for about X times fewer bytes than dense (10);\n"
-    "                                 0 takes --cols and --k as given\n"
-    "  --rows R --cols C --k K --P P  sketch and selection (rows 1, P 4)\n"
+    "  --workers W                    in-process workers, at least 2 (2); with mpi, if given, it must\n"
+    "                                 match mpirun's world\n"
+    "  --compression X                choose cols and k for about X times fewer bytes than dense, X >= 1\n"
+    "                                 (10); giving --cols or --k instead takes them as given\n"
+    "  --rows R --cols C --k K --P P  sketch and selection (rows 1, P 4; cols 19000 and k 1000 when\n"
+    "                                 only one of them is given)\n"
     "  --cols-per-k Q                 columns per selected coordinate under --compression (19)\n"
     "  --epochs E | --steps N         train E epochs of each worker's shard (1), or stop after N steps\n"
     "  --batch B --lr LR --momentum M --seed S   (32 per worker, 0.1, 0.5, 1)\n"
@@ -86,78 +91,91 @@ const char* usage =
     "  --eval-every N                 evaluate every N steps as well as at the end of each epoch\n"
     "  --data DIR                     the gzipped IDX files (/usr/share/datasets/fashion-mnist)\n"
     "  --csv FILE                     append every evaluation as CSV\n"
-    "  --quiet                        only the final RESULT line\n";
+    "  --quiet                        only the final RESULT line\n"
+    "A bad value, or an option that does not apply, is refused with exit status 2.\n";
 
 config parse(int argc, char** argv) {
   config c;
+  constexpr auto u64_max = std::numeric_limits<std::uint64_t>::max();
+  constexpr std::size_t index_max = 0xFFFF'FFFEU;  // 4-byte indices on the wire
+  constexpr std::size_t steps_max = 1'000'000'000;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       std::fputs(usage, stdout);
       std::exit(0);
     }
+    c.given.add(arg);
     if (arg == "--quiet") {
       c.quiet = true;
       continue;
     }
-    if (i + 1 >= argc) throw std::invalid_argument("missing value after " + arg);
-    const std::string v = argv[++i];
+    const std::string_view v = cli::value(argc, argv, i);
     if (arg == "--method")
-      c.method = v;
+      c.method = cli::choice(arg, v, {"dense", "sketched", "fetchsgd"});
     else if (arg == "--transport")
-      c.transport = v;
+      c.transport = cli::choice(arg, v, {"inproc", "mpi"});
     else if (arg == "--workers")
-      c.workers = std::stoi(v);
+      c.workers = cli::integer(arg, v, 2, 65536, "a world of one worker communicates nothing");
     else if (arg == "--compression")
-      c.compression = std::stod(v);
+      c.compression = cli::real(arg, v, 1, 10000, false, false, "X times fewer bytes than dense");
     else if (arg == "--rows")
-      c.rows = std::stoull(v);
+      c.rows = cli::integer<std::uint64_t>(arg, v, 1, sketchsgd::sketch_config::max_rows);
     else if (arg == "--cols")
-      c.cols = std::stoull(v);
+      c.cols = cli::integer<std::uint64_t>(arg, v, 1, sketchsgd::multiply_shift::max_cols);
     else if (arg == "--k")
-      c.k = std::stoull(v);
+      c.k = cli::integer<std::size_t>(arg, v, 1, index_max);
     else if (arg == "--P")
-      c.candidates = std::stoull(v);
+      c.candidates = cli::integer<std::size_t>(arg, v, 0, 1000);
     else if (arg == "--cols-per-k")
-      c.cols_per_k = std::stod(v);
+      c.cols_per_k = cli::real(arg, v, 1, 1000);
     else if (arg == "--epochs")
-      c.epochs = std::stoull(v);
+      c.epochs = cli::integer<std::size_t>(arg, v, 1, 1000);
     else if (arg == "--steps")
-      c.steps = std::stoull(v);
+      c.steps = cli::integer<std::size_t>(arg, v, 1, steps_max);
     else if (arg == "--batch")
-      c.batch = std::stoull(v);
+      c.batch = cli::integer<std::size_t>(arg, v, 1, 65536);
     else if (arg == "--lr")
-      c.lr = std::stof(v);
+      c.lr = static_cast<float>(cli::real(arg, v, 0, 10, true));
     else if (arg == "--momentum")
-      c.momentum = std::stof(v);
+      c.momentum = static_cast<float>(cli::real(arg, v, 0, 1, false, true));
     else if (arg == "--decay-at")
-      c.decay_at = std::stod(v);
+      c.decay_at = cli::real(arg, v, 0, 1, false, true, "0: a constant learning rate");
     else if (arg == "--seed")
-      c.seed = std::stoull(v);
+      c.seed = cli::integer<std::uint64_t>(arg, v, 0, u64_max);
     else if (arg == "--hidden")
-      c.hidden = std::stoll(v);
+      c.hidden = cli::integer<std::int64_t>(arg, v, 0, 65536, "0: no hidden layer");
     else if (arg == "--dense-max")
-      c.dense_max = std::stoll(v);
+      c.dense_max = cli::integer<std::int64_t>(arg, v, 0, 1'000'000'000);
     else if (arg == "--threads")
-      c.threads = std::stoi(v);
+      c.threads = cli::integer(arg, v, 1, 1024);
     else if (arg == "--eval-every")
-      c.eval_every = std::stoull(v);
+      c.eval_every = cli::integer<std::size_t>(arg, v, 0, steps_max, "0: at the end of each epoch");
     else if (arg == "--data")
       c.data = v;
     else if (arg == "--csv")
       c.csv = v;
     else
-      throw std::invalid_argument("unknown option " + arg + "\n" + usage);
+      throw cli::usage_error("unknown option " + arg + "\n" + usage);
   }
-  if (c.method != "dense" && c.method != "sketched" && c.method != "fetchsgd") {
-    throw std::invalid_argument("unknown method " + c.method + "\n" + usage);
+  // Options that do not apply are refused rather than ignored.
+  const auto& g = c.given;
+  if (c.method == "dense") {
+    g.refuse({"--compression", "--rows", "--cols", "--k", "--P", "--cols-per-k"},
+             "to --method dense (it sends the whole gradient)");
+    c.compression = 0;  // nothing to choose; reported as 0
   }
-  if (c.transport != "inproc" && c.transport != "mpi") throw std::invalid_argument("--transport inproc|mpi");
-  if (c.method == "dense") c.compression = 0;  // nothing to choose; reported as 0
-  if (c.decay_at < 0 || c.decay_at >= 1) throw std::invalid_argument("--decay-at must be in [0, 1)");
-  if (c.workers < 1 || c.batch < 1 || c.epochs < 1 || c.threads < 1 || c.hidden < 0) {
-    throw std::invalid_argument("--workers, --batch, --epochs, --threads must be positive, --hidden not negative");
+  if (c.method == "fetchsgd") g.refuse({"--P"}, "to --method fetchsgd (it has no second round)");
+  if (g.has("--cols") || g.has("--k")) {
+    g.refuse({"--compression"}, "with --cols or --k, which set the sketch by hand (give one or the other)");
+    g.refuse({"--cols-per-k"}, "with --cols or --k (it shapes the sketch --compression chooses)");
+    c.compression = 0;  // take --cols and --k as given
   }
+  if (g.has("--epochs")) g.refuse({"--steps"}, "with --epochs (give one or the other)");
+#if !defined(TORCH_FMNIST_HAVE_MPI)
+  if (c.transport == "mpi") throw cli::usage_error("--transport mpi: not built into this program (no sketchsgd::mpi)");
+#endif
+  if (!c.csv.empty()) cli::check_writable("--csv", c.csv);
   return c;
 }
 
@@ -431,6 +449,61 @@ void print_summary(const config& c, int world, const summary& s) {
   std::fflush(stdout);
 }
 
+/// Refuses, before anything is allocated, a run that cannot work: a world
+/// too large for the training set, a sketch or k the model cannot take, or
+/// more memory than the machine has. `world` ranks in all, `here` of them in
+/// this process.
+void check_run(const config& c0, int world, int here, std::size_t train_examples) {
+  cli::check_range<std::size_t>(
+      "--batch", c0.batch, 1, train_examples / 2,
+      "two workers need a batch each from the " + std::to_string(train_examples) + " training examples");
+  const auto most = static_cast<int>(std::min<std::size_t>(train_examples / c0.batch, 65536));
+  const std::string why = "each worker needs a batch of " + std::to_string(c0.batch) + " from the " +
+                          std::to_string(train_examples) + " training examples";
+  if (c0.transport == "inproc") {
+    cli::check_range("--workers", world, 2, most, why);
+  } else {
+    cli::check_world(c0.transport, world, most, why);
+    if (c0.given.has("--workers") && world != c0.workers) {
+      throw cli::usage_error("--workers " + std::to_string(c0.workers) + ": the " + c0.transport + " world has " +
+                             std::to_string(world) + " ranks (leave --workers out, or make them agree)");
+    }
+  }
+
+  std::size_t d = 0;
+  std::size_t dense = 0;
+  {
+    cnn model = make_model(c0);
+    const sketchsgd_torch::flat_parameters flat(model->named_parameters(), {.max_small_numel = c0.dense_max});
+    d = flat.size();
+    dense = flat.dense_count();
+  }
+  config c = c0;
+  fmnist::choose_budget(c, d, dense, world);
+  if (c.method != "dense") {
+    cli::check_range<std::size_t>("--k", c.k, 1, d - dense,
+                                  "k of the " + std::to_string(d - dense) + " coordinates not sent dense");
+  }
+
+  // Per worker: flat parameters and gradients, the optimizer, data in flight
+  // (up to a gradient), the shuffled example order, a batch and its
+  // activations (forward, backward); rank 0 also evaluates batches of 1,000.
+  const auto n = static_cast<double>(train_examples);
+  const double activations =
+      4.0 * (16 * 24 * 24 + 16 * 12 * 12 + 32 * 8 * 8 + 32 * 4 * 4 + 10 + static_cast<double>(c.hidden));
+  const double per_worker =
+      4.0 * 3.0 * static_cast<double>(d) +
+      cli::optimizer_bytes(static_cast<double>(d), static_cast<double>(c.rows), static_cast<double>(c.cols),
+                           static_cast<double>(c.k), static_cast<double>(c.candidates)) +
+      8.0 * (n + n / world) + static_cast<double>(c.batch) * (4.0 * 785 + 3.0 * activations);
+  const double bytes = per_worker * here + 1000.0 * activations;
+  cli::check_memory(bytes,
+                    std::to_string(here) + (c.transport == "inproc" ? " in-process workers" : " rank") + " of " +
+                        cli::bytes_text(per_worker) + " each (d = " + std::to_string(d) + ", sketch " +
+                        std::to_string(c.rows) + " x " + std::to_string(c.cols) + ", k = " + std::to_string(c.k) + ")",
+                    "use fewer --workers or a smaller sketch (--rows, --cols, --compression) or --batch");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -438,6 +511,7 @@ int main(int argc, char** argv) try {
   const fmnist::fashion_mnist data = fmnist::load_fashion_mnist(c.data);
 
   if (c.transport == "inproc") {
+    check_run(c, c.workers, c.workers, data.train.size());
     sketchsgd::inproc_world world(c.workers, {.timeout = std::chrono::minutes(5)});
     std::vector<summary> results(static_cast<std::size_t>(c.workers));
     std::vector<std::exception_ptr> errors(static_cast<std::size_t>(c.workers));
@@ -463,6 +537,14 @@ int main(int argc, char** argv) try {
 #if defined(TORCH_FMNIST_HAVE_MPI)
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  int size = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  try {
+    check_run(c, size, 1, data.train.size());
+  } catch (...) {
+    MPI_Finalize();
+    throw;
+  }
   {
     sketchsgd::mpi_transport t(MPI_COMM_WORLD, {.timeout = std::chrono::minutes(5)});
     const summary s = train_rank(t, c, data);
@@ -473,6 +555,9 @@ int main(int argc, char** argv) try {
 #else
   throw std::invalid_argument("this program was built without MPI (sketchsgd::mpi)");
 #endif
+} catch (const cli::usage_error& e) {
+  std::fprintf(stderr, "torch_fashion_mnist: %s\n", e.what());
+  return cli::usage_exit_code;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "torch_fashion_mnist: %s\n", e.what());
   return 1;

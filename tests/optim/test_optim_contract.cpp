@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The optimizers' contract: bytes per step against the formulas of
-// ALGORITHMS.md, checkpoints that continue bit-identically, configuration
+// docs/algorithms.md, checkpoints that continue bit-identically, configuration
 // agreement across ranks, the NaN/Inf policy applied on every rank, bad
 // arguments refused before any I/O, and the same bits over TCP as in-process.
 

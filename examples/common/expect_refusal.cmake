@@ -1,0 +1,36 @@
+# SPDX-License-Identifier: Apache-2.0
+# Runs a program on a command line it must refuse, and fails unless it exits
+# with EXPECTED (default 2: cli::usage_exit_code), says why on stderr in
+# words matching MESSAGE (a regular expression), and reports no result.
+#   cmake -DMESSAGE=REGEX [-DEXPECTED=2] -P expect_refusal.cmake -- PROGRAM [ARGS...]
+if(NOT DEFINED EXPECTED)
+  set(EXPECTED 2)
+endif()
+set(command "")
+set(after_dashes OFF)
+foreach(n RANGE 1 ${CMAKE_ARGC})
+  if(n EQUAL CMAKE_ARGC)
+    break()
+  endif()
+  if(after_dashes)
+    list(APPEND command "${CMAKE_ARGV${n}}")
+  elseif(CMAKE_ARGV${n} STREQUAL "--")
+    set(after_dashes ON)
+  endif()
+endforeach()
+if(NOT command)
+  message(FATAL_ERROR "usage: cmake -DMESSAGE=REGEX -P expect_refusal.cmake -- PROGRAM [ARGS...]")
+endif()
+
+execute_process(COMMAND ${command} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+string(REPLACE ";" " " shown "${command}")
+if(NOT rc STREQUAL EXPECTED)
+  message(FATAL_ERROR "'${shown}' exited with '${rc}', expected ${EXPECTED}\nstdout: ${out}\nstderr: ${err}")
+endif()
+if(NOT err MATCHES "${MESSAGE}")
+  message(FATAL_ERROR "'${shown}' said\n${err}\nwhich does not match '${MESSAGE}'")
+endif()
+if(out MATCHES "RESULT")
+  message(FATAL_ERROR "'${shown}' refused its command line but still reported a result:\n${out}")
+endif()
+message(STATUS "'${shown}' refused with ${rc}: ${err}")
