@@ -29,6 +29,14 @@ struct wire_entry {
   Value value;
 };
 
+/// `u` (global indices) as `k` entries, padded with `no_index`.
+template <class Value>
+std::vector<wire_entry<Value>> padded_entries(const sparse_update<Value>& u, std::size_t k) {
+  std::vector<wire_entry<Value>> out(k, {no_index, Value{}});
+  for (std::size_t j = 0; j < u.size(); ++j) out[j] = {static_cast<wire_index>(u.indices[j]), u.values[j]};
+  return out;
+}
+
 /// The index of a received wire index or entry.
 constexpr wire_index index_of(wire_index i) noexcept { return i; }
 template <class Value>

@@ -160,14 +160,7 @@ class fetch_aggregation {
 
  private:
   static const options_type& checked(const options_type& o, const context& c) {
-    validate(o.sketch, HashFamily::max_cols);
-    if (o.k == 0) detail::bad_option(c.name, "k must be positive");
-    if (o.k > c.split->sparse_count()) detail::bad_option(c.name, "k exceeds the number of compressed coordinates");
-    if (o.topology == topology::root) {
-      detail::check_root_rank(c.name, o.root, c.world);
-      detail::check_wire_indices(c.name, c.split->dimension(), detail::no_index);
-    }
-    if constexpr (requires { o.recovery.validate(c.name); }) o.recovery.validate(c.name);
+    detail::check_sketch_aggregation<HashFamily>(o, c);
     return o;
   }
 

@@ -36,6 +36,23 @@ enum class topology {
   root,       ///< a root reduces, recovers and broadcasts (the paper's parameter server)
 };
 
+namespace detail {
+
+/// What every sketch aggregation checks before allocating: the sketch, k, a
+/// root and its 4-byte indices, the recovery policy.
+template <class HashFamily, class Options, class Context>
+void check_sketch_aggregation(const Options& o, const Context& c) {
+  validate(o.sketch, HashFamily::max_cols);
+  check_k(c.name, o.k, c.split->sparse_count());
+  if (o.topology == topology::root) {
+    check_root_rank(c.name, o.root, c.world);
+    check_wire_indices(c.name, c.split->dimension(), no_index);
+  }
+  if constexpr (requires { o.recovery.validate(c.name); }) o.recovery.validate(c.name);
+}
+
+}  // namespace detail
+
 /// Sketched-SGD's aggregation. Per step, on every worker i with gradient g_i:
 ///
 /// 1. error feedback with local momentum (`error_feedback`): u_i <- m u_i +
@@ -188,17 +205,10 @@ class sketched_aggregation {
 
  private:
   static const options_type& checked(const options_type& o, const context& c) {
-    validate(o.sketch, HashFamily::max_cols);
-    if (o.k == 0) detail::bad_option(c.name, "k must be positive");
-    if (o.k > c.split->sparse_count()) detail::bad_option(c.name, "k exceeds the number of compressed coordinates");
-    if (o.topology == topology::root) {
-      detail::check_root_rank(c.name, o.root, c.world);
-      detail::check_wire_indices(c.name, c.split->dimension(), detail::no_index);
-    }
+    detail::check_sketch_aggregation<HashFamily>(o, c);
     if (o.overlap_rows && !std::is_same_v<Device, cpu_t>) {
       detail::bad_option(c.name, "overlap_rows runs on the CPU only (must be false on a device)");
     }
-    if constexpr (requires { o.recovery.validate(c.name); }) o.recovery.validate(c.name);
     return o;
   }
 
@@ -254,14 +264,11 @@ class sketched_aggregation {
     const std::uint64_t d = c.split->dimension();
     const std::size_t k = std::min<std::size_t>(opt_.k, scratch_.size());
     std::vector<entry> delta(k, {detail::no_index, Value{}});
-    const auto put = [&](std::size_t j, std::uint64_t index, Value value) {
-      delta[j] = {static_cast<detail::wire_index>(index), value};
-    };
     if (opt_.candidates_factor == 0) {
       if (is_root) {
         auto best = recover(k, c);
         c.split->to_global(best.indices);
-        for (std::size_t j = 0; j < best.size(); ++j) put(j, best.indices[j], best.values[j]);
+        delta = detail::padded_entries(best, k);
       }
     } else {
       std::vector<detail::wire_index> candidates(candidate_count(), detail::no_index);
@@ -281,8 +288,9 @@ class sketched_aggregation {
       reduce(comm, std::span<Value>(exact), opt_.root, tree_algorithm::flat);  // up: 4 P k
       if (is_root) {
         exact.resize(real.size());  // padding slots carry zeros: drop them before choosing
-        const auto best = top_k(exact, k);
-        for (std::size_t j = 0; j < best.size(); ++j) put(j, real[best.indices[j]], best.values[j]);
+        auto best = top_k(exact, k);
+        for (std::uint64_t& i : best.indices) i = real[i];  // positions among the candidates to coordinates
+        delta = detail::padded_entries(best, k);
       }
     }
     c.lap(&step_timing::recover);

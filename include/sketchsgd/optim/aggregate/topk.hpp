@@ -81,8 +81,7 @@ class topk_aggregation_base {
   }
 
   static const options_type& checked(const options_type& o, const context& c, bool wire) {
-    if (o.k == 0) bad_option(c.name, "k must be positive");
-    if (o.k > c.split->sparse_count()) bad_option(c.name, "k exceeds the number of compressed coordinates");
+    check_k(c.name, o.k, c.split->sparse_count());
     if (wire) check_wire_indices(c.name, c.split->dimension(), no_index);
     return o;
   }
@@ -222,10 +221,7 @@ class gtopk_aggregation : public detail::topk_aggregation_base<Value, Device> {
       const std::uint64_t d = c.split->dimension();
       auto mine = base::ops::top_k(typename base::ops::template span<const Value>(this->sparse_v(c)), k, *c.device);
       c.split->to_global(mine.indices);
-      std::vector<entry> current(k, {detail::no_index, Value{}});
-      for (std::size_t j = 0; j < mine.size(); ++j) {
-        current[j] = {static_cast<detail::wire_index>(mine.indices[j]), mine.values[j]};
-      }
+      std::vector<entry> current = detail::padded_entries(mine, k);
       c.lap(&step_timing::compress);
       // Binomial tree towards rank 0: merge what the partners send.
       detail::binomial_reduce(*comm, std::span<entry>(current), 0, comm->next_collective_tag(),
