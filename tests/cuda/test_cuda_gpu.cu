@@ -514,7 +514,8 @@ TEST_CASE("device Sketched-SGD and gs-SGD equal the CPU's (ordered float, atomic
   check_pair<global_sketch_sgd<float, T>, global_sketch_sgd<float, T, ms, cuda_t>>(sketched_float(), atomic, false);
 }
 
-TEST_CASE("device FetchSGD equals the CPU's (ordered float: both resets, root; atomic int32)", "[cuda][optim]") {
+TEST_CASE("device FetchSGD equals the CPU's (ordered float with both resets and a root, atomic int32)",
+          "[cuda][optim]") {
   fetch_sgd_options<float> o{.dimension = opt_d,
                              .sketch = {.rows = 5, .cols = 20'000, .seed = 79},
                              .k = 500,

@@ -22,8 +22,8 @@ namespace sketchsgd {
 template <sketch_value Value, class Gradient = std::span<const Value>>
 class any_optimizer {
  public:
-  using value_type = Value;
-  using gradient_type = Gradient;
+  using value_type = Value;        ///< the value type
+  using gradient_type = Gradient;  ///< what `step` takes
 
   /// Takes `opt` over.
   template <distributed_optimizer O>

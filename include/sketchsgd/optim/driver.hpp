@@ -40,7 +40,7 @@ namespace sketchsgd {
 /// @tparam UpdateRule an update rule (`sgd_update`, `adam_update`, ...).
 template <class Aggregation, class UpdateRule>
 struct composed_options {
-  using value_type = typename Aggregation::value_type;
+  using value_type = typename Aggregation::value_type;  ///< the value type
   /// Number of parameters d.
   std::uint64_t dimension = 0;
   /// The aggregation policy's options (what is communicated, and its memory).

@@ -54,16 +54,17 @@ struct error_feedback {
 /// context and the phase timer.
 template <class Value, class Device>
 struct step_context {
-  int rank = 0;
-  int world = 1;
-  bool average = false;
-  Value learning_rate = Value{1};
-  std::uint64_t step = 0;  ///< steps taken before this one
-  const detail::coordinate_split* split = nullptr;
-  typename detail::device_ops<Device>::context* device = nullptr;
-  detail::step_accounting* timer = nullptr;
-  const char* name = "";  ///< the optimizer's, for messages
+  int rank = 0;                                                    ///< this rank
+  int world = 1;                                                   ///< number of ranks
+  bool average = false;                                            ///< sums are divided by W
+  Value learning_rate = Value{1};                                  ///< this step's eta
+  std::uint64_t step = 0;                                          ///< steps taken before this one
+  const detail::coordinate_split* split = nullptr;                 ///< dense ranges and the sparse renumbering
+  typename detail::device_ops<Device>::context* device = nullptr;  ///< how device calls run
+  detail::step_accounting* timer = nullptr;                        ///< the phase timer
+  const char* name = "";                                           ///< the optimizer's, for messages
 
+  /// Charges the time since the last lap to `phase`.
   void lap(double step_timing::*phase) const noexcept { timer->lap(phase); }
 };
 
@@ -74,6 +75,7 @@ class error_memory {
   using ops = detail::device_ops<Device>;
 
  public:
+  /// Zero u and v of d values on the device of `c`.
   error_memory(const error_feedback<Value>& o, std::uint64_t d, typename ops::context& c)
       : opt_(o), u_(ops::template zeros<Value>(d, c)), v_(ops::template zeros<Value>(d, c)) {}
 
@@ -92,8 +94,11 @@ class error_memory {
     ops::zero_ranges(span(v_), split, c);
   }
 
+  /// The momentum u.
   [[nodiscard]] typename ops::template span<const Value> u() const noexcept { return {u_.data(), u_.size()}; }
+  /// The error v (what the aggregation compresses).
   [[nodiscard]] typename ops::template span<const Value> v() const noexcept { return {v_.data(), v_.size()}; }
+  /// The options in force.
   [[nodiscard]] const error_feedback<Value>& options() const noexcept { return opt_; }
 
   /// The state: u, then v.
@@ -102,6 +107,7 @@ class error_memory {
     f(span(u_));
     f(span(v_));
   }
+  /// Adds the options to a configuration fingerprint.
   void describe(sketchsgd::fingerprint& f) const {
     f.add(opt_.enabled).add(opt_.momentum).add(opt_.nesterov).add(opt_.mask_momentum).add(opt_.learning_rate_in_error);
   }

@@ -23,6 +23,7 @@ namespace sketchsgd {
 /// every rank must agree on (`describe`).
 class fingerprint {
  public:
+  /// Mixes in `v` (floating point by its bits).
   template <class T>
   requires std::is_arithmetic_v<T> || std::is_enum_v<T> fingerprint& add(T v) noexcept {
     std::uint64_t bits = 0;
@@ -37,6 +38,7 @@ class fingerprint {
     state_ = mix64(state_ ^ mix64(bits + 0x9E3779B97F4A7C15ULL * ++count_));
     return *this;
   }
+  /// The digest so far.
   [[nodiscard]] std::uint64_t value() const noexcept { return state_; }
 
  private:

@@ -21,12 +21,15 @@ namespace sketchsgd {
 /// The `count` coordinates with the largest |estimate| (ties to the lower
 /// index): what Sketched-SGD and FetchSGD ran. O(rows d), on the device.
 struct top_k_recovery {
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   template <class Ops, class Sketch, class Scratch>
   [[nodiscard]] auto select(const Sketch& s, std::uint64_t d, std::size_t count, Scratch scratch,
                             typename Ops::context& c, std::uint64_t /*step*/) const {
     return Ops::top_k(s, d, count, scratch, c);
   }
   void describe(detail::fingerprint& f) const { f.add(std::uint8_t{1}); }
+  /// @endcond
 };
 
 /// HEAVYMIX (Ivkin et al. 2019, the selection their guarantees assume): the
@@ -37,6 +40,9 @@ struct top_k_recovery {
 struct heavymix_recovery {
   std::uint64_t seed = 0;  ///< the fill's seed; the same on every rank
 
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
+
   template <class Ops, class Sketch, class Scratch>
   [[nodiscard]] auto select(const Sketch& s, std::uint64_t d, std::size_t count, Scratch /*scratch*/,
                             typename Ops::context& c, std::uint64_t step) const {
@@ -44,6 +50,7 @@ struct heavymix_recovery {
     return heavymix(host, d, count, mix64(seed ^ (0x9E3779B97F4A7C15ULL * (step + 1))), c.exec);
   }
   void describe(detail::fingerprint& f) const { f.add(std::uint8_t{2}).add(seed); }
+  /// @endcond
 };
 
 /// The l2 heavy hitters: every i with estimate(i)^2 >= phi l2_estimate()^2
@@ -52,6 +59,9 @@ struct heavymix_recovery {
 /// step to step. Runs on the host like `heavymix_recovery`.
 struct threshold_recovery {
   double phi = 0.0;  ///< in (0, 1]
+
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
 
   template <class Ops, class Sketch, class Scratch>
   [[nodiscard]] auto select(const Sketch& s, std::uint64_t d, std::size_t count, Scratch /*scratch*/,
@@ -69,6 +79,7 @@ struct threshold_recovery {
   void validate(const char* who) const {
     if (!(phi > 0.0 && phi <= 1.0)) throw std::invalid_argument(std::string(who) + ": threshold phi must be in (0, 1]");
   }
+  /// @endcond
 };
 
 }  // namespace sketchsgd

@@ -33,7 +33,7 @@ enum class round_kind : std::uint8_t {
 /// @tparam Value a `sketch_value`.
 template <sketch_value Value>
 struct collective_round {
-  round_kind kind = round_kind::sum;
+  round_kind kind = round_kind::sum;               ///< what to do
   std::span<Value> values{};                       ///< sum: values to add up (empty when `counts` is used)
   std::span<std::int64_t> counts{};                ///< sum: integers to add up (the non-finite check)
   std::span<const std::byte> block{};              ///< gather: this rank's bytes
@@ -68,6 +68,7 @@ class round_generator {
   using Round = collective_round<Value>;
 
  public:
+  /// @cond COROUTINE
   struct promise_type {
     Round current{};
     std::exception_ptr error;
@@ -84,7 +85,11 @@ class round_generator {
     void unhandled_exception() noexcept { error = std::current_exception(); }
   };
 
+  /// @endcond
+
+  /// Takes `other`'s rounds over.
   round_generator(round_generator&& other) noexcept : h_(std::exchange(other.h_, {})) {}
+  /// Takes `other`'s rounds over.
   round_generator& operator=(round_generator other) noexcept {
     std::swap(h_, other.h_);
     return *this;

@@ -53,9 +53,12 @@ inline void check_decay(double wd, const char* who) {
 template <sketch_value Value>
 class sgd_update {
  public:
+  /// Settings of `sgd_update`.
   struct options_type {
     Value weight_decay = Value{0};  ///< lambda, decoupled
   };
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   static constexpr bool takes_applied_learning_rate = true;
 
   sgd_update(const options_type& o, std::uint64_t /*d*/, const char* who) : opt_(o) {
@@ -71,6 +74,7 @@ class sgd_update {
   void for_each_state(F&& /*f*/) {}
   void describe(detail::fingerprint& f) const { f.add(std::uint8_t{1}).add(opt_.weight_decay); }
 
+  /// @endcond
  private:
   options_type opt_;
 };
@@ -82,11 +86,14 @@ class sgd_update {
 template <sketch_value Value>
 class momentum_update {
  public:
+  /// Settings of `momentum_update`.
   struct options_type {
     Value momentum = Value{0};      ///< m
     bool nesterov = false;          ///< Sutskever et al.'s form
     Value weight_decay = Value{0};  ///< lambda, decoupled
   };
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   static constexpr bool takes_applied_learning_rate = true;
 
   momentum_update(const options_type& o, std::uint64_t d, const char* who)
@@ -111,6 +118,7 @@ class momentum_update {
     f.add(std::uint8_t{2}).add(opt_.momentum).add(opt_.nesterov).add(opt_.weight_decay);
   }
 
+  /// @endcond
  private:
   options_type opt_;
   std::uint64_t d_;
@@ -133,13 +141,16 @@ class adam_update {
   static_assert(std::is_floating_point_v<Value>, "adam_update needs a floating-point value type");
 
  public:
+  /// Settings of `adam_update`.
   struct options_type {
-    Value beta1 = Value(0.9);
-    Value beta2 = Value(0.999);
-    Value epsilon = Value(1e-8);
+    Value beta1 = Value(0.9);       ///< the first moment's decay
+    Value beta2 = Value(0.999);     ///< the second moment's decay
+    Value epsilon = Value(1e-8);    ///< added to sqrt(s)
     Value weight_decay = Value{0};  ///< lambda, decoupled (AdamW)
     bool lazy = false;              ///< moments only where the aggregated gradient is
   };
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   static constexpr bool takes_applied_learning_rate = false;
 
   adam_update(const options_type& o, std::uint64_t d, const char* who)
@@ -173,6 +184,7 @@ class adam_update {
     f.add(std::uint8_t{3}).add(opt_.beta1).add(opt_.beta2).add(opt_.epsilon).add(opt_.weight_decay).add(opt_.lazy);
   }
 
+  /// @endcond
  private:
   options_type opt_;
   std::uint64_t d_;
@@ -187,7 +199,10 @@ class adam_update {
 template <sketch_value Value>
 class aggregated_gradient {
  public:
+  /// No options.
   struct options_type {};
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   static constexpr bool takes_applied_learning_rate = true;
 
   aggregated_gradient(const options_type&, std::uint64_t, const char*) {}
@@ -195,6 +210,7 @@ class aggregated_gradient {
   template <class F>
   void for_each_state(F&& /*f*/) {}
   void describe(detail::fingerprint& f) const { f.add(std::uint8_t{4}); }
+  /// @endcond
 };
 
 }  // namespace sketchsgd

@@ -28,9 +28,13 @@ class dense_aggregation {
   using context = detail::step_context<Value, Device>;
 
  public:
+  /// No options.
+  struct options_type {};
+
+  /// @cond POLICY_HOOKS
+  // The aggregation_policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   using value_type = Value;
   using device_type = Device;
-  struct options_type {};
   static constexpr detail::optimizer_kind kind = detail::optimizer_kind::dense_sgd;
   static constexpr const char* name = "dense_aggregation";
 
@@ -56,6 +60,7 @@ class dense_aggregation {
   template <class F>
   void for_each_state(F&& /*f*/) {}
   void describe(detail::fingerprint& /*f*/) const {}
+  /// @endcond
 
  private:
   typename ops::template span<const Value> gradient_{};

@@ -53,8 +53,6 @@ class fetch_aggregation {
   using entry = detail::wire_entry<Value>;
 
  public:
-  using value_type = Value;
-  using device_type = Device;
   /// The sketch type.
   using sketch_type = count_sketch<Value, HashFamily, Device>;
   /// Settings of FetchSGD's aggregation.
@@ -79,6 +77,10 @@ class fetch_aggregation {
     /// The root of the `root` topology.
     int root = 0;
   };
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
+  using value_type = Value;
+  using device_type = Device;
   static constexpr detail::optimizer_kind kind = detail::optimizer_kind::fetch_sgd;
   static constexpr const char* name = "fetch_aggregation";
 
@@ -154,6 +156,7 @@ class fetch_aggregation {
     f.add(opt_.topology).add(opt_.root);
     opt_.recovery.describe(f);
   }
+  /// @endcond
   /// The error sketch S_e (meaningful on every rank with the allreduce
   /// topology, at the root otherwise).
   [[nodiscard]] const sketch_type& error_sketch() const noexcept { return s_e_; }

@@ -84,8 +84,6 @@ class sketched_aggregation {
   using context = detail::step_context<Value, Device>;
 
  public:
-  using value_type = Value;
-  using device_type = Device;
   /// The sketch type.
   using sketch_type = count_sketch<Value, HashFamily, Device>;
   /// Settings of the sketched aggregation.
@@ -116,6 +114,10 @@ class sketched_aggregation {
     /// floating-point summation order (exactly for integers).
     bool overlap_rows = false;
   };
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
+  using value_type = Value;
+  using device_type = Device;
   static constexpr detail::optimizer_kind kind = detail::optimizer_kind::sketched_sgd;
   static constexpr const char* name = "sketched_aggregation";
 
@@ -198,6 +200,7 @@ class sketched_aggregation {
     memory_.describe(f);
     opt_.recovery.describe(f);
   }
+  /// @endcond
   /// The options in force.
   [[nodiscard]] const options_type& options() const noexcept { return opt_; }
   /// The error memory (u and v).
@@ -333,11 +336,14 @@ class global_sketch_aggregation : public sketched_aggregation<Value, HashFamily,
 
  public:
   using typename base::options_type;
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   static constexpr detail::optimizer_kind kind = detail::optimizer_kind::global_sketch_sgd;
   static constexpr const char* name = "global_sketch_aggregation";
 
   global_sketch_aggregation(options_type o, const detail::step_context<Value, Device>& c)
       : base((o.topology = topology::allreduce, o), c) {}
+  /// @endcond
 };
 
 }  // namespace sketchsgd

@@ -38,14 +38,16 @@ class topk_aggregation_base {
   using context = step_context<Value, Device>;
 
  public:
-  using value_type = Value;
-  using device_type = Device;
   /// Settings of the top-k aggregations.
   struct options_type {
     std::size_t k = 0;                 ///< coordinates selected per step (per worker for local top-k and gTop-k)
     error_feedback<Value> feedback{};  ///< local momentum and error feedback
   };
 
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
+  using value_type = Value;
+  using device_type = Device;
   void accumulate(typename ops::template span<const Value> g, const context& c) { memory_.accumulate(g, c); }
   [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return memory_.v(); }
   /// Dense coordinates were applied in full: their error is reset.
@@ -63,6 +65,7 @@ class topk_aggregation_base {
     memory_.describe(f);
   }
 
+  /// @endcond
  protected:
   /// `own_copy`: the sparse coordinates are copied even without dense
   /// ranges; `wire`: indices travel in 4 bytes (checked before allocating).
@@ -103,6 +106,8 @@ class true_topk_aggregation : public detail::topk_aggregation_base<Value, Device
   using base = detail::topk_aggregation_base<Value, Device>;
 
  public:
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   static constexpr detail::optimizer_kind kind = detail::optimizer_kind::true_topk_sgd;
   static constexpr const char* name = "true_topk_aggregation";
 
@@ -122,6 +127,7 @@ class true_topk_aggregation : public detail::topk_aggregation_base<Value, Device
     out.values = std::move(best.values);
     this->memory_.mask(out.indices, *c.device);
   }
+  /// @endcond
 };
 
 /// Local top-k with error feedback (DGC-style, Lin et al. 2018): each worker
@@ -138,6 +144,8 @@ class local_topk_aggregation : public detail::topk_aggregation_base<Value, Devic
   using entry = detail::wire_entry<Value>;
 
  public:
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   static constexpr detail::optimizer_kind kind = detail::optimizer_kind::local_topk_sgd;
   static constexpr const char* name = "local_topk_aggregation";
 
@@ -149,9 +157,7 @@ class local_topk_aggregation : public detail::topk_aggregation_base<Value, Devic
     const std::size_t k = this->opt_.k;
     auto mine = base::ops::top_k(typename base::ops::template span<const Value>(this->sparse_v(c)), k, *c.device);
     c.split->to_global(mine.indices);
-    std::vector<entry> sent(k, {detail::no_index, Value{}});
-    for (std::size_t j = 0; j < mine.size(); ++j)
-      sent[j] = {static_cast<detail::wire_index>(mine.indices[j]), mine.values[j]};
+    std::vector<entry> sent = detail::padded_entries(mine, k);
     c.lap(&step_timing::compress);
     std::vector<entry> all;
     if constexpr (std::is_same_v<Comm, external_collectives>) {
@@ -187,6 +193,7 @@ class local_topk_aggregation : public detail::topk_aggregation_base<Value, Devic
     this->memory_.mask(mine.indices, *c.device);
     co_return;
   }
+  /// @endcond
 };
 
 /// gTop-k (Shi, Wang, Chu et al., ICDCS 2019) with error feedback: each
@@ -208,6 +215,8 @@ class gtopk_aggregation : public detail::topk_aggregation_base<Value, Device> {
   using entry = detail::wire_entry<Value>;
 
  public:
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   static constexpr detail::optimizer_kind kind = detail::optimizer_kind::gtopk_sgd;
   static constexpr const char* name = "gtopk_aggregation";
 
@@ -249,6 +258,7 @@ class gtopk_aggregation : public detail::topk_aggregation_base<Value, Device> {
     }
     co_return;
   }
+  /// @endcond
 };
 
 }  // namespace sketchsgd
