@@ -12,6 +12,8 @@
 // global-sketch SGD), as in the Fashion-MNIST study. Rank 0 prints one CSV
 // line: medians over the measured steps (after warm-up) of each phase, the
 // slowest rank's median taken for each, and the mean bytes sent per rank.
+// `--method global-sketch --sketch-allreduce ring|rd` forces the table's
+// allreduce: the ring, or recursive doubling (gs-SGD's log2 W rounds).
 // Bad values are refused with exit status 2 (examples/common/cli.hpp).
 
 #include <algorithm>
@@ -50,7 +52,8 @@ struct settings {
   int steps = 3;
   unsigned threads = 1;
   bool header = false;
-  bool overlap = false;  // sketched_sgd_options::overlap_rows
+  bool overlap = false;          // sketched_sgd_options::overlap_rows
+  std::string sketch_allreduce;  // global-sketch: ring or rd (recursive doubling); empty: the default
 };
 
 settings parse(int argc, char** argv) {
@@ -89,8 +92,13 @@ settings parse(int argc, char** argv) {
       s.steps = cli::integer(key, v, 1, 100000);
     else if (key == "--threads")
       s.threads = cli::integer(key, v, 1U, 1024U);
+    else if (key == "--sketch-allreduce")
+      s.sketch_allreduce = cli::choice(key, v, {"ring", "rd"});
     else
       throw cli::usage_error("unknown option " + key);
+  }
+  if (!s.sketch_allreduce.empty() && s.method != "global-sketch") {
+    throw cli::usage_error("--sketch-allreduce applies to --method global-sketch only");
   }
   if (s.k == 0) s.k = static_cast<std::size_t>(std::max<std::uint64_t>(1, s.d / 1000));
   cli::check_range<std::size_t>("--k", s.k, 1, s.d, "at most --d");
@@ -124,22 +132,8 @@ void check_run(const settings& s, int world) {
                     "use a smaller --d, --k, --rows or --cols-per-k");
 }
 
-struct stepper {
-  virtual ~stepper() = default;
-  virtual void step(std::span<const float> g) = 0;
-  [[nodiscard]] virtual const sketchsgd::comm_stats& stats() const = 0;
-};
-template <class Opt>
-struct boxed : stepper {
-  template <class... A>
-  explicit boxed(A&&... a) : opt(std::forward<A>(a)...) {}
-  void step(std::span<const float> g) override { (void)opt.step(g); }
-  [[nodiscard]] const sketchsgd::comm_stats& stats() const override { return opt.stats(); }
-  Opt opt;
-};
-
 template <class Transport>
-std::unique_ptr<stepper> make(const settings& s, sketchsgd::communicator<Transport>& comm) {
+sketchsgd::any_optimizer<float> make(const settings& s, sketchsgd::communicator<Transport>& comm) {
   using namespace sketchsgd;
   const cpu_execution exec{s.threads};
   const auto policy = nonfinite_policy::unchecked;  // time the algorithms, not the NaN check
@@ -148,20 +142,24 @@ std::unique_ptr<stepper> make(const settings& s, sketchsgd::communicator<Transpo
   const topk_sgd_options<float> topk{
       .dimension = s.d, .k = s.k, .learning_rate = 0.1F, .momentum = 0.9F, .nonfinite = policy, .exec = exec};
   if (s.method == "dense") {
-    return std::make_unique<boxed<dense_sgd<float, Transport>>>(
-        comm, dense_sgd_options<float>{.dimension = s.d, .learning_rate = 0.1F, .momentum = 0.9F, .nonfinite = policy});
+    return any_optimizer<float>(
+        std::in_place_type<dense_sgd<float, Transport>>, comm,
+        dense_sgd_options<float>{.dimension = s.d, .learning_rate = 0.1F, .momentum = 0.9F, .nonfinite = policy});
   }
-  if (s.method == "true-topk") return std::make_unique<boxed<true_topk_sgd<float, Transport>>>(comm, topk);
-  if (s.method == "local-topk") return std::make_unique<boxed<local_topk_sgd<float, Transport>>>(comm, topk);
-  if (s.method == "gtopk") return std::make_unique<boxed<gtopk_sgd<float, Transport>>>(comm, topk);
+  if (s.method == "true-topk")
+    return any_optimizer<float>(std::in_place_type<true_topk_sgd<float, Transport>>, comm, topk);
+  if (s.method == "local-topk")
+    return any_optimizer<float>(std::in_place_type<local_topk_sgd<float, Transport>>, comm, topk);
+  if (s.method == "gtopk") return any_optimizer<float>(std::in_place_type<gtopk_sgd<float, Transport>>, comm, topk);
   if (s.method == "fetchsgd") {
-    return std::make_unique<boxed<fetch_sgd<float, Transport>>>(comm, fetch_sgd_options<float>{.dimension = s.d,
-                                                                                               .sketch = sketch,
-                                                                                               .k = s.k,
-                                                                                               .learning_rate = 0.1F,
-                                                                                               .momentum = 0.9F,
-                                                                                               .nonfinite = policy,
-                                                                                               .exec = exec});
+    return any_optimizer<float>(std::in_place_type<fetch_sgd<float, Transport>>, comm,
+                                fetch_sgd_options<float>{.dimension = s.d,
+                                                         .sketch = sketch,
+                                                         .k = s.k,
+                                                         .learning_rate = 0.1F,
+                                                         .momentum = 0.9F,
+                                                         .nonfinite = policy,
+                                                         .exec = exec});
   }
   sketched_sgd_options<float> o{.dimension = s.d,
                                 .sketch = sketch,
@@ -172,11 +170,27 @@ std::unique_ptr<stepper> make(const settings& s, sketchsgd::communicator<Transpo
                                 .nonfinite = policy,
                                 .exec = exec,
                                 .overlap_rows = s.overlap};
+  if (s.method == "global-sketch" && !s.sketch_allreduce.empty()) {  // gs-SGD's table in ring or log2 W rounds
+    using A = global_sketch_aggregation<float>;
+    return any_optimizer<float>(
+        std::in_place_type<composed_optimizer<A, sgd_update<float>, Transport>>, comm,
+        composed_options<A, sgd_update<float>>{
+            .dimension = s.d,
+            .aggregation = {.sketch = sketch,
+                            .k = s.k,
+                            .candidates_factor = 0,
+                            .feedback = {.momentum = 0.9F},
+                            .sketch_allreduce = s.sketch_allreduce == "rd" ? allreduce_algorithm::recursive_doubling
+                                                                           : allreduce_algorithm::ring},
+            .learning_rate = 0.1F,
+            .nonfinite = policy,
+            .exec = exec});
+  }
   if (s.method == "global-sketch") {
     o.candidates_factor = 0;
-    return std::make_unique<boxed<global_sketch_sgd<float, Transport>>>(comm, o);
+    return any_optimizer<float>(std::in_place_type<global_sketch_sgd<float, Transport>>, comm, o);
   }
-  if (s.method == "sketched") return std::make_unique<boxed<sketched_sgd<float, Transport>>>(comm, o);
+  if (s.method == "sketched") return any_optimizer<float>(std::in_place_type<sketched_sgd<float, Transport>>, comm, o);
   std::fprintf(stderr, "unknown method %s\n", s.method.c_str());
   std::exit(2);
 }
@@ -203,15 +217,15 @@ void run(Transport& t, const settings& s) {
   std::uint64_t bytes = 0;
   for (int i = 0; i < s.warmup + s.steps; ++i) {
     barrier(comm);  // every step starts together: times are not skewed by the previous one
-    opt->step(g);
+    opt.step(g);
     if (i < s.warmup) continue;
-    const auto& st = opt->stats().last_step_time;
+    const auto& st = opt.stats().last_step_time;
     total.push_back(st.total);
     compute.push_back(st.local + st.compress + st.recover);
     communicate.push_back(st.communicate);
     sketch_or_select.push_back(st.compress);
     recover.push_back(st.recover);
-    bytes = opt->stats().last_step.bytes_sent;
+    bytes = opt.stats().last_step.bytes_sent;
   }
   // The slowest rank's median per phase; mean bytes per rank.
   std::vector<double> mine = {median(total),   median(compute),           median(communicate), median(sketch_or_select),

@@ -51,6 +51,8 @@ struct config {
   std::string data = "/usr/share/datasets/fashion-mnist";
   std::string csv;
   std::string topology = "allreduce";
+  std::string update = "sgd";  // sgd|adam|adam-lazy: the update rule on the aggregated gradient
+  bool mask = true;            // momentum masking where the update was applied
   int workers = 4;
   std::size_t epochs = 3;
   std::size_t batch = 32;  // per worker
@@ -82,6 +84,10 @@ const char* usage =
     "                                 k are as given (19000 and 1000 if not)\n"
     "  --cols-per-k Q                 columns per selected coordinate under --compression (19)\n"
     "  --topology allreduce|root      Sketched-SGD / FetchSGD / global-sketch aggregation (allreduce)\n"
+    "  --update sgd|adam|adam-lazy    the rule applied to the aggregated gradient (sgd: momentum SGD as the\n"
+    "                                 paper's method has it; adam: Adam with dense moments, adam-lazy: with\n"
+    "                                 moments only where the update is; no local momentum with either Adam)\n"
+    "  --no-mask                      keep the momentum running where the update was applied (error feedback)\n"
     "  --epochs E --batch B --lr LR --momentum M --seed S   (3, 32 per worker, 0.1, 0.5, 1)\n"
     "  --eval-every N                 evaluate every N steps as well as after each epoch\n"
     "  --max-steps N                  stop after N steps (smoke tests)\n"
@@ -115,6 +121,10 @@ config parse(int argc, char** argv) {
       c.native = true;
       continue;
     }
+    if (arg == "--no-mask") {
+      c.mask = false;
+      continue;
+    }
     const std::string_view v = cli::value(argc, argv, i);
     if (arg == "--method")
       c.method = cli::choice(arg, v, {"dense", "true-topk", "local-topk", "sketched", "fetchsgd", "global-sketch"});
@@ -134,6 +144,8 @@ config parse(int argc, char** argv) {
       c.candidates = cli::integer<std::size_t>(arg, v, 0, 1000), c.candidates_given = true;
     else if (arg == "--topology")
       c.topology = cli::choice(arg, v, {"allreduce", "root"});
+    else if (arg == "--update")
+      c.update = cli::choice(arg, v, {"sgd", "adam", "adam-lazy"});
     else if (arg == "--epochs")
       c.epochs = cli::integer<std::size_t>(arg, v, 1, 1000);
     else if (arg == "--batch")
@@ -176,6 +188,9 @@ config parse(int argc, char** argv) {
     g.refuse({"--cols-per-k"}, "without --compression");
   }
   if (c.transport != "mpi") g.refuse({"--native-collectives"}, "to --transport " + c.transport + " (MPI only)");
+  if (c.method == "dense") g.refuse({"--no-mask"}, "to --method dense (no error feedback)");
+  if (c.update != "sgd")
+    g.refuse({"--momentum", "--no-mask"}, "with --update " + c.update + " (Adam keeps its own moments)");
 #if !defined(FMNIST_HAVE_TCP)
   if (c.transport == "tcp") throw cli::usage_error("--transport tcp: not built into this program (no sketchsgd::tcp)");
 #endif
@@ -236,34 +251,63 @@ void check_run(const config& c0, int world, int here, std::size_t train_examples
                     "use fewer --workers or a smaller sketch (--rows, --cols, --compression)");
 }
 
-// ---- one optimizer behind one interface --------------------------------------------
+// ---- the optimizer, chosen at run time -------------------------------------------
 
-struct optimizer {
-  virtual ~optimizer() = default;
-  virtual const sketchsgd::model_update<float>& step(std::span<const float> g) = 0;
-  [[nodiscard]] virtual const sketchsgd::comm_stats& stats() const = 0;
-};
-
-template <class Opt>
-struct boxed : optimizer {
-  template <class... Args>
-  explicit boxed(Args&&... args) : opt(std::forward<Args>(args)...) {}
-  const sketchsgd::model_update<float>& step(std::span<const float> g) override { return opt.step(g); }
-  [[nodiscard]] const sketchsgd::comm_stats& stats() const override { return opt.stats(); }
-  Opt opt;
-};
+/// A composition of aggregation `A` with the rule --update names.
+template <class A, class Transport>
+sketchsgd::any_optimizer<float> composed(const config& c, sketchsgd::communicator<Transport>& comm, std::size_t d,
+                                         const std::vector<sketchsgd::dense_range>& dense,
+                                         const typename A::options_type& a) {
+  using namespace sketchsgd;
+  const auto make = [&]<class Rule>(std::type_identity<Rule>, typename Rule::options_type rule) {
+    return any_optimizer<float>(std::in_place_type<composed_optimizer<A, Rule, Transport>>, comm,
+                                composed_options<A, Rule>{.dimension = d,
+                                                          .aggregation = a,
+                                                          .update = rule,
+                                                          .learning_rate = c.lr,
+                                                          .average = true,
+                                                          .dense = dense,
+                                                          .nonfinite = nonfinite_policy::skip_step});
+  };
+  if (c.update != "sgd") return make(std::type_identity<adam_update<float>>{}, {.lazy = c.update == "adam-lazy"});
+  return make(std::type_identity<sgd_update<float>>{}, {});
+}
 
 template <class Transport>
-std::unique_ptr<optimizer> make_optimizer(const config& c, sketchsgd::communicator<Transport>& comm, std::size_t d,
-                                          const std::vector<sketchsgd::dense_range>& biases) {
+sketchsgd::any_optimizer<float> make_optimizer(const config& c, sketchsgd::communicator<Transport>& comm, std::size_t d,
+                                               const std::vector<sketchsgd::dense_range>& biases) {
   using namespace sketchsgd;
   const sketch_config sketch{.rows = c.rows, .cols = c.cols, .seed = c.seed * 7919 + 17};
   const auto topo = c.topology == "root" ? topology::root : topology::allreduce;
   const auto policy = nonfinite_policy::skip_step;
+  if (c.update != "sgd" || !c.mask) {  // compositions beyond the named optimizers
+    const bool adam = c.update != "sgd";
+    const error_feedback<float> ef{.momentum = adam ? 0.0F : c.momentum, .mask_momentum = c.mask};
+    if (c.method == "dense") return composed<dense_aggregation<float>>(c, comm, d, {}, {});
+    if (c.method == "true-topk")
+      return composed<true_topk_aggregation<float>>(c, comm, d, biases, {.k = c.k, .feedback = ef});
+    if (c.method == "local-topk") {
+      return composed<local_topk_aggregation<float>>(c, comm, d, biases, {.k = c.k, .feedback = ef});
+    }
+    if (c.method == "fetchsgd") {
+      return composed<fetch_aggregation<float>>(c, comm, d, biases,
+                                                {.sketch = sketch,
+                                                 .k = c.k,
+                                                 .momentum = adam ? 0.0F : c.momentum,
+                                                 .mask_momentum = c.mask,
+                                                 .learning_rate_in_error = !adam,
+                                                 .topology = topo});
+    }
+    const sketched_aggregation<float>::options_type s{
+        .sketch = sketch, .k = c.k, .candidates_factor = c.candidates, .feedback = ef, .topology = topo};
+    if (c.method == "global-sketch") return composed<global_sketch_aggregation<float>>(c, comm, d, biases, s);
+    return composed<sketched_aggregation<float>>(c, comm, d, biases, s);
+  }
   if (c.method == "dense") {
-    return std::make_unique<boxed<dense_sgd<float, Transport>>>(
-        comm, dense_sgd_options<float>{
-                  .dimension = d, .learning_rate = c.lr, .momentum = c.momentum, .average = true, .nonfinite = policy});
+    return any_optimizer<float>(
+        std::in_place_type<dense_sgd<float, Transport>>, comm,
+        dense_sgd_options<float>{
+            .dimension = d, .learning_rate = c.lr, .momentum = c.momentum, .average = true, .nonfinite = policy});
   }
   const topk_sgd_options<float> topk{.dimension = d,
                                      .k = c.k,
@@ -272,31 +316,35 @@ std::unique_ptr<optimizer> make_optimizer(const config& c, sketchsgd::communicat
                                      .average = true,
                                      .dense = biases,
                                      .nonfinite = policy};
-  if (c.method == "true-topk") return std::make_unique<boxed<true_topk_sgd<float, Transport>>>(comm, topk);
-  if (c.method == "local-topk") return std::make_unique<boxed<local_topk_sgd<float, Transport>>>(comm, topk);
+  if (c.method == "true-topk")
+    return any_optimizer<float>(std::in_place_type<true_topk_sgd<float, Transport>>, comm, topk);
+  if (c.method == "local-topk")
+    return any_optimizer<float>(std::in_place_type<local_topk_sgd<float, Transport>>, comm, topk);
   if (c.method == "fetchsgd") {
-    return std::make_unique<boxed<fetch_sgd<float, Transport>>>(comm, fetch_sgd_options<float>{.dimension = d,
-                                                                                               .sketch = sketch,
-                                                                                               .k = c.k,
-                                                                                               .learning_rate = c.lr,
-                                                                                               .momentum = c.momentum,
-                                                                                               .average = true,
-                                                                                               .topology = topo,
-                                                                                               .dense = biases,
-                                                                                               .nonfinite = policy});
+    return any_optimizer<float>(std::in_place_type<fetch_sgd<float, Transport>>, comm,
+                                fetch_sgd_options<float>{.dimension = d,
+                                                         .sketch = sketch,
+                                                         .k = c.k,
+                                                         .learning_rate = c.lr,
+                                                         .momentum = c.momentum,
+                                                         .average = true,
+                                                         .topology = topo,
+                                                         .dense = biases,
+                                                         .nonfinite = policy});
   }
-  sketched_sgd_options<float> s{.dimension = d,
-                                .sketch = sketch,
-                                .k = c.k,
-                                .candidates_factor = c.candidates,
-                                .learning_rate = c.lr,
-                                .momentum = c.momentum,
-                                .average = true,
-                                .topology = topo,
-                                .dense = biases,
-                                .nonfinite = policy};
-  if (c.method == "global-sketch") return std::make_unique<boxed<global_sketch_sgd<float, Transport>>>(comm, s);
-  return std::make_unique<boxed<sketched_sgd<float, Transport>>>(comm, s);
+  const sketched_sgd_options<float> s{.dimension = d,
+                                      .sketch = sketch,
+                                      .k = c.k,
+                                      .candidates_factor = c.candidates,
+                                      .learning_rate = c.lr,
+                                      .momentum = c.momentum,
+                                      .average = true,
+                                      .topology = topo,
+                                      .dense = biases,
+                                      .nonfinite = policy};
+  if (c.method == "global-sketch")
+    return any_optimizer<float>(std::in_place_type<global_sketch_sgd<float, Transport>>, comm, s);
+  return any_optimizer<float>(std::in_place_type<sketched_sgd<float, Transport>>, comm, s);
 }
 
 // ---- training ----------------------------------------------------------------------
@@ -357,7 +405,7 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
     csv.open(c.csv, std::ios::app);
     if (fresh) {
       csv << "method,transport,workers,target_compression,rows,cols,k,P,epoch,step,train_loss,test_loss,"
-             "test_accuracy,bytes_sent,achieved_compression,seconds\n";
+             "test_accuracy,bytes_sent,achieved_compression,seconds,update,mask,seed\n";
     }
   }
   if (rank == 0 && !c.quiet) {
@@ -380,14 +428,14 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
   auto evaluate = [&](std::size_t epoch, std::uint64_t step) {
     if (rank != 0) return;
     const auto e = model.evaluate(params, data.test);
-    const auto& st = opt->stats();
+    const auto& st = opt.stats();
     result = {e.accuracy, e.loss, st.total.bytes_sent, st.compression(), since(t0), step};
     const double train_loss = loss_count == 0 ? 0.0 : loss_sum / static_cast<double>(loss_count);
     if (csv.is_open()) {
       csv << c.method << ',' << c.transport << ',' << world << ',' << c.compression << ',' << c.rows << ',' << c.cols
           << ',' << c.k << ',' << c.candidates << ',' << epoch << ',' << step << ',' << train_loss << ',' << e.loss
-          << ',' << e.accuracy << ',' << st.total.bytes_sent << ',' << st.compression() << ',' << result.seconds
-          << '\n';
+          << ',' << e.accuracy << ',' << st.total.bytes_sent << ',' << st.compression() << ',' << result.seconds << ','
+          << c.update << ',' << (c.mask ? 1 : 0) << ',' << c.seed << '\n';
       csv.flush();
     }
     if (!c.quiet) {
@@ -417,7 +465,7 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
       }
       loss_sum += model.loss_and_gradient(params, images.data(), labels.data(), c.batch, grad);
       ++loss_count;
-      opt->step(grad).apply(std::span<float>(params));
+      opt.step(grad).apply(std::span<float>(params));
       ++step;
       if (c.eval_every != 0 && step % c.eval_every == 0 && s + 1 != this_epoch) evaluate(epoch, step);
     }
@@ -429,9 +477,10 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
 void print_summary(const config& c, const summary& s) {
   std::printf(
       "RESULT method=%s transport=%s compression_target=%g accuracy=%.4f bytes=%llu compression=%.2f "
-      "seconds=%.1f steps=%llu\n",
+      "seconds=%.1f steps=%llu update=%s mask=%d seed=%llu\n",
       c.method.c_str(), c.transport.c_str(), c.compression, s.accuracy, static_cast<unsigned long long>(s.bytes_sent),
-      s.compression, s.seconds, static_cast<unsigned long long>(s.steps));
+      s.compression, s.seconds, static_cast<unsigned long long>(s.steps), c.update.c_str(), c.mask ? 1 : 0,
+      static_cast<unsigned long long>(c.seed));
 }
 
 }  // namespace

@@ -179,56 +179,41 @@ config parse(int argc, char** argv) {
   return c;
 }
 
-// ---- one optimizer behind one interface --------------------------------------------
-
-struct optimizer {
-  virtual ~optimizer() = default;
-  virtual const sketchsgd::model_update<float>& step(std::span<const float> g) = 0;
-  virtual void set_learning_rate(float eta) = 0;
-  [[nodiscard]] virtual const sketchsgd::comm_stats& stats() const = 0;
-};
-
-template <class Opt>
-struct boxed : optimizer {
-  template <class... Args>
-  explicit boxed(Args&&... args) : opt(std::forward<Args>(args)...) {}
-  const sketchsgd::model_update<float>& step(std::span<const float> g) override { return opt.step(g); }
-  void set_learning_rate(float eta) override { opt.set_learning_rate(eta); }
-  [[nodiscard]] const sketchsgd::comm_stats& stats() const override { return opt.stats(); }
-  Opt opt;
-};
+// ---- the optimizer, chosen at run time -------------------------------------------
 
 template <class Transport>
-std::unique_ptr<optimizer> make_optimizer(const config& c, sketchsgd::communicator<Transport>& comm, std::size_t d,
-                                          const std::vector<sketchsgd::dense_range>& dense) {
+sketchsgd::any_optimizer<float> make_optimizer(const config& c, sketchsgd::communicator<Transport>& comm, std::size_t d,
+                                               const std::vector<sketchsgd::dense_range>& dense) {
   using namespace sketchsgd;
   const sketch_config sketch{.rows = c.rows, .cols = c.cols, .seed = c.seed * 7919 + 17};
   const auto policy = nonfinite_policy::skip_step;
   if (c.method == "dense") {
-    return std::make_unique<boxed<dense_sgd<float, Transport>>>(
-        comm, dense_sgd_options<float>{
-                  .dimension = d, .learning_rate = c.lr, .momentum = c.momentum, .average = true, .nonfinite = policy});
+    return sketchsgd::any_optimizer<float>(
+        std::in_place_type<dense_sgd<float, Transport>>, comm,
+        dense_sgd_options<float>{
+            .dimension = d, .learning_rate = c.lr, .momentum = c.momentum, .average = true, .nonfinite = policy});
   }
   if (c.method == "fetchsgd") {
-    return std::make_unique<boxed<fetch_sgd<float, Transport>>>(comm, fetch_sgd_options<float>{.dimension = d,
-                                                                                               .sketch = sketch,
-                                                                                               .k = c.k,
-                                                                                               .learning_rate = c.lr,
-                                                                                               .momentum = c.momentum,
-                                                                                               .average = true,
-                                                                                               .dense = dense,
-                                                                                               .nonfinite = policy});
+    return sketchsgd::any_optimizer<float>(std::in_place_type<fetch_sgd<float, Transport>>, comm,
+                                           fetch_sgd_options<float>{.dimension = d,
+                                                                    .sketch = sketch,
+                                                                    .k = c.k,
+                                                                    .learning_rate = c.lr,
+                                                                    .momentum = c.momentum,
+                                                                    .average = true,
+                                                                    .dense = dense,
+                                                                    .nonfinite = policy});
   }
-  return std::make_unique<boxed<sketched_sgd<float, Transport>>>(
-      comm, sketched_sgd_options<float>{.dimension = d,
-                                        .sketch = sketch,
-                                        .k = c.k,
-                                        .candidates_factor = c.candidates,
-                                        .learning_rate = c.lr,
-                                        .momentum = c.momentum,
-                                        .average = true,
-                                        .dense = dense,
-                                        .nonfinite = policy});
+  return sketchsgd::any_optimizer<float>(std::in_place_type<sketched_sgd<float, Transport>>, comm,
+                                         sketched_sgd_options<float>{.dimension = d,
+                                                                     .sketch = sketch,
+                                                                     .k = c.k,
+                                                                     .candidates_factor = c.candidates,
+                                                                     .learning_rate = c.lr,
+                                                                     .momentum = c.momentum,
+                                                                     .average = true,
+                                                                     .dense = dense,
+                                                                     .nonfinite = policy});
 }
 
 // ---- the model -----------------------------------------------------------------------
@@ -382,7 +367,7 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
   auto report = [&](std::uint64_t step) {
     if (rank != 0) return;
     const evaluation e = evaluate_model(model, data.test);
-    const auto& st = opt->stats();
+    const auto& st = opt.stats();
     result = {e.accuracy, e.loss, st.total.bytes_sent, st.compression(), since(t0), step};
     const double train_loss = loss_count == 0 ? 0.0 : loss_sum / static_cast<double>(loss_count);
     if (csv.is_open()) {
@@ -418,7 +403,7 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
       labels[b] = data.train.labels[example];
     }
 
-    if (c.decay_at > 0 && step == decay_step) opt->set_learning_rate(c.lr * 0.1F);
+    if (c.decay_at > 0 && step == decay_step) opt.set_learning_rate(c.lr * 0.1F);
 
     flat.zero_grad();
     const torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
@@ -427,7 +412,7 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
     loss_sum += loss.item<double>();
     ++loss_count;
 
-    const auto& update = opt->step(flat.gradient_span());
+    const auto& update = opt.step(flat.gradient_span());
     {
       const torch::NoGradGuard no_grad;
       update.apply(flat.parameter_span());  // in place: every parameter tensor sees it
