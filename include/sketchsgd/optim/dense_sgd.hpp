@@ -43,12 +43,7 @@ struct dense_sgd_traits {
 
   static composed_options<aggregation, update_rule> compose(const options_type& o,
                                                             typename device_ops<Device>::execution exec) {
-    return {.dimension = o.dimension,
-            .update = {.momentum = o.momentum},
-            .learning_rate = o.learning_rate,
-            .average = o.average,
-            .nonfinite = o.nonfinite,
-            .exec = exec};
+    return named_options<aggregation, update_rule>(o, {}, {.momentum = o.momentum}, exec);
   }
   static std::uint64_t fingerprint(const options_type& o, const coordinate_split& /*split*/, int world) {
     detail::fingerprint f;

@@ -61,18 +61,14 @@ struct fetch_sgd_traits {
 
   static composed_options<aggregation, update_rule> compose(const options_type& o,
                                                             typename device_ops<Device>::execution exec) {
-    return {.dimension = o.dimension,
-            .aggregation = {.sketch = o.sketch,
-                            .k = o.k,
-                            .momentum = o.momentum,
-                            .reset = o.reset,
-                            .topology = o.topology,
-                            .root = o.root},
-            .learning_rate = o.learning_rate,
-            .average = o.average,
-            .dense = o.dense,
-            .nonfinite = o.nonfinite,
-            .exec = exec};
+    return named_options<aggregation, update_rule>(o,
+                                                   {.sketch = o.sketch,
+                                                    .k = o.k,
+                                                    .momentum = o.momentum,
+                                                    .reset = o.reset,
+                                                    .topology = o.topology,
+                                                    .root = o.root},
+                                                   {}, exec);
   }
   static std::uint64_t fingerprint(const options_type& o, const coordinate_split& split, int world) {
     detail::fingerprint f;

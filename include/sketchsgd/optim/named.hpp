@@ -15,6 +15,22 @@
 
 namespace sketchsgd::detail {
 
+/// The composed options of a named optimizer: its aggregation's and rule's
+/// options, and the fields all named optimizers' options share.
+template <class Aggregation, class Rule, class Options, class Execution>
+composed_options<Aggregation, Rule> named_options(const Options& o, typename Aggregation::options_type aggregation,
+                                                  typename Rule::options_type rule, Execution exec) {
+  composed_options<Aggregation, Rule> c{.dimension = o.dimension,
+                                        .aggregation = std::move(aggregation),
+                                        .update = std::move(rule),
+                                        .learning_rate = o.learning_rate,
+                                        .average = o.average,
+                                        .nonfinite = o.nonfinite,
+                                        .exec = exec};
+  if constexpr (requires { o.dense; }) c.dense = o.dense;
+  return c;
+}
+
 /// A composition under a stable name. `Traits` gives `options_type` (the
 /// named optimizer's options), `aggregation`, `update_rule`, `kind`, `name`,
 /// `compose(options, execution)` (the composed options) and

@@ -73,19 +73,15 @@ struct sketched_sgd_traits {
   static composed_options<aggregation, update_rule> compose(const options_type& given,
                                                             typename device_ops<Device>::execution exec) {
     const options_type o = forced(given);
-    return {.dimension = o.dimension,
-            .aggregation = {.sketch = o.sketch,
-                            .k = o.k,
-                            .candidates_factor = o.candidates_factor,
-                            .feedback = {.enabled = o.error_feedback, .momentum = o.momentum},
-                            .topology = o.topology,
-                            .root = o.root,
-                            .overlap_rows = o.overlap_rows},
-            .learning_rate = o.learning_rate,
-            .average = o.average,
-            .dense = o.dense,
-            .nonfinite = o.nonfinite,
-            .exec = exec};
+    return named_options<aggregation, update_rule>(o,
+                                                   {.sketch = o.sketch,
+                                                    .k = o.k,
+                                                    .candidates_factor = o.candidates_factor,
+                                                    .feedback = {.enabled = o.error_feedback, .momentum = o.momentum},
+                                                    .topology = o.topology,
+                                                    .root = o.root,
+                                                    .overlap_rows = o.overlap_rows},
+                                                   {}, exec);
   }
   /// Version 1, shared by CPU and GPU ranks.
   static std::uint64_t fingerprint(const options_type& given, const coordinate_split& split, int world) {

@@ -55,13 +55,8 @@ struct topk_sgd_traits {
 
   static composed_options<aggregation, update_rule> compose(
       const options_type& o, typename device_ops<typename Aggregation::device_type>::execution exec) {
-    return {.dimension = o.dimension,
-            .aggregation = {.k = o.k, .feedback = {.enabled = o.error_feedback, .momentum = o.momentum}},
-            .learning_rate = o.learning_rate,
-            .average = o.average,
-            .dense = o.dense,
-            .nonfinite = o.nonfinite,
-            .exec = exec};
+    return named_options<aggregation, update_rule>(
+        o, {.k = o.k, .feedback = {.enabled = o.error_feedback, .momentum = o.momentum}}, {}, exec);
   }
   static std::uint64_t fingerprint(const options_type& o, const coordinate_split& split, int world) {
     detail::fingerprint f;

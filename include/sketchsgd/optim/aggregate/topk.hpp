@@ -83,6 +83,14 @@ class topk_aggregation_base {
     return {sparse_.data(), sparse_.size()};
   }
 
+  /// This rank's own top k of v, at global indices (local top-k, gTop-k).
+  sparse_update<Value> own_top_k(const context& c) {
+    auto mine = ops::top_k(typename ops::template span<const Value>(sparse_v(c)), opt_.k, *c.device);
+    c.split->to_global(mine.indices);
+    c.lap(&step_timing::compress);
+    return mine;
+  }
+
   static const options_type& checked(const options_type& o, const context& c, bool wire) {
     check_k(c.name, o.k, c.split->sparse_count());
     if (wire) check_wire_indices(c.name, c.split->dimension(), no_index);
@@ -155,10 +163,8 @@ class local_topk_aggregation : public detail::topk_aggregation_base<Value, Devic
   template <class Comm>
   round_generator<Value> rounds(Comm* comm, const typename base::context& c, model_update<Value>& out) {
     const std::size_t k = this->opt_.k;
-    auto mine = base::ops::top_k(typename base::ops::template span<const Value>(this->sparse_v(c)), k, *c.device);
-    c.split->to_global(mine.indices);
+    const auto mine = this->own_top_k(c);
     std::vector<entry> sent = detail::padded_entries(mine, k);
-    c.lap(&step_timing::compress);
     std::vector<entry> all;
     if constexpr (std::is_same_v<Comm, external_collectives>) {
       all.resize(k * static_cast<std::size_t>(c.world));
@@ -228,10 +234,8 @@ class gtopk_aggregation : public detail::topk_aggregation_base<Value, Device> {
     if constexpr (!std::is_same_v<Comm, external_collectives>) {
       const std::size_t k = this->opt_.k;
       const std::uint64_t d = c.split->dimension();
-      auto mine = base::ops::top_k(typename base::ops::template span<const Value>(this->sparse_v(c)), k, *c.device);
-      c.split->to_global(mine.indices);
+      const auto mine = this->own_top_k(c);
       std::vector<entry> current = detail::padded_entries(mine, k);
-      c.lap(&step_timing::compress);
       // Binomial tree towards rank 0: merge what the partners send.
       detail::binomial_reduce(*comm, std::span<entry>(current), 0, comm->next_collective_tag(),
                               [&](std::span<entry> acc, std::span<const entry> in) {
