@@ -153,6 +153,11 @@ struct device_ops<cuda_t> {
     c.wait("cuda optimizer: to host");
   }
   template <class V>
+  static void assign(span<const V> x, std::vector<V>& out, context& c) {
+    out.resize(x.size());
+    to_host(x, std::span<V>(out), c);
+  }
+  template <class V>
   static std::vector<V> download(span<V> x, context& c) {
     std::vector<V> out(x.size());
     to_host(span<const V>(x), std::span<V>(out), c);

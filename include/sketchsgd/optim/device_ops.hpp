@@ -100,10 +100,10 @@ struct device_ops<cpu_t> {
                   out.begin() + static_cast<std::ptrdiff_t>(seg.compact));
     }
   }
-  /// Copies x into host memory `out` (of x's size).
+  /// `out` becomes a host copy of x (one pass: no zero-fill first).
   template <class V>
-  static void to_host(span<const V> x, std::span<V> out, context&) noexcept {
-    std::copy(x.begin(), x.end(), out.begin());
+  static void assign(span<const V> x, std::vector<V>& out, context&) {
+    out.assign(x.begin(), x.end());
   }
   /// Copies host values into a state section.
   template <class V>

@@ -126,6 +126,7 @@ class true_topk_aggregation : public detail::topk_aggregation_base<Value, Device
   round_generator<Value> rounds(Comm* /*comm*/, const typename base::context& c, model_update<Value>& out) {
     const auto v = this->sparse_v(c);
     const std::span<Value> sum = base::ops::stage(v, *c.device);
+    c.lap(&step_timing::local);
     co_yield sum_round(sum);
     auto best = top_k(std::span<const Value>(sum), this->opt_.k, c.device->exec);
     base::ops::unstage(sum, v, *c.device);
