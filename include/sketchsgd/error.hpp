@@ -44,6 +44,22 @@ class timeout_error : public transport_error {
   using transport_error::transport_error;
 };
 
+/// A CUDA runtime call failed (`sketchsgd/cuda/`): the message names the
+/// operation, the CUDA error's name and text. After an asynchronous (sticky)
+/// error the CUDA context is unusable and the process must be restarted, as
+/// with any CUDA program.
+class cuda_error : public error {
+ public:
+  /// `message`: the whole text; `code`: the `cudaError_t`.
+  cuda_error(int code, const std::string& message) : error(message), code_(code) {}
+
+  /// The CUDA error code (a `cudaError_t`).
+  [[nodiscard]] int code() const noexcept { return code_; }
+
+ private:
+  int code_;
+};
+
 /// A gradient held NaN or Inf on some rank (`nonfinite_policy::throw_error`);
 /// thrown on every rank, before the step changed anything.
 class nonfinite_error : public error {

@@ -190,3 +190,18 @@ TEST_CASE("allreduce_bytes_model is the most bytes a rank sends", "[transport][b
     }
   }
 }
+
+TEST_CASE("the enum spelling of the rooted collectives' shape still works", "[transport][compat]") {
+  inproc_runner::run(3, [&](auto& t) {
+    communicator comm(t);
+    std::vector<int> data(5, comm.rank() == 1 ? 7 : 0);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    broadcast(comm, std::span<int>(data), 1, tree_algorithm::flat);
+    reduce(comm, std::span<int>(data), 2, tree_algorithm::flat);
+#pragma GCC diagnostic pop
+    if (comm.rank() == 2) test::expect(data == std::vector<int>(5, 21), "flat broadcast then flat reduce");
+  });
+}
+
+static_assert(!native_allreduce<inproc_transport, float>, "inproc has no native collectives: the generic ones run");

@@ -77,7 +77,7 @@ void allgather(communicator<Transport>& comm, std::span<const T> mine, std::span
                                 std::to_string(mine.size()) + " elements, got " + std::to_string(all.size()));
   }
   const tag_t tag = comm.next_collective_tag();
-  if constexpr (requires(Transport & t) { t.allgather(mine, all); }) {
+  if constexpr (native_allgather<Transport, T>) {
     const auto bytes = static_cast<std::uint64_t>(mine.size_bytes());
     comm.count_native((w - 1) * bytes, (w - 1) * bytes, w - 1);
     comm.underlying().allgather(mine, all);

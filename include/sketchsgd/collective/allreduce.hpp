@@ -142,7 +142,7 @@ void allreduce(communicator<Transport>& comm, std::span<T> data, allreduce_optio
     (void)comm.next_collective_tag();
     return;
   }
-  if constexpr (requires(Transport & t) { t.allreduce(data); }) {
+  if constexpr (native_allreduce<Transport, T>) {
     if (options.algorithm == allreduce_algorithm::automatic) {
       (void)comm.next_collective_tag();
       const auto w = static_cast<std::uint64_t>(comm.size());

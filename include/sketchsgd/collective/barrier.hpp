@@ -22,7 +22,7 @@ void barrier(communicator<Transport>& comm) {
   const tag_t tag = comm.next_collective_tag();
   const int size = comm.size();
   if (size == 1) return;
-  if constexpr (requires(Transport & t) { t.barrier(); }) {
+  if constexpr (native_barrier<Transport>) {
     comm.count_native(0, 0, 1);
     comm.underlying().barrier();
     return;

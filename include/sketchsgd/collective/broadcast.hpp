@@ -22,6 +22,13 @@ enum class tree_algorithm {
   flat,      ///< the root talks to every rank directly: a parameter server's star
 };
 
+/// Tuning of a rooted collective (`broadcast`, `reduce`), as
+/// `allreduce_options` and `allgatherv_options` tune theirs.
+struct tree_options {
+  /// The tree's shape.
+  tree_algorithm algorithm = tree_algorithm::binomial;
+};
+
 namespace detail {
 /// How many messages rank `vrank` (relative to the root) sends in a binomial
 /// broadcast over `size` ranks: one to vrank + m for every power of two m
@@ -73,9 +80,9 @@ void binomial_reduce(Comm& comm, std::span<T> data, int root, tag_t tag, Combine
 /// @throws std::invalid_argument for a bad root; transport_error/timeout_error.
 template <transport Transport, class T>
 requires std::is_trivially_copyable_v<T>
-void broadcast(communicator<Transport>& comm, std::span<T> data, int root,
-               tree_algorithm algorithm = tree_algorithm::binomial) {
-  check_root(comm, root, "broadcast");
+void broadcast(communicator<Transport>& comm, std::span<T> data, int root, tree_options options = {}) {
+  check_root(root, comm.size(), "broadcast");
+  const tree_algorithm algorithm = options.algorithm;
   const tag_t tag = comm.next_collective_tag();
   const int size = comm.size();
   if (size == 1 || data.empty()) return;
@@ -93,7 +100,7 @@ void broadcast(communicator<Transport>& comm, std::span<T> data, int root,
     return;
   }
   const int vrank = detail::wrap_rank(comm.rank() - root, size);
-  if constexpr (requires(Transport & t) { t.broadcast(data, root); }) {
+  if constexpr (native_broadcast<Transport, T>) {
     // Counted as the binomial tree below would move it (W - 1 sends in all),
     // so per-rank bytes compare across transports.
     const auto bytes = static_cast<std::uint64_t>(data.size_bytes());
@@ -123,9 +130,9 @@ void broadcast(communicator<Transport>& comm, std::span<T> data, int root,
 /// @tparam Transport a `transport`.
 /// @throws std::invalid_argument for a bad root; transport_error/timeout_error.
 template <transport Transport, reducible T>
-void reduce(communicator<Transport>& comm, std::span<T> data, int root,
-            tree_algorithm algorithm = tree_algorithm::binomial) {
-  check_root(comm, root, "reduce");
+void reduce(communicator<Transport>& comm, std::span<T> data, int root, tree_options options = {}) {
+  check_root(root, comm.size(), "reduce");
+  const tree_algorithm algorithm = options.algorithm;
   const tag_t tag = comm.next_collective_tag();
   const int size = comm.size();
   if (size == 1 || data.empty()) return;
@@ -153,6 +160,22 @@ void reduce(communicator<Transport>& comm, std::span<T> data, int root,
   }
   detail::binomial_reduce(comm, data, root, tag,
                           [](std::span<T> acc, std::span<const T> in) { detail::add_into(acc, in); });
+}
+
+/// `broadcast` with the shape as an enum: the spelling before
+/// `tree_options`.
+template <transport Transport, class T>
+requires std::is_trivially_copyable_v<T>
+[[deprecated("pass tree_options{.algorithm = ...}")]] void broadcast(communicator<Transport>& comm, std::span<T> data,
+                                                                     int root, tree_algorithm algorithm) {
+  broadcast(comm, data, root, tree_options{algorithm});
+}
+
+/// `reduce` with the shape as an enum: the spelling before `tree_options`.
+template <transport Transport, reducible T>
+[[deprecated("pass tree_options{.algorithm = ...}")]] void reduce(communicator<Transport>& comm, std::span<T> data,
+                                                                  int root, tree_algorithm algorithm) {
+  reduce(comm, data, root, tree_options{algorithm});
 }
 
 }  // namespace sketchsgd

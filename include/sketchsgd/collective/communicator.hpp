@@ -133,13 +133,19 @@ class communicator {
   comm_counters counters_;
 };
 
+/// `std::invalid_argument` unless `root` is a rank of a world of `world`
+/// (the one check of a root: collectives and optimizers alike).
+inline void check_root(int root, int world, const char* what) {
+  if (root < 0 || root >= world) {
+    throw std::invalid_argument(std::string(what) + ": root must be in [0, " + std::to_string(world) + "), got " +
+                                std::to_string(root));
+  }
+}
+
 /// `std::invalid_argument` unless `root` is a rank of `comm`.
 template <class Communicator>
 void check_root(const Communicator& comm, int root, const char* what) {
-  if (root < 0 || root >= comm.size()) {
-    throw std::invalid_argument(std::string(what) + ": root must be in [0, " + std::to_string(comm.size()) + "), got " +
-                                std::to_string(root));
-  }
+  check_root(root, comm.size(), what);
 }
 
 }  // namespace sketchsgd

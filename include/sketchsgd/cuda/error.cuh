@@ -23,22 +23,6 @@
 
 namespace sketchsgd {
 
-/// A CUDA runtime call failed. After an asynchronous (sticky) error the CUDA
-/// context is unusable and the process must be restarted, as with any CUDA
-/// program.
-class cuda_error : public error {
- public:
-  /// `what`: the operation that failed; the CUDA error name and text are appended.
-  cuda_error(cudaError_t code, const std::string& what)
-      : error(what + ": " + cudaGetErrorName(code) + " (" + cudaGetErrorString(code) + ")"), code_(code) {}
-
-  /// The CUDA error code.
-  [[nodiscard]] cudaError_t code() const noexcept { return code_; }
-
- private:
-  cudaError_t code_;
-};
-
 /// Where a CUDA operation runs. No stream (the default): the operation runs on
 /// the default stream and its results are ready when it returns. A stream
 /// (the legacy default stream `nullptr` included): the work is only enqueued,
@@ -50,9 +34,15 @@ using stream_arg = std::optional<cudaStream_t>;
 
 namespace detail {
 
+/// The `cuda_error` (error.hpp) of `code` in `what`: the operation, then the
+/// CUDA error's name and text.
+inline cuda_error cuda_failure(cudaError_t code, const std::string& what) {
+  return {static_cast<int>(code), what + ": " + cudaGetErrorName(code) + " (" + cudaGetErrorString(code) + ")"};
+}
+
 /// Throws `cuda_error` unless `code` is `cudaSuccess`.
 inline void cuda_check(cudaError_t code, const char* what) {
-  if (code != cudaSuccess) throw cuda_error(code, what);
+  if (code != cudaSuccess) throw cuda_failure(code, what);
 }
 
 /// Checks the launch of the kernel just started (configuration errors are

@@ -27,9 +27,4 @@ inline void check_wire_indices(const char* who, std::uint64_t dimension, std::ui
   if (dimension >= limit) bad_option(who, "d must be below 2^32 - 1 (4-byte indices on the wire)");
 }
 
-/// A root that is a rank.
-inline void check_root_rank(const char* who, int root, int world) {
-  if (root < 0 || root >= world) bad_option(who, "root " + std::to_string(root) + " is not a rank");
-}
-
 }  // namespace sketchsgd::detail

@@ -55,13 +55,32 @@ concept transport = requires(T& t, const T& ct, int peer, tag_t tag, std::span<c
   { t.irecv(peer, tag, in) } -> transport_request;
 };
 
-/// Tier 2: a transport with native collectives over typed spans.
+/// Tier 2, one operation at a time: a native sum-allreduce of `E` values in
+/// place. The free collectives use a native operation exactly when the
+/// transport models the matching concept.
+template <class T, class E>
+concept native_allreduce = requires(T& t, std::span<E> x) {
+  t.allreduce(x);
+};
+/// A native allgather of equal-size blocks of `E`.
+template <class T, class E>
+concept native_allgather = requires(T& t, std::span<const E> mine, std::span<E> all) {
+  t.allgather(mine, all);
+};
+/// A native broadcast of `E` values from a root.
+template <class T, class E>
+concept native_broadcast = requires(T& t, std::span<E> x, int root) {
+  t.broadcast(x, root);
+};
+/// A native barrier.
 template <class T>
-concept collective_transport = transport<T> && requires(T& t, std::span<float> f, std::span<const float> cf, int root) {
-  t.allreduce(f);
-  t.allgather(cf, f);
-  t.broadcast(f, root);
+concept native_barrier = requires(T& t) {
   t.barrier();
 };
+
+/// Tier 2: a transport with every native collective (checked for float).
+template <class T>
+concept collective_transport = transport<T> && native_allreduce<T, float> && native_allgather<T, float> &&
+    native_broadcast<T, float> && native_barrier<T>;
 
 }  // namespace sketchsgd

@@ -108,7 +108,7 @@ class fetch_aggregation {
       server_step(c, out);
       c.lap(&step_timing::recover);
     } else if constexpr (!std::is_same_v<Comm, external_collectives>) {
-      reduce(*comm, table, opt_.root, tree_algorithm::flat);
+      reduce(*comm, table, opt_.root, {.algorithm = tree_algorithm::flat});
       ops::unstage(table, s_g_.table(), dev);
       c.lap(&step_timing::communicate);
       std::vector<entry> delta(opt_.k, {detail::no_index, Value{}});
@@ -119,7 +119,7 @@ class fetch_aggregation {
         }
       }
       c.lap(&step_timing::recover);
-      broadcast(*comm, std::span<entry>(delta), opt_.root, tree_algorithm::flat);
+      broadcast(*comm, std::span<entry>(delta), opt_.root, {.algorithm = tree_algorithm::flat});
       detail::check_received_indices(std::span<const entry>(delta), c.split->dimension(), c.name);
       c.lap(&step_timing::communicate);
       out.indices.clear();

@@ -45,7 +45,7 @@ void check_sketch_aggregation(const Options& o, const Context& c) {
   validate(o.sketch, HashFamily::max_cols);
   check_k(c.name, o.k, c.split->sparse_count());
   if (o.topology == topology::root) {
-    check_root_rank(c.name, o.root, c.world);
+    check_root(o.root, c.world, c.name);
     check_wire_indices(c.name, c.split->dimension(), no_index);
   }
   if constexpr (requires { o.recovery.validate(c.name); }) o.recovery.validate(c.name);
@@ -261,7 +261,7 @@ class sketched_aggregation {
     auto& dev = *c.device;
     const bool is_root = comm.rank() == opt_.root;
     const std::span<Value> table = ops::stage(sketch_.table(), dev);
-    reduce(comm, table, opt_.root, tree_algorithm::flat);  // up: 4 r c
+    reduce(comm, table, opt_.root, {.algorithm = tree_algorithm::flat});  // up: 4 r c
     ops::unstage(table, sketch_.table(), dev);
     c.lap(&step_timing::communicate);
     const std::uint64_t d = c.split->dimension();
@@ -281,14 +281,15 @@ class sketched_aggregation {
         for (std::size_t j = 0; j < chosen.size(); ++j)
           candidates[j] = static_cast<detail::wire_index>(chosen.indices[j]);
       }
-      broadcast(comm, std::span<detail::wire_index>(candidates), opt_.root, tree_algorithm::flat);  // down: 4 P k
+      broadcast(comm, std::span<detail::wire_index>(candidates), opt_.root,
+                {.algorithm = tree_algorithm::flat});  // down: 4 P k
       detail::check_received_indices(std::span<const detail::wire_index>(candidates), d, c.name);
       // Padding comes last: the real candidates are a prefix.
       const std::vector<std::uint64_t> real(candidates.begin(),
                                             std::find(candidates.begin(), candidates.end(), detail::no_index));
       std::vector<Value> exact = ops::gather(memory_.v(), real, dev);
       exact.resize(candidates.size(), Value{});
-      reduce(comm, std::span<Value>(exact), opt_.root, tree_algorithm::flat);  // up: 4 P k
+      reduce(comm, std::span<Value>(exact), opt_.root, {.algorithm = tree_algorithm::flat});  // up: 4 P k
       if (is_root) {
         exact.resize(real.size());  // padding slots carry zeros: drop them before choosing
         auto best = top_k(exact, k);
@@ -297,7 +298,7 @@ class sketched_aggregation {
       }
     }
     c.lap(&step_timing::recover);
-    broadcast(comm, std::span<entry>(delta), opt_.root, tree_algorithm::flat);  // down: 8 k
+    broadcast(comm, std::span<entry>(delta), opt_.root, {.algorithm = tree_algorithm::flat});  // down: 8 k
     detail::check_received_indices(std::span<const entry>(delta), d, c.name);
     c.lap(&step_timing::communicate);
     for (const entry& e : delta) {
