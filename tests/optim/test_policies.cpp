@@ -193,6 +193,8 @@ TEST_CASE("split phase refuses what needs a transport, checks sizes and counts m
                   std::invalid_argument);
   composed_optimizer<S, sgd_update<float>> opt(0, 1, with<S>({.sketch = sketch, .k = 10}));
   CHECK_THROWS_AS(opt.step_rounds(std::vector<float>(10)), std::invalid_argument);
+  CHECK_THROWS_AS((composed_optimizer<S, sgd_update<float>>(2, 2, with<S>({.sketch = sketch, .k = 10}))),
+                  std::invalid_argument);  // rank 2 of 2
   const auto g = gradient_of<float>(0, 0, 3000);
   auto rounds = opt.step_rounds(g);
   int n = 0;

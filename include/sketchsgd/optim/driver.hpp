@@ -151,7 +151,9 @@ class composed_optimizer {
   /// which the caller carries (summing or gathering in place, identically on
   /// every rank) before calling `next()` again; nullptr when the step is
   /// done, then `last_update()` holds the update. Carried with sketchsgd's
-  /// collectives the bits equal `step`'s. The gradient must stay valid.
+  /// collectives the bits equal `step`'s. The gradient must stay valid, and
+  /// one step runs at a time (a step abandoned half way leaves the state as
+  /// an exception would).
   /// @throws std::invalid_argument at once for a gradient of the wrong size;
   /// from `next()` whatever `step` throws.
   [[nodiscard]] step_generator step_rounds(gradient_type gradient) {
@@ -230,7 +232,7 @@ class composed_optimizer {
         opt_(std::move(o)),
         kind_(id.name != nullptr ? id.kind : Aggregation::kind),
         name_(id.name != nullptr ? id.name : Aggregation::name),
-        split_(checked(opt_, name_)),
+        split_(checked(opt_, rank_, world_, name_)),
         device_{opt_.exec},
         agg_(opt_.aggregation, context()),
         rule_(opt_.update, opt_.dimension, name_),
@@ -249,7 +251,11 @@ class composed_optimizer {
     accounting_.begin(counters());  // the setup's exchange is not a step
   }
 
-  static detail::coordinate_split checked(const options_type& o, const char* name) {
+  static detail::coordinate_split checked(const options_type& o, int rank, int world, const char* name) {
+    if (world < 1 || rank < 0 || rank >= world) {
+      detail::bad_option(name,
+                         "rank " + std::to_string(rank) + " is not a rank of a world of " + std::to_string(world));
+    }
     if (o.dimension == 0) detail::bad_option(name, "dimension must be positive");
     if (o.average && std::is_integral_v<value_type>)
       detail::bad_option(name, "averaging needs a floating-point value type");
