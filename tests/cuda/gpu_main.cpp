@@ -3,12 +3,10 @@
 // the skip code instead of failing. Listing (ctest's test discovery at build
 // time) needs no GPU.
 
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
-
 #include <cstdio>
 #include <string_view>
 
+#include "../catch_runner.hpp"
 #include "gpu_probe.hpp"
 
 int main(int argc, char* argv[]) {
@@ -24,5 +22,5 @@ int main(int argc, char* argv[]) {
       return sketchsgd::test::skip_return_code;
     }
   }
-  return Catch::Session().run(argc, argv);
+  return sketchsgd::test::run_catch_session(argc, argv);
 }

@@ -4,7 +4,6 @@
 // in-process run of the same 4 ranks, which rank 0 also simulates. Both use
 // the generic ring allreduce (MPI's native allreduce sums in its own order).
 
-#define CATCH_CONFIG_RUNNER
 #include <mpi.h>
 #include <catch2/catch.hpp>
 
@@ -13,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "catch_runner.hpp"
 #include "optim_harness.hpp"
 #include "sketchsgd/sketchsgd.hpp"
 #include "sketchsgd/transport/mpi.hpp"
@@ -103,8 +103,7 @@ int main(int argc, char** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   world_transport = std::make_unique<mpi_transport>(MPI_COMM_WORLD, mpi_options{.timeout = std::chrono::seconds(60)});
   if (rank != 0) std::freopen("/dev/null", "w", stdout);
-  Catch::Session session;
-  int failures = session.run(argc, argv);
+  int failures = sketchsgd::test::run_catch_session(argc, argv);
   MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   world_transport.reset();
   MPI_Finalize();

@@ -3,7 +3,6 @@
 // launched by ctest through mpiexec with 2, 3 and 4 ranks. Every rank runs
 // the same test cases in the same order, so their collectives match.
 
-#define CATCH_CONFIG_RUNNER
 #include <mpi.h>
 #include <catch2/catch.hpp>
 
@@ -11,6 +10,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "catch_runner.hpp"
 #include "conformance.hpp"
 #include "sketchsgd/transport/mpi.hpp"
 
@@ -85,10 +85,9 @@ int main(int argc, char** argv) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   world_transport = std::make_unique<mpi_transport>(MPI_COMM_WORLD, mpi_options{.timeout = 60s});
-  Catch::Session session;
   // Only rank 0 reports; every rank runs every test.
   if (rank != 0) std::freopen("/dev/null", "w", stdout);
-  int failures = session.run(argc, argv);
+  int failures = sketchsgd::test::run_catch_session(argc, argv);
   MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   world_transport.reset();
   MPI_Finalize();

@@ -3,7 +3,6 @@
 // started by scripts/tcp_launch.sh (which ctest runs with 2, 3 and 4 ranks).
 // Every rank runs the same test cases in the same order.
 
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -13,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "catch_runner.hpp"
 #include "conformance.hpp"
 #include "sketchsgd/transport/tcp.hpp"
 
@@ -74,8 +74,7 @@ int main(int argc, char** argv) {
     std::_Exit(status);  // the transport's peers are gone; skip the goodbyes
   }
   if (world_transport->rank() != 0) std::freopen("/dev/null", "w", stdout);
-  Catch::Session session;
-  const int failures = session.run(argc, argv);
+  const int failures = sketchsgd::test::run_catch_session(argc, argv);
   // Agree on the outcome before anyone leaves, so no rank sees a goodbye
   // while it still expects data.
   communicator comm(*world_transport);
