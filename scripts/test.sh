@@ -3,6 +3,9 @@
 # The test command: installs what it needs, builds everything with warnings as
 # errors, and runs every test (unit, statistical, consumer projects, docs).
 #   bash scripts/test.sh [build-dir]
+# The LibTorch example is not built here: its suite is scripts/libtorch_smoke.sh
+# (run by CI), which builds it as a standalone consumer (docs/performance.md,
+# "Build and test time").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${1:-build-test}"
@@ -17,14 +20,12 @@ if [ "${CI:-}" = true ] || [ "${SKETCHSGD_RELIABILITY:-0}" = 1 ]; then reliabili
 if [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"; fi
 extras=""
 command -v nvcc >/dev/null 2>&1 && extras="$extras, the CUDA host tests (nvcc found)"
-dpkg-query -W -f='${Status}' libtorch-dev 2>/dev/null | grep -q "install ok installed" &&
-  extras="$extras, the LibTorch example (libtorch-dev installed)"
 cat <<PLAN
 test: what this does, and roughly how long on 2 idle cores (about 15 minutes in all; 21 measured
       while the cores were shared with other builds):
   1. install missing Debian packages (none missing: instant; a fresh machine downloads them first)
   2. configure and build everything with -Werror: the library's tests, the examples, the
-     benchmarks$extras (about 10 minutes with nvcc and libtorch-dev present, less without)
+     benchmarks$extras (about 10 minutes with nvcc present, less without)
   3. build the API reference with Doxygen, warnings as errors (seconds)
   4. run every ctest entry (about 5 minutes): unit, statistical, transport conformance over
      threads, TCP and MPI processes, fault injection, optimizers, consumer projects, examples, docs
@@ -36,7 +37,7 @@ fi
 
 bash scripts/install_deps.sh
 say "packages present"
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSKETCHSGD_WERROR=ON
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSKETCHSGD_WERROR=ON -DSKETCHSGD_BUILD_LIBTORCH_EXAMPLE=OFF
 say "configured; building"
 cmake --build "$build_dir" -j "$jobs"
 say "built"
