@@ -13,13 +13,15 @@
 #include <vector>
 
 #include "sketchsgd/concepts.hpp"
+#include "sketchsgd/detail/arithmetic.hpp"
 
 namespace sketchsgd {
 
 /// One step's parameter update: `params -= decay * params`, then
 /// `params -= update`. Sparse for the compressed methods (indices strictly
 /// increasing), dense for `dense_sgd` and rules with dense moments. The
-/// learning rate is already applied. Identical on every rank.
+/// learning rate is already applied. Identical on every rank. Integer values
+/// wrap modulo 2^bits, as sketch cells do (detail/arithmetic.hpp).
 /// @tparam Value a `sketch_value`.
 template <sketch_value Value>
 struct model_update {
@@ -51,13 +53,17 @@ struct model_update {
       throw std::invalid_argument("model_update::apply: index " + std::to_string(indices.back()) + " outside " +
                                   std::to_string(params.size()) + " parameters");
     }
+    using detail::cell_mul;
+    using detail::cell_sub;
     if (decay != Value{0}) {
-      for (Value& p : params) p -= factor * decay * p;
+      for (Value& p : params) p = cell_sub(p, cell_mul(cell_mul(factor, decay), p));
     }
     if (dense) {
-      for (std::size_t i = 0; i < values.size(); ++i) params[i] -= factor * values[i];
+      for (std::size_t i = 0; i < values.size(); ++i) params[i] = cell_sub(params[i], cell_mul(factor, values[i]));
     } else {
-      for (std::size_t n = 0; n < indices.size(); ++n) params[indices[n]] -= factor * values[n];
+      for (std::size_t n = 0; n < indices.size(); ++n) {
+        params[indices[n]] = cell_sub(params[indices[n]], cell_mul(factor, values[n]));
+      }
     }
   }
 
