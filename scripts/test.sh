@@ -32,7 +32,7 @@ test: what this does, and roughly how long on 2 idle cores (about 15 minutes in 
 PLAN
 if [ "$reliability" = 1 ]; then
   echo "  5. CI=true or SKETCHSGD_RELIABILITY=1: the suite under ASan+UBSan and TSan (about 8 minutes),"
-  echo "     then each fuzz target for 60 s, two at a time (about 4 minutes)"
+  echo "     then each fuzz target for ${FUZZ_SECONDS:-60} s, two at a time (about $(( (${FUZZ_SECONDS:-60} * 3 + 90) / 60 )) minutes)"
 fi
 
 bash scripts/install_deps.sh

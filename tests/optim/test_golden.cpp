@@ -165,13 +165,13 @@ topk_sgd_options<float> topk_base() {
   return {.dimension = d, .k = 50, .learning_rate = 0.3F, .momentum = 0.5F, .average = true, .dense = dense};
 }
 
-template <template <class, class, class> class Opt, class Value = float, class Hash = multiply_shift, class Options>
+template <template <class...> class Opt, class Value = float, class Hash = multiply_shift, class Options>
 std::function<std::uint64_t()> run_sketch_family(Options o, std::uint64_t nan_step = ~0ULL) {
   return [o, nan_step] {
     return golden_run<Value>([&](comm_t& c) { return Opt<Value, inproc_transport, Hash>(c, o); }, nan_step);
   };
 }
-template <template <class, class> class Opt, class Value = float, class Options>
+template <template <class...> class Opt, class Value = float, class Options>
 std::function<std::uint64_t()> run_plain(Options o, std::uint64_t nan_step = ~0ULL) {
   return [o, nan_step] {
     return golden_run<Value>([&](comm_t& c) { return Opt<Value, inproc_transport>(c, o); }, nan_step);

@@ -6,9 +6,7 @@
 /// frame queued for writing, and reading a checked header and then a body
 /// that grows only as its bytes arrive.
 
-#include <utility>  // before Boost.Asio: its coroutine support needs it
-
-#include <boost/asio.hpp>
+#include "sketchsgd/transport/tcp/asio.hpp"
 
 #include <algorithm>
 #include <array>

@@ -6,9 +6,7 @@
 /// on a connected stream, plain or TLS: the acceptor's side and the
 /// connector's, each finished only once both sides proved the job secret.
 
-#include <utility>  // before Boost.Asio: its coroutine support needs it
-
-#include <boost/asio.hpp>
+#include "sketchsgd/transport/tcp/asio.hpp"
 
 #include <array>
 #include <cstddef>

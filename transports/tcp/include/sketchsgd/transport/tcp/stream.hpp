@@ -6,10 +6,7 @@
 /// TLS over it when the job asks for TLS (and the TLS context that asks).
 /// Everything above reads and writes the stream without knowing which.
 
-#include <utility>  // before Boost.Asio: its coroutine support needs it
-
-#include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
+#include "sketchsgd/transport/tcp/asio.hpp"
 
 #include <chrono>
 #include <memory>

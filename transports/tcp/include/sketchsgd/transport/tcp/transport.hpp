@@ -6,10 +6,7 @@
 /// I/O thread that writes each peer's frame queue and reads its frames into
 /// the mailbox (overview in tcp.hpp).
 
-#include <utility>  // before Boost.Asio: its coroutine support needs it
-
-#include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
+#include "sketchsgd/transport/tcp/asio.hpp"
 
 #include <algorithm>
 #include <array>
