@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <sstream>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 namespace {
@@ -106,10 +107,11 @@ class random_k_aggregation {
 
   sketchsgd::round_generator<Value> rounds(auto* /*comm*/, const context& c, sketchsgd::model_update<Value>& out) {
     std::vector<std::uint64_t> chosen;  // k distinct sparse coordinates, the same on every rank
+    std::unordered_set<std::uint64_t> seen(2 * opt_.k);
     sketchsgd::splitmix64 rng(sketchsgd::mix64(opt_.seed ^ c.step));
     while (chosen.size() < opt_.k) {
       const std::uint64_t i = rng.next_below(c.split->sparse_count());
-      if (std::find(chosen.begin(), chosen.end(), i) == chosen.end()) chosen.push_back(i);
+      if (seen.insert(i).second) chosen.push_back(i);
     }
     std::sort(chosen.begin(), chosen.end());
     c.split->to_global(chosen);
