@@ -62,7 +62,7 @@ for mode in "${modes[@]}"; do
       # ("Cannot represent a difference across sections"); the other UBSan
       # checks stay on.
       extra=(-fno-sanitize=function)
-      [ "$is_gcc" = 1 ] && extra=(-Wno-maybe-uninitialized)
+      [ "$is_gcc" = 1 ] && extra=(-Wno-maybe-uninitialized)  # g++ has no 'function' check
       configure "$dir" "-O1 -g1" -fsanitize=address,undefined -fno-sanitize-recover=all "${extra[@]}"
       cmake --build "$dir" -j "$jobs"
       echo "sanitizers: ASan+UBSan build ($cxx) took $(( $(date +%s) - start )) s"
