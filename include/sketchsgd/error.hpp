@@ -8,6 +8,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace sketchsgd {
 
@@ -44,16 +45,28 @@ class timeout_error : public transport_error {
   using transport_error::transport_error;
 };
 
+namespace detail {
+/// "what: name (text)" of a CUDA error code; defined for `cudaError_t` by
+/// sketchsgd/cuda/error.cuh, so this header needs no CUDA headers.
+template <class Code>
+std::string cuda_error_message(Code code, const std::string& what);
+}  // namespace detail
+
 /// A CUDA runtime call failed (`sketchsgd/cuda/`): the message names the
 /// operation, the CUDA error's name and text. After an asynchronous (sticky)
 /// error the CUDA context is unusable and the process must be restarted, as
 /// with any CUDA program.
 class cuda_error : public error {
  public:
-  /// `message`: the whole text; `code`: the `cudaError_t`.
-  cuda_error(int code, const std::string& message) : error(message), code_(code) {}
+  /// `what`: the operation that failed; the CUDA error name and text are
+  /// appended (needs sketchsgd/cuda/error.cuh, as before this class moved here).
+  template <class Code>
+  requires std::is_enum_v<Code>
+  cuda_error(Code code, const std::string& what)
+      : error(detail::cuda_error_message(code, what)), code_(static_cast<int>(code)) {}
 
-  /// The CUDA error code (a `cudaError_t`).
+  /// The CUDA error code: a `cudaError_t`'s value, which compares with
+  /// `cudaError_t` enumerators (an `int` so that this header needs no CUDA).
   [[nodiscard]] int code() const noexcept { return code_; }
 
  private:

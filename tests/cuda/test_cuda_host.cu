@@ -172,7 +172,7 @@ TEST_CASE("transport_reads_device_memory defaults to false", "[cuda][host]") {
 }
 
 TEST_CASE("CUDA failures are cuda_error, a sketchsgd::error", "[cuda][host]") {
-  const cuda_error e = detail::cuda_failure(cudaErrorInvalidValue, "doing something");
+  const cuda_error e(cudaErrorInvalidValue, "doing something");
   REQUIRE(e.code() == cudaErrorInvalidValue);
   REQUIRE(std::string(e.what()).find("doing something: cudaErrorInvalidValue") == 0);
   STATIC_REQUIRE(std::is_base_of_v<error, cuda_error>);

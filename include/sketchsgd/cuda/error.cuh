@@ -34,15 +34,16 @@ using stream_arg = std::optional<cudaStream_t>;
 
 namespace detail {
 
-/// The `cuda_error` (error.hpp) of `code` in `what`: the operation, then the
-/// CUDA error's name and text.
-inline cuda_error cuda_failure(cudaError_t code, const std::string& what) {
-  return {static_cast<int>(code), what + ": " + cudaGetErrorName(code) + " (" + cudaGetErrorString(code) + ")"};
+/// `cuda_error`'s message (error.hpp): the operation, then the CUDA error's
+/// name and text.
+template <>
+inline std::string cuda_error_message<cudaError_t>(cudaError_t code, const std::string& what) {
+  return what + ": " + cudaGetErrorName(code) + " (" + cudaGetErrorString(code) + ")";
 }
 
 /// Throws `cuda_error` unless `code` is `cudaSuccess`.
 inline void cuda_check(cudaError_t code, const char* what) {
-  if (code != cudaSuccess) throw cuda_failure(code, what);
+  if (code != cudaSuccess) throw cuda_error(code, what);
 }
 
 /// Checks the launch of the kernel just started (configuration errors are
