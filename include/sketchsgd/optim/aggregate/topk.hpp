@@ -165,9 +165,11 @@ class local_topk_aggregation : public detail::topk_aggregation_base<Value, Devic
   round_generator<Value> rounds(Comm* comm, const typename base::context& c, model_update<Value>& out) {
     const std::size_t k = this->opt_.k;
     const auto mine = this->own_top_k(c);
-    std::vector<entry> sent = detail::padded_entries(mine, k);
+    constexpr bool external = std::is_same_v<Comm, external_collectives>;
+    // Split phase gathers equal blocks: padded to k; allgatherv takes them as they are.
+    const std::vector<entry> sent = detail::padded_entries(mine, external ? k : mine.size());
     std::vector<entry> all;
-    if constexpr (std::is_same_v<Comm, external_collectives>) {
+    if constexpr (external) {
       all.resize(k * static_cast<std::size_t>(c.world));
       co_yield collective_round<Value>{.kind = round_kind::gather,
                                        .block = std::as_bytes(std::span<const entry>(sent)),
@@ -178,7 +180,6 @@ class local_topk_aggregation : public detail::topk_aggregation_base<Value, Devic
       }
       std::erase_if(all, [](const entry& e) { return e.index == detail::no_index; });
     } else {
-      sent.resize(mine.size());
       all =
           allgatherv(*comm, std::span<const entry>(sent), {.max_total_elements = k * static_cast<std::size_t>(c.world)})
               .values;
