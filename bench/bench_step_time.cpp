@@ -21,12 +21,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "cli.hpp"
+#include "methods.hpp"
 #include "sketchsgd/sketchsgd.hpp"
 #if defined(SKETCHSGD_BENCH_HAVE_MPI)
 #include <mpi.h>
@@ -139,37 +139,6 @@ sketchsgd::any_optimizer<float> make(const settings& s, sketchsgd::communicator<
   const auto policy = nonfinite_policy::unchecked;  // time the algorithms, not the NaN check
   const sketch_config sketch{
       .rows = s.rows, .cols = static_cast<std::uint64_t>(s.cols_per_k * static_cast<double>(s.k)), .seed = 5};
-  const topk_sgd_options<float> topk{
-      .dimension = s.d, .k = s.k, .learning_rate = 0.1F, .momentum = 0.9F, .nonfinite = policy, .exec = exec};
-  if (s.method == "dense") {
-    return any_optimizer<float>(
-        std::in_place_type<dense_sgd<float, Transport>>, comm,
-        dense_sgd_options<float>{.dimension = s.d, .learning_rate = 0.1F, .momentum = 0.9F, .nonfinite = policy});
-  }
-  if (s.method == "true-topk")
-    return any_optimizer<float>(std::in_place_type<true_topk_sgd<float, Transport>>, comm, topk);
-  if (s.method == "local-topk")
-    return any_optimizer<float>(std::in_place_type<local_topk_sgd<float, Transport>>, comm, topk);
-  if (s.method == "gtopk") return any_optimizer<float>(std::in_place_type<gtopk_sgd<float, Transport>>, comm, topk);
-  if (s.method == "fetchsgd") {
-    return any_optimizer<float>(std::in_place_type<fetch_sgd<float, Transport>>, comm,
-                                fetch_sgd_options<float>{.dimension = s.d,
-                                                         .sketch = sketch,
-                                                         .k = s.k,
-                                                         .learning_rate = 0.1F,
-                                                         .momentum = 0.9F,
-                                                         .nonfinite = policy,
-                                                         .exec = exec});
-  }
-  sketched_sgd_options<float> o{.dimension = s.d,
-                                .sketch = sketch,
-                                .k = s.k,
-                                .candidates_factor = s.candidates,
-                                .learning_rate = 0.1F,
-                                .momentum = 0.9F,
-                                .nonfinite = policy,
-                                .exec = exec,
-                                .overlap_rows = s.overlap};
   if (s.method == "global-sketch" && !s.sketch_allreduce.empty()) {  // gs-SGD's table in ring or log2 W rounds
     using A = global_sketch_aggregation<float>;
     return any_optimizer<float>(
@@ -186,13 +155,18 @@ sketchsgd::any_optimizer<float> make(const settings& s, sketchsgd::communicator<
             .nonfinite = policy,
             .exec = exec});
   }
-  if (s.method == "global-sketch") {
-    o.candidates_factor = 0;
-    return any_optimizer<float>(std::in_place_type<global_sketch_sgd<float, Transport>>, comm, o);
-  }
-  if (s.method == "sketched") return any_optimizer<float>(std::in_place_type<sketched_sgd<float, Transport>>, comm, o);
-  std::fprintf(stderr, "unknown method %s\n", s.method.c_str());
-  std::exit(2);
+  return methods::named_optimizer(
+      methods::settings{.method = s.method,
+                        .dimension = s.d,
+                        .k = s.k,
+                        .sketch = sketch,
+                        .candidates_factor = s.method == "global-sketch" ? 0 : s.candidates,
+                        .learning_rate = 0.1F,
+                        .momentum = 0.9F,
+                        .nonfinite = policy,
+                        .exec = exec,
+                        .overlap_rows = s.overlap},
+      comm);
 }
 
 double median(std::vector<double> v) {

@@ -18,7 +18,6 @@
 #include <exception>
 #include <fstream>
 #include <limits>
-#include <memory>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
@@ -31,6 +30,7 @@
 #include "byte_budget.hpp"
 #include "cli.hpp"
 #include "idx.hpp"
+#include "methods.hpp"
 #include "mlp.hpp"
 #if defined(FMNIST_HAVE_MPI)
 #include <mpi.h>
@@ -303,48 +303,18 @@ sketchsgd::any_optimizer<float> make_optimizer(const config& c, sketchsgd::commu
     if (c.method == "global-sketch") return composed<global_sketch_aggregation<float>>(c, comm, d, biases, s);
     return composed<sketched_aggregation<float>>(c, comm, d, biases, s);
   }
-  if (c.method == "dense") {
-    return any_optimizer<float>(
-        std::in_place_type<dense_sgd<float, Transport>>, comm,
-        dense_sgd_options<float>{
-            .dimension = d, .learning_rate = c.lr, .momentum = c.momentum, .average = true, .nonfinite = policy});
-  }
-  const topk_sgd_options<float> topk{.dimension = d,
-                                     .k = c.k,
-                                     .learning_rate = c.lr,
-                                     .momentum = c.momentum,
-                                     .average = true,
-                                     .dense = biases,
-                                     .nonfinite = policy};
-  if (c.method == "true-topk")
-    return any_optimizer<float>(std::in_place_type<true_topk_sgd<float, Transport>>, comm, topk);
-  if (c.method == "local-topk")
-    return any_optimizer<float>(std::in_place_type<local_topk_sgd<float, Transport>>, comm, topk);
-  if (c.method == "fetchsgd") {
-    return any_optimizer<float>(std::in_place_type<fetch_sgd<float, Transport>>, comm,
-                                fetch_sgd_options<float>{.dimension = d,
-                                                         .sketch = sketch,
-                                                         .k = c.k,
-                                                         .learning_rate = c.lr,
-                                                         .momentum = c.momentum,
-                                                         .average = true,
-                                                         .topology = topo,
-                                                         .dense = biases,
-                                                         .nonfinite = policy});
-  }
-  const sketched_sgd_options<float> s{.dimension = d,
-                                      .sketch = sketch,
-                                      .k = c.k,
-                                      .candidates_factor = c.candidates,
-                                      .learning_rate = c.lr,
-                                      .momentum = c.momentum,
-                                      .average = true,
-                                      .topology = topo,
-                                      .dense = biases,
-                                      .nonfinite = policy};
-  if (c.method == "global-sketch")
-    return any_optimizer<float>(std::in_place_type<global_sketch_sgd<float, Transport>>, comm, s);
-  return any_optimizer<float>(std::in_place_type<sketched_sgd<float, Transport>>, comm, s);
+  return methods::named_optimizer(methods::settings{.method = c.method,
+                                                    .dimension = d,
+                                                    .k = c.k,
+                                                    .sketch = sketch,
+                                                    .candidates_factor = c.candidates,
+                                                    .learning_rate = c.lr,
+                                                    .momentum = c.momentum,
+                                                    .average = true,
+                                                    .topology = topo,
+                                                    .dense = biases,
+                                                    .nonfinite = policy},
+                                  comm);
 }
 
 // ---- training ----------------------------------------------------------------------

@@ -34,6 +34,7 @@
 #include "cli.hpp"
 #include "flat_parameters.hpp"
 #include "idx.hpp"
+#include "methods.hpp"
 #if defined(TORCH_FMNIST_HAVE_MPI)
 #include <mpi.h>
 
@@ -184,36 +185,18 @@ config parse(int argc, char** argv) {
 template <class Transport>
 sketchsgd::any_optimizer<float> make_optimizer(const config& c, sketchsgd::communicator<Transport>& comm, std::size_t d,
                                                const std::vector<sketchsgd::dense_range>& dense) {
-  using namespace sketchsgd;
-  const sketch_config sketch{.rows = c.rows, .cols = c.cols, .seed = c.seed * 7919 + 17};
-  const auto policy = nonfinite_policy::skip_step;
-  if (c.method == "dense") {
-    return sketchsgd::any_optimizer<float>(
-        std::in_place_type<dense_sgd<float, Transport>>, comm,
-        dense_sgd_options<float>{
-            .dimension = d, .learning_rate = c.lr, .momentum = c.momentum, .average = true, .nonfinite = policy});
-  }
-  if (c.method == "fetchsgd") {
-    return sketchsgd::any_optimizer<float>(std::in_place_type<fetch_sgd<float, Transport>>, comm,
-                                           fetch_sgd_options<float>{.dimension = d,
-                                                                    .sketch = sketch,
-                                                                    .k = c.k,
-                                                                    .learning_rate = c.lr,
-                                                                    .momentum = c.momentum,
-                                                                    .average = true,
-                                                                    .dense = dense,
-                                                                    .nonfinite = policy});
-  }
-  return sketchsgd::any_optimizer<float>(std::in_place_type<sketched_sgd<float, Transport>>, comm,
-                                         sketched_sgd_options<float>{.dimension = d,
-                                                                     .sketch = sketch,
-                                                                     .k = c.k,
-                                                                     .candidates_factor = c.candidates,
-                                                                     .learning_rate = c.lr,
-                                                                     .momentum = c.momentum,
-                                                                     .average = true,
-                                                                     .dense = dense,
-                                                                     .nonfinite = policy});
+  return methods::named_optimizer(
+      methods::settings{.method = c.method,
+                        .dimension = d,
+                        .k = c.k,
+                        .sketch = {.rows = c.rows, .cols = c.cols, .seed = c.seed * 7919 + 17},
+                        .candidates_factor = c.candidates,
+                        .learning_rate = c.lr,
+                        .momentum = c.momentum,
+                        .average = true,
+                        .dense = dense,
+                        .nonfinite = sketchsgd::nonfinite_policy::skip_step},
+      comm);
 }
 
 // ---- the model -----------------------------------------------------------------------
