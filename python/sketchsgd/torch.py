@@ -1,0 +1,554 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A DistributedDataParallel communication hook that compresses gradients with
+sketchsgd's aggregators (Count Sketches and the top-k baselines).
+
+    import sketchsgd.torch
+    state = sketchsgd.torch.SketchState(process_group=None, method="sketched",
+                                        compression=10.0, seed=42)
+    ddp_model.register_comm_hook(state, sketchsgd.torch.sketch_hook)
+
+Conventions follow PowerSGD's hook (torch.distributed.algorithms.
+ddp_comm_hooks.powerSGD_hook): plain allreduce for the first ``start_iter``
+iterations, per-bucket state keyed by the bucket's index, error feedback kept
+in the state, momentum correction as an option (``momentum``: then run plain
+SGD), checkpoints with ``state_dict``/``load_state_dict``.
+
+Each compressed bucket is one split-phase step of a C++ aggregator
+(``sketchsgd.Aggregator``): its rounds (the non-finite check, the sketch
+table, the second round, the dense coordinates) are carried by the process
+group's own ``allreduce``/``allgather`` futures, on the aggregator's memory
+in place. The result written back into the bucket is the aggregated
+gradient, averaged over the ranks, identical on every rank.
+"""
+import collections
+import json
+import logging
+import threading
+import warnings
+from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from . import _core
+from .budget import BudgetError, Traffic, choose_sizes, gloo_allgather, gloo_allreduce
+
+__all__ = ["SketchState", "sketch_hook", "METHODS"]
+
+logger = logging.getLogger(__name__)
+
+#: The methods the hook offers (the C++ aggregations).
+METHODS = ("sketched", "global-sketch", "fetchsgd", "local-topk", "true-topk", "dense")
+
+_NONFINITE = {"throw": "throw", "throw_error": "throw", "skip": "skip", "skip_step": "skip",
+              "unchecked": "unchecked"}
+_CONFIG_BLOCK = 4096  # bytes of the configuration every rank exchanges once (a fixed size)
+
+
+class _Counters:
+    """Traffic of one phase, as gloo moves it (see sketchsgd.budget)."""
+
+    __slots__ = ("bytes_sent", "wire_bytes", "collectives")
+
+    def __init__(self) -> None:
+        self.bytes_sent = 0
+        self.wire_bytes = 0
+        self.collectives = 0
+
+    def add(self, t: Traffic) -> None:
+        self.bytes_sent += t.bytes_sent
+        self.wire_bytes += t.wire_bytes
+        self.collectives += 1
+
+    def as_dict(self) -> Dict[str, int]:
+        return {"bytes_sent": self.bytes_sent, "wire_bytes": self.wire_bytes, "collectives": self.collectives}
+
+    def load(self, d: Dict[str, int]) -> None:
+        self.bytes_sent, self.wire_bytes, self.collectives = d["bytes_sent"], d["wire_bytes"], d["collectives"]
+
+
+class _Plan:
+    """One bucket's configuration and aggregator (None: sent by plain allreduce)."""
+
+    def __init__(self, index: int, signature: Tuple, options: Optional[dict], reason: str = "") -> None:
+        self.index = index
+        self.signature = signature
+        self.options = options
+        self.reason = reason
+        self.aggregator: Optional[_core.Aggregator] = None
+        self.verified = False
+
+    def describe(self) -> dict:
+        d = {"bucket": self.index, "dimension": sum(n for n, _ in self.signature)}
+        if self.options is None:
+            d["allreduce"] = self.reason
+        else:
+            d.update({key: self.options[key] for key in ("method", "rows", "cols", "k", "candidates_factor")
+                      if key in self.options})
+            d["dense"] = sum(length for _, length in self.options.get("dense", []))
+        return d
+
+
+def _signature(bucket: dist.GradBucket) -> Tuple[Tuple[int, int], ...]:
+    """The bucket's layout: (numel, dim) of each gradient, in order."""
+    return tuple((int(g.numel()), int(g.dim())) for g in bucket.gradients())
+
+
+def _mix(seed: int, index: int) -> int:
+    """A per-bucket sketch seed (64 bits), the same on every rank."""
+    return (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9 + 1) & 0xFFFFFFFFFFFFFFFF
+
+
+class SketchState:
+    """State of the sketch communication hook; one per DDP model.
+
+    Args:
+        process_group: the group to communicate in (None: the default group).
+        method: "sketched" (Sketched-SGD: sketch allreduce + exact second round),
+            "global-sketch" (gs-SGD; P = 0 unless ``candidates_factor``),
+            "fetchsgd" (momentum and error in sketch space), "local-topk"
+            (DGC-style allgather of each rank's top k), "true-topk" (dense
+            traffic, the accuracy bound of top-k) or "dense" (a plain
+            allreduce through the aggregator: for checks).
+        compression: target X: each bucket's sizes are the largest whose bytes
+            per step, every round counted, fit 1/X of a plain gloo allreduce of
+            the bucket (as the C++ trainers choose them). None: give
+            ``cols`` and ``k``.
+        seed: the sketch hashes' seed (each bucket derives its own).
+        start_iter: iterations of plain allreduce before compression starts
+            (at least 2: DDP rebuilds its buckets after the first iteration).
+        rows, cols, k, candidates_factor: explicit sizes; each one given
+            overrides what ``compression`` picks (rows and candidates_factor
+            also shape that choice: defaults 1 and 4, 0 for global-sketch).
+        cols_per_k: columns per selected coordinate under ``compression`` (19).
+        momentum: momentum correction: local momentum before compression (in
+            sketch space for FetchSGD, rho), masked where updates are applied;
+            run plain SGD (no momentum) with it. Warm-up steps apply the same
+            momentum to the averaged gradient, so the user's optimizer stays
+            plain SGD throughout.
+        nesterov: Nesterov's form of that momentum.
+        error_feedback: keep what compression left out and send it later.
+        mask_momentum: zero the momentum, not only the error, where applied.
+        dense_vectors: send gradients of 1-d and 0-d parameters (biases, norms)
+            uncompressed, allreduced every step (like PowerSGD's vectors).
+        nonfinite: a NaN or Inf in any rank's bucket: "throw" (every rank
+            raises sketchsgd.NonFiniteError from backward), "skip" (every rank
+            gets a zero gradient for that bucket, and no state changes) or
+            "unchecked" (no check round).
+        threads: CPU threads of the aggregator's compute (default:
+            torch.get_num_threads()); results do not depend on it.
+
+    The state reports what this rank sent: ``stats()`` (bytes as gloo sends
+    them: payload, and with TCP's preambles), ``compression()`` (a plain
+    allreduce's bytes over ours, on the compressed steps) and ``plans()``
+    (each bucket's sizes).
+    """
+
+    def __init__(self, process_group: Optional[dist.ProcessGroup] = None, method: str = "sketched",
+                 compression: Optional[float] = 10.0, seed: int = 42, start_iter: int = 10, *,
+                 rows: Optional[int] = None, cols: Optional[int] = None, k: Optional[int] = None,
+                 candidates_factor: Optional[int] = None, cols_per_k: float = 19.0, momentum: float = 0.0,
+                 nesterov: bool = False, error_feedback: bool = True, mask_momentum: bool = True,
+                 dense_vectors: bool = True, nonfinite: str = "throw", threads: Optional[int] = None) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+        if nonfinite not in _NONFINITE:
+            raise ValueError(f"nonfinite must be 'throw', 'skip' or 'unchecked'; got {nonfinite!r}")
+        if start_iter < 2:
+            raise ValueError("start_iter must be at least 2: DDP rebuilds its buckets after the first iteration, "
+                             "and per-bucket state must not be created before that")
+        if compression is None and method not in ("dense",) and (k is None or
+                                                                  (cols is None and method in
+                                                                   ("sketched", "global-sketch", "fetchsgd"))):
+            raise ValueError("without compression, give k (and cols for the sketch methods)")
+        if compression is not None and not compression > 0:
+            raise ValueError(f"compression must be positive, got {compression}")
+        self.process_group = process_group
+        self.method = method
+        self.compression_target = None if compression is None else float(compression)
+        self.seed = int(seed)
+        self.start_iter = int(start_iter)
+        self.rows = rows
+        self.cols = cols
+        self.k = k
+        self.candidates_factor = candidates_factor
+        self.cols_per_k = float(cols_per_k)
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.error_feedback = bool(error_feedback)
+        self.mask_momentum = bool(mask_momentum)
+        self.dense_vectors = bool(dense_vectors)
+        self.nonfinite = _NONFINITE[nonfinite]
+        self.threads = int(threads) if threads is not None else max(1, torch.get_num_threads())
+        #: Iterations seen (the last bucket of an iteration increments it), as PowerSGD's ``iter``.
+        self.iter = 0
+        self._plans: Dict[int, _Plan] = {}
+        self._warm_momentum: Dict[int, torch.Tensor] = {}
+        self._agreed = False
+        self._lock = threading.Lock()
+        self._queue: collections.deque = collections.deque()
+        self._busy = False
+        self._warned: set = set()
+        # Every collective's Work and tensors stay referenced here for a full
+        # iteration and are dropped by the thread that calls the hook: never
+        # by a gloo worker thread, whose last reference to a Python-created
+        # tensor or callback would need the GIL (torch 1.13 can then deadlock
+        # or abort when the process group is destroyed at exit).
+        self._refs_current: List[tuple] = []
+        self._refs_previous: List[tuple] = []
+        self._refs_iter = -1
+        self._setup = _Counters()
+        self._warmup = _Counters()
+        self._compressed = _Counters()
+        self._dense_equivalent = 0  # bytes a plain allreduce of the compressed buckets would have sent
+        self._compressed_steps = 0  # bucket steps through an aggregator
+        self._skipped = 0
+
+    # -- configuration ---------------------------------------------------------------------------------------
+
+    def config(self) -> Dict[str, Any]:
+        """Everything every rank must agree on (what the first hook call compares)."""
+        return {"method": self.method, "compression": self.compression_target, "seed": self.seed,
+                "start_iter": self.start_iter, "rows": self.rows, "cols": self.cols, "k": self.k,
+                "candidates_factor": self.candidates_factor, "cols_per_k": self.cols_per_k,
+                "momentum": self.momentum, "nesterov": self.nesterov, "error_feedback": self.error_feedback,
+                "mask_momentum": self.mask_momentum, "dense_vectors": self.dense_vectors,
+                "nonfinite": self.nonfinite, "version": 1}
+
+    @property
+    def world_size(self) -> int:
+        return dist.get_world_size(self.process_group)
+
+    @property
+    def rank(self) -> int:
+        return dist.get_rank(self.process_group)
+
+    def _agree(self) -> None:
+        """One allgather of a fixed-size block (the configuration as JSON):
+        refuses a mismatch on every rank before any sized collective."""
+        text = json.dumps(self.config(), sort_keys=True).encode()
+        if len(text) > _CONFIG_BLOCK:
+            raise ValueError("SketchState: configuration too long to exchange")
+        mine = torch.zeros(_CONFIG_BLOCK, dtype=torch.uint8)
+        mine[: len(text)] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
+        world = self.world_size
+        everyone = [torch.empty(_CONFIG_BLOCK, dtype=torch.uint8) for _ in range(world)]
+        dist.all_gather(everyone, mine, group=self.process_group)
+        self._setup.add(gloo_allgather(_CONFIG_BLOCK, world))
+        configs = [json.loads(bytes(t.numpy()).rstrip(b"\0").decode()) for t in everyone]
+        for r, c in enumerate(configs):
+            if c != configs[0]:
+                diffs = ", ".join(f"{key}: rank 0 has {configs[0].get(key)!r}, rank {r} has {c.get(key)!r}"
+                                  for key in sorted(set(c) | set(configs[0])) if c.get(key) != configs[0].get(key))
+                raise _core.ConfigMismatchError(
+                    f"SketchState: ranks disagree on the hook's configuration ({diffs}); nothing was sent")
+        self._agreed = True
+
+    def _make_plan(self, index: int, signature: Tuple) -> _Plan:
+        d = sum(n for n, _ in signature)
+        dense: List[Tuple[int, int]] = []
+        if self.dense_vectors and self.method != "dense":
+            at = 0
+            for n, dim in signature:
+                if dim <= 1 and n > 0:
+                    if dense and dense[-1][0] + dense[-1][1] == at:
+                        dense[-1] = (dense[-1][0], dense[-1][1] + n)
+                    else:
+                        dense.append((at, n))
+                at += n
+        dense_count = sum(n for _, n in dense)
+        if d - dense_count <= 0:
+            return _Plan(index, signature, None, "no compressible coordinates")
+        sizes = {"rows": self.rows or 1, "cols": self.cols, "k": self.k,
+                 "candidates_factor": (self.candidates_factor if self.candidates_factor is not None
+                                       else (0 if self.method == "global-sketch" else 4))}
+        if self.compression_target is not None and self.method != "dense":
+            try:
+                chosen = choose_sizes(self.method, d, dense_count, self.world_size, self.compression_target,
+                                      rows=sizes["rows"], candidates_factor=sizes["candidates_factor"],
+                                      cols_per_k=self.cols_per_k, nonfinite_check=self.nonfinite != "unchecked")
+            except BudgetError as e:
+                return _Plan(index, signature, None, str(e))
+            sizes["cols"] = self.cols if self.cols is not None else chosen["cols"]
+            sizes["k"] = self.k if self.k is not None else chosen["k"]
+        options = {"method": self.method, "dimension": d, "seed": _mix(self.seed, index),
+                   "nonfinite": self.nonfinite, "average": True, "threads": self.threads}
+        if self.method != "dense":
+            options.update({"k": min(int(sizes["k"]), d - dense_count), "dense": dense,
+                            "momentum": self.momentum, "mask_momentum": self.mask_momentum})
+            if self.method in ("sketched", "global-sketch", "fetchsgd"):
+                options.update({"rows": int(sizes["rows"]), "cols": int(sizes["cols"])})
+            if self.method in ("sketched", "global-sketch"):
+                options["candidates_factor"] = int(sizes["candidates_factor"])
+            if self.method != "fetchsgd":
+                options.update({"nesterov": self.nesterov, "error_feedback": self.error_feedback})
+        plan = _Plan(index, signature, options)
+        plan.aggregator = _core.Aggregator(self.rank, self.world_size, options)
+        return plan
+
+    # -- the hook ----------------------------------------------------------------------------------------------
+
+    def hook(self, bucket: dist.GradBucket) -> torch.futures.Future:
+        """What ``sketch_hook`` runs: see the module's documentation."""
+        if not self._agreed:
+            self._agree()
+        buffer = bucket.buffer()
+        index = bucket.index()
+        if self._refs_iter != self.iter:  # a new iteration: the one before last is long done
+            with self._lock:
+                dropped, self._refs_previous, self._refs_current = self._refs_previous, self._refs_current, []
+            del dropped
+            self._refs_iter = self.iter
+        compressed = self.iter >= self.start_iter
+        if bucket.is_last():
+            self.iter += 1
+        if not compressed:
+            return self._submit(lambda: self._allreduce_job(buffer, index, self._warmup))
+        signature = _signature(bucket)
+        plan = self._plans.get(index)
+        if plan is None:
+            if buffer.dtype != torch.float32 or buffer.device.type != "cpu":
+                raise TypeError(f"sketch_hook: bucket {index} holds {buffer.dtype} on {buffer.device}; "
+                                "this build compresses float32 CPU buckets (gloo)")
+            plan = self._make_plan(index, signature)
+            self._plans[index] = plan
+            if plan.options is None:
+                self._warn(("fallback", index), f"sketch_hook: bucket {index} is sent by plain allreduce "
+                                                f"({plan.reason})")
+        if plan.signature != signature:
+            self._warn(("layout", index), f"sketch_hook: bucket {index}'s layout differs from the one its state "
+                                          "was built for (DDP rebuilt its buckets?); plain allreduce this step")
+            return self._submit(lambda: self._allreduce_job(buffer, index, self._warmup))
+        if plan.aggregator is None:
+            return self._submit(lambda: self._allreduce_job(buffer, index, self._compressed, dense_equivalent=True))
+        return self._submit(lambda: self._compressed_job(buffer, plan))
+
+    def _warn(self, key, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def _allreduce_job(self, buffer: torch.Tensor, index: int, counters: _Counters,
+                       dense_equivalent: bool = False) -> Generator:
+        """Plain allreduce (DDP's default: divide by W, then sum), with the warm-up momentum if any."""
+        buffer.div_(self.world_size)
+        yield ("allreduce", buffer, counters)
+        if dense_equivalent:
+            with self._lock:
+                self._dense_equivalent += gloo_allreduce(buffer.numel() * buffer.element_size(),
+                                                         buffer.element_size(), self.world_size,
+                                                         self.rank).bytes_sent
+        if self.momentum != 0.0:
+            m = self._warm_momentum.get(index)
+            if m is None or m.numel() != buffer.numel():
+                m = self._warm_momentum[index] = torch.zeros_like(buffer)
+            m.mul_(self.momentum).add_(buffer)
+            if self.nesterov:
+                buffer.add_(m, alpha=self.momentum)
+            else:
+                buffer.copy_(m)
+        return buffer
+
+    def _compressed_job(self, buffer: torch.Tensor, plan: _Plan) -> Generator:
+        agg = plan.aggregator
+        world = self.world_size
+        if not plan.verified:  # the C++ fingerprint (sizes, seeds, d, W, ...), 8 bytes per rank
+            mine = torch.tensor([agg.fingerprint], dtype=torch.int64)
+            everyone = [torch.empty(1, dtype=torch.int64) for _ in range(world)]
+            yield ("allgather", everyone, mine, self._setup)
+            agg.check_fingerprints([int(t.item()) for t in everyone])
+            plan.verified = True
+        gradient = buffer.numpy()  # the bucket itself: no copy
+        agg.begin(gradient)
+        while True:
+            r = agg.next()
+            if r is None:
+                break
+            if r.kind == "sum":
+                yield ("allreduce", torch.from_numpy(r.values if r.values is not None else r.counts),
+                       self._compressed)
+            else:
+                n = r.nbytes
+                gathered = torch.from_numpy(r.gathered)
+                yield ("allgather", [gathered[i * n:(i + 1) * n] for i in range(world)], torch.from_numpy(r.block),
+                       self._compressed)
+        agg.write_update(gradient)
+        with self._lock:
+            self._dense_equivalent += gloo_allreduce(4 * buffer.numel(), 4, world, self.rank).bytes_sent
+            self._compressed_steps += 1
+            if agg.update()["skipped"]:
+                self._skipped += 1
+        return buffer
+
+    # -- carrying the jobs: one bucket at a time, in DDP's order, so every rank
+    # -- issues the same collectives in the same order
+
+    def _submit(self, job: Callable[[], Generator]) -> torch.futures.Future:
+        result: torch.futures.Future = torch.futures.Future()
+        with self._lock:
+            self._queue.append((job, result))
+            start = not self._busy
+            self._busy = True
+        if start:
+            self._start_next()
+        return result
+
+    def _start_next(self) -> None:
+        with self._lock:
+            if not self._queue:
+                self._busy = False
+                return
+            job, result = self._queue.popleft()
+        try:
+            steps = job()
+        except BaseException as e:  # noqa: BLE001 - handed to DDP through the future
+            result.set_exception(e)
+            self._start_next()
+            return
+        self._advance(steps, result, None)
+
+    def _advance(self, steps: Generator, result: torch.futures.Future, done: Optional[torch.futures.Future]) -> None:
+        try:
+            if done is not None:
+                done.wait()  # raises if the collective failed
+            op = steps.send(None)
+            fut = self._launch(op)
+        except StopIteration as stop:
+            result.set_result(stop.value)
+            self._start_next()
+            return
+        except BaseException as e:  # noqa: BLE001 - handed to DDP through the future
+            steps.close()
+            result.set_exception(e)
+            self._start_next()
+            return
+        fut.then(lambda f: self._advance(steps, result, f))
+
+    def _launch(self, op: tuple) -> torch.futures.Future:
+        world, rank = self.world_size, self.rank
+        if op[0] == "allreduce":
+            _, tensor, counters = op
+            traffic = gloo_allreduce(tensor.numel() * tensor.element_size(), tensor.element_size(), world, rank)
+            work = dist.all_reduce(tensor, group=self.process_group, async_op=True)
+        else:
+            _, outputs, tensor, counters = op
+            traffic = gloo_allgather(tensor.numel() * tensor.element_size(), world)
+            work = dist.all_gather(outputs, tensor, group=self.process_group, async_op=True)
+        fut = work.get_future()
+        with self._lock:
+            counters.add(traffic)
+            self._refs_current.append((work, fut, op))
+        return fut
+
+    # -- reports -----------------------------------------------------------------------------------------------
+
+    def stats(self) -> Dict[str, Any]:
+        """What this rank sent, as gloo sends it (see sketchsgd.budget): per phase
+        (setup: the configuration checks; warmup: plain allreduce steps;
+        compressed: everything after start_iter), ``bytes_sent`` (payload),
+        ``wire_bytes`` (with gloo's TCP preambles: what the process writes to
+        its sockets), ``collectives``; plus ``dense_equivalent_bytes`` (a plain
+        allreduce of the compressed steps' buckets), ``compression``, the
+        iterations, and the aggregators' own figures (time per phase)."""
+        with self._lock:
+            total = _Counters()
+            for c in (self._setup, self._warmup, self._compressed):
+                total.bytes_sent += c.bytes_sent
+                total.wire_bytes += c.wire_bytes
+                total.collectives += c.collectives
+            return {"iterations": self.iter, "setup": self._setup.as_dict(), "warmup": self._warmup.as_dict(),
+                    "compressed": self._compressed.as_dict(), "total": total.as_dict(),
+                    "dense_equivalent_bytes": self._dense_equivalent, "compression": self._compression_locked(),
+                    "bucket_steps": self._compressed_steps, "skipped_bucket_steps": self._skipped,
+                    "aggregators": {i: p.aggregator.stats() for i, p in self._plans.items()
+                                    if p.aggregator is not None}}
+
+    def _compression_locked(self) -> float:
+        sent = self._compressed.bytes_sent
+        return self._dense_equivalent / sent if sent else 0.0
+
+    def compression(self) -> float:
+        """Achieved compression on the compressed steps: a plain allreduce's bytes over the bytes sent."""
+        with self._lock:
+            return self._compression_locked()
+
+    def bytes_sent(self) -> int:
+        """Payload bytes this rank sent in all, setup, warm-up and compressed steps."""
+        return self.stats()["total"]["bytes_sent"]
+
+    def plans(self) -> List[dict]:
+        """Each bucket's sizes (or why it is sent by plain allreduce)."""
+        return [self._plans[i].describe() for i in sorted(self._plans)]
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> Dict[str, Any]:
+        """This rank's state (error memories, sketches, warm-up momentum, the
+        iteration count, the traffic so far). Save it on every rank, with the
+        model and the optimizer, between iterations."""
+        with self._lock:
+            if self._busy:
+                raise RuntimeError("SketchState.state_dict: a step is in progress")
+        return {
+            "version": 1,
+            "config": self.config(),
+            "world": self.world_size,
+            "rank": self.rank,
+            "iter": self.iter,
+            "buckets": {i: {"signature": [list(s) for s in p.signature], "options": p.options, "reason": p.reason,
+                            "aggregator": None if p.aggregator is None else p.aggregator.save()}
+                        for i, p in self._plans.items()},
+            "warmup_momentum": {i: m.clone() for i, m in self._warm_momentum.items()},
+            "traffic": {"setup": self._setup.as_dict(), "warmup": self._warmup.as_dict(),
+                        "compressed": self._compressed.as_dict(), "dense_equivalent": self._dense_equivalent,
+                        "bucket_steps": self._compressed_steps, "skipped": self._skipped},
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restores ``state_dict()``'s result on the same rank of a job with the
+        same configuration and world size; training then continues
+        bit-identically. Raises ValueError for another configuration and
+        sketchsgd.ConfigMismatchError for another rank or world (nothing is
+        changed then)."""
+        if state.get("version") != 1:
+            raise ValueError(f"SketchState.load_state_dict: unknown version {state.get('version')!r}")
+        mine = self.config()
+        if state["config"] != mine:
+            diffs = ", ".join(f"{key}: saved {state['config'].get(key)!r}, here {mine.get(key)!r}"
+                              for key in sorted(set(mine) | set(state["config"]))
+                              if mine.get(key) != state["config"].get(key))
+            raise ValueError(f"SketchState.load_state_dict: another configuration ({diffs})")
+        if state["world"] != self.world_size or state["rank"] != self.rank:
+            raise _core.ConfigMismatchError(
+                f"SketchState.load_state_dict: saved by rank {state['rank']} of {state['world']}, "
+                f"loading on rank {self.rank} of {self.world_size}")
+        plans: Dict[int, _Plan] = {}
+        for i, b in state["buckets"].items():
+            plan = _Plan(int(i), tuple(tuple(s) for s in b["signature"]), b["options"], b["reason"])
+            if b["options"] is not None:
+                plan.options = dict(b["options"], threads=self.threads)  # threads do not change results
+                plan.aggregator = _core.Aggregator(self.rank, self.world_size, plan.options)
+                plan.aggregator.load(b["aggregator"])
+            plans[int(i)] = plan
+        self._plans = plans
+        self._warm_momentum = {int(i): m.clone() for i, m in state["warmup_momentum"].items()}
+        self.iter = int(state["iter"])
+        t = state["traffic"]
+        self._setup.load(t["setup"])
+        self._warmup.load(t["warmup"])
+        self._compressed.load(t["compressed"])
+        self._dense_equivalent = t["dense_equivalent"]
+        self._compressed_steps = t["bucket_steps"]
+        self._skipped = t["skipped"]
+        self._agreed = False  # ranks check again at the next hook call
+
+
+def sketch_hook(state: SketchState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """The communication hook: ``ddp_model.register_comm_hook(state, sketch_hook)``.
+
+    For the first ``state.start_iter`` iterations a plain allreduce (averaged);
+    then each bucket is aggregated by the state's method, its rounds carried by
+    the process group's futures, and the bucket comes back holding the
+    aggregated gradient (averaged over ranks), identical on every rank."""
+    return state.hook(bucket)

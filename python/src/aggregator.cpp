@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: Apache-2.0
+// sketchsgd._core.Aggregator: a split-phase composed_optimizer (any
+// aggregation, the aggregated gradient as its update) whose rounds Python
+// carries with its own collectives (torch.distributed). Each round's buffers
+// are NumPy views of the optimizer's own memory: the collective works in
+// place, nothing is copied.
+
+#include <memory>
+#include <optional>
+#include <sstream>
+
+#include "glue.hpp"
+
+namespace sketchsgd::python {
+
+namespace {
+
+/// One method's split-phase optimizer behind a common interface.
+class aggregator {
+ public:
+  virtual ~aggregator() = default;
+  virtual void begin(std::span<const float> gradient) = 0;
+  virtual collective_round<float>* next() = 0;
+  [[nodiscard]] virtual const model_update<float>& update() const = 0;
+  [[nodiscard]] virtual std::uint64_t fingerprint() const = 0;
+  virtual void check_fingerprints(std::span<const std::uint64_t> all) const = 0;
+  [[nodiscard]] virtual std::string save() const = 0;
+  virtual void load(const std::string& bytes) = 0;
+  [[nodiscard]] virtual const comm_stats& stats() const = 0;
+};
+
+template <class Aggregation>
+class aggregator_of final : public aggregator {
+ public:
+  aggregator_of(int rank, int world, const aggregator_options& o) : opt_(rank, world, composed<Aggregation>(o)) {}
+  void begin(std::span<const float> gradient) override {
+    rounds_.reset();
+    rounds_.emplace(opt_.step_rounds(gradient));
+  }
+  collective_round<float>* next() override {
+    if (!rounds_) throw std::logic_error("Aggregator.next: no step in progress (call begin first)");
+    try {
+      collective_round<float>* r = rounds_->next();
+      if (r == nullptr) rounds_.reset();
+      return r;
+    } catch (...) {
+      rounds_.reset();
+      throw;
+    }
+  }
+  [[nodiscard]] const model_update<float>& update() const override { return opt_.last_update(); }
+  [[nodiscard]] std::uint64_t fingerprint() const override { return opt_.fingerprint(); }
+  void check_fingerprints(std::span<const std::uint64_t> all) const override { opt_.check_fingerprints(all); }
+  [[nodiscard]] std::string save() const override {
+    std::ostringstream os;
+    opt_.save(os);
+    return std::move(os).str();
+  }
+  void load(const std::string& bytes) override {
+    std::istringstream is(bytes);
+    opt_.load(is);
+  }
+  [[nodiscard]] const comm_stats& stats() const override { return opt_.stats(); }
+
+ private:
+  composed_optimizer<Aggregation, aggregated_gradient<float>> opt_;
+  std::optional<round_generator<float>> rounds_;
+};
+
+/// What Python holds: the optimizer, and the gradient of the step in
+/// progress (kept alive: the optimizer reads it until the step is done).
+struct py_aggregator {
+  std::unique_ptr<aggregator> impl;
+  aggregator_options options;
+  int rank = 0;
+  int world = 1;
+  py::object gradient = py::none();
+  bool in_step = false;
+};
+
+/// A round as Python sees it.
+struct round_view {
+  std::string kind;
+  py::object values = py::none();
+  py::object counts = py::none();
+  py::object block = py::none();
+  py::object gathered = py::none();
+  std::uint64_t bytes = 0;  // of values/counts, or of this rank's block
+};
+
+round_view make_round(const collective_round<float>& r, const py::object& owner) {
+  round_view v;
+  if (r.kind == round_kind::gather) {
+    v.kind = "gather";
+    // Writable only so torch.from_numpy takes it without a warning: collectives only read it.
+    v.block = view(reinterpret_cast<const std::uint8_t*>(r.block.data()), r.block.size(), owner);
+    v.gathered = view(reinterpret_cast<std::uint8_t*>(r.gathered.data()), r.gathered.size(), owner);
+    v.bytes = r.block.size();
+  } else if (!r.counts.empty()) {
+    v.kind = "sum";
+    v.counts = view(r.counts.data(), r.counts.size(), owner);
+    v.bytes = r.counts.size_bytes();
+  } else {
+    v.kind = "sum";
+    v.values = view(r.values.data(), r.values.size(), owner);
+    v.bytes = r.values.size_bytes();
+  }
+  return v;
+}
+
+}  // namespace
+
+void bind_aggregator(py::module_& m) {
+  py::class_<round_view>(m, "Round", R"doc(
+One collective of a split-phase step. kind "sum": add `values` (float32) or
+`counts` (int64, the non-finite check) element-wise over the ranks, in place.
+kind "gather": every rank contributes `block` (same size everywhere) and
+`gathered` (world x block bytes) receives them all in rank order. The arrays
+view the aggregator's memory and are valid until the next call of next().)doc")
+      .def_readonly("kind", &round_view::kind)
+      .def_readonly("values", &round_view::values)
+      .def_readonly("counts", &round_view::counts)
+      .def_readonly("block", &round_view::block)
+      .def_readonly("gathered", &round_view::gathered)
+      .def_readonly("nbytes", &round_view::bytes)
+      .def("__repr__", [](const round_view& r) { return "Round(" + r.kind + ", " + std::to_string(r.bytes) + " bytes)"; });
+
+  py::class_<py_aggregator>(m, "Aggregator", R"doc(
+A distributed aggregator in split phase (composed_optimizer with
+external_collectives and the aggregated gradient as its update): per step,
+begin(gradient), then carry every round next() returns until it returns
+None; update() / write_update() then hold the aggregated gradient, identical
+on every rank. Construct with (rank, world, options dict): method (sketched,
+global-sketch, fetchsgd, local-topk, true-topk, dense), dimension, rows,
+cols, seed, k, candidates_factor, momentum, nesterov, error_feedback,
+mask_momentum, dense ([(offset, length)]), nonfinite (throw, skip,
+unchecked), average, threads.)doc")
+      .def(py::init([](int rank, int world, const py::dict& d) {
+             auto p = std::make_unique<py_aggregator>();
+             p->options = parse_options(d);
+             p->rank = rank;
+             p->world = world;
+             p->impl = with_aggregation(p->options.method, [&](auto t) -> std::unique_ptr<aggregator> {
+               using A = typename decltype(t)::type;
+               return std::make_unique<aggregator_of<A>>(rank, world, p->options);
+             });
+             return p;
+           }),
+           py::arg("rank"), py::arg("world"), py::arg("options"))
+      .def_property_readonly("method", [](const py_aggregator& a) { return a.options.method; })
+      .def_property_readonly("dimension", [](const py_aggregator& a) { return a.options.dimension; })
+      .def_property_readonly("rank", [](const py_aggregator& a) { return a.rank; })
+      .def_property_readonly("world", [](const py_aggregator& a) { return a.world; })
+      .def(
+          "begin",
+          [](py_aggregator& a, const f32_array& gradient) {
+            if (gradient.ndim() != 1) throw std::invalid_argument("Aggregator.begin: the gradient must be 1-d");
+            a.impl->begin(std::span<const float>(gradient.data(), static_cast<std::size_t>(gradient.size())));
+            a.gradient = gradient;
+            a.in_step = true;
+          },
+          py::arg("gradient").noconvert(),
+          "Starts a step on this rank's gradient (float32, d values, used in place: keep it unchanged until "
+          "next() returns None).")
+      .def(
+          "next",
+          [](py::object self) -> py::object {
+            auto& a = self.cast<py_aggregator&>();
+            collective_round<float>* r = nullptr;
+            try {
+              py::gil_scoped_release release;
+              r = a.impl->next();
+            } catch (...) {
+              a.gradient = py::none();
+              a.in_step = false;
+              throw;
+            }
+            if (r == nullptr) {
+              a.gradient = py::none();
+              a.in_step = false;
+              return py::none();
+            }
+            return py::cast(make_round(*r, self));
+          },
+          "Runs the step to its next round and returns it (a Round), or None when the step is done. Raises "
+          "NonFiniteError on every rank under nonfinite='throw'.")
+      .def_property_readonly("in_step", [](const py_aggregator& a) { return a.in_step; })
+      .def(
+          "write_update",
+          [](const py_aggregator& a, f32_array& out) {
+            if (out.ndim() != 1 || static_cast<std::uint64_t>(out.size()) != a.options.dimension) {
+              throw std::invalid_argument("Aggregator.write_update: expected a 1-d float32 array of " +
+                                          std::to_string(a.options.dimension) + " values");
+            }
+            const std::span<float> o(out.mutable_data(), static_cast<std::size_t>(out.size()));
+            py::gil_scoped_release release;
+            write_update(a.impl->update(), o);
+          },
+          py::arg("out").noconvert(),
+          "Writes the last aggregated gradient into out (d float32 values, in place): zeros off its support, "
+          "all zeros when the step was skipped.")
+      .def(
+          "update",
+          [](const py_aggregator& a) {
+            const auto& u = a.impl->update();
+            py::array_t<std::int64_t> idx(static_cast<py::ssize_t>(u.indices.size()));
+            for (std::size_t j = 0; j < u.indices.size(); ++j)
+              idx.mutable_data()[j] = static_cast<std::int64_t>(u.indices[j]);
+            py::dict d;
+            d["indices"] = idx;
+            d["values"] = copy_of(std::span<const float>(u.values));
+            d["dense"] = u.dense;
+            d["skipped"] = u.skipped;
+            return d;
+          },
+          "The last aggregated gradient: indices, values, dense, skipped (copies).")
+      .def_property_readonly("fingerprint",
+                             [](const py_aggregator& a) {
+                               return static_cast<std::int64_t>(a.impl->fingerprint());  // bits, as a torch int64
+                             })
+      .def(
+          "check_fingerprints",
+          [](const py_aggregator& a, const std::vector<std::int64_t>& all) {
+            std::vector<std::uint64_t> u(all.begin(), all.end());
+            a.impl->check_fingerprints(u);
+          },
+          py::arg("all"), "Raises ConfigMismatchError unless every rank's fingerprint (rank order) equals rank 0's.")
+      .def(
+          "save", [](const py_aggregator& a) { return py::bytes(a.impl->save()); },
+          "This rank's whole state (error memory, sketches, step count) with a checked header.")
+      .def(
+          "load", [](py_aggregator& a, const py::bytes& b) { a.impl->load(std::string(b)); }, py::arg("data"),
+          "Restores save()'s bytes (same rank, world and configuration; ConfigMismatchError or "
+          "SerializationError otherwise, and the state is then unchanged).")
+      .def("stats", [](const py_aggregator& a) { return stats_dict(a.impl->stats()); },
+           "Steps, bytes by sketchsgd's own collectives' model, and time by phase (local, compress, "
+           "communicate = carrying the rounds, recover).");
+}
+
+}  // namespace sketchsgd::python

@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: Apache-2.0
+// sketchsgd._core: the module, its exceptions and the shared helpers.
+
+#include <algorithm>
+#include <string>
+
+#include <sketchsgd/error.hpp>
+#include <sketchsgd/version.hpp>
+
+#include "glue.hpp"
+
+namespace sketchsgd::python {
+
+namespace {
+
+template <class T>
+T get(const py::dict& d, const char* key, T fallback) {
+  return d.contains(key) ? d[key].cast<T>() : fallback;
+}
+
+nonfinite_policy policy_named(const std::string& name) {
+  if (name == "throw" || name == "throw_error") return nonfinite_policy::throw_error;
+  if (name == "skip" || name == "skip_step") return nonfinite_policy::skip_step;
+  if (name == "unchecked") return nonfinite_policy::unchecked;
+  throw std::invalid_argument("nonfinite must be 'throw', 'skip' or 'unchecked', got '" + name + "'");
+}
+
+}  // namespace
+
+aggregator_options parse_options(const py::dict& d) {
+  static const char* const known[] = {"method",    "dimension",      "rows",     "cols",          "seed",
+                                      "k",         "candidates_factor", "momentum", "nesterov",   "error_feedback",
+                                      "mask_momentum", "dense",       "nonfinite", "average",      "threads"};
+  for (const auto& item : d) {
+    const auto key = item.first.cast<std::string>();
+    if (std::none_of(std::begin(known), std::end(known), [&](const char* k) { return key == k; })) {
+      throw std::invalid_argument("unknown aggregator option '" + key + "'");
+    }
+  }
+  aggregator_options o;
+  if (!d.contains("method")) throw std::invalid_argument("the aggregator options need a 'method'");
+  o.method = d["method"].cast<std::string>();
+  o.dimension = get<std::uint64_t>(d, "dimension", 0);
+  o.rows = get<std::uint64_t>(d, "rows", o.rows);
+  o.cols = get<std::uint64_t>(d, "cols", o.cols);
+  o.seed = get<std::uint64_t>(d, "seed", o.seed);
+  o.k = get<std::size_t>(d, "k", o.k);
+  o.candidates_factor = get<std::size_t>(d, "candidates_factor", o.candidates_factor);
+  o.momentum = get<float>(d, "momentum", o.momentum);
+  o.nesterov = get<bool>(d, "nesterov", o.nesterov);
+  o.error_feedback = get<bool>(d, "error_feedback", o.error_feedback);
+  o.mask_momentum = get<bool>(d, "mask_momentum", o.mask_momentum);
+  if (d.contains("dense")) {
+    for (const auto& r : d["dense"].cast<std::vector<std::pair<std::uint64_t, std::uint64_t>>>()) {
+      o.dense.push_back({.offset = r.first, .length = r.second});
+    }
+  }
+  if (d.contains("nonfinite")) o.nonfinite = policy_named(d["nonfinite"].cast<std::string>());
+  o.average = get<bool>(d, "average", o.average);
+  o.threads = get<unsigned>(d, "threads", o.threads);
+  return o;
+}
+
+void write_update(const model_update<float>& u, std::span<float> out) {
+  if (u.skipped) {
+    std::fill(out.begin(), out.end(), 0.0F);
+    return;
+  }
+  if (u.dense) {
+    if (u.values.size() != out.size()) {
+      throw std::invalid_argument("write_update: a dense update of " + std::to_string(u.values.size()) +
+                                  " values for an output of " + std::to_string(out.size()));
+    }
+    std::copy(u.values.begin(), u.values.end(), out.begin());
+    return;
+  }
+  if (!u.indices.empty() && u.indices.back() >= out.size()) {
+    throw std::invalid_argument("write_update: index " + std::to_string(u.indices.back()) + " outside an output of " +
+                                std::to_string(out.size()));
+  }
+  std::fill(out.begin(), out.end(), 0.0F);
+  for (std::size_t j = 0; j < u.indices.size(); ++j) out[u.indices[j]] = u.values[j];
+}
+
+py::dict stats_dict(const comm_stats& s) {
+  const auto counters = [](const comm_counters& c) {
+    py::dict d;
+    d["bytes_sent"] = c.bytes_sent;
+    d["bytes_received"] = c.bytes_received;
+    d["collectives"] = c.collectives;
+    return d;
+  };
+  const auto timing = [](const step_timing& t) {
+    py::dict d;
+    d["local"] = t.local;
+    d["compress"] = t.compress;
+    d["communicate"] = t.communicate;
+    d["recover"] = t.recover;
+    d["total"] = t.total;
+    return d;
+  };
+  py::dict d;
+  d["steps"] = s.steps;
+  d["last_step"] = counters(s.last_step);
+  d["total"] = counters(s.total);
+  d["dense_ring_bytes_per_step"] = s.dense_ring_bytes_per_step;
+  d["compression"] = s.compression();
+  d["last_step_time"] = timing(s.last_step_time);
+  d["total_time"] = timing(s.total_time);
+  return d;
+}
+
+}  // namespace sketchsgd::python
+
+PYBIND11_MODULE(_core, m) {
+  namespace sp = sketchsgd::python;
+  namespace py = pybind11;
+  m.doc() = "sketchsgd's C++ core: Count Sketch and the split-phase aggregators";
+  m.attr("__version__") = std::to_string(SKETCHSGD_VERSION_MAJOR) + "." + std::to_string(SKETCHSGD_VERSION_MINOR) + "." +
+                            std::to_string(SKETCHSGD_VERSION_PATCH);
+  static py::exception<sketchsgd::error> error(m, "Error", PyExc_RuntimeError);
+  static py::exception<sketchsgd::config_mismatch_error> mismatch(m, "ConfigMismatchError", error.ptr());
+  static py::exception<sketchsgd::serialization_error> serialization(m, "SerializationError", error.ptr());
+  static py::exception<sketchsgd::nonfinite_error> nonfinite(m, "NonFiniteError", error.ptr());
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const sketchsgd::config_mismatch_error& e) {
+      mismatch(e.what());
+    } catch (const sketchsgd::serialization_error& e) {
+      serialization(e.what());
+    } catch (const sketchsgd::nonfinite_error& e) {
+      nonfinite(e.what());
+    } catch (const sketchsgd::error& e) {
+      error(e.what());
+    }
+  });
+  sp::bind_sketch(m);
+  sp::bind_aggregator(m);
+  sp::bind_reference(m);
+}
