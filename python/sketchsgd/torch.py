@@ -80,7 +80,7 @@ class _Plan:
         self.verified = False
 
     def describe(self) -> dict:
-        d = {"bucket": self.index, "dimension": sum(n for n, _ in self.signature)}
+        d = {"bucket": self.index, "dimension": sum(n for _, n, _ in self.signature)}
         if self.options is None:
             d["allreduce"] = self.reason
         else:
@@ -90,9 +90,13 @@ class _Plan:
         return d
 
 
-def _signature(bucket: dist.GradBucket) -> Tuple[Tuple[int, int], ...]:
-    """The bucket's layout: (numel, dim) of each gradient, in order."""
-    return tuple((int(g.numel()), int(g.dim())) for g in bucket.gradients())
+def _offsets(signature: Tuple) -> Dict[int, Tuple[int, int]]:
+    """Where each parameter's gradient sits in a bucket: position -> (offset, numel)."""
+    out, at = {}, 0
+    for position, n, _ in signature:
+        out[position] = (at, n)
+        at += n
+    return out
 
 
 def _mix(seed: int, index: int) -> int:
@@ -184,6 +188,7 @@ class SketchState:
         #: Iterations seen (the last bucket of an iteration increments it), as PowerSGD's ``iter``.
         self.iter = 0
         self._plans: Dict[int, _Plan] = {}
+        self._positions: Dict[int, int] = {}  # id(parameter) -> its position (see _signature)
         self._warm_momentum: Dict[int, torch.Tensor] = {}
         self._agreed = False
         self._lock = threading.Lock()
@@ -246,11 +251,11 @@ class SketchState:
         self._agreed = True
 
     def _make_plan(self, index: int, signature: Tuple) -> _Plan:
-        d = sum(n for n, _ in signature)
+        d = sum(n for _, n, _ in signature)
         dense: List[Tuple[int, int]] = []
         if self.dense_vectors and self.method != "dense":
             at = 0
-            for n, dim in signature:
+            for _, n, dim in signature:
                 if dim <= 1 and n > 0:
                     if dense and dense[-1][0] + dense[-1][1] == at:
                         dense[-1] = (dense[-1][0], dense[-1][1] + n)
@@ -300,12 +305,12 @@ class SketchState:
                 dropped, self._refs_previous, self._refs_current = self._refs_previous, self._refs_current, []
             del dropped
             self._refs_iter = self.iter
+        signature = self._signature(bucket)  # also in warm-up: numbers the parameters in the model's order
         compressed = self.iter >= self.start_iter
         if bucket.is_last():
             self.iter += 1
         if not compressed:
             return self._submit(lambda: self._allreduce_job(buffer, index, self._warmup))
-        signature = _signature(bucket)
         plan = self._plans.get(index)
         if plan is None:
             if buffer.dtype != torch.float32 or buffer.device.type != "cpu":
@@ -317,12 +322,49 @@ class SketchState:
                 self._warn(("fallback", index), f"sketch_hook: bucket {index} is sent by plain allreduce "
                                                 f"({plan.reason})")
         if plan.signature != signature:
+            parts = self._covering(signature)
+            if parts:  # DDP's first layout after a resume: each saved bucket's part, through its own state
+                return self._submit(lambda: self._split_job(buffer, signature, parts))
             self._warn(("layout", index), f"sketch_hook: bucket {index}'s layout differs from the one its state "
                                           "was built for (DDP rebuilt its buckets?); plain allreduce this step")
             return self._submit(lambda: self._allreduce_job(buffer, index, self._warmup))
         if plan.aggregator is None:
             return self._submit(lambda: self._allreduce_job(buffer, index, self._compressed, dense_equivalent=True))
         return self._submit(lambda: self._compressed_job(buffer, plan))
+
+    def _signature(self, bucket: dist.GradBucket) -> Tuple[Tuple[int, int, int], ...]:
+        """The bucket's layout: (position, numel, dim) of each gradient, in
+        order. Positions number the parameters in the order the hook first
+        sees them: DDP's first iteration has one bucket of all parameters in
+        the model's order, so a resumed job numbers them as the saved one did."""
+        return tuple((self._positions.setdefault(id(p), len(self._positions)), int(g.numel()), int(g.dim()))
+                     for p, g in zip(bucket.parameters(), bucket.gradients()))
+
+    def _covering(self, signature: Tuple) -> Optional[List[_Plan]]:
+        """The plans whose parameters make up this bucket exactly (None if there are none such)."""
+        owner = {position: plan for plan in self._plans.values() for position, _, _ in plan.signature}
+        parts = {id(owner[p]): owner[p] for p, _, _ in signature if p in owner}
+        covered = {p for plan in parts.values() for p, _, _ in plan.signature}
+        if not parts or covered != {p for p, _, _ in signature}:
+            return None
+        return sorted(parts.values(), key=lambda plan: plan.index)
+
+    def _split_job(self, buffer: torch.Tensor, signature: Tuple, parts: List[_Plan]) -> Generator:
+        """A bucket made of several saved buckets: each part gathered in its
+        own layout, aggregated by its own state, and written back."""
+        where = _offsets(signature)
+        for plan in parts:
+            slices = [buffer[where[p][0]:where[p][0] + n] for p, n, _ in plan.signature]
+            piece = torch.cat(slices)
+            if plan.aggregator is None:
+                yield from self._allreduce_job(piece, plan.index, self._compressed, dense_equivalent=True)
+            else:
+                yield from self._compressed_job(piece, plan)
+            at = 0
+            for s in slices:
+                s.copy_(piece[at:at + s.numel()])
+                at += s.numel()
+        return buffer
 
     def _warn(self, key, message: str) -> None:
         if key not in self._warned:
@@ -403,10 +445,20 @@ class SketchState:
         try:
             steps = job()
         except BaseException as e:  # noqa: BLE001 - handed to DDP through the future
-            result.set_exception(e)
-            self._start_next()
+            self._settle(lambda: result.set_exception(e))
             return
         self._advance(steps, result, None)
+
+    def _settle(self, settle: Callable[[], None]) -> None:
+        """Completes a job's future, idle first: DDP may finish backward (and
+        the caller take a state_dict) as soon as the last future is set."""
+        with self._lock:
+            idle = not self._queue
+            if idle:
+                self._busy = False
+        settle()
+        if not idle:
+            self._start_next()
 
     def _advance(self, steps: Generator, result: torch.futures.Future, done: Optional[torch.futures.Future]) -> None:
         try:
@@ -415,13 +467,11 @@ class SketchState:
             op = steps.send(None)
             fut = self._launch(op)
         except StopIteration as stop:
-            result.set_result(stop.value)
-            self._start_next()
+            self._settle(lambda: result.set_result(stop.value))
             return
         except BaseException as e:  # noqa: BLE001 - handed to DDP through the future
             steps.close()
-            result.set_exception(e)
-            self._start_next()
+            self._settle(lambda: result.set_exception(e))
             return
         fut.then(lambda f: self._advance(steps, result, f))
 

@@ -1,0 +1,267 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The DDP communication hook over real gloo process groups on loopback
+(W = 2 and 3 processes)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import sketchsgd
+import sketchsgd.torch as st
+from sketchsgd.local import LocalRunError, run_local
+
+SEED = 20261201
+COMPRESSED = ["sketched", "global-sketch", "fetchsgd", "local-topk", "true-topk"]
+
+
+def run_world(fn, world, *args):
+    try:
+        return run_local(fn, world, *args)
+    except LocalRunError as e:
+        pytest.fail(str(e))
+
+
+def wchar() -> int:
+    """Bytes this process has written (sockets included) so far."""
+    with open("/proc/self/io") as f:
+        for line in f:
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    raise RuntimeError("no wchar in /proc/self/io")
+
+
+# -- models ----------------------------------------------------------------------------------------------------
+
+def mlp() -> nn.Module:
+    torch.manual_seed(SEED)
+    return nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 48), nn.ReLU(), nn.Linear(48, 10))
+
+
+def batch(rank: int, it: int):
+    g = torch.Generator().manual_seed(SEED + 1000 * it + rank)
+    return torch.randn(16, 64, generator=g), torch.randint(0, 10, (16,), generator=g)
+
+
+def train(ddp, opt, iterations, rank, first=0, poison=None):
+    for it in range(first, first + iterations):
+        x, y = batch(rank, it)
+        if poison is not None and poison == (rank, it):
+            x[0, 0] = float("nan")
+        loss = nn.functional.cross_entropy(ddp(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def flat_params(model) -> np.ndarray:
+    return torch.cat([p.detach().flatten() for p in model.parameters()]).numpy().copy()
+
+
+def small_buckets(model, cap_mb):
+    """DDP with buckets of cap_mb, the first one too (several per model)."""
+    dist._DEFAULT_FIRST_BUCKET_BYTES = int(cap_mb * 1024 * 1024)  # the documented knob of DDP's first bucket
+    return nn.parallel.DistributedDataParallel(model, bucket_cap_mb=cap_mb)
+
+
+def ddp_with_hook(model, **state_options):
+    ddp = small_buckets(model, 0.001)
+    state = st.SketchState(None, **state_options)
+    ddp.register_comm_hook(state, st.sketch_hook)
+    return ddp, state
+
+
+# -- parameters identical, bytes as gloo moves them ------------------------------------------------------------
+
+def _train_and_count(rank, world, method):
+    ddp, state = ddp_with_hook(mlp(), method=method, compression=10.0, seed=3, start_iter=2, momentum=0.9)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    train(ddp, opt, 3, rank)  # warm-up and bucket rebuild done, compression running
+    before_w, before_c = wchar(), state.stats()["total"]["wire_bytes"]
+    train(ddp, opt, 8, rank, first=3)
+    written, counted = wchar() - before_w, state.stats()["total"]["wire_bytes"] - before_c
+    return {"params": flat_params(ddp.module), "written": written, "counted": counted,
+            "compression": state.compression(), "plans": state.plans()}
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("method", COMPRESSED)
+def test_ranks_stay_identical_and_bytes_are_what_gloo_wrote(method, world):
+    out = run_world(_train_and_count, world, method)
+    for r in range(1, world):
+        assert np.array_equal(out[r]["params"], out[0]["params"]), f"rank {r} differs ({method}, W={world})"
+    assert np.all(np.isfinite(out[0]["params"]))
+    assert not np.array_equal(out[0]["params"], flat_params(mlp())), "nothing was trained"
+    for r, o in enumerate(out):
+        # Every byte this process wrote while training went through the hook's collectives.
+        assert o["counted"] == o["written"], f"rank {r}: counted {o['counted']}, wrote {o['written']}"
+    assert len(out[0]["plans"]) >= 2, out[0]["plans"]
+    if method != "true-topk":  # true top-k moves the dense vector whatever k is
+        assert 9.0 <= out[0]["compression"] <= 11.0, out[0]["compression"]
+
+
+# -- the hook's result is the C++ aggregator's -----------------------------------------------------------------
+
+class Planted(nn.Module):
+    """loss = sum_p <p, c_p>: the gradient is exactly the coefficients c."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.zeros(40, 50))
+        self.b1 = nn.Parameter(torch.zeros(50))
+        self.w2 = nn.Parameter(torch.zeros(50, 30))
+        self.b2 = nn.Parameter(torch.zeros(30))
+
+    def forward(self, coefficients):
+        return sum((p * c).sum() for p, c in zip(self.parameters(), coefficients))
+
+
+def planted_coefficients(model, rank, it):
+    """Small integers plus a few heavy ones, different on every rank and step:
+    sums of them are exact in any order, so gloo's ring and sketchsgd's own
+    collectives must agree to the bit."""
+    g = torch.Generator().manual_seed(SEED + 7919 * it + rank)
+    out = []
+    for p in model.parameters():
+        c = torch.randint(-8, 9, p.shape, generator=g).float()
+        flat = c.view(-1)
+        heavy = torch.randint(0, flat.numel(), (3,), generator=g)
+        flat[heavy] = torch.randint(-300, 301, (3,), generator=g).float()
+        out.append(c)
+    return out
+
+
+def _record_buckets(rank, world, method, iterations):
+    model = Planted()
+    ddp = small_buckets(model, 0.001)
+    state = st.SketchState(None, method=method, compression=8.0, seed=11, start_iter=2)
+    record = []
+
+    def hook(s, bucket):
+        before = bucket.buffer().clone()
+        index, compressed = bucket.index(), s.iter >= s.start_iter
+
+        def done(fut):
+            value = fut.value()
+            if compressed:
+                record.append((index, before.numpy(), value.clone().numpy()))
+            return value
+        return st.sketch_hook(s, bucket).then(done)
+
+    ddp.register_comm_hook(state, hook)
+    for it in range(iterations):
+        model.zero_grad()
+        ddp(planted_coefficients(model, rank, it)).backward()
+    options = {i: p.options for i, p in state._plans.items()}
+    return {"record": record, "options": options}
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("method", ["sketched", "global-sketch", "fetchsgd", "local-topk"])
+def test_hook_equals_the_transport_driven_aggregator(method, world):
+    out = run_world(_record_buckets, world, method, 7)
+    options = out[0]["options"]
+    assert len(options) >= 2 and all(o is not None for o in options.values()), options
+    for index, o in options.items():
+        per_rank = [[(x, y) for i, x, y in r["record"] if i == index] for r in out]
+        steps = len(per_rank[0])
+        assert steps == 5
+        inputs = np.stack([np.stack([per_rank[r][s][0] for r in range(world)]) for s in range(steps)])
+        expected = sketchsgd.inproc_steps(o, world, inputs)
+        for s in range(steps):
+            for r in range(world):
+                assert np.array_equal(per_rank[r][s][1], expected[s, r]), \
+                    f"{method} W={world} bucket {index} step {s} rank {r} (seed {SEED})"
+
+
+# -- non-finite gradients --------------------------------------------------------------------------------------
+
+def _poisoned(rank, world, policy):
+    ddp, state = ddp_with_hook(mlp(), method="sketched", compression=10.0, seed=3, start_iter=2,
+                               nonfinite=policy)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    train(ddp, opt, 4, rank)
+    before = flat_params(ddp.module)
+    try:
+        train(ddp, opt, 1, rank, first=4, poison=(1, 4))
+    except Exception as e:  # noqa: BLE001 - what backward raised, for the test
+        return {"raised": f"{type(e).__name__}: {e}"}
+    after_poison = flat_params(ddp.module)
+    train(ddp, opt, 3, rank, first=5)
+    return {"raised": None, "unchanged": np.array_equal(before, after_poison), "params": flat_params(ddp.module),
+            "skipped": state.stats()["skipped_bucket_steps"]}
+
+
+def test_nonfinite_skip_skips_on_every_rank():
+    out = run_world(_poisoned, 2, "skip")
+    assert all(o["raised"] is None and o["unchanged"] for o in out)
+    assert all(o["skipped"] >= 2 for o in out)  # every bucket of the poisoned step
+    assert np.array_equal(out[0]["params"], out[1]["params"]) and np.all(np.isfinite(out[0]["params"]))
+
+
+def test_nonfinite_throw_raises_on_every_rank():
+    out = run_world(_poisoned, 2, "throw")
+    for o in out:  # also rank 0, whose own gradient was finite
+        assert o["raised"] is not None and "non-finite" in o["raised"], o
+
+
+# -- configuration agreement -----------------------------------------------------------------------------------
+
+def _mismatched(rank, world):
+    ddp, _ = ddp_with_hook(mlp(), method="sketched", compression=10.0 if rank == 0 else 20.0, start_iter=2)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    try:
+        train(ddp, opt, 1, rank)
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def test_a_mismatched_configuration_is_refused_on_every_rank():
+    for message in run_world(_mismatched, 2):
+        assert message is not None and "disagree" in message and "compression" in message, message
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------------
+
+def _resume(rank, world, method):
+    options = dict(method=method, compression=10.0, seed=5, start_iter=2, momentum=0.9)
+    ddp, state = ddp_with_hook(mlp(), **options)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    train(ddp, opt, 5, rank)
+    saved = {"model": {k: v.clone() for k, v in ddp.module.state_dict().items()},
+             "opt": opt.state_dict(), "hook": state.state_dict()}
+    saved = torch.load(_roundtrip(saved))  # through bytes, as a checkpoint file would
+    train(ddp, opt, 4, rank, first=5)
+    straight = flat_params(ddp.module)
+
+    model = mlp()
+    model.load_state_dict(saved["model"])
+    ddp2, state2 = ddp_with_hook(model, **options)
+    opt2 = torch.optim.SGD(ddp2.parameters(), lr=0.05)
+    opt2.load_state_dict(saved["opt"])
+    state2.load_state_dict(saved["hook"])
+    train(ddp2, opt2, 4, rank, first=5)
+    wrong = st.SketchState(None, **dict(options, compression=20.0))
+    try:
+        wrong.load_state_dict(saved["hook"])
+        refused = None
+    except ValueError as e:
+        refused = str(e)
+    return {"straight": straight, "resumed": flat_params(ddp2.module), "refused": refused}
+
+
+def _roundtrip(obj):
+    import io
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return buf
+
+
+@pytest.mark.parametrize("method", ["sketched", "fetchsgd", "local-topk"])
+def test_state_dict_round_trip_continues_bit_identically(method):
+    for r, o in enumerate(run_world(_resume, 2, method)):
+        assert np.array_equal(o["straight"], o["resumed"]), f"rank {r} ({method})"
+        assert o["refused"] is not None and "compression" in o["refused"]
