@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Installs the Debian packages sketchsgd's build, tests, benchmarks, docs and
-# examples use. Skips apt entirely when everything is already there.
+# examples use (with `python`: also the Python package's). Skips apt entirely
+# when everything is already there.
 set -euo pipefail
 
 packages=(
@@ -13,6 +14,11 @@ packages=(
   python3
   clang-14 libclang-rt-14-dev llvm-14 openssl
 )
+# `install_deps.sh python`: also what the Python package (python/) builds and tests with.
+if [ "${1:-}" = python ]; then
+  packages+=(python3-torch python3-numpy python3-pybind11 pybind11-dev python3-pip python3-setuptools
+             python3-wheel python3-pytest)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -21,17 +21,19 @@ if [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"
 extras=""
 command -v nvcc >/dev/null 2>&1 && extras="$extras, the CUDA host tests (nvcc found)"
 cat <<PLAN
-test: what this does, and roughly how long on 2 idle cores (about 10 minutes in all; 592 s
-      measured in CI with the packages present):
+test: what this does, and roughly how long on 2 idle cores (about 11 minutes in all; 592 s
+      measured in CI with the packages present before the Python stage):
   1. install missing Debian packages (none missing: instant; a fresh machine downloads them first)
   2. configure and build everything with -Werror: the library's tests, the examples, the
      benchmarks$extras (about 7.5 minutes with nvcc present, less without)
   3. build the API reference with Doxygen, warnings as errors (seconds)
   4. run every ctest entry (about 2.5 minutes): unit, statistical, transport conformance over
      threads, TCP and MPI processes, fault injection, optimizers, consumer projects, examples, docs
+  5. the Python package (python/): install PyTorch and pybind11 from Debian if missing, pip-install
+     the package into the build folder and run its pytest suite, DDP over gloo included (about 1 minute)
 PLAN
 if [ "$reliability" = 1 ]; then
-  echo "  5. CI=true or SKETCHSGD_RELIABILITY=1: the suite under ASan+UBSan and TSan, built with clang
+  echo "  6. CI=true or SKETCHSGD_RELIABILITY=1: the suite under ASan+UBSan and TSan, built with clang
      (about 9 minutes),"
   echo "     then each fuzz target for ${FUZZ_SECONDS:-60} s, two at a time (about $(( (${FUZZ_SECONDS:-60} * 3 + 90) / 60 )) minutes)"
 fi
@@ -46,6 +48,8 @@ cmake --build "$build_dir" --target docs
 say "docs built; running ctest"
 ctest --test-dir "$build_dir" --output-on-failure -j "$jobs"
 say "ctest passed"
+bash scripts/python_test.sh "$build_dir"
+say "Python package tests passed"
 # Reliability stages (docs/reliability.md): in CI, or when asked for with
 # SKETCHSGD_RELIABILITY=1.
 if [ "$reliability" = 1 ]; then
