@@ -9,14 +9,15 @@ import socket
 import traceback
 from typing import Any, Callable, List
 
-__all__ = ["run_local", "LocalRunError"]
+__all__ = ["run_local", "LocalRunError", "free_port"]
 
 
 class LocalRunError(RuntimeError):
     """A rank raised, or gave no result in time (the message has every rank's traceback)."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago (for a gloo rendezvous)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -47,7 +48,7 @@ def run_local(fn: Callable[..., Any], world: int, *args: Any, timeout: float = 1
         raise ValueError(f"world must be positive, got {world}")
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_entry, args=(fn, r, world, port, threads, results, args)) for r in range(world)]
     for p in procs:
         p.start()

@@ -1,0 +1,36 @@
+# SPDX-License-Identifier: Apache-2.0
+"""examples/pytorch/train.py runs under torch.distributed.run (2 ranks, a few steps)."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from sketchsgd.local import free_port
+
+TRAIN = pathlib.Path(__file__).resolve().parents[2] / "examples" / "pytorch" / "train.py"
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist missing")
+def test_example_trains_and_reports():
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--redirects", "1", "--tee", "1", "--nproc_per_node", "2",
+         "--master_port", str(free_port()), str(TRAIN), "--hook", "sketch", "--method", "fetchsgd",
+         "--max-steps", "30", "--start-iter", "10"],
+        capture_output=True, text=True, timeout=180, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line.split("RESULT ", 1)[1] for line in run.stdout.splitlines() if "RESULT " in line]
+    assert len(lines) == 1, run.stdout[-3000:]
+    result = json.loads(lines[0])
+    assert result["steps"] == 30 and result["identical"] and result["world"] == 2
+    assert 0.1 < result["accuracy"] <= 1.0
+    # The hook's own count is what the process wrote, but for DDP's own setup traffic.
+    assert 0 < result["hook_wire_bytes"] <= result["bytes_written_per_rank"] < result["hook_wire_bytes"] + 4096
+
+
+def test_example_refuses_bad_options():
+    run = subprocess.run([sys.executable, str(TRAIN), "--compression", "-3"], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2 and "--compression" in run.stderr and "positive" in run.stderr
