@@ -12,7 +12,7 @@ The C++ core (header-only, include/sketchsgd) through a small extension:
 * ``sketchsgd.torch``: ``SketchState`` and ``sketch_hook``, a
   DistributedDataParallel communication hook.
 
-Arrays are float32 NumPy arrays (a CPU tensor's ``.numpy()``) used in place.
+Arrays are float32 NumPy arrays or CPU tensors, used in place (never copied).
 """
 from ._core import (Aggregator, ConfigMismatchError, CountSketch, Error, NonFiniteError, Round,
                     SerializationError, __version__, inproc_steps, top_k)

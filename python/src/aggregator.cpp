@@ -153,15 +153,16 @@ unchecked), average, threads.)doc")
       .def_property_readonly("world", [](const py_aggregator& a) { return a.world; })
       .def(
           "begin",
-          [](py_aggregator& a, const f32_array& gradient) {
+          [](py_aggregator& a, const py::object& g) {
+            const f32_array gradient = f32_view(g, "Aggregator.begin");
             if (gradient.ndim() != 1) throw std::invalid_argument("Aggregator.begin: the gradient must be 1-d");
             a.impl->begin(std::span<const float>(gradient.data(), static_cast<std::size_t>(gradient.size())));
             a.gradient = gradient;
             a.in_step = true;
           },
-          py::arg("gradient").noconvert(),
-          "Starts a step on this rank's gradient (float32, d values, used in place: keep it unchanged until "
-          "next() returns None).")
+          py::arg("gradient"),
+          "Starts a step on this rank's gradient (float32 array or CPU tensor, d values, used in place: keep it "
+          "unchanged until next() returns None).")
       .def(
           "next",
           [](py::object self) -> py::object {
@@ -187,7 +188,8 @@ unchecked), average, threads.)doc")
       .def_property_readonly("in_step", [](const py_aggregator& a) { return a.in_step; })
       .def(
           "write_update",
-          [](const py_aggregator& a, f32_array& out) {
+          [](const py_aggregator& a, const py::object& target) {
+            f32_array out = f32_view(target, "Aggregator.write_update");
             if (out.ndim() != 1 || static_cast<std::uint64_t>(out.size()) != a.options.dimension) {
               throw std::invalid_argument("Aggregator.write_update: expected a 1-d float32 array of " +
                                           std::to_string(a.options.dimension) + " values");
@@ -196,8 +198,9 @@ unchecked), average, threads.)doc")
             py::gil_scoped_release release;
             write_update(a.impl->update(), o);
           },
-          py::arg("out").noconvert(),
-          "Writes the last aggregated gradient into out (d float32 values, in place): zeros off its support, "
+          py::arg("out"),
+          "Writes the last aggregated gradient into out (d float32 values, array or CPU tensor, in place): zeros "
+          "off its support, "
           "all zeros when the step was skipped.")
       .def(
           "update",

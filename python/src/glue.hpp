@@ -29,9 +29,14 @@ namespace sketchsgd::python {
 
 namespace py = pybind11;
 
-/// A float32 NumPy array that must already be C-contiguous float32 (bound
-/// with `.noconvert()`: nothing is ever copied behind the caller's back).
+/// A C-contiguous float32 NumPy array.
 using f32_array = py::array_t<float, py::array::c_style>;
+
+/// `x` as a float32 array sharing its memory: a C-contiguous float32 NumPy
+/// array as it is, a CPU torch.Tensor through `.detach().numpy()`. Nothing
+/// is ever copied behind the caller's back.
+/// @throws py::type_error naming `what` for anything that would need a copy.
+f32_array f32_view(const py::handle& x, const char* what);
 
 /// What every aggregator is built from (the dict `sketchsgd.Aggregator` takes).
 struct aggregator_options {

@@ -27,6 +27,23 @@ nonfinite_policy policy_named(const std::string& name) {
 
 }  // namespace
 
+f32_array f32_view(const py::handle& x, const char* what) {
+  py::object a = py::reinterpret_borrow<py::object>(x);
+  const std::string module = py::str(py::type::of(x).attr("__module__"));
+  if (module.rfind("torch", 0) == 0 && py::hasattr(x, "numpy")) {  // torch.Tensor, nn.Parameter
+    if (std::string(py::str(x.attr("device").attr("type"))) != "cpu") {
+      throw py::type_error(std::string(what) + ": a tensor on " + std::string(py::str(x.attr("device"))) +
+                           "; this build takes CPU tensors (docs/python.md)");
+    }
+    a = x.attr("detach")().attr("numpy")();  // shares the tensor's memory
+  }
+  if (!py::isinstance<f32_array>(a)) {
+    throw py::type_error(std::string(what) + ": expected a C-contiguous float32 NumPy array or CPU tensor (it is " +
+                         "used in place, never copied), got " + std::string(py::repr(x)).substr(0, 80));
+  }
+  return py::reinterpret_borrow<f32_array>(a);
+}
+
 aggregator_options parse_options(const py::dict& d) {
   static const char* const known[] = {"method",    "dimension",      "rows",     "cols",          "seed",
                                       "k",         "candidates_factor", "momentum", "nesterov",   "error_feedback",

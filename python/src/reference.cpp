@@ -16,7 +16,8 @@ namespace sketchsgd::python {
 void bind_reference(py::module_& m) {
   m.def(
       "inproc_steps",
-      [](const py::dict& d, int world, const py::array_t<float, py::array::c_style>& gradients) {
+      [](const py::dict& d, int world, const py::object& g) {
+        const f32_array gradients = f32_view(g, "inproc_steps");
         const aggregator_options o = parse_options(d);
         if (gradients.ndim() != 3 || gradients.shape(1) != world ||
             static_cast<std::uint64_t>(gradients.shape(2)) != o.dimension) {
@@ -58,7 +59,7 @@ void bind_reference(py::module_& m) {
         }
         return out;
       },
-      py::arg("options"), py::arg("world"), py::arg("gradients").noconvert(),
+      py::arg("options"), py::arg("world"), py::arg("gradients"),
       "Runs the aggregator transport-driven (sketchsgd's collectives over `world` in-process ranks) on "
       "gradients[step, rank] and returns every rank's aggregated gradient, shape (steps, world, dimension).");
 }

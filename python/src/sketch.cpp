@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // sketchsgd._core.CountSketch (float32, multiply-shift hashes) and a dense
 // top-k: thin bindings over count_sketch, top_k and the wire format. Inputs
-// are float32 arrays used in place (torch CPU tensors via .numpy()).
+// are float32 arrays or CPU tensors, used in place.
 
 #include <cstring>
 
@@ -17,9 +17,13 @@ namespace {
 
 using sketch_t = count_sketch<float>;
 
-std::span<const float> in(const f32_array& a) {
-  if (a.ndim() != 1) throw std::invalid_argument("expected a 1-d float32 array, got " + std::to_string(a.ndim()) + " dimensions");
-  return {a.data(), static_cast<std::size_t>(a.size())};
+/// `x` as a 1-d float32 view (`keep` holds the array while the view is used).
+std::span<const float> in(const py::handle& x, f32_array& keep, const char* what) {
+  keep = f32_view(x, what);
+  if (keep.ndim() != 1) {
+    throw std::invalid_argument(std::string(what) + ": expected 1 dimension, got " + std::to_string(keep.ndim()));
+  }
+  return {keep.data(), static_cast<std::size_t>(keep.size())};
 }
 
 std::vector<std::uint64_t> indices_of(const py::array_t<std::int64_t, py::array::c_style>& a) {
@@ -63,20 +67,22 @@ sketch(x) + sketch(y) == sketch(x + y).)doc")
           "The rows x cols table as a writable NumPy view (no copy); allreduce it to merge sketches.")
       .def(
           "accumulate",
-          [](sketch_t& s, const f32_array& x, std::uint64_t offset, unsigned threads) {
-            const auto xs = in(x);
+          [](sketch_t& s, const py::object& x, std::uint64_t offset, unsigned threads) {
+            f32_array keep;
+            const auto xs = in(x, keep, "CountSketch.accumulate");
             py::gil_scoped_release release;
             s.accumulate(xs, offset, cpu_execution{threads});
           },
-          py::arg("x").noconvert(), py::arg("offset") = 0, py::arg("threads") = 1,
+          py::arg("x"), py::arg("offset") = 0, py::arg("threads") = 1,
           "Adds x (coordinates offset, offset+1, ...) to the sketch.")
       .def(
           "accumulate_sparse",
-          [](sketch_t& s, const py::array_t<std::int64_t, py::array::c_style>& indices, const f32_array& values) {
+          [](sketch_t& s, const py::array_t<std::int64_t, py::array::c_style>& indices, const py::object& values) {
             const auto idx = indices_of(indices);
-            s.accumulate(std::span<const std::uint64_t>(idx), in(values));
+            f32_array keep;
+            s.accumulate(std::span<const std::uint64_t>(idx), in(values, keep, "CountSketch.accumulate_sparse"));
           },
-          py::arg("indices"), py::arg("values").noconvert(), "Adds values at the given coordinates.")
+          py::arg("indices"), py::arg("values"), "Adds values at the given coordinates.")
       .def("merge", &sketch_t::merge, py::arg("other"),
            "Adds another sketch's table (same rows, cols, seed; ConfigMismatchError otherwise).")
       .def(
@@ -135,8 +141,9 @@ sketch(x) + sketch(y) == sketch(x + y).)doc")
 
   m.def(
       "top_k",
-      [](const f32_array& x, std::size_t k, unsigned threads) {
-        const auto xs = in(x);
+      [](const py::object& x, std::size_t k, unsigned threads) {
+        f32_array keep;
+        const auto xs = in(x, keep, "top_k");
         sparse_update<float> u;
         {
           py::gil_scoped_release release;
@@ -144,7 +151,7 @@ sketch(x) + sketch(y) == sketch(x + y).)doc")
         }
         return as_tuple(u);
       },
-      py::arg("x").noconvert(), py::arg("k"), py::arg("threads") = 1,
+      py::arg("x"), py::arg("k"), py::arg("threads") = 1,
       "The k entries of x with the largest |value| (ties to the lower index, NaN never): (indices, values).");
 }
 

@@ -204,3 +204,26 @@ def test_count_sketch_table_is_a_view():
     assert s.estimate(3) in (1.0, -1.0)
     s.zero()
     assert not s.table.any()
+
+
+def test_cpu_tensors_are_used_in_place():
+    torch = pytest.importorskip("torch")
+    d = 500
+    g = torch.arange(d, dtype=torch.float32) - 250.0
+    a = sketchsgd.Aggregator(0, 1, options("dense", d))
+    a.begin(g)  # a tensor, no .numpy()
+    while a.next() is not None:
+        pass
+    out = torch.full((d,), 7.0)
+    a.write_update(out)  # written through into the tensor's memory
+    assert torch.equal(out, g)
+    p = torch.nn.Parameter(torch.ones(d))  # requires_grad: read through .detach()
+    s, t = sketchsgd.CountSketch(2, 64, seed=1), sketchsgd.CountSketch(2, 64, seed=1)
+    s.accumulate(p)
+    t.accumulate(np.ones(d, np.float32))
+    assert s == t
+    assert set(sketchsgd.top_k(g, 3)[0].tolist()) == {0, 1, 499}  # |-250|, then |-249| and |249|
+    with pytest.raises(TypeError, match="float32"):
+        a.write_update(torch.zeros(d, dtype=torch.float64))
+    with pytest.raises(TypeError, match="float32"):
+        s.accumulate(torch.ones(2 * d)[::2])  # strided: would need a copy
