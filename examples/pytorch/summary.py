@@ -23,7 +23,6 @@ def main(path):
         groups.setdefault(label(r), []).append(r)
     dense = groups.get("allreduce (DDP default)")
     dense_bytes = statistics.mean(r["bytes_written_per_rank"] / r["steps"] for r in dense) if dense else None
-    warm = 50  # train.py's --start-iter: plain allreduce steps, the same in every run
     print("| hook | seeds | test accuracy (mean ± sd) | bytes per rank per step | after warm-up | vs allreduce | "
           "seconds per step | ranks identical |")
     print("|---|---|---|---|---|---|---|---|")
@@ -34,6 +33,7 @@ def main(path):
         sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
         # After warm-up: the warm-up's steps moved what the allreduce run moves per step.
         steps = statistics.mean(r["steps"] for r in rs)
+        warm = rs[0].get("start_iter", 50)  # plain allreduce steps (50: train.py's default, older RESULT lines)
         after = (per_step * steps - warm * dense_bytes) / (steps - warm) if dense_bytes else per_step
         ratio = f"{dense_bytes / after:.1f}x less" if dense_bytes else "-"
         if name.startswith("allreduce"):
@@ -47,7 +47,7 @@ def main(path):
         lines.append((family, f'"{short}" {after:.1f} {statistics.mean(acc):.3f} {sd:.3f}'))
     print(f"\n{len(rows)} runs, {sorted({r['steps'] for r in rows})} steps each; bytes are what each rank's "
           "process wrote to its sockets while training (/proc/self/io, rank 0), warm-up steps included; "
-          f"'after warm-up' takes out the first {warm} steps of plain allreduce (as many bytes per step as the "
+          "'after warm-up' takes out the warm-up (--start-iter) steps of plain allreduce (as many bytes per step as the "
           "allreduce run), and 'vs allreduce' compares that with the allreduce run.")
     with open(os.path.join(os.path.dirname(path), "summary.dat"), "w") as f:
         # One gnuplot data block per family (index 0: allreduce, 1: PowerSGD, 2: the sketch hook).

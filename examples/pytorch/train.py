@@ -152,7 +152,7 @@ def main():
     result = {"hook": a.hook, "method": a.method if a.hook == "sketch" else None,
               "compression_target": a.compression if a.hook == "sketch" else None,
               "powersgd_rank": a.rank_powersgd if a.hook == "powersgd" else None, "world": world,
-              "seed": a.seed, "steps": step, "epochs": a.epochs, "accuracy": accuracy,
+              "seed": a.seed, "start_iter": a.start_iter, "steps": step, "epochs": a.epochs, "accuracy": accuracy,
               "mean_train_loss": loss_sum / max(step, 1), "bytes_written_per_rank": written,
               "seconds_per_step": seconds / max(step, 1), "parameters": flat.numel(), "identical": identical}
     if a.hook == "sketch":
