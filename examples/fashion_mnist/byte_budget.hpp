@@ -22,7 +22,9 @@ namespace fmnist {
 /// second round). Sketched-SGD and gs-SGD with P > 0: c = 19 k per row and
 /// P k candidates; FetchSGD and gs-SGD with P = 0: the widest table that
 /// fits, k = c / 19 (k costs nothing on the wire there). Local top-k: the
-/// largest k whose allgatherv of (index, value) pairs fits. True top-k moves
+/// largest k whose allgatherv of (index, value) pairs fits; gTop-k: the
+// largest k whose broadcast from rank 0 (ceil(log2 W) sends of k pairs, the
+// most any rank sends) fits. True top-k moves
 /// dense bytes whatever k is; it takes Sketched-SGD's k, as the accuracy
 /// bound at that k. (c / k = 19 with one row and P = 4 was the best of a
 /// small grid at 10x and 50x; see docs/results.md.)
@@ -42,6 +44,7 @@ void choose_budget(Config& c, std::size_t d, std::size_t dense, int world) {
       c.method == "sketched" || c.method == "true-topk" || (c.method == "global-sketch" && c.candidates > 0);
   const auto bytes = [&](double k) {
     if (c.method == "local-topk") return fixed + (world - 1) * 8.0 + (world - 1) * 8.0 * k;
+    if (c.method == "gtopk") return fixed + std::ceil(std::log2(world)) * 8.0 * k;  // rank 0 broadcasts
     const double table = allreduce_bytes(4 * r * c.cols_per_k * k);
     return fixed + table + (second_round ? allreduce_bytes(4 * p * k) : 0.0);
   };

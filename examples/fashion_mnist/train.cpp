@@ -46,7 +46,7 @@ namespace {
 // ---- configuration ---------------------------------------------------------------
 
 struct config {
-  std::string method = "sketched";  // dense|true-topk|local-topk|sketched|fetchsgd|global-sketch
+  std::string method = "sketched";  // dense|true-topk|local-topk|gtopk|sketched|fetchsgd|global-sketch
   std::string transport = "inproc";
   std::string data = "/usr/share/datasets/fashion-mnist";
   std::string csv;
@@ -56,6 +56,8 @@ struct config {
   int workers = 4;
   std::size_t epochs = 3;
   std::size_t batch = 32;  // per worker
+  std::size_t global_batch = 0;  // if given: batch = global_batch / W, whatever W is
+  int budget_workers = 0;        // if given: --compression sizes the sketch and k for this W
   float lr = 0.1F;
   float momentum = 0.5F;
   std::uint64_t seed = 1;
@@ -75,7 +77,7 @@ struct config {
 
 const char* usage =
     "fashion_mnist [options]\n"
-    "  --method dense|true-topk|local-topk|sketched|fetchsgd|global-sketch   (sketched)\n"
+    "  --method dense|true-topk|local-topk|gtopk|sketched|fetchsgd|global-sketch   (sketched)\n"
     "  --transport inproc|tcp|mpi     inproc runs --workers threads (inproc)\n"
     "  --workers W                    in-process workers, at least 2 (4); tcp/mpi take the launcher's\n"
     "                                 world (--workers, if given, must match it)\n"
@@ -83,12 +85,15 @@ const char* usage =
     "  --rows R --cols C --k K --P P  sketch and selection (rows 1, P 4); without --compression, cols and\n"
     "                                 k are as given (19000 and 1000 if not)\n"
     "  --cols-per-k Q                 columns per selected coordinate under --compression (19)\n"
+    "  --budget-workers W0            under --compression, size the sketch and k for a world of W0 and keep\n"
+    "                                 those sizes whatever the world is (scaling studies)\n"
     "  --topology allreduce|root      Sketched-SGD / FetchSGD / global-sketch aggregation (allreduce)\n"
     "  --update sgd|adam|adam-lazy    the rule applied to the aggregated gradient (sgd: momentum SGD as the\n"
     "                                 paper's method has it; adam: Adam with dense moments, adam-lazy: with\n"
     "                                 moments only where the update is; no local momentum with either Adam)\n"
     "  --no-mask                      keep the momentum running where the update was applied (error feedback)\n"
     "  --epochs E --batch B --lr LR --momentum M --seed S   (3, 32 per worker, 0.1, 0.5, 1)\n"
+    "  --global-batch G               G examples per step in all: each worker takes G / W (W must divide G)\n"
     "  --eval-every N                 evaluate every N steps as well as after each epoch\n"
     "  --max-steps N                  stop after N steps (smoke tests)\n"
     "  --data DIR                     the gzipped IDX files (/usr/share/datasets/fashion-mnist)\n"
@@ -127,7 +132,8 @@ config parse(int argc, char** argv) {
     }
     const std::string_view v = cli::value(argc, argv, i);
     if (arg == "--method")
-      c.method = cli::choice(arg, v, {"dense", "true-topk", "local-topk", "sketched", "fetchsgd", "global-sketch"});
+      c.method =
+          cli::choice(arg, v, {"dense", "true-topk", "local-topk", "gtopk", "sketched", "fetchsgd", "global-sketch"});
     else if (arg == "--transport")
       c.transport = cli::choice(arg, v, {"inproc", "tcp", "mpi"});
     else if (arg == "--workers")
@@ -150,6 +156,10 @@ config parse(int argc, char** argv) {
       c.epochs = cli::integer<std::size_t>(arg, v, 1, 1000);
     else if (arg == "--batch")
       c.batch = cli::integer<std::size_t>(arg, v, 1, 65536);
+    else if (arg == "--global-batch")
+      c.global_batch = cli::integer<std::size_t>(arg, v, 2, 1 << 22, "examples per step over all workers");
+    else if (arg == "--budget-workers")
+      c.budget_workers = cli::integer(arg, v, 2, 65536, "the world --compression sizes for");
     else if (arg == "--lr")
       c.lr = static_cast<float>(cli::real(arg, v, 0, 10, true));
     else if (arg == "--momentum")
@@ -185,8 +195,9 @@ config parse(int argc, char** argv) {
   if (g.has("--compression")) {
     g.refuse({"--cols", "--k"}, "with --compression, which chooses cols and k (give one or the other)");
   } else {
-    g.refuse({"--cols-per-k"}, "without --compression");
+    g.refuse({"--cols-per-k", "--budget-workers"}, "without --compression");
   }
+  if (g.has("--global-batch")) g.refuse({"--batch"}, "with --global-batch, which sets the batch of each worker");
   if (c.transport != "mpi") g.refuse({"--native-collectives"}, "to --transport " + c.transport + " (MPI only)");
   if (c.method == "dense") g.refuse({"--no-mask"}, "to --method dense (no error feedback)");
   if (c.update != "sgd")
@@ -206,7 +217,14 @@ config parse(int argc, char** argv) {
 /// too large for the training set, a sketch or k the model cannot take, or
 /// more memory than the machine has. `world` ranks in all, `here` of them in
 /// this process.
-void check_run(const config& c0, int world, int here, std::size_t train_examples) {
+void check_run(config& c0, int world, int here, std::size_t train_examples) {
+  if (c0.global_batch != 0) {
+    if (c0.global_batch % static_cast<std::size_t>(world) != 0) {
+      throw cli::usage_error("--global-batch " + std::to_string(c0.global_batch) + ": not a multiple of the " +
+                             std::to_string(world) + " workers (each takes an equal share)");
+    }
+    c0.batch = c0.global_batch / static_cast<std::size_t>(world);
+  }
   cli::check_range<std::size_t>(
       "--batch", c0.batch, 1, train_examples / 2,
       "two workers need a batch each from the " + std::to_string(train_examples) + " training examples");
@@ -228,7 +246,7 @@ void check_run(const config& c0, int world, int here, std::size_t train_examples
   std::size_t dense = 0;
   for (const auto& range : model.bias_ranges()) dense += range.second;
   config c = c0;
-  fmnist::choose_budget(c, d, dense, world);
+  fmnist::choose_budget(c, d, dense, c.budget_workers != 0 ? c.budget_workers : world);
   if (c.method != "dense") {
     cli::check_range<std::size_t>("--k", c.k, 1, d - dense,
                                   "k of the " + std::to_string(d - dense) + " weights; the biases are sent dense");
@@ -289,6 +307,7 @@ sketchsgd::any_optimizer<float> make_optimizer(const config& c, sketchsgd::commu
     if (c.method == "local-topk") {
       return composed<local_topk_aggregation<float>>(c, comm, d, biases, {.k = c.k, .feedback = ef});
     }
+    if (c.method == "gtopk") return composed<gtopk_aggregation<float>>(c, comm, d, biases, {.k = c.k, .feedback = ef});
     if (c.method == "fetchsgd") {
       return composed<fetch_aggregation<float>>(c, comm, d, biases,
                                                 {.sketch = sketch,
@@ -326,6 +345,11 @@ struct summary {
   double compression = 0;
   double seconds = 0;
   std::uint64_t steps = 0;
+  // the sizes this run used (--compression, --global-batch and the world choose them)
+  int workers = 0;
+  std::size_t batch = 0;
+  std::size_t k = 0;
+  std::uint64_t cols = 0;
 };
 
 double since(std::chrono::steady_clock::time_point t0) {
@@ -350,7 +374,7 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
     dense += length;
   }
   config c = c0;
-  fmnist::choose_budget(c, d, dense, world);
+  fmnist::choose_budget(c, d, dense, c.budget_workers != 0 ? c.budget_workers : world);
   auto opt = make_optimizer(c, comm, d, biases);
 
   // A disjoint shard per worker, from one seeded shuffle of the training set.
@@ -388,6 +412,7 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
     }
     if (c.method != "dense") std::printf(", k = %zu", c.k);
     if (c.method == "sketched" || c.method == "global-sketch") std::printf(", P = %zu", c.candidates);
+    if (c.global_batch != 0) std::printf(", batch %zu per worker", c.batch);
     std::printf("\n");
   }
 
@@ -399,7 +424,7 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
     if (rank != 0) return;
     const auto e = model.evaluate(params, data.test);
     const auto& st = opt.stats();
-    result = {e.accuracy, e.loss, st.total.bytes_sent, st.compression(), since(t0), step};
+    result = {e.accuracy, e.loss, st.total.bytes_sent, st.compression(), since(t0), step, world, c.batch, c.k, c.cols};
     const double train_loss = loss_count == 0 ? 0.0 : loss_sum / static_cast<double>(loss_count);
     if (csv.is_open()) {
       csv << c.method << ',' << c.transport << ',' << world << ',' << c.compression << ',' << c.rows << ',' << c.cols
@@ -447,16 +472,16 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
 void print_summary(const config& c, const summary& s) {
   std::printf(
       "RESULT method=%s transport=%s compression_target=%g accuracy=%.4f bytes=%llu compression=%.2f "
-      "seconds=%.1f steps=%llu update=%s mask=%d seed=%llu\n",
+      "seconds=%.1f steps=%llu update=%s mask=%d seed=%llu workers=%d batch=%zu k=%zu cols=%llu\n",
       c.method.c_str(), c.transport.c_str(), c.compression, s.accuracy, static_cast<unsigned long long>(s.bytes_sent),
       s.compression, s.seconds, static_cast<unsigned long long>(s.steps), c.update.c_str(), c.mask ? 1 : 0,
-      static_cast<unsigned long long>(c.seed));
+      static_cast<unsigned long long>(c.seed), s.workers, s.batch, s.k, static_cast<unsigned long long>(s.cols));
 }
 
 }  // namespace
 
 int main(int argc, char** argv) try {
-  const config c = parse(argc, argv);
+  config c = parse(argc, argv);
   const fmnist::fashion_mnist data = fmnist::load_fashion_mnist(c.data);
 
   if (c.transport == "inproc") {
