@@ -23,6 +23,7 @@
 #include <exception>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "cli.hpp"
@@ -51,6 +52,7 @@ struct settings {
   int warmup = 1;
   int steps = 3;
   unsigned threads = 1;
+  int workers = 1;  // inproc: ranks as threads of this process
   bool header = false;
   bool overlap = false;          // sketched_sgd_options::overlap_rows
   std::string sketch_allreduce;  // global-sketch: ring or rd (recursive doubling); empty: the default
@@ -90,12 +92,17 @@ settings parse(int argc, char** argv) {
       s.warmup = cli::integer(key, v, 0, 1000);
     else if (key == "--steps")
       s.steps = cli::integer(key, v, 1, 100000);
+    else if (key == "--workers")
+      s.workers = cli::integer(key, v, 1, 1024, "in-process ranks (threads)");
     else if (key == "--threads")
       s.threads = cli::integer(key, v, 1U, 1024U);
     else if (key == "--sketch-allreduce")
       s.sketch_allreduce = cli::choice(key, v, {"ring", "rd"});
     else
       throw cli::usage_error("unknown option " + key);
+  }
+  if (s.workers != 1 && s.transport != "inproc") {
+    throw cli::usage_error("--workers applies to --transport inproc (tcp and mpi take the launcher's world)");
   }
   if (!s.sketch_allreduce.empty() && s.method != "global-sketch") {
     throw cli::usage_error("--sketch-allreduce applies to --method global-sketch only");
@@ -120,14 +127,14 @@ settings parse(int argc, char** argv) {
 /// Refuses a world of one process over tcp or mpi (--transport inproc is the
 /// single-process measurement) and a run that would not fit in memory: the
 /// gradient and the optimizer of one rank per process.
-void check_run(const settings& s, int world) {
+void check_run(const settings& s, int world, int here = 1) {
   if (s.transport != "inproc") cli::check_world(s.transport, world, 1 << 20);
   const auto d = static_cast<double>(s.d);
   const auto k = static_cast<double>(s.k);
   const double bytes = 4.0 * 2.0 * d + cli::optimizer_bytes(d, static_cast<double>(s.rows), s.cols_per_k * k, k,
                                                             static_cast<double>(s.candidates));
-  cli::check_memory(bytes,
-                    "one rank with d = " + std::to_string(s.d) + ", k = " + std::to_string(s.k) + " and a " +
+  cli::check_memory(bytes * here,
+                    std::to_string(here) + " rank(s) with d = " + std::to_string(s.d) + ", k = " + std::to_string(s.k) + " and a " +
                         std::to_string(s.rows) + "-row sketch",
                     "use a smaller --d, --k, --rows or --cols-per-k");
 }
@@ -217,7 +224,7 @@ void run(Transport& t, const settings& s) {
     if (s.header) {
       std::printf("label,transport,method,W,d,k,step_s,compute_s,communicate_s,compress_s,recover_s,bytes_per_rank\n");
     }
-    std::printf("%s,%s,%s,%d,%llu,%zu,%.4f,%.4f,%.4f,%.4f,%.4f,%.0f\n", s.label.c_str(), s.transport.c_str(),
+    std::printf("%s,%s,%s,%d,%llu,%zu,%.6f,%.6f,%.6f,%.6f,%.6f,%.0f\n", s.label.c_str(), s.transport.c_str(),
                 s.method.c_str(), comm.size(), static_cast<unsigned long long>(s.d), s.k, worst[0], worst[1], worst[2],
                 worst[3], worst[4], mean_bytes);
     std::fflush(stdout);
@@ -267,11 +274,28 @@ int main(int argc, char** argv) try {
   }
 #endif
   if (s.transport == "inproc") {
-    // Single-process check of the compute cost: W = 1, no communication.
-    check_run(s, 1);
-    sketchsgd::inproc_world world(1);
-    auto t = world.transport(0);
-    run(t, s);
+    // The compute cost in one process: W = 1 (no communication), or --workers
+    // ranks as threads, whose merges then run for real (local top-k's W k
+    // entries, gTop-k's tree) while the bytes move through memory.
+    check_run(s, s.workers, s.workers);
+    sketchsgd::inproc_world world(s.workers, {.timeout = std::chrono::minutes(10)});
+    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(s.workers));
+    {
+      std::vector<std::jthread> ranks;
+      for (int r = 0; r < s.workers; ++r) {
+        ranks.emplace_back([&, r] {
+          try {
+            auto t = world.transport(r);
+            run(t, s);
+          } catch (...) {
+            errors[static_cast<std::size_t>(r)] = std::current_exception();
+          }
+        });
+      }
+    }
+    for (const auto& e : errors) {
+      if (e) std::rethrow_exception(e);
+    }
     return 0;
   }
   std::fprintf(stderr, "transport %s is not built in\n", s.transport.c_str());

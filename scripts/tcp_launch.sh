@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Starts W local processes of a program as the ranks of one TCP job.
-#   scripts/tcp_launch.sh -n W [--timeout SECONDS] -- program [args...]
-# Rank 0 listens on a free port of 127.0.0.1 and publishes it through a file;
+#   scripts/tcp_launch.sh -n W [--timeout SECONDS] [--root-host H] [--prefix CMD] -- program [args...]
+# Rank 0 listens on a free port of 127.0.0.1 (or H) and publishes it through a file;
 # the others are started once it is known. Every rank gets SKETCHSGD_RANK,
 # SKETCHSGD_SIZE, SKETCHSGD_TCP_ROOT and a fresh random SKETCHSGD_SECRET_FILE.
 # If any rank fails, the others are stopped; the exit status is the first
-# failing rank's (or 124 on timeout).
+# failing rank's (or 124 on timeout). --prefix runs each rank under CMD with
+# {rank} replaced by its number (bench/netns_cluster.sh: "ip netns exec ns-{rank}").
 set -uo pipefail
 
-usage() { echo "usage: $0 -n W [--timeout SECONDS] -- program [args...]" >&2; exit 2; }
+usage() { echo "usage: $0 -n W [--timeout SECONDS] [--root-host H] [--prefix CMD] -- program [args...]" >&2; exit 2; }
 world=""
 limit=600
+root_host=127.0.0.1
+prefix=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) world="$2"; shift 2 ;;
     --timeout) limit="$2"; shift 2 ;;
+    --root-host) root_host="$2"; shift 2 ;;
+    --prefix) prefix="$2"; shift 2 ;;
     --) shift; break ;;
     *) usage ;;
   esac
@@ -27,17 +32,20 @@ trap 'kill ${pids[*]:-} 2>/dev/null; rm -rf "$dir"' EXIT
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/secret"
 chmod 600 "$dir/secret"
 
+prefix_of() { read -r -a pre <<< "${prefix//\{rank\}/$1}"; }  # sets pre: the command to run rank $1 under
 pids=()
-SKETCHSGD_RANK=0 SKETCHSGD_SIZE="$world" SKETCHSGD_TCP_ROOT="127.0.0.1:0" SKETCHSGD_SECRET_FILE="$dir/secret" \
-  SKETCHSGD_TCP_PORT_FILE="$dir/port" "$@" &
+prefix_of 0
+SKETCHSGD_RANK=0 SKETCHSGD_SIZE="$world" SKETCHSGD_TCP_ROOT="$root_host:0" SKETCHSGD_SECRET_FILE="$dir/secret" \
+  SKETCHSGD_TCP_PORT_FILE="$dir/port" "${pre[@]}" "$@" &
 pids+=($!)
 if [ "$world" -gt 1 ]; then
   for _ in $(seq 1 200); do [ -s "$dir/port" ] && break; sleep 0.05; done
   if [ ! -s "$dir/port" ]; then echo "tcp_launch: rank 0 did not start listening" >&2; exit 1; fi
   port="$(cat "$dir/port")"
   for rank in $(seq 1 $((world - 1))); do
-    SKETCHSGD_RANK="$rank" SKETCHSGD_SIZE="$world" SKETCHSGD_TCP_ROOT="127.0.0.1:$port" \
-      SKETCHSGD_SECRET_FILE="$dir/secret" "$@" &
+    prefix_of "$rank"
+    SKETCHSGD_RANK="$rank" SKETCHSGD_SIZE="$world" SKETCHSGD_TCP_ROOT="$root_host:$port" \
+      SKETCHSGD_SECRET_FILE="$dir/secret" "${pre[@]}" "$@" &
     pids+=($!)
   done
 fi

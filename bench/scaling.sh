@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The "Scaling" section of docs/performance.md in one command:
+#   sudo bench/scaling.sh BUILD_DIR [OUT_DIR]
+# 1. compute: bench_step_time --transport inproc, one thread, every method at
+#    d = 2M, 8M, 25M on one rank, and on two (local top-k's and gTop-k's
+#    merges grow with W; and two ranks on this machine share its memory
+#    bandwidth, which the validation rig's ranks do too)   -> compute.csv
+# 2. latency of the rig: a 1 KB allreduce (recursive doubling) on W ranks in
+#    per-rank namespaces (bench/netns_cluster.sh)          -> latency.csv
+# 3. validation: every method at d = 2M on W = 2, 4, 8 TCP ranks, each in its
+#    own namespace with its own tbf-shaped link (100 Mbit/s and 1 Gbit/s),
+#    next to bench/step_model.py's prediction for the same (W processes
+#    sharing this machine's cores)                        -> validation.csv
+# 4. prediction: W = 4 .. 1024, d = 25M, 100M, 1B, 1/10/25/100 Gbit/s links,
+#    one core per rank                                     -> prediction.csv
+# and prints the tables (bench/scaling_table.py). About 10 minutes on 2 cores.
+# Steps 2 and 3 need root (namespaces, tc); without it they are skipped.
+# Environment: RATES ("100mbit 1gbit"), WORLDS ("2 4 8"), VALIDATION_D (2000000),
+# STEPS (3), LATENCY_US (25: alpha of the prediction's links).
+set -euo pipefail
+build="${1:?usage: $0 BUILD_DIR [OUT_DIR]}"
+out="${2:-$build/scaling}"
+here="$(cd "$(dirname "$0")" && pwd)"
+bench="$(cd "$build" && pwd)/bench/bench_step_time"
+rates="${RATES:-100mbit 1gbit}"
+worlds="${WORLDS:-2 4 8}"
+vd="${VALIDATION_D:-2000000}"
+steps="${STEPS:-3}"
+latency_us="${LATENCY_US:-25}"
+methods="dense true-topk local-topk gtopk sketched fetchsgd global-sketch"
+# A method's bench_step_time options; global-sketch-rd sums gs-SGD's table by recursive doubling, as its paper does.
+how() { if [ "$1" = global-sketch-rd ]; then echo "--method global-sketch --sketch-allreduce rd"; else echo "--method $1"; fi; }
+mkdir -p "$out"
+header="label,transport,method,W,d,k,step_s,compute_s,communicate_s,compress_s,recover_s,bytes_per_rank"
+
+echo "== compute (one thread per rank)"
+echo "$header" > "$out/compute.csv"
+for d in 2000000 8000000 25000000; do
+  for m in $methods; do
+    "$bench" --transport inproc --method "$m" --d "$d" --steps "$steps" --threads 1 >> "$out/compute.csv"
+  done
+  for m in $methods; do
+    "$bench" --transport inproc --workers 2 --method "$m" --d "$d" --steps "$steps" --threads 1 >> "$out/compute.csv"
+  done
+done
+cat "$out/compute.csv"
+
+if [ "$(id -u)" -eq 0 ] && ip netns add "sketchsgd-probe-$$" 2>/dev/null; then
+  ip netns delete "sketchsgd-probe-$$"
+  echo "== latency: a 1 KB allreduce on W ranks, a namespace each"
+  echo "$header" > "$out/latency.csv"
+  for w in $worlds; do
+    bash "$here/netns_cluster.sh" -n "$w" --rate 1gbit -- "$bench" --transport tcp --method dense --d 256 \
+      --steps 20 --label latency | tail -1 >> "$out/latency.csv"
+  done
+  cat "$out/latency.csv"
+  echo "== validation: d = $vd over TCP, a namespace and a shaped link per rank"
+  echo "$header" > "$out/measured.csv"
+  for rate in $rates; do
+    for w in $worlds; do
+      for m in $methods global-sketch-rd; do
+        # shellcheck disable=SC2046
+        bash "$here/netns_cluster.sh" -n "$w" --rate "$rate" -- "$bench" --transport tcp $(how "$m") --d "$vd" \
+          --steps "$steps" --label "$rate" | tail -1 | sed "s/,global-sketch,/,$m,/" | tee -a "$out/measured.csv"
+      done
+    done
+  done
+  python3 "$here/scaling_table.py" validate "$out" --cores "$(nproc)"
+else
+  echo "scaling.sh: no root or no network namespaces here: validation skipped" >&2
+fi
+
+echo "== prediction: alpha = $latency_us us, one core per rank"
+model=("$here/step_model.py" --compute "$out/compute.csv" --d 25e6,100e6,1e9 --workers 4,8,16,32,64,128,256,512,1024
+       --gbits 1,10,25,100 --latency-us "$latency_us")
+python3 "${model[@]}" > "$out/prediction.csv"
+python3 "$here/scaling_table.py" predict "$out"
+# GPU compute is not measured (no GPU here): the CPU's compute scaled by this
+# core's streaming read against the H100 SXM's published 3.35 TB/s of HBM3
+# bandwidth (NVIDIA H100 datasheet): an optimistic model, marked as such.
+"$(dirname "$bench")/bench_count_sketch" --benchmark_filter='^stream_read/1/' --benchmark_format=json \
+  > "$out/stream_read.json" 2>/dev/null
+scale=$(python3 -c "import json,sys; b=json.load(open(sys.argv[1]))['benchmarks'][0]; print(b['bytes_per_second'] / 3.35e12)" \
+  "$out/stream_read.json")
+echo "== prediction with GPU compute modelled: CPU compute x $scale"
+mkdir -p "$out/gpu-model"
+python3 "${model[@]}" --compute-scale "$scale" > "$out/gpu-model/prediction.csv"
+python3 "$here/scaling_table.py" predict "$out/gpu-model"
