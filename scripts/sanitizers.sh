@@ -5,7 +5,7 @@
 #     so any report fails the test): every test executable, then ctest.
 #  2. ThreadSanitizer: the in-process and TCP transport tests
 #     (test_conformance_threads, test_tcp), whose ranks are threads, and the
-#     optimizers' row overlap (test_optim_contract "[overlap]").
+#     optimizers' row overlap (test_optim "[overlap]").
 #   bash scripts/sanitizers.sh [asan|tsan ...]     (default: both)
 # Environment: SANITIZERS_BUILD_DIR (default build-sanitizers), SANITIZERS_JOBS
 # (default: the core count).
@@ -68,10 +68,10 @@ for mode in "${modes[@]}"; do
       echo "sanitizers: ASan+UBSan build ($cxx) took $(( $(date +%s) - start )) s"
       asan="abort_on_error=1:detect_stack_use_after_return=1:strict_init_order=1"
       # Skipped for time only, as the soak: the two convergence tests of
-      # test_optimizers (every optimizer for 150 and 200 steps at d = 100,000:
+      # test_optim (every optimizer for 150 and 200 steps at d = 100,000:
       # 236 s under ASan, more than the other 155 entries together) run the code
-      # that test_golden, test_policies and test_optim_contract run under ASan
-      # in a few seconds, only for longer.
+      # that its golden-digest, policy and contract cases run under ASan in a
+      # few seconds, only for longer.
       skip_under_asan='^soak:|^every optimizer reaches the planted optimum|^the sketching methods cancel zero-sum worker noise'
       export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
       if ! ASAN_OPTIONS="$asan:detect_leaks=1" \
@@ -94,13 +94,13 @@ for mode in "${modes[@]}"; do
       extra=()
       [ "$is_gcc" = 1 ] && extra=(-Wno-tsan)
       configure "$dir" "-O1 -g1" -fsanitize=thread "${extra[@]}"
-      cmake --build "$dir" -j "$jobs" --target test_conformance_threads test_tcp test_optim_contract
+      cmake --build "$dir" -j "$jobs" --target test_conformance_threads test_tcp test_optim
       echo "sanitizers: TSan build took $(( $(date +%s) - start )) s"
       # TSan needs the address space layout it was built for: run without
       # ASLR (setarch -R), which newer kernels' mmap randomisation breaks.
-      # test_optim_contract "[overlap]": the optimizer's helper thread that
+      # test_optim "[overlap]": the optimizer's helper thread that
       # reduces sketch rows while the caller sketches the next ones.
-      for t in test_conformance_threads test_tcp "test_optim_contract [overlap]"; do
+      for t in test_conformance_threads test_tcp "test_optim [overlap]"; do
         echo "sanitizers: TSan $t"
         read -r -a command <<< "$t"
         if ! TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" \

@@ -5,6 +5,7 @@
 // and a driver that runs any optimizer on every rank of a world and records
 // what each rank saw.
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -14,9 +15,20 @@
 #include "../transport/conformance.hpp"
 #include "sketchsgd/hash/seed_mixer.hpp"
 #include "sketchsgd/optim/update.hpp"
+#include "sketchsgd/transport/inproc.hpp"
 #include "test_support.hpp"
 
 namespace sketchsgd::test {
+
+/// Runs `body(rank, transport)` on every rank of an in-process world.
+template <class Body>
+void on_inproc(int w, Body body) {
+  inproc_world world(w, {.timeout = std::chrono::seconds(30)});
+  run_threads(w, [&](int r) {
+    auto t = world.transport(r);
+    body(r, t);
+  });
+}
 
 /// f(x) = 1/2 sum_i h_i (x_i - x*_i)^2 with x* sparse (a planted solution).
 /// Worker r's gradient is (1 + s_r) h (x - x*) / W plus noise, where the

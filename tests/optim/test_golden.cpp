@@ -37,8 +37,8 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr int world = 3;
-constexpr std::uint64_t steps = 12;
-constexpr std::size_t d = 2000;
+constexpr std::uint64_t golden_steps = 12;
+constexpr std::size_t dimension = 2000;
 const std::vector<dense_range> dense{{0, 10}, {500, 40}};
 
 class digester {
@@ -95,10 +95,10 @@ std::uint64_t golden_run(Make make, std::uint64_t nan_step = std::numeric_limits
     auto t = w.transport(r);
     communicator comm(t);
     auto opt = make(comm);
-    std::vector<Value> x(d, Value{});
-    std::vector<Value> g(d);
+    std::vector<Value> x(dimension, Value{});
+    std::vector<Value> g(dimension);
     digester dig;
-    for (std::uint64_t s = 0; s < steps; ++s) {
+    for (std::uint64_t s = 0; s < golden_steps; ++s) {
       gradient<Value>(r, s, x, g);
       if constexpr (std::is_floating_point_v<Value>) {
         if (s == nan_step && r == 1) g[7] = std::numeric_limits<Value>::quiet_NaN();
@@ -140,11 +140,11 @@ struct golden_case {
 };
 
 using comm_t = communicator<inproc_transport>;
-const sketch_config sketch{.rows = 3, .cols = 400, .seed = 11};
+const sketch_config golden_sketch{.rows = 3, .cols = 400, .seed = 11};
 
 sketched_sgd_options<float> sketched_base() {
-  return {.dimension = d,
-          .sketch = sketch,
+  return {.dimension = dimension,
+          .sketch = golden_sketch,
           .k = 50,
           .candidates_factor = 3,
           .learning_rate = 0.3F,
@@ -153,8 +153,8 @@ sketched_sgd_options<float> sketched_base() {
           .dense = dense};
 }
 fetch_sgd_options<float> fetch_base() {
-  return {.dimension = d,
-          .sketch = sketch,
+  return {.dimension = dimension,
+          .sketch = golden_sketch,
           .k = 50,
           .learning_rate = 0.3F,
           .momentum = 0.9F,
@@ -162,7 +162,7 @@ fetch_sgd_options<float> fetch_base() {
           .dense = dense};
 }
 topk_sgd_options<float> topk_base() {
-  return {.dimension = d, .k = 50, .learning_rate = 0.3F, .momentum = 0.5F, .average = true, .dense = dense};
+  return {.dimension = dimension, .k = 50, .learning_rate = 0.3F, .momentum = 0.5F, .average = true, .dense = dense};
 }
 
 template <template <class...> class Opt, class Value = float, class Hash = multiply_shift, class Options>
@@ -185,10 +185,11 @@ std::vector<golden_case> cases() {
   };
   add("dense_sgd",
       run_plain<dense_sgd>(
-          dense_sgd_options<float>{.dimension = d, .learning_rate = 0.3F, .momentum = 0.5F, .average = true}),
+          dense_sgd_options<float>{.dimension = dimension, .learning_rate = 0.3F, .momentum = 0.5F, .average = true}),
       0x6DE2D7E20FBF6F19ULL);
   add("dense_sgd sum, no momentum",
-      run_plain<dense_sgd>(dense_sgd_options<float>{.dimension = d, .learning_rate = 0.01F}), 0xC572F453C1D37207ULL);
+      run_plain<dense_sgd>(dense_sgd_options<float>{.dimension = dimension, .learning_rate = 0.01F}),
+      0xC572F453C1D37207ULL);
   add("true_topk_sgd", run_plain<true_topk_sgd>(topk_base()), 0x12D95D487C87F4BDULL);
   add("local_topk_sgd", run_plain<local_topk_sgd>(topk_base()), 0x9CADEEE751C40BADULL);
   add("gtopk_sgd", run_plain<gtopk_sgd>(topk_base()), 0xA41FCF47C6B7187EULL);
@@ -249,12 +250,13 @@ std::vector<golden_case> cases() {
   }
   {
     sketched_sgd_options<std::int32_t> o{
-        .dimension = d, .sketch = sketch, .k = 40, .candidates_factor = 2, .dense = dense};
+        .dimension = dimension, .sketch = golden_sketch, .k = 40, .candidates_factor = 2, .dense = dense};
     add("sketched_sgd int32", run_sketch_family<sketched_sgd, std::int32_t>(o), 0x79652C55AF7278A5ULL);
-    fetch_sgd_options<double> f{.dimension = d, .sketch = sketch, .k = 40, .learning_rate = 0.1, .momentum = 0.9};
+    fetch_sgd_options<double> f{
+        .dimension = dimension, .sketch = golden_sketch, .k = 40, .learning_rate = 0.1, .momentum = 0.9};
     add("fetch_sgd double", run_sketch_family<fetch_sgd, double>(f), 0x4313D3771E5CADE4ULL);
     add("dense_sgd int64",
-        run_plain<dense_sgd, std::int64_t>(dense_sgd_options<std::int64_t>{.dimension = d, .momentum = 1}),
+        run_plain<dense_sgd, std::int64_t>(dense_sgd_options<std::int64_t>{.dimension = dimension, .momentum = 1}),
         0x598339C38265AA74ULL);
   }
   return out;
@@ -274,7 +276,7 @@ std::vector<std::string> states_after(Make make, std::uint64_t first, std::uint6
     auto t = w.transport(r);
     communicator comm(t);
     auto opt = make(comm);
-    std::vector<Value> x(d, Value{});
+    std::vector<Value> x(dimension, Value{});
     if (!load_from.empty()) {
       char path[512];
       std::snprintf(path, sizeof path, load_from.c_str(), r);
@@ -283,7 +285,7 @@ std::vector<std::string> states_after(Make make, std::uint64_t first, std::uint6
       opt.load(in);
       x = (*params)[static_cast<std::size_t>(r)];
     }
-    std::vector<Value> g(d);
+    std::vector<Value> g(dimension);
     for (std::uint64_t s = first; s < first + count; ++s) {
       gradient<Value>(r, s, x, g);
       opt.step(std::span<const Value>(g)).apply(std::span<Value>(x));
@@ -304,7 +306,7 @@ template <class Make>
 void check_old_checkpoint(const std::string& name, Make make) {
   const std::string pattern = std::string(SKETCHSGD_TEST_DATA_DIR) + "/optim_state_v1_" + name + "_rank%d.bin";
   std::vector<std::vector<float>> params(world);
-  const auto at12 = states_after<float>(make, 0, steps, "", &params);
+  const auto at12 = states_after<float>(make, 0, golden_steps, "", &params);
   if (std::getenv("SKETCHSGD_GOLDEN_WRITE") != nullptr) {
     for (int r = 0; r < world; ++r) {
       char path[512];
@@ -322,8 +324,8 @@ void check_old_checkpoint(const std::string& name, Make make) {
     CAPTURE(name, r);
     CHECK(file == at12[static_cast<std::size_t>(r)]);  // today's run writes the old bytes
   }
-  const auto resumed = states_after<float>(make, steps, 3, pattern, &params);
-  const auto straight = states_after<float>(make, 0, steps + 3, "", nullptr);
+  const auto resumed = states_after<float>(make, golden_steps, 3, pattern, &params);
+  const auto straight = states_after<float>(make, 0, golden_steps + 3, "", nullptr);
   CHECK(resumed == straight);
 }
 
@@ -334,7 +336,7 @@ TEST_CASE("checkpoints written before the policy layer load and continue bit-ide
   check_old_checkpoint("fetch_sgd", [](comm_t& c) { return fetch_sgd<float, inproc_transport>(c, fetch_base()); });
   check_old_checkpoint("dense_sgd", [](comm_t& c) {
     return dense_sgd<float, inproc_transport>(
-        c, {.dimension = d, .learning_rate = 0.3F, .momentum = 0.5F, .average = true});
+        c, {.dimension = dimension, .learning_rate = 0.3F, .momentum = 0.5F, .average = true});
   });
   check_old_checkpoint("gtopk_sgd", [](comm_t& c) { return gtopk_sgd<float, inproc_transport>(c, topk_base()); });
 }

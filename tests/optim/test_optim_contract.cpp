@@ -27,14 +27,7 @@ namespace {
 constexpr int W = 4;
 using T = inproc_transport;
 
-template <class Body>
-void on_inproc(int w, Body body) {
-  inproc_world world(w, {.timeout = 30s});
-  test::run_threads(w, [&](int r) {
-    auto t = world.transport(r);
-    body(r, t);
-  });
-}
+using test::on_inproc;
 
 /// Bytes one rank sends in our allreduce of `bytes` bytes over a power-of-two
 /// world: recursive doubling up to 8 KiB, else the ring (sizes divisible by W).

@@ -22,15 +22,7 @@ namespace {
 
 constexpr int world_size = 4;
 
-/// Runs `body(rank, transport)` on every rank of an in-process world.
-template <class Body>
-void on_inproc(int w, Body body) {
-  inproc_world world(w, {.timeout = 30s});
-  test::run_threads(w, [&](int r) {
-    auto t = world.transport(r);
-    body(r, t);
-  });
-}
+using test::on_inproc;
 
 /// The planted problem's run of one optimizer on every rank.
 template <class Make>
@@ -48,44 +40,47 @@ void expect_bit_identical_ranks(const std::vector<test::rank_record>& records) {
   }
 }
 
-constexpr std::size_t d = 100000;
-constexpr std::size_t k = 100;
-constexpr float lr = 0.3F;
+constexpr std::size_t planted_d = 100000;
+constexpr std::size_t planted_k = 100;
+constexpr float planted_lr = 0.3F;
 constexpr float mom = 0.5F;
 const sketch_config sketch_cfg{.rows = 5, .cols = 4000, .seed = 11};
 
 template <class Transport>
 auto make_dense() {
   return [](communicator<Transport>& c) {
-    return dense_sgd<float, Transport>(c, {.dimension = d, .learning_rate = lr, .momentum = mom});
+    return dense_sgd<float, Transport>(c, {.dimension = planted_d, .learning_rate = planted_lr, .momentum = mom});
   };
 }
 template <class Transport>
 auto make_true_topk() {
   return [](communicator<Transport>& c) {
-    return true_topk_sgd<float, Transport>(c, {.dimension = d, .k = k, .learning_rate = lr, .momentum = mom});
+    return true_topk_sgd<float, Transport>(
+        c, {.dimension = planted_d, .k = planted_k, .learning_rate = planted_lr, .momentum = mom});
   };
 }
 template <class Transport>
 auto make_local_topk() {
   return [](communicator<Transport>& c) {
-    return local_topk_sgd<float, Transport>(c, {.dimension = d, .k = k, .learning_rate = lr, .momentum = mom});
+    return local_topk_sgd<float, Transport>(
+        c, {.dimension = planted_d, .k = planted_k, .learning_rate = planted_lr, .momentum = mom});
   };
 }
 template <class Transport>
 auto make_gtopk() {
   return [](communicator<Transport>& c) {
-    return gtopk_sgd<float, Transport>(c, {.dimension = d, .k = k, .learning_rate = lr, .momentum = mom});
+    return gtopk_sgd<float, Transport>(
+        c, {.dimension = planted_d, .k = planted_k, .learning_rate = planted_lr, .momentum = mom});
   };
 }
 template <class Transport>
 auto make_sketched(topology topo) {
   return [topo](communicator<Transport>& c) {
-    return sketched_sgd<float, Transport>(c, {.dimension = d,
+    return sketched_sgd<float, Transport>(c, {.dimension = planted_d,
                                               .sketch = sketch_cfg,
-                                              .k = k,
+                                              .k = planted_k,
                                               .candidates_factor = 3,
-                                              .learning_rate = lr,
+                                              .learning_rate = planted_lr,
                                               .momentum = mom,
                                               .topology = topo});
   };
@@ -93,16 +88,23 @@ auto make_sketched(topology topo) {
 template <class Transport>
 auto make_global_sketch(std::size_t p) {
   return [p](communicator<Transport>& c) {
-    return global_sketch_sgd<float, Transport>(
-        c,
-        {.dimension = d, .sketch = sketch_cfg, .k = k, .candidates_factor = p, .learning_rate = lr, .momentum = mom});
+    return global_sketch_sgd<float, Transport>(c, {.dimension = planted_d,
+                                                   .sketch = sketch_cfg,
+                                                   .k = planted_k,
+                                                   .candidates_factor = p,
+                                                   .learning_rate = planted_lr,
+                                                   .momentum = mom});
   };
 }
 template <class Transport>
 auto make_fetch(topology topo) {
   return [topo](communicator<Transport>& c) {
-    return fetch_sgd<float, Transport>(
-        c, {.dimension = d, .sketch = sketch_cfg, .k = k, .learning_rate = lr, .momentum = mom, .topology = topo});
+    return fetch_sgd<float, Transport>(c, {.dimension = planted_d,
+                                           .sketch = sketch_cfg,
+                                           .k = planted_k,
+                                           .learning_rate = planted_lr,
+                                           .momentum = mom,
+                                           .topology = topo});
   };
 }
 
@@ -151,7 +153,7 @@ TEST_CASE("with an exact sketch, Sketched-SGD makes exactly the updates of true 
 TEST_CASE("every optimizer reaches the planted optimum, bit-identical on every rank", "[optim]") {
   // Heterogeneous workers (gradients scaled by 1.3 and 0.7 in turn) whose
   // gradients vanish at x*, 50 planted coordinates among 100,000.
-  const test::planted_problem problem(d, 50, world_size, 0.0, 7);
+  const test::planted_problem problem(planted_d, 50, world_size, 0.0, 7);
   constexpr std::uint64_t steps = 150;
   using T = inproc_transport;
   const auto dense = run_all(problem, steps, make_dense<T>());
@@ -182,7 +184,7 @@ TEST_CASE("the sketching methods cancel zero-sum worker noise that local top-k c
   // that sums to zero over the workers. Aggregating before selecting (the
   // sketches, true top-k) sees only the exact sum; local top-k selects each
   // worker's own noise. Recorded, not asserted, for local top-k.
-  const test::planted_problem problem(d, 50, world_size, 0.003, 9);
+  const test::planted_problem problem(planted_d, 50, world_size, 0.003, 9);
   constexpr std::uint64_t steps = 200;
   using T = inproc_transport;
   const auto error = [&](auto make) { return problem.relative_error(run_all(problem, steps, make)[0].params); };
@@ -212,39 +214,43 @@ TEST_CASE("every optimizer runs over the Tier-1 archetype with the same results 
   using A = test::archetype_transport;
   using T = inproc_transport;
   const auto small = [](auto make) { return make; };
-  both(small([](communicator<T>& c) { return dense_sgd<float, T>(c, {.dimension = 20000, .learning_rate = lr}); }),
-       [](communicator<A>& c) { return dense_sgd<float, A>(c, {.dimension = 20000, .learning_rate = lr}); });
+  both(small([](communicator<T>& c) {
+         return dense_sgd<float, T>(c, {.dimension = 20000, .learning_rate = planted_lr});
+       }),
+       [](communicator<A>& c) { return dense_sgd<float, A>(c, {.dimension = 20000, .learning_rate = planted_lr}); });
   both(
-      [](communicator<T>& c) { return true_topk_sgd<float, T>(c, {.dimension = 20000, .k = 30, .learning_rate = lr}); },
+      [](communicator<T>& c) {
+        return true_topk_sgd<float, T>(c, {.dimension = 20000, .k = 30, .learning_rate = planted_lr});
+      },
       [](communicator<A>& c) {
-        return true_topk_sgd<float, A>(c, {.dimension = 20000, .k = 30, .learning_rate = lr});
+        return true_topk_sgd<float, A>(c, {.dimension = 20000, .k = 30, .learning_rate = planted_lr});
       });
   both(
       [](communicator<T>& c) {
-        return local_topk_sgd<float, T>(c, {.dimension = 20000, .k = 30, .learning_rate = lr});
+        return local_topk_sgd<float, T>(c, {.dimension = 20000, .k = 30, .learning_rate = planted_lr});
       },
       [](communicator<A>& c) {
-        return local_topk_sgd<float, A>(c, {.dimension = 20000, .k = 30, .learning_rate = lr});
+        return local_topk_sgd<float, A>(c, {.dimension = 20000, .k = 30, .learning_rate = planted_lr});
       });
   const sketch_config sc{.rows = 5, .cols = 500, .seed = 2};
   for (const topology topo : {topology::allreduce, topology::root}) {
     both(
         [&](communicator<T>& c) {
           return sketched_sgd<float, T>(
-              c, {.dimension = 20000, .sketch = sc, .k = 30, .learning_rate = lr, .topology = topo});
+              c, {.dimension = 20000, .sketch = sc, .k = 30, .learning_rate = planted_lr, .topology = topo});
         },
         [&](communicator<A>& c) {
           return sketched_sgd<float, A>(
-              c, {.dimension = 20000, .sketch = sc, .k = 30, .learning_rate = lr, .topology = topo});
+              c, {.dimension = 20000, .sketch = sc, .k = 30, .learning_rate = planted_lr, .topology = topo});
         });
     both(
         [&](communicator<T>& c) {
           return fetch_sgd<float, T>(
-              c, {.dimension = 20000, .sketch = sc, .k = 30, .learning_rate = lr, .topology = topo});
+              c, {.dimension = 20000, .sketch = sc, .k = 30, .learning_rate = planted_lr, .topology = topo});
         },
         [&](communicator<A>& c) {
           return fetch_sgd<float, A>(
-              c, {.dimension = 20000, .sketch = sc, .k = 30, .learning_rate = lr, .topology = topo});
+              c, {.dimension = 20000, .sketch = sc, .k = 30, .learning_rate = planted_lr, .topology = topo});
         });
   }
   both([&](communicator<T>& c) { return global_sketch_sgd<float, T>(c, {.dimension = 20000, .sketch = sc, .k = 30}); },

@@ -15,7 +15,7 @@
 #include <sstream>
 #include <vector>
 
-#include "../transport/conformance.hpp"
+#include "optim_harness.hpp"
 #include "sketchsgd/sketchsgd.hpp"
 #include "test_support.hpp"
 
@@ -37,14 +37,7 @@ void expect_throws_with(F f, const std::string& needle) {
   throw std::runtime_error("nothing was thrown (expected '" + needle + "')");
 }
 
-template <class Body>
-void on_inproc(int w, Body body) {
-  inproc_world world(w, {.timeout = 30s});
-  test::run_threads(w, [&](int r) {
-    auto t = world.transport(r);
-    body(r, t);
-  });
-}
+using test::on_inproc;
 
 /// Rank r's gradient at step s: noise plus rank-dependent spikes.
 template <class Value>
