@@ -36,7 +36,8 @@ if [ -z "$cxx" ]; then
 fi
 mkdir -p "$build"
 build="$(cd "$build" && pwd)"
-flags=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+# -g1: file:line in every report at a fraction of full debug info's build time.
+flags=(-std=c++20 -O1 -g1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
        -Iinclude -Itransports/tcp/include)
 
 start=$(date +%s)

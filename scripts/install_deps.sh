@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Installs the Debian packages sketchsgd's build, tests, benchmarks, docs and
-# examples use (with `python`: also the Python package's). Skips apt entirely
-# when everything is already there.
+# examples use. Skips apt entirely when everything is already there.
+#   bash scripts/install_deps.sh [python] [libtorch]
 set -euo pipefail
 
 packages=(
@@ -14,18 +14,37 @@ packages=(
   python3
   clang-14 libclang-rt-14-dev llvm-14 openssl
 )
-# `install_deps.sh python`: also what the Python package (python/) builds and tests with.
-if [ "${1:-}" = python ]; then
-  packages+=(python3-torch python3-numpy python3-pybind11 pybind11-dev python3-pip python3-setuptools
-             python3-wheel python3-pytest)
-fi
-
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+# Groups named as arguments add what else a suite needs:
+#   python    the Python package (python/): its build and tests
+#   libtorch  the LibTorch example (scripts/libtorch_smoke.sh)
+for group in "$@"; do
+  case "$group" in
+    python) packages+=(python3-torch python3-numpy python3-pybind11 pybind11-dev python3-pip python3-setuptools
+                       python3-wheel python3-pytest) ;;
+    libtorch) packages+=(libtorch-dev) ;;
+    *) echo "install_deps: unknown group '$group' (python, libtorch)" >&2; exit 2 ;;
+  esac
 done
+
+missing_packages() {
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+}
+missing_packages
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install_deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+# One install at a time: a caller may run this in the background (CI installs
+# the Python and LibTorch packages while the suite compiles) and again in the
+# foreground, which then waits here and finds them present.
+exec 9>>/tmp/sketchsgd-install-deps.lock
+flock 9
+missing_packages
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install_deps: all ${#packages[@]} packages present (installed by another install_deps.sh)"
   exit 0
 fi
 

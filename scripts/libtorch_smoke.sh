@@ -15,13 +15,7 @@ jobs="${JOBS:-2}"
 t0=$(date +%s)
 stamp() { echo "libtorch_smoke: $1 after $(($(date +%s) - t0)) s"; }
 
-bash scripts/install_deps.sh # compiler, cmake, Catch2, Open MPI, zlib, the data
-if ! dpkg-query -W -f='${Status}' libtorch-dev 2>/dev/null | grep -q "install ok installed"; then
-  sudo_cmd=()
-  [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends libtorch-dev >/dev/null
-fi
+bash scripts/install_deps.sh libtorch # and the compiler, cmake, Catch2, Open MPI, zlib, the data
 stamp "libtorch-dev present"
 
 # sketchsgd as an installed package: configuring the header-only core is quick.

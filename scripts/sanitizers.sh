@@ -5,7 +5,8 @@
 #     so any report fails the test): every test executable, then ctest.
 #  2. ThreadSanitizer: the in-process and TCP transport tests
 #     (test_conformance_threads, test_tcp), whose ranks are threads, and the
-#     optimizers' row overlap (test_optim "[overlap]").
+#     optimizers' row overlap (test_optim_overlap, test_optim's overlap cases
+#     alone).
 #   bash scripts/sanitizers.sh [asan|tsan ...]     (default: both)
 # Environment: SANITIZERS_BUILD_DIR (default build-sanitizers), SANITIZERS_JOBS
 # (default: the core count).
@@ -94,13 +95,13 @@ for mode in "${modes[@]}"; do
       extra=()
       [ "$is_gcc" = 1 ] && extra=(-Wno-tsan)
       configure "$dir" "-O1 -g1" -fsanitize=thread "${extra[@]}"
-      cmake --build "$dir" -j "$jobs" --target test_conformance_threads test_tcp test_optim
+      cmake --build "$dir" -j "$jobs" --target test_conformance_threads test_tcp test_optim_overlap
       echo "sanitizers: TSan build took $(( $(date +%s) - start )) s"
       # TSan needs the address space layout it was built for: run without
       # ASLR (setarch -R), which newer kernels' mmap randomisation breaks.
-      # test_optim "[overlap]": the optimizer's helper thread that
-      # reduces sketch rows while the caller sketches the next ones.
-      for t in test_conformance_threads test_tcp "test_optim [overlap]"; do
+      # test_optim_overlap: the optimizer's helper thread that reduces
+      # sketch rows while the caller sketches the next ones.
+      for t in test_conformance_threads test_tcp test_optim_overlap; do
         echo "sanitizers: TSan $t"
         read -r -a command <<< "$t"
         if ! TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" \

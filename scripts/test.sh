@@ -23,7 +23,8 @@ command -v nvcc >/dev/null 2>&1 && extras="$extras, the CUDA host tests (nvcc fo
 cat <<PLAN
 test: what this does, and roughly how long on 2 idle cores (about 11 minutes in all; 592 s
       measured in CI with the packages present before the Python stage):
-  1. install missing Debian packages (none missing: instant; a fresh machine downloads them first)
+  1. install missing Debian packages (none missing: instant; a fresh machine downloads them first;
+     the Python stage's, PyTorch among them, in the background during step 2)
   2. configure and build everything with -Werror: the library's tests, the examples, the
      benchmarks$extras (about 7.5 minutes with nvcc present, less without)
   3. build the API reference with Doxygen, warnings as errors (seconds)
@@ -40,6 +41,11 @@ fi
 
 bash scripts/install_deps.sh
 say "packages present"
+# The Python stage's packages (PyTorch among them: large) download and unpack
+# while the suite compiles; that stage waits for them (install_deps.sh's lock).
+mkdir -p "$build_dir"
+bash scripts/install_deps.sh python > "$build_dir/install_deps_python.log" 2>&1 &
+python_deps=$!
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSKETCHSGD_WERROR=ON -DSKETCHSGD_BUILD_LIBTORCH_EXAMPLE=OFF
 say "configured; building"
 cmake --build "$build_dir" -j "$jobs"
@@ -48,6 +54,7 @@ cmake --build "$build_dir" --target docs
 say "docs built; running ctest"
 ctest --test-dir "$build_dir" --output-on-failure -j "$jobs"
 say "ctest passed"
+wait "$python_deps" || echo "test: the background install of the Python packages failed ($build_dir/install_deps_python.log); trying again"
 bash scripts/python_test.sh "$build_dir"
 say "Python package tests passed"
 # Reliability stages (docs/reliability.md): in CI, or when asked for with

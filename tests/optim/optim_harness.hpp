@@ -9,7 +9,9 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "../transport/conformance.hpp"
@@ -17,6 +19,9 @@
 #include "sketchsgd/optim/update.hpp"
 #include "sketchsgd/transport/inproc.hpp"
 #include "test_support.hpp"
+#if defined(SKETCHSGD_TEST_HAVE_TCP)
+#include "sketchsgd/transport/tcp.hpp"
+#endif
 
 namespace sketchsgd::test {
 
@@ -29,6 +34,23 @@ void on_inproc(int w, Body body) {
     body(r, t);
   });
 }
+
+#if defined(SKETCHSGD_TEST_HAVE_TCP)
+/// Runs `body(rank, transport)` on w threads, each with a tcp_transport of
+/// one loopback job.
+template <class Body>
+void on_tcp(int w, Body body) {
+  std::promise<std::uint16_t> port_promise;
+  auto port = port_promise.get_future().share();
+  run_threads(w, [&](int r) {
+    tcp_options o;
+    o.log = [](const std::string&) {};
+    if (r == 0) o.on_listen = [&](std::uint16_t p) { port_promise.set_value(p); };
+    tcp_transport t({"127.0.0.1", r == 0 ? std::uint16_t{0} : port.get()}, r, w, "optim-test", o);
+    body(r, t);
+  });
+}
+#endif
 
 /// f(x) = 1/2 sum_i h_i (x_i - x*_i)^2 with x* sparse (a planted solution).
 /// Worker r's gradient is (1 + s_r) h (x - x*) / W plus noise, where the

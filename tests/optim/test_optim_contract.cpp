@@ -2,22 +2,19 @@
 // The optimizers' contract: bytes per step against the formulas of
 // docs/algorithms.md, checkpoints that continue bit-identically, configuration
 // agreement across ranks, the NaN/Inf policy applied on every rank, bad
-// arguments refused before any I/O, and the same bits over TCP as in-process.
+// arguments refused before any I/O, and the same bits over TCP as in-process
+// (the row overlap: test_overlap.cpp).
 
 #include <catch2/catch.hpp>
 
 #include <chrono>
 #include <cmath>
-#include <future>
 #include <limits>
 #include <sstream>
 #include <vector>
 
 #include "optim_harness.hpp"
 #include "sketchsgd/sketchsgd.hpp"
-#if defined(SKETCHSGD_TEST_HAVE_TCP)
-#include "sketchsgd/transport/tcp.hpp"
-#endif
 
 using namespace sketchsgd;
 using namespace std::chrono_literals;
@@ -58,42 +55,6 @@ constexpr std::size_t k_ = 400;
 constexpr std::size_t p_ = 2;
 const sketch_config cfg{.rows = r_, .cols = c_, .seed = 9};
 constexpr auto unchecked = nonfinite_policy::unchecked;
-
-}  // namespace
-
-namespace {
-/// Rank r's gradient at `step`: small integers, so every sum of sketches is
-/// exact whatever the order of additions (what the overlap changes).
-std::vector<float> integer_gradient(std::size_t d, int r, std::uint64_t step) {
-  std::vector<float> g(d);
-  splitmix64 rng(mix64((step << 8U) ^ static_cast<std::uint64_t>(r)));
-  for (auto& x : g) x = static_cast<float>(static_cast<int>(rng.next_below(17)) - 8);
-  return g;
-}
-
-/// The parameter digests after each step of Sketched-SGD (rows = 4) over
-/// `transport_of(r)` on W ranks, with or without the row overlap.
-template <class Run>
-std::vector<std::vector<std::uint64_t>> overlap_digests(Run run_world, bool overlap, unsigned threads) {
-  constexpr std::size_t d = 20000;
-  std::vector<std::vector<std::uint64_t>> digests(W);
-  run_world([&](int r, auto& t) {
-    using Tr = std::remove_reference_t<decltype(t)>;
-    communicator comm(t);
-    sketched_sgd<float, Tr> opt(comm, {.dimension = d,
-                                       .sketch = {.rows = 4, .cols = 1500, .seed = 3},
-                                       .k = 50,
-                                       .candidates_factor = 2,
-                                       .exec = cpu_execution{threads},
-                                       .overlap_rows = overlap});
-    std::vector<float> params(d, 0.0F);
-    for (std::uint64_t s = 0; s < 8; ++s) {
-      opt.step(integer_gradient(d, r, s)).apply(std::span<float>(params));
-      digests[static_cast<std::size_t>(r)].push_back(test::digest_of(params));
-    }
-  });
-  return digests;
-}
 
 }  // namespace
 
@@ -494,49 +455,8 @@ TEST_CASE("indices received from a peer are checked before they index anything",
                     Catch::Contains("index 5000"));
 }
 
-TEST_CASE("overlapping the sketch's allreduce row by row changes nothing but the timing", "[optim][overlap]") {
-  const auto inproc = [](auto body) { on_inproc(W, body); };
-  for (const unsigned threads : {1U, 2U, 8U}) {  // 8 >= rows: still two groups of rows
-    CAPTURE(threads);
-    const auto plain = overlap_digests(inproc, false, threads);
-    const auto overlapped = overlap_digests(inproc, true, threads);
-    for (int r = 0; r < W; ++r) {
-      CHECK(overlapped[static_cast<std::size_t>(r)] == plain[static_cast<std::size_t>(r)]);
-      CHECK(overlapped[static_cast<std::size_t>(r)] == overlapped[0]);
-    }
-  }
-  // Ranks that disagree on the overlap are a configuration mismatch, not a hang.
-  std::atomic<int> mismatches{0};
-  on_inproc(W, [&](int r, auto& t) {
-    communicator comm(t);
-    try {
-      sketched_sgd<float, T> opt(comm, {.dimension = cd, .sketch = ccfg, .k = 60, .overlap_rows = r == 1});
-    } catch (const config_mismatch_error&) {
-      mismatches.fetch_add(1);
-    }
-  });
-  CHECK(mismatches.load() == W);
-}
-
 #if defined(SKETCHSGD_TEST_HAVE_TCP)
-namespace {
-
-/// Runs `body(rank, transport)` on W threads, each with a tcp_transport of
-/// one loopback job.
-template <class Body>
-void on_tcp(Body body) {
-  std::promise<std::uint16_t> port_promise;
-  auto port = port_promise.get_future().share();
-  test::run_threads(W, [&](int r) {
-    tcp_options o;
-    o.log = [](const std::string&) {};
-    if (r == 0) o.on_listen = [&](std::uint16_t p) { port_promise.set_value(p); };
-    tcp_transport t({"127.0.0.1", r == 0 ? std::uint16_t{0} : port.get()}, r, W, "optim-test", o);
-    body(r, t);
-  });
-}
-
-}  // namespace
+using test::on_tcp;
 
 TEST_CASE("the same seeded run gives the same parameters over inproc and tcp", "[optim][tcp]") {
   const test::planted_problem problem(30000, 30, W, 0.002, 12);
@@ -548,14 +468,8 @@ TEST_CASE("the same seeded run gives the same parameters over inproc and tcp", "
   std::vector<test::rank_record> in(W);
   on_inproc(W, [&](int r, auto& t) { in[static_cast<std::size_t>(r)] = test::run_rank(t, problem, 6, make); });
   std::vector<test::rank_record> over_tcp(W);
-  on_tcp([&](int r, auto& t) { over_tcp[static_cast<std::size_t>(r)] = test::run_rank(t, problem, 6, make); });
+  on_tcp(W, [&](int r, auto& t) { over_tcp[static_cast<std::size_t>(r)] = test::run_rank(t, problem, 6, make); });
   for (int r = 0; r < W; ++r)
     CHECK(in[static_cast<std::size_t>(r)].digests == over_tcp[static_cast<std::size_t>(r)].digests);
-}
-
-TEST_CASE("the row overlap over tcp: the helper thread drives the transport", "[optim][tcp][overlap]") {
-  const auto over_tcp = [](auto body) { on_tcp(body); };
-  const auto inproc = [](auto body) { on_inproc(W, body); };
-  CHECK(overlap_digests(over_tcp, true, 2) == overlap_digests(inproc, false, 2));
 }
 #endif
