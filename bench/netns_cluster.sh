@@ -35,8 +35,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 tag="ssc$$"
 hub="$tag-hub"
 cleanup() {
-  for r in $(seq 0 $((world - 1))); do ip netns delete "$tag-$r" 2>/dev/null; done
-  ip netns delete "$hub" 2>/dev/null
+  for r in $(seq 0 $((world - 1))); do ip netns delete "$tag-$r" 2>/dev/null || true; done
+  ip netns delete "$hub" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -51,6 +51,9 @@ case "$rate" in
   *) burst=32kb ;;
 esac
 ip netns add "$hub" || { echo "netns_cluster: cannot create a namespace here; nothing run" >&2; exit 0; }
+# Any failure from here to the launch stops the script (the trap removes
+# what was made) rather than running ranks over a half-built network.
+set -e
 ip -n "$hub" link add br0 type bridge
 ip -n "$hub" link set br0 up
 for r in $(seq 0 $((world - 1))); do
@@ -66,6 +69,7 @@ for r in $(seq 0 $((world - 1))); do
     tc -n "$hub" qdisc add dev "h$r" root tbf rate "$rate" burst "$burst" latency 500ms
   fi
 done
+set +e
 
 bash "$here/../scripts/tcp_launch.sh" -n "$world" --timeout "$limit" --root-host 10.77.0.1 --prefix "ip netns exec $tag-{rank}" \
   -- "$@"

@@ -66,16 +66,23 @@ def pof2_below(w: int) -> int:
     return p
 
 
+def recursive_doubling(n: float, w: int, alpha: float, bw: float) -> tuple[float, float]:
+    """(seconds, mean bytes a rank sends) of a recursive-doubling allreduce of n bytes."""
+    if w <= 1 or n <= 0:
+        return 0.0, 0.0
+    p = pof2_below(w)
+    rounds = math.log2(p) + (2 if w > p else 0)
+    # Bytes: the mean over ranks (the W - p extra ranks fold in and out
+    # through a partner: 2 (W - p) messages more).
+    return rounds * (alpha + n / bw), (p * math.log2(p) + 2 * (w - p)) * n / w
+
+
 def allreduce(n: float, w: int, alpha: float, bw: float) -> tuple[float, float]:
-    """(seconds, mean bytes a rank sends) of an allreduce of n bytes."""
+    """(seconds, mean bytes a rank sends) of the library's allreduce of n bytes."""
     if w <= 1 or n <= 0:
         return 0.0, 0.0
     if n <= SMALL_BYTES:
-        p = pof2_below(w)
-        rounds = math.log2(p) + (2 if w > p else 0)
-        # Bytes: the mean over ranks (the W - p extra ranks fold in and out
-        # through a partner: 2 (W - p) messages more).
-        return rounds * (alpha + n / bw), (p * math.log2(p) + 2 * (w - p)) * n / w
+        return recursive_doubling(n, w, alpha, bw)
     return 2 * (w - 1) * (alpha + n / w / bw), 2 * (w - 1) / w * n
 
 
@@ -87,13 +94,12 @@ def allgatherv(m: float, w: int, alpha: float, bw: float) -> tuple[float, float]
     return counts + data, (w - 1) * (8 + m)
 
 
-def tree(m: float, w: int, alpha: float, bw: float) -> tuple[float, float]:
-    """A binomial reduce or broadcast; bytes are the root's (the most a rank sends)."""
-    # The critical path: ceil(log2 W) rounds of one message of m.
+def tree(m: float, w: int, alpha: float, bw: float) -> float:
+    """Seconds of a binomial reduce or broadcast: its critical path is
+    ceil(log2 W) rounds of one message of m."""
     if w <= 1:
-        return 0.0, 0.0
-    rounds = math.ceil(math.log2(w))
-    return rounds * (alpha + m / bw), rounds * m
+        return 0.0
+    return math.ceil(math.log2(w)) * (alpha + m / bw)
 
 
 def communication(method: str, s: Shape, w: int, alpha: float, bw: float) -> tuple[float, float]:
@@ -107,14 +113,9 @@ def communication(method: str, s: Shape, w: int, alpha: float, bw: float) -> tup
         # Tree of k pairs towards rank 0 (each rank sends once; the critical
         # path has ceil(log2 W) rounds), then rank 0 broadcasts the k pairs.
         # Bytes: W - 1 messages each way in all, as a mean per rank.
-        up, _ = tree(ENTRY * s.k, w, alpha, bw)
-        down, _ = tree(ENTRY * s.k, w, alpha, bw)
-        parts.append((up + down, 2 * (w - 1) / w * ENTRY * s.k))
+        parts.append((2 * tree(ENTRY * s.k, w, alpha, bw), 2 * (w - 1) / w * ENTRY * s.k))
     elif method == "global-sketch-rd":
-        n = 4 * s.rows * s.cols
-        p = pof2_below(w)
-        rounds = math.log2(p) + (2 if w > p else 0)
-        parts.append((rounds * (alpha + n / bw), (p * math.log2(p) + 2 * (w - p)) * n / w))
+        parts.append(recursive_doubling(4 * s.rows * s.cols, w, alpha, bw))
     else:
         parts.append(allreduce(4 * s.rows * s.cols, w, alpha, bw))
         if method == "sketched" and s.P > 0:
