@@ -55,7 +55,7 @@ struct config {
   bool mask = true;            // momentum masking where the update was applied
   int workers = 4;
   std::size_t epochs = 3;
-  std::size_t batch = 32;  // per worker
+  std::size_t batch = 32;        // per worker
   std::size_t global_batch = 0;  // if given: batch = global_batch / W, whatever W is
   int budget_workers = 0;        // if given: --compression sizes the sketch and k for this W
   float lr = 0.1F;
@@ -213,18 +213,22 @@ config parse(int argc, char** argv) {
   return c;
 }
 
+/// What depends on the world's size, once it is known: with --global-batch,
+/// each worker's batch.
+void size_for_world(config& c, int world) {
+  if (c.global_batch == 0) return;
+  if (c.global_batch % static_cast<std::size_t>(world) != 0) {
+    throw cli::usage_error("--global-batch " + std::to_string(c.global_batch) + ": not a multiple of the " +
+                           std::to_string(world) + " workers (each takes an equal share)");
+  }
+  c.batch = c.global_batch / static_cast<std::size_t>(world);
+}
+
 /// Refuses, before anything is allocated, a run that cannot work: a world
 /// too large for the training set, a sketch or k the model cannot take, or
 /// more memory than the machine has. `world` ranks in all, `here` of them in
 /// this process.
-void check_run(config& c0, int world, int here, std::size_t train_examples) {
-  if (c0.global_batch != 0) {
-    if (c0.global_batch % static_cast<std::size_t>(world) != 0) {
-      throw cli::usage_error("--global-batch " + std::to_string(c0.global_batch) + ": not a multiple of the " +
-                             std::to_string(world) + " workers (each takes an equal share)");
-    }
-    c0.batch = c0.global_batch / static_cast<std::size_t>(world);
-  }
+void check_run(const config& c0, int world, int here, std::size_t train_examples) {
   cli::check_range<std::size_t>(
       "--batch", c0.batch, 1, train_examples / 2,
       "two workers need a batch each from the " + std::to_string(train_examples) + " training examples");
@@ -485,6 +489,7 @@ int main(int argc, char** argv) try {
   const fmnist::fashion_mnist data = fmnist::load_fashion_mnist(c.data);
 
   if (c.transport == "inproc") {
+    size_for_world(c, c.workers);
     check_run(c, c.workers, c.workers, data.train.size());
     sketchsgd::inproc_world world(c.workers, {.timeout = std::chrono::minutes(5)});
     std::vector<summary> results(static_cast<std::size_t>(c.workers));
@@ -514,6 +519,7 @@ int main(int argc, char** argv) try {
     options.timeout = std::chrono::minutes(5);
     cli::check_tcp_launched();
     auto t = sketchsgd::tcp_transport::from_environment(options);
+    size_for_world(c, static_cast<int>(t->size()));
     check_run(c, static_cast<int>(t->size()), 1, data.train.size());
     const summary s = train_rank(*t, c, data);
     if (t->rank() == 0) print_summary(c, s);
@@ -529,6 +535,7 @@ int main(int argc, char** argv) try {
     int size = 0;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     try {
+      size_for_world(c, size);
       check_run(c, size, 1, data.train.size());
     } catch (...) {
       MPI_Finalize();
