@@ -23,11 +23,11 @@
 #include <exception>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "cli.hpp"
 #include "methods.hpp"
+#include "ranks.hpp"
 #include "sketchsgd/sketchsgd.hpp"
 #if defined(SKETCHSGD_BENCH_HAVE_MPI)
 #include <mpi.h>
@@ -134,8 +134,8 @@ void check_run(const settings& s, int world, int here = 1) {
   const double bytes = 4.0 * 2.0 * d + cli::optimizer_bytes(d, static_cast<double>(s.rows), s.cols_per_k * k, k,
                                                             static_cast<double>(s.candidates));
   cli::check_memory(bytes * here,
-                    std::to_string(here) + " rank(s) with d = " + std::to_string(s.d) + ", k = " + std::to_string(s.k) + " and a " +
-                        std::to_string(s.rows) + "-row sketch",
+                    std::to_string(here) + " rank(s) with d = " + std::to_string(s.d) + ", k = " + std::to_string(s.k) +
+                        " and a " + std::to_string(s.rows) + "-row sketch",
                     "use a smaller --d, --k, --rows or --cols-per-k");
 }
 
@@ -162,18 +162,17 @@ sketchsgd::any_optimizer<float> make(const settings& s, sketchsgd::communicator<
             .nonfinite = policy,
             .exec = exec});
   }
-  return methods::named_optimizer(
-      methods::settings{.method = s.method,
-                        .dimension = s.d,
-                        .k = s.k,
-                        .sketch = sketch,
-                        .candidates_factor = s.method == "global-sketch" ? 0 : s.candidates,
-                        .learning_rate = 0.1F,
-                        .momentum = 0.9F,
-                        .nonfinite = policy,
-                        .exec = exec,
-                        .overlap_rows = s.overlap},
-      comm);
+  return methods::named_optimizer(methods::settings{.method = s.method,
+                                                    .dimension = s.d,
+                                                    .k = s.k,
+                                                    .sketch = sketch,
+                                                    .candidates_factor = s.method == "global-sketch" ? 0 : s.candidates,
+                                                    .learning_rate = 0.1F,
+                                                    .momentum = 0.9F,
+                                                    .nonfinite = policy,
+                                                    .exec = exec,
+                                                    .overlap_rows = s.overlap},
+                                  comm);
 }
 
 double median(std::vector<double> v) {
@@ -278,24 +277,7 @@ int main(int argc, char** argv) try {
     // ranks as threads, whose merges then run for real (local top-k's W k
     // entries, gTop-k's tree) while the bytes move through memory.
     check_run(s, s.workers, s.workers);
-    sketchsgd::inproc_world world(s.workers, {.timeout = std::chrono::minutes(10)});
-    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(s.workers));
-    {
-      std::vector<std::jthread> ranks;
-      for (int r = 0; r < s.workers; ++r) {
-        ranks.emplace_back([&, r] {
-          try {
-            auto t = world.transport(r);
-            run(t, s);
-          } catch (...) {
-            errors[static_cast<std::size_t>(r)] = std::current_exception();
-          }
-        });
-      }
-    }
-    for (const auto& e : errors) {
-      if (e) std::rethrow_exception(e);
-    }
+    cli::run_inproc(s.workers, std::chrono::minutes(10), [&](int, auto& t) { run(t, s); });
     return 0;
   }
   std::fprintf(stderr, "transport %s is not built in\n", s.transport.c_str());

@@ -22,7 +22,6 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <sketchsgd/sketchsgd.hpp>
@@ -32,6 +31,7 @@
 #include "idx.hpp"
 #include "methods.hpp"
 #include "mlp.hpp"
+#include "ranks.hpp"
 #if defined(FMNIST_HAVE_MPI)
 #include <mpi.h>
 
@@ -491,25 +491,9 @@ int main(int argc, char** argv) try {
   if (c.transport == "inproc") {
     size_for_world(c, c.workers);
     check_run(c, c.workers, c.workers, data.train.size());
-    sketchsgd::inproc_world world(c.workers, {.timeout = std::chrono::minutes(5)});
     std::vector<summary> results(static_cast<std::size_t>(c.workers));
-    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(c.workers));
-    {
-      std::vector<std::jthread> threads;
-      for (int r = 0; r < c.workers; ++r) {
-        threads.emplace_back([&, r] {
-          try {
-            auto t = world.transport(r);
-            results[static_cast<std::size_t>(r)] = train_rank(t, c, data);
-          } catch (...) {
-            errors[static_cast<std::size_t>(r)] = std::current_exception();
-          }
-        });
-      }
-    }
-    for (auto& e : errors) {
-      if (e) std::rethrow_exception(e);
-    }
+    cli::run_inproc(c.workers, std::chrono::minutes(5),
+                    [&](int r, auto& t) { results[static_cast<std::size_t>(r)] = train_rank(t, c, data); });
     print_summary(c, results[0]);
     return 0;
   }

@@ -25,7 +25,6 @@
 #include <numeric>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <sketchsgd/sketchsgd.hpp>
@@ -35,6 +34,7 @@
 #include "flat_parameters.hpp"
 #include "idx.hpp"
 #include "methods.hpp"
+#include "ranks.hpp"
 #if defined(TORCH_FMNIST_HAVE_MPI)
 #include <mpi.h>
 
@@ -480,25 +480,9 @@ int main(int argc, char** argv) try {
 
   if (c.transport == "inproc") {
     check_run(c, c.workers, c.workers, data.train.size());
-    sketchsgd::inproc_world world(c.workers, {.timeout = std::chrono::minutes(5)});
     std::vector<summary> results(static_cast<std::size_t>(c.workers));
-    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(c.workers));
-    {
-      std::vector<std::jthread> threads;
-      for (int r = 0; r < c.workers; ++r) {
-        threads.emplace_back([&, r] {
-          try {
-            auto t = world.transport(r);
-            results[static_cast<std::size_t>(r)] = train_rank(t, c, data);
-          } catch (...) {
-            errors[static_cast<std::size_t>(r)] = std::current_exception();
-          }
-        });
-      }
-    }
-    for (auto& e : errors) {
-      if (e) std::rethrow_exception(e);
-    }
+    cli::run_inproc(c.workers, std::chrono::minutes(5),
+                    [&](int r, auto& t) { results[static_cast<std::size_t>(r)] = train_rank(t, c, data); });
     print_summary(c, c.workers, results[0]);
     return 0;
   }
