@@ -49,7 +49,12 @@ if [ ${#missing[@]} -eq 0 ]; then
 fi
 
 sudo_cmd=()
-[ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+if [ "$(id -u)" -ne 0 ]; then
+  sudo_cmd=(sudo)
+  # No terminal on standard input (a background install): never prompt for a
+  # password, fail instead (the caller's foreground install asks).
+  [ -t 0 ] || sudo_cmd=(sudo -n)
+fi
 echo "install_deps: installing ${missing[*]}"
 "${sudo_cmd[@]}" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

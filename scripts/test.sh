@@ -44,7 +44,7 @@ say "packages present"
 # The Python stage's packages (PyTorch among them: large) download and unpack
 # while the suite compiles; that stage waits for them (install_deps.sh's lock).
 mkdir -p "$build_dir"
-bash scripts/install_deps.sh python > "$build_dir/install_deps_python.log" 2>&1 &
+bash scripts/install_deps.sh python < /dev/null > "$build_dir/install_deps_python.log" 2>&1 &
 python_deps=$!
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSKETCHSGD_WERROR=ON -DSKETCHSGD_BUILD_LIBTORCH_EXAMPLE=OFF
 say "configured; building"
