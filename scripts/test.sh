@@ -21,12 +21,12 @@ if [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"
 extras=""
 command -v nvcc >/dev/null 2>&1 && extras="$extras, the CUDA host tests (nvcc found)"
 cat <<PLAN
-test: what this does, and roughly how long on 2 idle cores (about 11 minutes in all; 592 s
-      measured in CI with the packages present before the Python stage):
+test: what this does, and roughly how long on 2 idle cores (about 10.5 minutes in all; 626 s
+      measured in CI with the packages present or cached):
   1. install missing Debian packages (none missing: instant; a fresh machine downloads them first;
      the Python stage's, PyTorch among them, in the background during step 2)
   2. configure and build everything with -Werror: the library's tests, the examples, the
-     benchmarks$extras (about 7.5 minutes with nvcc present, less without)
+     benchmarks$extras (about 6.5 minutes with nvcc present, less without)
   3. build the API reference with Doxygen, warnings as errors (seconds)
   4. run every ctest entry (about 2.5 minutes): unit, statistical, transport conformance over
      threads, TCP and MPI processes, fault injection, optimizers, consumer projects, examples, docs
@@ -35,7 +35,7 @@ test: what this does, and roughly how long on 2 idle cores (about 11 minutes in 
 PLAN
 if [ "$reliability" = 1 ]; then
   echo "  6. CI=true or SKETCHSGD_RELIABILITY=1: the suite under ASan+UBSan and TSan, built with clang
-     (about 9 minutes),"
+     (about 6.5 minutes),"
   echo "     then each fuzz target for ${FUZZ_SECONDS:-60} s, two at a time (about $(( (${FUZZ_SECONDS:-60} * 3 + 90) / 60 )) minutes)"
 fi
 
