@@ -46,6 +46,10 @@ void on_tcp(int w, Body body) {
     tcp_options o;
     o.log = [](const std::string&) {};
     if (r == 0) o.on_listen = [&](std::uint16_t p) { port_promise.set_value(p); };
+    // Rank 0 may fail before it listens: the others wait for its port a
+    // bounded time instead of for ever.
+    if (r != 0 && port.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
+      throw timeout_error("on_tcp: rank 0 did not listen within 30 s");
     tcp_transport t({"127.0.0.1", r == 0 ? std::uint16_t{0} : port.get()}, r, w, "optim-test", o);
     body(r, t);
   });
