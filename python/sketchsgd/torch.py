@@ -21,6 +21,7 @@ in place. The result written back into the bucket is the aggregated
 gradient, averaged over the ranks, identical on every rank.
 """
 import collections
+import functools
 import json
 import logging
 import threading
@@ -99,6 +100,10 @@ def _offsets(signature: Tuple) -> Dict[int, Tuple[int, int]]:
     return out
 
 
+def _raise(error: BaseException) -> Generator:
+    raise error
+
+
 def _mix(seed: int, index: int) -> int:
     """A per-bucket sketch seed (64 bits), the same on every rank."""
     return (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9 + 1) & 0xFFFFFFFFFFFFFFFF
@@ -136,8 +141,10 @@ class SketchState:
         mask_momentum: zero the momentum, not only the error, where applied.
         dense_vectors: send gradients of 1-d and 0-d parameters (biases, norms)
             uncompressed, allreduced every step (like PowerSGD's vectors).
-        nonfinite: a NaN or Inf in any rank's bucket: "throw" (every rank
-            raises sketchsgd.NonFiniteError from backward), "skip" (every rank
+        nonfinite: a NaN or Inf in any rank's bucket: "throw" (backward
+            raises on every rank once the step's buckets are done: a
+            RuntimeError carrying sketchsgd.NonFiniteError's message, as
+            torch 1.13's DDP passes a hook's error on), "skip" (every rank
             gets a zero gradient for that bucket, and no state changes) or
             "unchecked" (no check round).
         threads: CPU threads of the aggregator's compute (default:
@@ -194,6 +201,7 @@ class SketchState:
         self._lock = threading.Lock()
         self._queue: collections.deque = collections.deque()
         self._busy = False
+        self._held: List[Tuple[torch.futures.Future, BaseException]] = []  # failed jobs' futures, see _finish
         self._warned: set = set()
         # Every collective's Work and tensors stay referenced here for a full
         # iteration and are dropped by the thread that calls the hook: never
@@ -307,10 +315,20 @@ class SketchState:
             self._refs_iter = self.iter
         signature = self._signature(bucket)  # also in warm-up: numbers the parameters in the model's order
         compressed = self.iter >= self.start_iter
-        if bucket.is_last():
+        last = bucket.is_last()
+        if last:
             self.iter += 1
+        try:
+            job = self._job(buffer, index, signature, compressed)
+        except Exception as e:  # noqa: BLE001 - through the future, like the jobs' own errors (see _finish)
+            job = functools.partial(_raise, e)
+        return self._submit(job, last)
+
+    def _job(self, buffer: torch.Tensor, index: int, signature: Tuple,
+             compressed: bool) -> Callable[[], Generator]:
+        """What to do with this bucket this iteration (building its plan the first time)."""
         if not compressed:
-            return self._submit(lambda: self._allreduce_job(buffer, index, self._warmup))
+            return lambda: self._allreduce_job(buffer, index, self._warmup)
         plan = self._plans.get(index)
         if plan is None:
             if buffer.dtype != torch.float32 or buffer.device.type != "cpu":
@@ -324,13 +342,13 @@ class SketchState:
         if plan.signature != signature:
             parts = self._covering(signature)
             if parts:  # DDP's first layout after a resume: each saved bucket's part, through its own state
-                return self._submit(lambda: self._split_job(buffer, signature, parts))
+                return lambda: self._split_job(buffer, signature, parts)
             self._warn(("layout", index), f"sketch_hook: bucket {index}'s layout differs from the one its state "
                                           "was built for (DDP rebuilt its buckets?); plain allreduce this step")
-            return self._submit(lambda: self._allreduce_job(buffer, index, self._warmup))
+            return lambda: self._allreduce_job(buffer, index, self._warmup)
         if plan.aggregator is None:
-            return self._submit(lambda: self._allreduce_job(buffer, index, self._compressed, dense_equivalent=True))
-        return self._submit(lambda: self._compressed_job(buffer, plan))
+            return lambda: self._allreduce_job(buffer, index, self._compressed, dense_equivalent=True)
+        return lambda: self._compressed_job(buffer, plan)
 
     def _signature(self, bucket: dist.GradBucket) -> Tuple[Tuple[int, int, int], ...]:
         """The bucket's layout: (position, numel, dim) of each gradient, in
@@ -369,7 +387,7 @@ class SketchState:
     def _warn(self, key, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def _allreduce_job(self, buffer: torch.Tensor, index: int, counters: _Counters,
                        dense_equivalent: bool = False) -> Generator:
@@ -426,10 +444,10 @@ class SketchState:
     # -- carrying the jobs: one bucket at a time, in DDP's order, so every rank
     # -- issues the same collectives in the same order
 
-    def _submit(self, job: Callable[[], Generator]) -> torch.futures.Future:
+    def _submit(self, job: Callable[[], Generator], last: bool) -> torch.futures.Future:
         result: torch.futures.Future = torch.futures.Future()
         with self._lock:
-            self._queue.append((job, result))
+            self._queue.append((job, result, last))
             start = not self._busy
             self._busy = True
         if start:
@@ -441,39 +459,60 @@ class SketchState:
             if not self._queue:
                 self._busy = False
                 return
-            job, result = self._queue.popleft()
+            job, result, last = self._queue.popleft()
         try:
             steps = job()
         except BaseException as e:  # noqa: BLE001 - handed to DDP through the future
-            self._settle(lambda: result.set_exception(e))
+            self._finish(result, last, error=e)
             return
-        self._advance(steps, result, None)
+        self._advance(steps, result, last, None)
 
-    def _settle(self, settle: Callable[[], None]) -> None:
+    def _finish(self, result: torch.futures.Future, last: bool, value: Any = None,
+                error: Optional[BaseException] = None) -> None:
         """Completes a job's future, idle first: DDP may finish backward (and
-        the caller take a state_dict) as soon as the last future is set."""
+        the caller take a state_dict) as soon as the last future is set.
+
+        A failed job's future is held until the iteration's last bucket is
+        done: backward then raises only after every bucket's collectives have
+        run, so every rank stands at the same point, and no job of the step
+        still runs on a gloo thread while the caller handles the error (one
+        that launched a collective on a group the caller had just destroyed
+        aborted the process)."""
+        if error is not None:
+            error.__traceback__ = None  # the frames would keep this step's buffers (and a cycle) alive
         with self._lock:
+            if error is not None and not last:
+                self._held.append((result, error))
+                settle: List[Tuple[torch.futures.Future, Any, Optional[BaseException]]] = []
+            else:
+                settle = [(f, None, e) for f, e in self._held] + [(result, value, error)]
+                self._held = []
             idle = not self._queue
             if idle:
                 self._busy = False
-        settle()
+        for future, v, e in settle:
+            if e is None:
+                future.set_result(v)
+            else:
+                future.set_exception(e)
         if not idle:
             self._start_next()
 
-    def _advance(self, steps: Generator, result: torch.futures.Future, done: Optional[torch.futures.Future]) -> None:
+    def _advance(self, steps: Generator, result: torch.futures.Future, last: bool,
+                 done: Optional[torch.futures.Future]) -> None:
         try:
             if done is not None:
                 done.wait()  # raises if the collective failed
             op = steps.send(None)
             fut = self._launch(op)
         except StopIteration as stop:
-            self._settle(lambda: result.set_result(stop.value))
+            self._finish(result, last, value=stop.value)
             return
         except BaseException as e:  # noqa: BLE001 - handed to DDP through the future
             steps.close()
-            self._settle(lambda: result.set_exception(e))
+            self._finish(result, last, error=e)
             return
-        fut.then(lambda f: self._advance(steps, result, f))
+        fut.then(lambda f: self._advance(steps, result, last, f))
 
     def _launch(self, op: tuple) -> torch.futures.Future:
         world, rank = self.world_size, self.rank
