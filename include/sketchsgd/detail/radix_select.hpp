@@ -61,6 +61,27 @@ inline constexpr std::size_t radix_buckets = std::size_t{1} << radix_digit_bits;
 /// Counts of the top digit of keys; one per worker, summed by the caller.
 using radix_histogram = std::vector<std::size_t>;
 
+/// `workers` zeroed histograms, kept by the calling thread from one selection
+/// to the next (workers x 512 KiB for the thread's life): fresh ones cost more
+/// in page faults than counting does for inputs of a few 100k keys. Each
+/// worker zeroes its own (`zero_histogram`), in parallel.
+inline std::vector<radix_histogram>& thread_histograms(unsigned workers) {
+  thread_local std::vector<radix_histogram> parts;
+  if (parts.size() < workers) parts.resize(workers);
+  return parts;
+}
+inline std::size_t* zero_histogram(radix_histogram& h) {
+  h.assign(radix_buckets, 0);  // in place after the first time
+  return h.data();
+}
+
+/// Sums histograms 1..workers-1 into histogram 0.
+inline void sum_histograms(std::vector<radix_histogram>& parts, unsigned workers) {
+  for (unsigned w = 1; w < workers; ++w) {
+    for (std::size_t b = 0; b < radix_buckets; ++b) parts[0][b] += parts[w][b];
+  }
+}
+
 /// Adds to `hist` the top digit of every valid key `key_at(i)`, i in
 /// `[begin, end)`.
 template <class Key, class KeyAt>
@@ -77,7 +98,8 @@ void count_top_digits(std::size_t begin, std::size_t end, KeyAt key_at, Key max_
 /// order (key descending, index ascending); all valid keys when there are at
 /// most k. `key_at(i)` gives the key of element i of n, valid when at most
 /// `max_valid`. `top_histogram`, when given, holds the counts of the top
-/// digit of all valid keys (a pass the caller fused with producing them).
+/// digit of all valid keys (a pass the caller fused with producing them); it
+/// may be `thread_histograms(workers)[0]`, which the deeper levels reuse.
 template <class Key, class KeyAt>
 std::vector<std::size_t> select_top_k(std::size_t n, std::size_t k, Key max_valid, KeyAt key_at, unsigned workers,
                                       const radix_histogram* top_histogram = nullptr) {
@@ -108,30 +130,24 @@ std::vector<std::size_t> select_top_k(std::size_t n, std::size_t k, Key max_vali
   }
 
   // Per-worker histograms of one digit level, summed into `hist`.
-  radix_histogram hist;
+  const std::size_t* hist = top_histogram != nullptr ? top_histogram->data() : nullptr;
   auto count_level = [&](Key prefix, Key mask, unsigned shift) {
-    std::vector<radix_histogram> parts(workers, radix_histogram(radix_buckets, 0));
+    auto& parts = thread_histograms(workers);
     fork_join(workers, [&](unsigned w, unsigned nw) {
       const index_range r = split_range(n, w, nw);
-      std::size_t* h = parts[w].data();
+      std::size_t* h = zero_histogram(parts[w]);
       for (std::size_t i = r.begin; i < r.end; ++i) {
         const Key key = key_at(i);
         if (key <= max_valid && (key & mask) == prefix) ++h[(key >> shift) & (radix_buckets - 1)];
       }
     });
-    hist = std::move(parts[0]);
-    for (std::size_t w = 1; w < parts.size(); ++w) {
-      for (std::size_t b = 0; b < radix_buckets; ++b) hist[b] += parts[w][b];
-    }
+    sum_histograms(parts, workers);
+    hist = parts[0].data();
   };
 
-  if (top_histogram != nullptr) {
-    hist = *top_histogram;
-  } else {
-    count_level(Key{0}, Key{0}, key_bits - radix_digit_bits);
-  }
+  if (hist == nullptr) count_level(Key{0}, Key{0}, key_bits - radix_digit_bits);
   std::size_t valid = 0;
-  for (const std::size_t c : hist) valid += c;
+  for (std::size_t b = 0; b < radix_buckets; ++b) valid += hist[b];
   const bool take_all = valid <= k;
 
   Key prefix = 0;        // the boundary's fixed top bits

@@ -82,18 +82,17 @@ template <sketch_value Value, hash_family HashFamily>
   // Estimate in cache-sized chunks and count each chunk's top digits while it
   // is still in cache: the selection's first pass costs no memory traffic.
   constexpr std::size_t chunk = std::size_t{1} << 16U;
-  std::vector<detail::radix_histogram> parts(workers, detail::radix_histogram(detail::radix_buckets, 0));
+  auto& parts = detail::thread_histograms(workers);
   detail::fork_join(workers, [&](unsigned w, unsigned nw) {
     const detail::index_range r = detail::split_range(n, w, nw);
+    std::size_t* h = detail::zero_histogram(parts[w]);
     for (std::size_t begin = r.begin; begin < r.end; begin += chunk) {
       const std::size_t len = std::min(chunk, r.end - begin);
       sketch.estimate_all(scratch.subspan(begin, len), begin);
-      detail::count_top_digits(begin, begin + len, key_at, traits::max_valid, parts[w].data());
+      detail::count_top_digits(begin, begin + len, key_at, traits::max_valid, h);
     }
   });
-  for (unsigned w = 1; w < workers; ++w) {
-    for (std::size_t b = 0; b < detail::radix_buckets; ++b) parts[0][b] += parts[w][b];
-  }
+  detail::sum_histograms(parts, workers);
   return detail::gather_update(std::span<const Value>(scratch),
                                detail::select_top_k(n, k, traits::max_valid, key_at, workers, parts.data()));
 }
