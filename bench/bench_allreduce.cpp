@@ -153,6 +153,7 @@ void run_rank(Transport& t, const settings& s, const std::string& transport_name
 }  // namespace
 
 int main(int argc, char** argv) try {
+  cli::note_quick_build("bench_allreduce");
   const settings s = parse(argc, argv);
   if (s.transport == "inproc") {
     check_run(s, "inproc", s.ranks, s.ranks);

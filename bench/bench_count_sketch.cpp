@@ -251,4 +251,10 @@ void operator delete[](void* p, std::size_t /*size*/, std::align_val_t a) noexce
   counted_free(p, std::max(default_align, static_cast<std::size_t>(a)));
 }
 
+#ifdef SKETCHSGD_QUICK_BUILD
+// scripts/test.sh's build (-O1): the report's context says so.
+[[maybe_unused]] static const bool quick_build_noted =
+    (benchmark::AddCustomContext("sketchsgd_build", "SKETCHSGD_QUICK_BUILD (-O1): time a Release build"), true);
+#endif
+
 BENCHMARK_MAIN();

@@ -234,6 +234,7 @@ void run(Transport& t, const settings& s) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  cli::note_quick_build("bench_step_time");
   const settings s = parse(argc, argv);
 #if defined(SKETCHSGD_BENCH_HAVE_TCP)
   if (s.transport == "tcp") {

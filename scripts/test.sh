@@ -46,7 +46,8 @@ say "packages present"
 mkdir -p "$build_dir"
 bash scripts/install_deps.sh python < /dev/null > "$build_dir/install_deps_python.log" 2>&1 &
 python_deps=$!
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSKETCHSGD_WERROR=ON -DSKETCHSGD_BUILD_LIBTORCH_EXAMPLE=OFF
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSKETCHSGD_QUICK_BUILD=ON -DSKETCHSGD_WERROR=ON \
+  -DSKETCHSGD_BUILD_LIBTORCH_EXAMPLE=OFF
 say "configured; building"
 cmake --build "$build_dir" -j "$jobs"
 say "built"

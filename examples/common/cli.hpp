@@ -295,4 +295,13 @@ inline void check_writable(std::string_view option, const std::string& path) {
   }
 }
 
+/// Timing programs call this first: built with SKETCHSGD_QUICK_BUILD
+/// (scripts/test.sh's build, -O1) they say that their times are not for comparison.
+inline void note_quick_build([[maybe_unused]] std::string_view program) {
+#ifdef SKETCHSGD_QUICK_BUILD
+  std::fprintf(stderr, "%.*s: built with SKETCHSGD_QUICK_BUILD (-O1, scripts/test.sh's build): time a Release build\n",
+               static_cast<int>(program.size()), program.data());
+#endif
+}
+
 }  // namespace cli
