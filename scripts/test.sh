@@ -3,9 +3,10 @@
 # The test command: installs what it needs, builds everything with warnings as
 # errors, and runs every test (unit, statistical, consumer projects, docs).
 #   bash scripts/test.sh [build-dir]
-# The LibTorch example is not built here: its suite is scripts/libtorch_smoke.sh
-# (run by CI), which builds it as a standalone consumer (docs/performance.md,
-# "Build and test time").
+# Suites of their own, which CI runs: the LibTorch example
+# (scripts/libtorch_smoke.sh, built as a standalone consumer) and, where no
+# GPU is visible, the CUDA tests (scripts/cuda_test.sh); docs/performance.md,
+# "Build and test time".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${1:-build-test}"
@@ -15,20 +16,29 @@ say() { echo "test: $* [$(($(date +%s) - t0)) s]"; }
 
 reliability=0
 if [ "${CI:-}" = true ] || [ "${SKETCHSGD_RELIABILITY:-0}" = 1 ]; then reliability=1; fi
-# CUDA 13 lives outside PATH on these machines; with nvcc found the CUDA tests
-# build and report as skipped when no GPU is visible.
+# CUDA 13 lives outside PATH on these machines. Where a GPU is visible the
+# CUDA tests build and run here; without one, where the GPU tests could only
+# compile and skip, the CUDA targets (a quarter of the build) are
+# scripts/cuda_test.sh's suite, which CI runs.
 if [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"; fi
-extras=""
-command -v nvcc >/dev/null 2>&1 && extras="$extras, the CUDA host tests (nvcc found)"
+cuda=OFF
+if command -v nvcc >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q "^GPU "; then cuda=ON; fi
+if [ "$cuda" = ON ]; then
+  extras=", and the CUDA tests (a GPU is visible; add several minutes)"
+elif command -v nvcc >/dev/null 2>&1; then
+  extras=" (no GPU visible: the CUDA tests are scripts/cuda_test.sh's, which CI runs)"
+else
+  extras=""
+fi
 cat <<PLAN
-test: what this does, and roughly how long on 2 idle cores (about 10.5 minutes in all; 626 s
-      measured in CI with the packages present or cached):
+test: what this does, and roughly how long on 2 idle cores (about 8 minutes in all, packages
+      present or cached):
   1. install missing Debian packages (none missing: instant; a fresh machine downloads them first;
      the Python stage's, PyTorch among them, in the background during step 2)
-  2. configure and build everything with -Werror: the library's tests, the examples, the
-     benchmarks$extras (about 6.5 minutes with nvcc present, less without)
+  2. configure and build everything with -Werror, at -O1 (SKETCHSGD_QUICK_BUILD): the library's
+     tests, the examples, the benchmarks$extras (about 4.5 minutes)
   3. build the API reference with Doxygen, warnings as errors (seconds)
-  4. run every ctest entry (about 2.5 minutes): unit, statistical, transport conformance over
+  4. run every ctest entry (about 2 minutes): unit, statistical, transport conformance over
      threads, TCP and MPI processes, fault injection, optimizers, consumer projects, examples, docs
   5. the Python package (python/): install PyTorch and pybind11 from Debian if missing, pip-install
      the package into the build folder and run its pytest suite, DDP over gloo included (about 1 minute)
@@ -47,7 +57,7 @@ mkdir -p "$build_dir"
 bash scripts/install_deps.sh python < /dev/null > "$build_dir/install_deps_python.log" 2>&1 &
 python_deps=$!
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DSKETCHSGD_QUICK_BUILD=ON -DSKETCHSGD_WERROR=ON \
-  -DSKETCHSGD_BUILD_LIBTORCH_EXAMPLE=OFF
+  -DSKETCHSGD_ENABLE_CUDA="$cuda" -DSKETCHSGD_BUILD_LIBTORCH_EXAMPLE=OFF
 say "configured; building"
 cmake --build "$build_dir" -j "$jobs"
 say "built"
