@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 # Configures, builds and runs one consumer project in a scratch directory.
 # Inputs: MODE, PROJECT_DIR, WORK_DIR, SKETCHSGD_SOURCE_DIR, SKETCHSGD_BINARY_DIR,
-# CMAKE_CXX_COMPILER, GENERATOR, and for MODE=find_package INSTALL_FROM (a
-# configured build tree).
+# CMAKE_CXX_COMPILER, GENERATOR, for MODE=find_package INSTALL_FROM (a
+# configured build tree), and CONSUMER_CUDA_OFF (configure the consumer's
+# sketchsgd with SKETCHSGD_ENABLE_CUDA=OFF).
 
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
@@ -80,6 +81,9 @@ endif()
 
 if(MODE STREQUAL "add_subdirectory")
   list(APPEND extra_args "-DSKETCHSGD_SOURCE_DIR=${SKETCHSGD_SOURCE_DIR}")
+endif()
+if(CONSUMER_CUDA_OFF AND NOT MODE STREQUAL "find_package")
+  list(APPEND extra_args -DSKETCHSGD_ENABLE_CUDA=OFF)
 endif()
 run(${CMAKE_COMMAND} -S "${PROJECT_DIR}" -B "${WORK_DIR}/build" -G "${GENERATOR}"
     "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}" -DCMAKE_BUILD_TYPE=Release ${extra_args})
