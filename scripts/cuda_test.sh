@@ -5,7 +5,7 @@
 # entries: the host tests pass anywhere, the GPU tests skip (exit code 77)
 # without a visible GPU. scripts/test.sh builds and runs these itself where a
 # GPU is visible; elsewhere they could only compile and skip, a quarter of its
-# build, so they are this suite there, which CI runs (about 2 minutes).
+# build, so they are this suite there, which CI runs (about 3 minutes).
 #   bash scripts/cuda_test.sh [build-dir]
 set -euo pipefail
 cd "$(dirname "$0")/.."
