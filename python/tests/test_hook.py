@@ -209,6 +209,28 @@ def test_nonfinite_throw_raises_on_every_rank():
         assert o["raised"] is not None and "non-finite" in o["raised"], o
 
 
+def _float64(rank, world):
+    ddp, state = ddp_with_hook(mlp().double(), method="sketched", compression=10.0, start_iter=2)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    for it in range(3):  # two warm-up steps in float64, then the first compressed one
+        x, y = batch(rank, it)
+        opt.zero_grad()
+        try:
+            nn.functional.cross_entropy(ddp(x.double()), y).backward()
+        except Exception as e:  # noqa: BLE001 - what backward raised, for the test
+            state.state_dict()  # every bucket's job done, as for a non-finite step
+            return {"raised": f"{type(e).__name__}: {e}", "iteration": it}
+        opt.step()
+    return {"raised": None}
+
+
+def test_a_bucket_it_cannot_compress_fails_backward_on_every_rank():
+    # A planning error (here a float64 bucket) goes through the bucket's
+    # future like the jobs' own errors: backward raises, nothing hangs.
+    for o in run_world(_float64, 2):
+        assert o["raised"] is not None and "float32" in o["raised"] and o["iteration"] == 2, o
+
+
 # -- configuration agreement -----------------------------------------------------------------------------------
 
 def _mismatched(rank, world):
