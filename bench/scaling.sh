@@ -8,16 +8,20 @@
 #    bandwidth, which the validation rig's ranks do too)   -> compute.csv
 # 2. latency of the rig: a 1 KB allreduce (recursive doubling) on W ranks in
 #    per-rank namespaces (bench/netns_cluster.sh)          -> latency.csv
-# 3. validation: every method at d = 2M on W = 2, 4, 8 TCP ranks, each in its
-#    own namespace with its own tbf-shaped link (100 Mbit/s and 1 Gbit/s),
-#    next to bench/step_model.py's prediction for the same (W processes
-#    sharing this machine's cores)                        -> validation.csv
-# 4. prediction: W = 4 .. 1024, d = 25M, 100M, 1B, 1/10/25/100 Gbit/s links,
+# 3. the rig without its network: every method at d = 2M on W = 2, 4, 8
+#    in-process ranks, one thread each (W ranks sharing this machine's
+#    cores)                                               -> rig_compute.csv
+# 4. validation: the same on W TCP ranks, each in its own namespace with its
+#    own tbf-shaped link (100 Mbit/s and 1 Gbit/s), next to the model of the
+#    rig (3. with the modelled network; bench/scaling_table.py validate);
+#    3. and 4. in REPEATS passes, medians               -> validation.csv
+# 5. prediction: W = 4 .. 1024, d = 25M, 100M, 1B, 1/10/25/100 Gbit/s links,
 #    one core per rank                                     -> prediction.csv
-# and prints the tables (bench/scaling_table.py). About 10 minutes on 2 cores.
-# Steps 2 and 3 need root (namespaces, tc); without it they are skipped.
+# and prints the tables (bench/scaling_table.py). 7-15 minutes on 2 cores.
+# Steps 2 to 4 need root (namespaces, tc); without it they are skipped.
 # Environment: RATES ("100mbit 1gbit"), WORLDS ("2 4 8"), VALIDATION_D (2000000),
-# STEPS (3), LATENCY_US (25: alpha of the prediction's links).
+# STEPS (3: steps of 1.; medians), VALIDATION_STEPS (10: of 3. and 4., whose
+# millisecond steps vary more), REPEATS (3), LATENCY_US (25: the prediction's alpha).
 set -euo pipefail
 build="${1:?usage: $0 BUILD_DIR [OUT_DIR]}"
 out="${2:-$build/scaling}"
@@ -27,6 +31,8 @@ rates="${RATES:-100mbit 1gbit}"
 worlds="${WORLDS:-2 4 8}"
 vd="${VALIDATION_D:-2000000}"
 steps="${STEPS:-3}"
+vsteps="${VALIDATION_STEPS:-10}"
+repeats="${REPEATS:-3}"
 latency_us="${LATENCY_US:-25}"
 methods="dense true-topk local-topk gtopk sketched fetchsgd global-sketch"
 # A method's bench_step_time options; global-sketch-rd sums gs-SGD's table by recursive doubling, as its paper does.
@@ -55,23 +61,38 @@ if [ "$(id -u)" -eq 0 ] && ip netns add "sketchsgd-probe-$$" 2>/dev/null; then
       --steps 20 --label latency | tail -1 >> "$out/latency.csv"
   done
   cat "$out/latency.csv"
+  echo "$header" > "$out/rig_compute.csv"
   echo "== validation: d = $vd over TCP, a namespace and a shaped link per rank"
   echo "$header" > "$out/measured.csv"
-  for rate in $rates; do
+  # Whole passes repeated (the tables take medians): a slow spell of the
+  # shared host then spoils one run of a configuration, not all of them.
+  for pass in $(seq "$repeats"); do
+    echo "-- pass $pass of $repeats"
     for w in $worlds; do
       for m in $methods global-sketch-rd; do
         # shellcheck disable=SC2046
-        bash "$here/netns_cluster.sh" -n "$w" --rate "$rate" -- "$bench" --transport tcp $(how "$m") --d "$vd" \
-          --steps "$steps" --label "$rate" | tail -1 | sed "s/,global-sketch,/,$m,/" | tee -a "$out/measured.csv"
+        "$bench" --transport inproc --workers "$w" --threads 1 $(how "$m") --d "$vd" --steps "$vsteps" --label "$m" \
+          >> "$out/rig_compute.csv"
+      done
+    done
+    for rate in $rates; do
+      for w in $worlds; do
+        for m in $methods global-sketch-rd; do
+          # shellcheck disable=SC2046
+          bash "$here/netns_cluster.sh" -n "$w" --rate "$rate" -- "$bench" --transport tcp $(how "$m") --d "$vd" \
+            --steps "$vsteps" --label "$rate" | tail -1 | sed "s/,global-sketch,/,$m,/" | tee -a "$out/measured.csv"
+        done
       done
     done
   done
+  cat "$out/rig_compute.csv"
   python3 "$here/scaling_table.py" validate "$out" --cores "$(nproc)"
 else
   echo "scaling.sh: no root or no network namespaces here: validation skipped" >&2
 fi
 
 echo "== prediction: alpha = $latency_us us, one core per rank"
+# shellcheck disable=SC2054  # commas separate step_model.py's values, not the array's
 model=("$here/step_model.py" --compute "$out/compute.csv" --d 25e6,100e6,1e9 --workers 4,8,16,32,64,128,256,512,1024
        --gbits 1,10,25,100 --latency-us "$latency_us")
 python3 "${model[@]}" > "$out/prediction.csv"

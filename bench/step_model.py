@@ -24,6 +24,9 @@ The collectives, as the library runs them (include/sketchsgd/collective):
 A round costs alpha + bytes / bandwidth: ranks send and receive at once.
 The bandwidth is the link's times 1448 / 1514, TCP's payload in a full
 Ethernet frame of MTU 1500 (timestamps on), which is what tc tbf meters.
+`burst` (the validation rig only) is tbf's bucket: it fills while a link
+idles through a compute phase, so the first message of each collective
+passes up to that many bytes at once; a real link has no bucket.
 """
 from __future__ import annotations
 
@@ -102,25 +105,39 @@ def tree(m: float, w: int, alpha: float, bw: float) -> float:
     return math.ceil(math.log2(w)) * (alpha + m / bw)
 
 
-def communication(method: str, s: Shape, w: int, alpha: float, bw: float) -> tuple[float, float]:
-    """(seconds, bytes sent by a rank) of one step's collectives."""
-    parts: list[tuple[float, float]] = []
+def first_message(method: str, n: float, w: int) -> float:
+    """Bytes of the first message a rank sends in a collective of n bytes
+    (allreduce) or n bytes a rank (allgatherv's data, a tree's message)."""
+    if method == "allreduce" and n > SMALL_BYTES:
+        return n / w  # the ring's first block
+    return n
+
+
+def communication(method: str, s: Shape, w: int, alpha: float, bw: float, burst: float = 0.0) -> tuple[float, float]:
+    """(seconds, bytes sent by a rank) of one step's collectives; `burst`:
+    payload bytes a link's tbf bucket lets through at once (the rig only)."""
+    parts: list[tuple[float, float, float]] = []  # (seconds, bytes sent, first message)
     if method in ("dense", "true-topk"):
-        parts.append(allreduce(4 * s.d, w, alpha, bw))
+        parts.append((*allreduce(4 * s.d, w, alpha, bw), first_message("allreduce", 4 * s.d, w)))
     elif method == "local-topk":
-        parts.append(allgatherv(ENTRY * s.k, w, alpha, bw))
+        parts.append((*allgatherv(ENTRY * s.k, w, alpha, bw), ENTRY * s.k))
     elif method == "gtopk":
         # Tree of k pairs towards rank 0 (each rank sends once; the critical
         # path has ceil(log2 W) rounds), then rank 0 broadcasts the k pairs.
         # Bytes: W - 1 messages each way in all, as a mean per rank.
-        parts.append((2 * tree(ENTRY * s.k, w, alpha, bw), 2 * (w - 1) / w * ENTRY * s.k))
+        tree_s = tree(ENTRY * s.k, w, alpha, bw)
+        parts += [(tree_s, (w - 1) / w * ENTRY * s.k, ENTRY * s.k)] * 2
     elif method == "global-sketch-rd":
-        parts.append(recursive_doubling(4 * s.rows * s.cols, w, alpha, bw))
+        parts.append((*recursive_doubling(4 * s.rows * s.cols, w, alpha, bw), 4 * s.rows * s.cols))
     else:
-        parts.append(allreduce(4 * s.rows * s.cols, w, alpha, bw))
+        n = 4 * s.rows * s.cols
+        parts.append((*allreduce(n, w, alpha, bw), first_message("allreduce", n, w)))
         if method == "sketched" and s.P > 0:
-            parts.append(allreduce(4 * s.P * s.k, w, alpha, bw))
-    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+            n = 4 * s.P * s.k
+            parts.append((*allreduce(n, w, alpha, bw), first_message("allreduce", n, w)))
+    if w <= 1:
+        return 0.0, 0.0
+    return sum(t - min(burst, first) / bw for t, _, first in parts), sum(p[1] for p in parts)
 
 
 # ---- compute ------------------------------------------------------------------------
