@@ -16,7 +16,7 @@
 #    rig (3. with the modelled network; bench/scaling_table.py validate);
 #    3. and 4. in REPEATS passes, medians               -> validation.csv
 # 5. prediction: W = 4 .. 1024, d = 25M, 100M, 1B, 1/10/25/100 Gbit/s links,
-#    one core per rank                                     -> prediction.csv
+#    one core per rank (bench/step_model.py's defaults)    -> prediction.csv
 # and prints the tables (bench/scaling_table.py). 7-15 minutes on 2 cores.
 # Steps 2 to 4 need root (namespaces, tc); without it they are skipped.
 # Environment: RATES ("100mbit 1gbit"), WORLDS ("2 4 8"), VALIDATION_D (2000000),
@@ -92,19 +92,15 @@ else
 fi
 
 echo "== prediction: alpha = $latency_us us, one core per rank"
-# shellcheck disable=SC2054  # commas separate step_model.py's values, not the array's
-model=("$here/step_model.py" --compute "$out/compute.csv" --d 25e6,100e6,1e9 --workers 4,8,16,32,64,128,256,512,1024
-       --gbits 1,10,25,100 --latency-us "$latency_us")
-python3 "${model[@]}" > "$out/prediction.csv"
+python3 "$here/step_model.py" --compute "$out/compute.csv" --latency-us "$latency_us" > "$out/prediction.csv"
 python3 "$here/scaling_table.py" predict "$out"
-# GPU compute is not measured (no GPU here): the CPU's compute scaled by this
-# core's streaming read against the H100 SXM's published 3.35 TB/s of HBM3
-# bandwidth (NVIDIA H100 datasheet): an optimistic model, marked as such.
+# GPU compute is not measured (no GPU here): step_model.py --gpu-model scales
+# the CPU's compute by this core's streaming read over an H100's published
+# memory bandwidth: an optimistic model, marked as such.
 "$(dirname "$bench")/bench_count_sketch" --benchmark_filter='^stream_read/1/' --benchmark_format=json \
   > "$out/stream_read.json" 2>/dev/null
-scale=$(python3 -c "import json,sys; b=json.load(open(sys.argv[1]))['benchmarks'][0]; print(b['bytes_per_second'] / 3.35e12)" \
-  "$out/stream_read.json")
-echo "== prediction with GPU compute modelled: CPU compute x $scale"
+echo "== prediction with GPU compute modelled"
 mkdir -p "$out/gpu-model"
-python3 "${model[@]}" --compute-scale "$scale" > "$out/gpu-model/prediction.csv"
+python3 "$here/step_model.py" --compute "$out/compute.csv" --latency-us "$latency_us" \
+  --gpu-model "$out/stream_read.json" > "$out/gpu-model/prediction.csv"
 python3 "$here/scaling_table.py" predict "$out/gpu-model"

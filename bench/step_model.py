@@ -4,16 +4,20 @@
 machine, communication from the collectives sketchsgd runs, under an
 alpha-beta model with a full-duplex link of its own per rank.
 
-    bench/step_model.py --compute compute.csv --d 25e6 --workers 4,64,1024 \\
-        --gbits 1,10 [--latency-us 10] [--k K] [--rows R] [--cols C] [--P P]
+    bench/step_model.py --compute compute.csv [--d 25e6,100e6,1e9] [--workers 4,8,...,1024]
+        [--gbits 1,10,25,100] [--latency-us 25] [--k K] [--rows R] [--cols C] [--P P]
+        [--gpu-model stream_read.json]
 
 compute.csv is what `bench/scaling.sh` measures with `bench_step_time
 --transport inproc` (one rank, then two, one thread each); its compute per
 coordinate is taken as linear in d, and the merges that grow with W (local
 top-k's W k entries, gTop-k's tree rounds) from the two-rank runs. Prints a
 table: method, W, d, Gbit/s, compute s, communication s, step s, bytes per
-rank. `--cores N` models N cores shared by all W ranks (the validation rig
-of bench/netns_cluster.sh, where W processes time-share this machine).
+rank. The defaults are the prediction of docs/performance.md's "Scaling".
+`--gpu-model` scales compute by this core's streaming read (bench_count_sketch
+stream_read/1, JSON) over an H100's published memory bandwidth: GPU compute
+modelled, not measured. `--cores N` models N cores shared by all W ranks (the
+earlier model of bench/netns_cluster.sh's rig, kept for comparison).
 
 The collectives, as the library runs them (include/sketchsgd/collective):
   allreduce of n bytes: recursive doubling up to 8 KiB (log2 W rounds of n),
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -39,6 +44,7 @@ from dataclasses import dataclass, field
 SMALL_BYTES = 8 << 10  # allreduce_options::small_bytes
 ENTRY = 8  # a (4-byte index, 4-byte value) pair on the wire
 WIRE_EFFICIENCY = 1448 / 1514  # TCP payload per Ethernet frame at MTU 1500
+H100_HBM_BYTES_PER_S = 3.35e12  # H100 SXM, HBM3 (NVIDIA H100 datasheet)
 METHODS = ["dense", "true-topk", "local-topk", "gtopk", "sketched", "fetchsgd", "global-sketch", "global-sketch-rd"]
 # global-sketch-rd: gs-SGD with its table summed by recursive doubling, as its
 # paper does (bench_step_time --method global-sketch --sketch-allreduce rd).
@@ -105,20 +111,20 @@ def tree(m: float, w: int, alpha: float, bw: float) -> float:
     return math.ceil(math.log2(w)) * (alpha + m / bw)
 
 
-def first_message(method: str, n: float, w: int) -> float:
-    """Bytes of the first message a rank sends in a collective of n bytes
-    (allreduce) or n bytes a rank (allgatherv's data, a tree's message)."""
-    if method == "allreduce" and n > SMALL_BYTES:
-        return n / w  # the ring's first block
-    return n
+def allreduce_first_message(n: float, w: int) -> float:
+    """Bytes of the first message a rank sends in the allreduce of n bytes:
+    the ring's first block, or all of n by recursive doubling."""
+    return n / w if n > SMALL_BYTES else n
 
 
 def communication(method: str, s: Shape, w: int, alpha: float, bw: float, burst: float = 0.0) -> tuple[float, float]:
     """(seconds, bytes sent by a rank) of one step's collectives; `burst`:
     payload bytes a link's tbf bucket lets through at once (the rig only)."""
+    if w <= 1:
+        return 0.0, 0.0
     parts: list[tuple[float, float, float]] = []  # (seconds, bytes sent, first message)
     if method in ("dense", "true-topk"):
-        parts.append((*allreduce(4 * s.d, w, alpha, bw), first_message("allreduce", 4 * s.d, w)))
+        parts.append((*allreduce(4 * s.d, w, alpha, bw), allreduce_first_message(4 * s.d, w)))
     elif method == "local-topk":
         parts.append((*allgatherv(ENTRY * s.k, w, alpha, bw), ENTRY * s.k))
     elif method == "gtopk":
@@ -131,12 +137,10 @@ def communication(method: str, s: Shape, w: int, alpha: float, bw: float, burst:
         parts.append((*recursive_doubling(4 * s.rows * s.cols, w, alpha, bw), 4 * s.rows * s.cols))
     else:
         n = 4 * s.rows * s.cols
-        parts.append((*allreduce(n, w, alpha, bw), first_message("allreduce", n, w)))
+        parts.append((*allreduce(n, w, alpha, bw), allreduce_first_message(n, w)))
         if method == "sketched" and s.P > 0:
             n = 4 * s.P * s.k
-            parts.append((*allreduce(n, w, alpha, bw), first_message("allreduce", n, w)))
-    if w <= 1:
-        return 0.0, 0.0
+            parts.append((*allreduce(n, w, alpha, bw), allreduce_first_message(n, w)))
     return sum(t - min(burst, first) / bw for t, _, first in parts), sum(p[1] for p in parts)
 
 
@@ -227,19 +231,26 @@ def predict(method: str, fit: ComputeFit, s: Shape, w: int, gbits: float, alpha:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compute", required=True, help="CSV of bench_step_time --transport inproc runs")
-    ap.add_argument("--d", default="25e6", help="comma-separated dimensions")
-    ap.add_argument("--workers", default="4,16,64,256,1024")
+    ap.add_argument("--d", default="25e6,100e6,1e9", help="comma-separated dimensions")
+    ap.add_argument("--workers", default="4,8,16,32,64,128,256,512,1024")
     ap.add_argument("--gbits", default="1,10,25,100", help="per-link bandwidth, Gbit/s, comma-separated")
-    ap.add_argument("--latency-us", type=float, default=10.0, help="alpha: per message, microseconds")
+    ap.add_argument("--latency-us", type=float, default=25.0, help="alpha: per message, microseconds")
     ap.add_argument("--k", type=float, default=0, help="selected coordinates (default d / 1000)")
     ap.add_argument("--rows", type=int, default=1)
     ap.add_argument("--cols", type=float, default=0, help="sketch columns (default 19 k)")
     ap.add_argument("--P", type=int, default=4, help="Sketched-SGD's candidates factor")
     ap.add_argument("--cores", type=int, default=0, help="cores shared by all ranks (0: one per rank)")
     ap.add_argument("--compute-scale", type=float, default=1.0, help="multiply measured compute (e.g. a GPU)")
+    ap.add_argument("--gpu-model", metavar="STREAM_JSON",
+                    help="multiply compute by this core's stream_read/1 bytes/s over the H100's HBM bandwidth")
     ap.add_argument("--methods", default=",".join(METHODS))
     a = ap.parse_args()
     fits = fit_compute(a.compute)
+    scale = a.compute_scale
+    if a.gpu_model:
+        stream = json.load(open(a.gpu_model))["benchmarks"][0]["bytes_per_second"]
+        scale *= stream / H100_HBM_BYTES_PER_S
+        print(f"step_model: GPU compute modelled: CPU compute x {scale:.4g}", file=sys.stderr)
     out = csv.writer(sys.stdout)
     out.writerow(["method", "W", "d", "gbits", "compute_s", "communicate_s", "step_s", "bytes_per_rank"])
     for d in (float(x) for x in a.d.split(",")):
@@ -249,7 +260,7 @@ def main() -> int:
                     if m not in fits:
                         sys.exit(f"step_model: no compute measured for {m} in {a.compute}")
                     s = default_shape(d, a.k or None, a.rows, a.cols or None, 0 if m.startswith("global") else a.P)
-                    fit = fits[m].scaled(a.compute_scale)
+                    fit = fits[m].scaled(scale)
                     c, comm, step, sent = predict(m, fit, s, w, g, a.latency_us * 1e-6, a.cores)
                     out.writerow([m, w, f"{d:.0f}", f"{g:g}", f"{c:.5f}", f"{comm:.5f}", f"{step:.5f}", f"{sent:.0f}"])
     return 0
