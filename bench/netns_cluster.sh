@@ -44,7 +44,8 @@ trap cleanup EXIT
 # message of up to its size through at full speed (a 256 KB bucket passed a
 # 150 KB sketch unshaped at 100 Mbit/s); but at least about rate / HZ (HZ =
 # 250), or the rate is not reached (64 KB held a 1 Gbit/s link to 0.3-0.7 of
-# it). tbf segments larger GSO packets.
+# it). tbf segments larger GSO packets. bench/scaling_table.py's rig_burst
+# models this bucket: change both together.
 case "$rate" in
   unshaped) burst="" ;;
   *gbit) burst="$(( ${rate%gbit} * 512 ))kb" ;;
