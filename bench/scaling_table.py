@@ -78,6 +78,9 @@ def validate(out: str, cores: int) -> None:
     fits = sm.fit_compute(os.path.join(out, "compute.csv"))
     alpha = {int(r["W"]): float(r["communicate_s"]) / rd_rounds(int(r["W"]))
              for r in csv.DictReader(open(os.path.join(out, "latency.csv")))}
+    if not os.path.exists(os.path.join(out, "rig_compute.csv")):
+        sys.exit(f"scaling_table: {out}/rig_compute.csv is missing: the rig's model needs it "
+                 "(a run of today's bench/scaling.sh writes it)")
     rig = medians(os.path.join(out, "rig_compute.csv"), lambda r: (r["label"] or r["method"], int(r["W"])))
     measured = medians(os.path.join(out, "measured.csv"), lambda r: (r["label"], int(r["W"]), r["method"]))
     rows = []

@@ -42,6 +42,14 @@ def main() -> int:
             with open(os.path.join(out, name), "w") as f:
                 subprocess.run(model + extra, check=True, stdout=f, stderr=subprocess.DEVNULL)
             ok &= same(name, os.path.join(out, name), os.path.join(results, name))
+        # An output folder of an older scaling.sh (no rig_compute.csv) is refused by name, not with a traceback.
+        os.remove(os.path.join(out, "rig_compute.csv"))
+        old = subprocess.run([sys.executable, os.path.join(here, "scaling_table.py"), "validate", out],
+                             capture_output=True, text=True)
+        refused = old.returncode != 0 and "rig_compute.csv is missing" in old.stderr and "Traceback" not in old.stderr
+        print(f"{'ok  ' if refused else 'FAIL'} a folder without rig_compute.csv: "
+              f"{'refused' if refused else 'exit ' + str(old.returncode) + ': ' + old.stderr.strip()[-200:]}")
+        ok &= refused
     return 0 if ok else 1
 
 
