@@ -86,6 +86,66 @@ TEMPLATE_TEST_CASE("results do not depend on the thread count", "[count_sketch]"
   }
 }
 
+// A one-row sketch of at least 2^21 coordinates is accumulated in parts so
+// that threads can share it (count_sketch::accumulate_in_parts): part 0 onto
+// the table, the others into tables of their own, summed in a fixed binary
+// tree. The definition, spelled out here, fixes every bit for any threads.
+TEMPLATE_TEST_CASE("a long one-row sketch is the tree sum of its parts, for any thread count", "[count_sketch]", float,
+                   double) {
+  const sketch_config cfg{.rows = 1, .cols = 50021, .seed = 12};
+  const std::size_t n = (std::size_t{1} << 23U) + 12345;  // eight parts of just over 2^20
+  const auto x = test_vector<TestType>(n, 21);
+  const auto before = test_vector<TestType>(1000, 22);  // the table is not empty to begin with
+  constexpr std::size_t parts = 8;
+
+  std::vector<std::vector<TestType>> part_table(parts);
+  for (std::size_t p = 0; p < parts; ++p) {
+    const detail::index_range r = detail::split_range(n, static_cast<unsigned>(p), parts);
+    count_sketch<TestType> one(cfg);
+    if (p == 0) one.accumulate(before, 3);
+    one.accumulate(std::span<const TestType>(x).subspan(r.begin, r.end - r.begin), 40 + r.begin);  // serial
+    part_table[p] = table_of(one);
+  }
+  for (std::size_t span = 1; span < parts; span *= 2) {
+    for (std::size_t p = 0; p + span < parts; p += 2 * span) {
+      for (std::size_t c = 0; c < cfg.cols; ++c) part_table[p][c] += part_table[p + span][c];
+    }
+  }
+  for (const unsigned threads : {1U, 2U, 3U, 8U}) {
+    CAPTURE(threads);
+    count_sketch<TestType> s(cfg);
+    s.accumulate(before, 3);
+    s.accumulate(x, 40, {threads});
+    CHECK(table_of(s) == part_table[0]);
+  }
+}
+
+TEMPLATE_TEST_CASE("accumulate with a produce step equals producing first, each range produced once", "[count_sketch]",
+                   float, std::int64_t) {
+  for (const std::uint64_t rows : {1U, 5U}) {
+    for (const std::size_t n : {std::size_t{70000}, std::size_t{1} << 22U}) {
+      const sketch_config cfg{.rows = rows, .cols = 9001, .seed = 5};
+      const auto source = test_vector<TestType>(n, 6);
+      count_sketch<TestType> expected(cfg);
+      expected.accumulate(source, 11);
+      for (const unsigned threads : {1U, 2U, 3U}) {
+        CAPTURE(rows, n, threads);
+        std::vector<TestType> x(n, TestType{});
+        std::vector<std::uint8_t> times(n, 0);
+        count_sketch<TestType> s(cfg);
+        s.accumulate(x, 11, {threads}, [&](std::size_t b, std::size_t e) noexcept {
+          for (std::size_t i = b; i < e; ++i) {
+            x[i] = source[i];
+            ++times[i];
+          }
+        });
+        CHECK(s == expected);
+        CHECK(std::all_of(times.begin(), times.end(), [](std::uint8_t t) { return t == 1; }));
+      }
+    }
+  }
+}
+
 TEMPLATE_TEST_CASE("sparse accumulate equals dense accumulate", "[count_sketch]", std::int32_t, std::int64_t, float) {
   const sketch_config cfg{.rows = 4, .cols = 50, .seed = 8};
   std::vector<std::uint64_t> idx = {3, 900, 3, 17, 899, 0};

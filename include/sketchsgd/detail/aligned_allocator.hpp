@@ -3,10 +3,11 @@
 
 /// @file
 /// A cache-line aligned allocator for sketch tables, so rows start on a line
-/// and two threads never share one at a table boundary.
+/// and two threads never share one at a table boundary; scratch tables.
 
 #include <cstddef>
 #include <new>
+#include <vector>
 
 namespace sketchsgd::detail {
 
@@ -31,6 +32,21 @@ struct aligned_allocator {
   friend bool operator==(const aligned_allocator& /*a*/, const aligned_allocator<U>& /*b*/) noexcept {
     return true;
   }
+};
+
+/// Working tables an object keeps from call to call to avoid fresh pages
+/// each time. A copy starts empty and an assignment keeps its own: they hold
+/// no state, only memory.
+template <class T>
+struct scratch_tables {
+  std::vector<std::vector<T, aligned_allocator<T>>> tables;
+
+  scratch_tables() = default;
+  scratch_tables(const scratch_tables& /*other*/) noexcept {}
+  scratch_tables(scratch_tables&&) noexcept = default;
+  scratch_tables& operator=(const scratch_tables& /*other*/) noexcept { return *this; }
+  scratch_tables& operator=(scratch_tables&&) noexcept = default;
+  ~scratch_tables() = default;
 };
 
 }  // namespace sketchsgd::detail

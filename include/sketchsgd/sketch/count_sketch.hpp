@@ -6,6 +6,7 @@
 /// data streams", ICALP 2002) on the CPU.
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -113,6 +115,20 @@ class count_sketch<Value, HashFamily, cpu_t> {
     accumulate_rows(x, offset, 0, rows(), exec);
   }
 
+  /// `accumulate` of a vector computed on the fly: `produce(begin, end)` is
+  /// called exactly once for each range of a partition of `[0, x.size())`,
+  /// before any of `x[begin, end)` is read, on the thread that reads it
+  /// first. A caller fuses the pass that computes `x` (momentum, error
+  /// feedback) with the sketch, so `x` is hashed while it is still in cache:
+  /// one pass over memory instead of two. `produce` must not throw; it may
+  /// run on several threads at once, on disjoint ranges.
+  /// @throws std::invalid_argument if `offset + x.size()` overflows 64 bits.
+  template <class Produce>
+  requires std::is_nothrow_invocable_v<Produce&, std::size_t, std::size_t>
+  void accumulate(std::span<const Value> x, std::uint64_t offset, cpu_execution exec, Produce&& produce) {
+    accumulate_rows(x, offset, 0, rows(), exec, produce);
+  }
+
   /// `accumulate` into rows `first_row .. first_row + row_count` only. Rows
   /// are independent, so a caller may reduce finished rows across workers
   /// while it sketches the next ones; over all rows this is `accumulate`.
@@ -120,18 +136,34 @@ class count_sketch<Value, HashFamily, cpu_t> {
   /// `offset + x.size()` overflows 64 bits.
   void accumulate_rows(std::span<const Value> x, std::uint64_t offset, std::size_t first_row, std::size_t row_count,
                        cpu_execution exec = {}) {
+    accumulate_rows(x, offset, first_row, row_count, exec, [](std::size_t, std::size_t) noexcept {});
+  }
+
+  /// The same, with a `produce` step as in `accumulate`.
+  template <class Produce>
+  requires std::is_nothrow_invocable_v<Produce&, std::size_t, std::size_t>
+  void accumulate_rows(std::span<const Value> x, std::uint64_t offset, std::size_t first_row, std::size_t row_count,
+                       cpu_execution exec, Produce&& produce) {
     if (first_row > rows() || row_count > rows() - first_row) {
       throw std::invalid_argument("count_sketch::accumulate_rows: rows " + std::to_string(first_row) + " + " +
                                   std::to_string(row_count) + " outside a table of " + std::to_string(rows()));
     }
     check_key_range(offset, x.size());
-    for_rows_parallel(x.size(), first_row, row_count, exec, [&](std::uint32_t r) {
-      Value* const t = row_data(r);
-      const Value* const xs = x.data();
-      hash_.row(r).for_each(offset, x.size(), [t, xs](std::uint64_t i, bucket_sign bs) {
-        t[bs.bucket] = detail::cell_add(t[bs.bucket], detail::signed_value(bs.sign, xs[i]));
+    if (row_count == 0) return;
+    const std::size_t parts = part_count(x.size());
+    const unsigned workers = detail::useful_workers(exec.resolved_threads(), x.size() * row_count, min_parallel_items);
+    if (parts > 1) {
+      accumulate_in_parts(x, offset, parts, workers, produce);
+    } else if (workers <= 1) {
+      accumulate_serial(x, offset, first_row, row_count, produce);
+    } else {  // whole rows per thread, x produced first (in parallel)
+      detail::fork_join(workers, [&](unsigned w, unsigned n) {
+        const detail::index_range mine = detail::split_range(x.size(), w, n);
+        if (mine.end > mine.begin) produce(mine.begin, mine.end);
       });
-    });
+      for_rows_parallel(x.size(), first_row, row_count, exec,
+                        [&](std::uint32_t r) { scatter_row(table_.data() + std::size_t{r} * cols(), r, x, offset); });
+    }
   }
 
   /// Adds the sparse vector with `values[n]` at coordinate `indices[n]`
@@ -247,6 +279,12 @@ class count_sketch<Value, HashFamily, cpu_t> {
   /// Coordinates per block of `estimate_all`: small enough that the gathered
   /// per-row values stay in L1, large enough to amortize the row setup.
   static constexpr std::size_t estimate_block = 256;
+  /// Coordinates one thread produces and hashes per block when it works alone.
+  static constexpr std::size_t fused_block = std::size_t{1} << 13U;
+  /// A one-row sketch of a long vector is accumulated in up to `max_parts`
+  /// parts of at least `min_part` coordinates (`accumulate_in_parts`).
+  static constexpr std::size_t max_parts = 8;
+  static constexpr std::size_t min_part = std::size_t{1} << 20U;
 
   static const sketch_config& checked(const sketch_config& config) {
     validate(config, HashFamily::max_cols);
@@ -294,6 +332,82 @@ class count_sketch<Value, HashFamily, cpu_t> {
     });
   }
 
+  /// Adds `x` (coordinates from `offset`) to `t`, row `r`'s cells, in
+  /// coordinate order.
+  void scatter_row(Value* t, std::uint32_t r, std::span<const Value> x, std::uint64_t offset) const noexcept {
+    const Value* const xs = x.data();
+    hash_.row(r).for_each(offset, x.size(), [t, xs](std::uint64_t i, bucket_sign bs) {
+      t[bs.bucket] = detail::cell_add(t[bs.bucket], detail::signed_value(bs.sign, xs[i]));
+    });
+  }
+
+  /// Rows `first .. first + count` of `x` into `t` (those rows' cells) on
+  /// one thread: x is produced and hashed a cache-sized block at a time.
+  template <class Produce>
+  void accumulate_serial(Value* t, std::span<const Value> x, std::uint64_t offset, std::size_t first, std::size_t count,
+                         Produce& produce) const noexcept {
+    for (std::size_t begin = 0; begin < x.size(); begin += fused_block) {
+      const std::size_t len = std::min(fused_block, x.size() - begin);
+      produce(begin, begin + len);
+      for (std::size_t r = 0; r < count; ++r) {
+        scatter_row(t + r * cols(), static_cast<std::uint32_t>(first + r), x.subspan(begin, len), offset + begin);
+      }
+    }
+  }
+  template <class Produce>
+  void accumulate_serial(std::span<const Value> x, std::uint64_t offset, std::size_t first, std::size_t count,
+                         Produce& produce) noexcept {
+    accumulate_serial(row_data(static_cast<std::uint32_t>(first)), x, offset, first, count, produce);
+  }
+
+  /// Parts a one-row sketch of `n` coordinates is accumulated in: a power of
+  /// two, at most `max_parts`, each part at least `min_part` coordinates.
+  /// A function of the sketch and n only, never of the thread count.
+  [[nodiscard]] std::size_t part_count(std::size_t n) const noexcept {
+    std::size_t parts = 1;
+    if (rows() != 1) return parts;
+    while (parts < max_parts && n / (2 * parts) >= min_part) parts *= 2;
+    return parts;
+  }
+
+  /// The one-row sketch of a long x as the sum of its contiguous parts'
+  /// sketches: part 0 is added to the table, part p > 0 to a zeroed table
+  /// of its own, and the parts' tables are summed in a fixed binary tree
+  /// (pairs, then pairs of pairs, ...) onto the table. Every cell's value is
+  /// thus the same for any thread count; threads take parts as they come
+  /// free, so a slow or descheduled thread delays only the parts it holds.
+  template <class Produce>
+  void accumulate_in_parts(std::span<const Value> x, std::uint64_t offset, std::size_t parts, unsigned workers,
+                           Produce& produce) {
+    const std::size_t c = cols();
+    part_tables_.tables.resize(parts - 1);
+    for (auto& t : part_tables_.tables) t.resize(c);
+    const auto table_of = [&](std::size_t p) { return p == 0 ? table_.data() : part_tables_.tables[p - 1].data(); };
+    std::atomic<std::size_t> next_part{0};
+    detail::fork_join(static_cast<unsigned>(std::min<std::size_t>(workers, parts)), [&](unsigned, unsigned) {
+      for (std::size_t p = next_part++; p < parts; p = next_part++) {
+        const detail::index_range r =
+            detail::split_range(x.size(), static_cast<unsigned>(p), static_cast<unsigned>(parts));
+        Value* const t = table_of(p);
+        if (p != 0) std::fill_n(t, c, Value{});
+        auto produce_part = [&](std::size_t b, std::size_t e) noexcept { produce(r.begin + b, r.begin + e); };
+        accumulate_serial(t, x.subspan(r.begin, r.end - r.begin), offset + r.begin, 0, 1, produce_part);
+      }
+    });
+    // The tree: table(p) += table(p + span) for every p a multiple of 2 span.
+    // Columns are independent: split them among the threads.
+    detail::fork_join(detail::useful_workers(workers, c * parts, min_parallel_items), [&](unsigned w, unsigned n) {
+      const detail::index_range mine = detail::split_range(c, w, n);
+      for (std::size_t span = 1; span < parts; span *= 2) {
+        for (std::size_t p = 0; p + span < parts; p += 2 * span) {
+          Value* const into = table_of(p);
+          const Value* const from = table_of(p + span);
+          for (std::size_t j = mine.begin; j < mine.end; ++j) into[j] = detail::cell_add(into[j], from[j]);
+        }
+      }
+    });
+  }
+
   /// Estimates of keys `first .. first + len` into `out`, `len <=
   /// estimate_block`; `gathered` holds rows * estimate_block values.
   void estimate_block_into(Value* out, std::uint64_t first, std::size_t len, Value* gathered) const {
@@ -309,6 +423,9 @@ class count_sketch<Value, HashFamily, cpu_t> {
   sketch_config config_;
   HashFamily hash_;
   std::vector<Value, detail::aligned_allocator<Value>> table_;
+  /// The parts' tables of `accumulate_in_parts`, kept from call to call
+  /// (never copied): at most max_parts - 1 tables of one row.
+  detail::scratch_tables<Value> part_tables_;
 };
 
 }  // namespace sketchsgd
