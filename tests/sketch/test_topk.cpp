@@ -157,6 +157,74 @@ TEMPLATE_TEST_CASE("unsketch equals top_k of estimate_all", "[topk]", float, std
   CHECK_THROWS_AS(top_k(s, d, 500, std::span<TestType>(wrong)), std::invalid_argument);
 }
 
+// The threshold pass (detail::top_k_by_threshold) must give exactly what the
+// estimate-everything path gives wherever it answers, and must decline where
+// it cannot be sure. Inputs: noise with planted spikes, integers with many
+// equal estimates, sketches of 1 to 5 rows, k from 1 to a few percent of d.
+TEMPLATE_TEST_CASE("the threshold pass of unsketch equals the estimate-everything path", "[topk]", float, double,
+                   std::int32_t, std::int64_t) {
+  const std::size_t d = 300000;
+  for (const std::uint64_t rows : {1U, 2U, 3U, 5U}) {
+    for (const std::uint64_t seed : test::statistical_seeds) {
+      INFO("rows " << rows << ", seed " << seed);
+      count_sketch<TestType> s({.rows = rows, .cols = 30000 / rows, .seed = seed});
+      std::vector<TestType> x;
+      if constexpr (std::is_integral_v<TestType>) {
+        x = test::integer_vector<TestType>(d, 6, seed);  // small values: estimates tie often
+      } else {
+        x = test::normal_vector<TestType>(d, seed);
+      }
+      splitmix64 rng(seed + 100);
+      for (int spike = 0; spike < 300; ++spike) x[rng.next_below(d)] = static_cast<TestType>(40 + spike % 7);
+      s.accumulate(x);
+      for (const std::size_t k : {std::size_t{1}, std::size_t{100}, std::size_t{5000}}) {
+        INFO("k " << k);
+        std::vector<TestType> scratch(d);
+        const auto expected = detail::top_k_from_estimates(s, d, k, std::span<TestType>(scratch), 1);
+        const auto fast = detail::top_k_by_threshold(s, d, k, 2);
+        REQUIRE(fast.has_value());  // these inputs are what it is for: it must answer
+        CHECK(*fast == expected);
+        CHECK(detail::top_k_by_threshold(s, d, k, 1) == fast);
+        CHECK(top_k(s, d, k, {2}) == expected);
+      }
+    }
+  }
+}
+
+TEST_CASE("the threshold pass declines what it cannot be sure of, and the result is still exact", "[topk]") {
+  const std::size_t d = 300000;
+  SECTION("NaN cells in a sketch of several rows") {
+    count_sketch<float> s({.rows = 3, .cols = 10000, .seed = 4});
+    s.accumulate(test::normal_vector<float>(d, 4));
+    s.row(1)[17] = std::numeric_limits<float>::quiet_NaN();
+    CHECK_FALSE(detail::top_k_by_threshold(s, d, 100, 2).has_value());
+    std::vector<float> est(d);
+    s.estimate_all(est);
+    CHECK(top_k(s, d, 100, {2}) == top_k(est, 100));
+  }
+  SECTION("a NaN cell in one row is never selected") {
+    count_sketch<float> s({.rows = 1, .cols = 10000, .seed = 4});
+    s.accumulate(test::normal_vector<float>(d, 4));
+    s.row(0)[17] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> est(d);
+    s.estimate_all(est);
+    const auto fast = detail::top_k_by_threshold(s, d, 100, 2);
+    REQUIRE(fast.has_value());
+    CHECK(*fast == top_k(est, 100));
+  }
+  SECTION("k beyond an eighth of d, and ties at zero") {
+    count_sketch<std::int32_t> s({.rows = 1, .cols = 1000, .seed = 4});
+    std::vector<std::int32_t> x(d, 0);
+    for (std::size_t i = 0; i < d; i += 1000) x[i] = 1;  // most buckets stay zero
+    s.accumulate(x);
+    CHECK_FALSE(detail::top_k_by_threshold(s, d, d / 4, 2).has_value());
+    CHECK_FALSE(detail::top_k_by_threshold(s, d, d / 2 + 1, 2).has_value());
+    std::vector<std::int32_t> est(d);
+    s.estimate_all(est);
+    CHECK(top_k(s, d, d / 2 + 1, {2}) == top_k(est, d / 2 + 1));
+  }
+}
+
 TEST_CASE("add_scaled applies a sparse update and checks bounds first", "[topk]") {
   std::vector<float> w = {1, 1, 1, 1};
   sparse_update<float> u{{1, 3}, {2.0F, -4.0F}};

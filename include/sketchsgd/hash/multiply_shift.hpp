@@ -73,6 +73,20 @@ class multiply_shift {
       }
     }
 
+    /// The keys `hi * 2^32 + lo`, lo in [0, 2^32), hash through the line
+    /// z = slope * lo + intercept (mod 2^64), whose top 32 bits split into
+    /// bucket and sign as in `operator()`: what lets recovery walk the keys
+    /// of one bucket without hashing the others.
+    struct line {
+      std::uint64_t slope;
+      std::uint64_t intercept;
+    };
+    [[nodiscard]] SKETCHSGD_HOST_DEVICE constexpr line block_line(std::uint64_t hi) const noexcept {
+      return {a0_ + hi, (a0_ + hi) * a1_ + b_};
+    }
+    /// Number of columns.
+    [[nodiscard]] SKETCHSGD_HOST_DEVICE constexpr std::uint32_t cols() const noexcept { return cols_; }
+
    private:
     [[nodiscard]] SKETCHSGD_HOST_DEVICE SKETCHSGD_FORCE_INLINE constexpr std::uint64_t z_of(
         std::uint64_t key) const noexcept {

@@ -18,6 +18,7 @@
 
 #include "sketchsgd/detail/parallel.hpp"
 #include "sketchsgd/detail/radix_select.hpp"
+#include "sketchsgd/detail/unsketch.hpp"
 #include "sketchsgd/execution.hpp"
 #include "sketchsgd/sketch/count_sketch.hpp"
 #include "sketchsgd/sketch/sparse_update.hpp"
@@ -59,13 +60,46 @@ requires std::ranges::sized_range<Values> && sketch_value<std::remove_cvref_t<st
   return detail::gather_update(xs, detail::select_top_k(xs.size(), k, traits::max_valid, key_at, workers));
 }
 
-/// Unsketch: estimates every coordinate in `[0, d)` and returns the `k` with
-/// the largest |estimate|, values = the estimates (ties to the lower index,
-/// NaN never selected). Identical sketches give identical results on every
-/// rank and for any thread count.
+namespace detail {
+/// Unsketch the direct way: every estimate written to `scratch` (d values),
+/// the top digits counted while each chunk is in cache, then the radix
+/// select over them.
+template <sketch_value Value, hash_family HashFamily>
+sparse_update<Value> top_k_from_estimates(const count_sketch<Value, HashFamily, cpu_t>& sketch, std::uint64_t d,
+                                          std::size_t k, std::span<Value> scratch, unsigned workers) {
+  using traits = magnitude_key<Value>;
+  const auto n = static_cast<std::size_t>(d);
+  const auto key_at = [p = scratch.data()](std::size_t i) { return traits::of(p[i]); };
+  constexpr std::size_t chunk = std::size_t{1} << 16U;
+  auto& parts = thread_histograms(workers);
+  fork_join(workers, [&](unsigned w, unsigned nw) {
+    const index_range r = split_range(n, w, nw);
+    std::size_t* h = zero_histogram(parts[w]);
+    for (std::size_t begin = r.begin; begin < r.end; begin += chunk) {
+      const std::size_t len = std::min(chunk, r.end - begin);
+      sketch.estimate_all(scratch.subspan(begin, len), begin);
+      count_top_digits(begin, begin + len, key_at, traits::max_valid, h);
+    }
+  });
+  sum_histograms(parts, workers);
+  return gather_update(std::span<const Value>(scratch),
+                       select_top_k(n, k, traits::max_valid, key_at, workers, parts.data()));
+}
+}  // namespace detail
+
+/// Unsketch: the `k` coordinates of `[0, d)` with the largest |estimate|,
+/// values = the estimates (ties to the lower index, NaN never selected).
+/// Identical sketches give identical results on every rank and for any
+/// thread count.
 ///
-/// `scratch` (d values) receives the estimates; passing it lets a training
-/// loop reuse one buffer. O(rows * d) time, O(k) extra memory beyond scratch.
+/// Usually no estimate is stored: a threshold drawn from a sample of
+/// estimates lets one pass keep only the coordinates that can be among the
+/// k, about 1.25 k of them, and the exact selection runs on those
+/// (`detail::top_k_by_threshold`). Where that cannot be sure of the answer
+/// (k a large share of d, ties at zero, NaN cells in a sketch of several
+/// rows) every estimate is written to `scratch` (d values, reusable from
+/// step to step) and selected from there. O(rows * d) time, O(k) extra
+/// memory beyond scratch.
 /// @throws std::invalid_argument if `scratch.size() != d`.
 template <sketch_value Value, hash_family HashFamily>
 [[nodiscard]] sparse_update<Value> top_k(const count_sketch<Value, HashFamily, cpu_t>& sketch, std::uint64_t d,
@@ -74,35 +108,22 @@ template <sketch_value Value, hash_family HashFamily>
     throw std::invalid_argument("top_k: scratch must hold d = " + std::to_string(d) + " values, got " +
                                 std::to_string(scratch.size()));
   }
-  using traits = detail::magnitude_key<Value>;
-  const auto n = static_cast<std::size_t>(d);
-  const unsigned workers = detail::useful_workers(exec.resolved_threads(), n, detail::min_select_items);
-  const auto key_at = [p = scratch.data()](std::size_t i) { return traits::of(p[i]); };
-
-  // Estimate in cache-sized chunks and count each chunk's top digits while it
-  // is still in cache: the selection's first pass costs no memory traffic.
-  constexpr std::size_t chunk = std::size_t{1} << 16U;
-  auto& parts = detail::thread_histograms(workers);
-  detail::fork_join(workers, [&](unsigned w, unsigned nw) {
-    const detail::index_range r = detail::split_range(n, w, nw);
-    std::size_t* h = detail::zero_histogram(parts[w]);
-    for (std::size_t begin = r.begin; begin < r.end; begin += chunk) {
-      const std::size_t len = std::min(chunk, r.end - begin);
-      sketch.estimate_all(scratch.subspan(begin, len), begin);
-      detail::count_top_digits(begin, begin + len, key_at, traits::max_valid, h);
-    }
-  });
-  detail::sum_histograms(parts, workers);
-  return detail::gather_update(std::span<const Value>(scratch),
-                               detail::select_top_k(n, k, traits::max_valid, key_at, workers, parts.data()));
+  const unsigned workers =
+      detail::useful_workers(exec.resolved_threads(), static_cast<std::size_t>(d), detail::min_select_items);
+  if (auto found = detail::top_k_by_threshold(sketch, d, k, workers)) return std::move(*found);
+  return detail::top_k_from_estimates(sketch, d, k, scratch, workers);
 }
 
-/// Unsketch with an internal buffer of d estimates (4 d bytes for float).
+/// Unsketch with an internal buffer of d estimates (4 d bytes for float),
+/// allocated only where the threshold pass cannot be sure of the answer.
 template <sketch_value Value, hash_family HashFamily>
 [[nodiscard]] sparse_update<Value> top_k(const count_sketch<Value, HashFamily, cpu_t>& sketch, std::uint64_t d,
                                          std::size_t k, cpu_execution exec = {}) {
+  const unsigned workers =
+      detail::useful_workers(exec.resolved_threads(), static_cast<std::size_t>(d), detail::min_select_items);
+  if (auto found = detail::top_k_by_threshold(sketch, d, k, workers)) return std::move(*found);
   std::vector<Value> estimates(static_cast<std::size_t>(d));
-  return top_k(sketch, d, k, std::span<Value>(estimates), exec);
+  return detail::top_k_from_estimates(sketch, d, k, std::span<Value>(estimates), workers);
 }
 
 }  // namespace sketchsgd

@@ -1,0 +1,367 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Unsketch top-k without a d-sized array of estimates: a threshold from a
+/// sample of estimates, one pass over the d coordinates that keeps only those
+/// at or above it, and the exact selection among the few kept.
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "sketchsgd/detail/arithmetic.hpp"
+#include "sketchsgd/detail/bucket_walk.hpp"
+#include "sketchsgd/detail/median.hpp"
+#include "sketchsgd/detail/parallel.hpp"
+#include "sketchsgd/detail/radix_select.hpp"
+#include "sketchsgd/hash/bucket_sign.hpp"
+#include "sketchsgd/hash/multiply_shift.hpp"
+#include "sketchsgd/sketch/sparse_update.hpp"
+
+namespace sketchsgd::detail {
+
+/// Per row, one bit per column: is the cell's magnitude key at least a
+/// threshold? A row of 1 M columns takes 128 KB, so a pass over the d
+/// coordinates tests bits in L2 instead of loading cells from the table.
+struct hot_cells {
+  std::size_t words_per_row = 0;
+  std::vector<std::uint64_t> bits;
+
+  template <class Value, class Key>
+  void assign(std::span<const Value> table, std::size_t rows, std::size_t cols, Key threshold, bool finite_only) {
+    using traits = magnitude_key<Value>;
+    words_per_row = (cols + 63) / 64;
+    bits.resize(rows * words_per_row);
+    const Key top = finite_only ? traits::max_valid : std::numeric_limits<Key>::max();
+    for (std::size_t r = 0; r < rows; ++r) {
+      std::uint64_t* const row = bits.data() + r * words_per_row;
+      const Value* const cells = table.data() + r * cols;
+      for (std::size_t word = 0; word < words_per_row; ++word) {
+        const std::size_t first = word * 64;
+        const std::size_t count = std::min<std::size_t>(64, cols - first);
+        std::uint64_t w = 0;
+        for (std::size_t j = 0; j < count; ++j) {
+          const Key key = traits::of(cells[first + j]);
+          w |= std::uint64_t{key >= threshold && key <= top} << j;
+        }
+        row[word] = w;
+      }
+    }
+  }
+  [[nodiscard]] const std::uint64_t* row(std::size_t r) const noexcept { return bits.data() + r * words_per_row; }
+  [[nodiscard]] static bool test(const std::uint64_t* row, std::uint32_t c) noexcept {
+    return ((row[c / 64] >> (c % 64)) & 1U) != 0;
+  }
+};
+
+/// The estimate of one key from precomputed row hashes: the same median, in
+/// the same row order, as `count_sketch::estimate` and `estimate_all`.
+template <class Value, class RowHash>
+Value estimate_with(const std::vector<RowHash>& rows, const Value* table, std::size_t cols,
+                    std::uint64_t key) noexcept {
+  const auto n = static_cast<std::uint32_t>(rows.size());
+  if (n == 1) {
+    const auto bs = rows[0](key);
+    return signed_value(bs.sign, table[bs.bucket]);
+  }
+  Value v[64]{};
+  for (std::uint32_t r = 0; r < n; ++r) {
+    const auto bs = rows[r](key);
+    v[r] = signed_value(bs.sign, table[r * cols + bs.bucket]);
+  }
+  return median_in_place(v, n);
+}
+
+/// Coordinates kept by a threshold pass, with their estimates.
+template <class Value>
+struct kept_estimates {
+  std::vector<std::uint64_t> indices;
+  std::vector<Value> values;
+
+  void clear() noexcept {
+    indices.clear();
+    values.clear();
+  }
+  void push_back(std::uint64_t i, Value v) {
+    indices.push_back(i);
+    values.push_back(v);
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return indices.size(); }
+};
+
+/// Everything a threshold pass needs beyond O(1), kept by the calling
+/// thread from one selection to the next like the radix histograms: on the
+/// machines this was tuned on a fresh page costs about 10 us to fault in,
+/// more than the work done on it.
+template <class Value>
+struct unsketch_workspace {
+  std::vector<typename magnitude_key<Value>::type> sample;
+  hot_cells hot;
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> starts;  // (bucket, its least key)
+  std::vector<kept_estimates<Value>> parts;                     // one per thread
+  kept_estimates<Value> all;
+  kept_estimates<Value> sorted;
+  std::vector<std::uint32_t> digit_start;
+
+  /// `parts` for `workers` threads, emptied.
+  void reset_parts(unsigned workers) {
+    if (parts.size() < workers) parts.resize(workers);
+    for (auto& p : parts) p.clear();
+  }
+  /// `all` = the parts, in thread order.
+  void gather_parts(unsigned workers) {
+    all.clear();
+    for (unsigned w = 0; w < workers; ++w) {
+      all.indices.insert(all.indices.end(), parts[w].indices.begin(), parts[w].indices.end());
+      all.values.insert(all.values.end(), parts[w].values.begin(), parts[w].values.end());
+    }
+  }
+  /// Sorts `all` by index: LSD radix on 11-bit digits of indices below
+  /// `bound` (2,048 write streams stay in cache; 16-bit digits would not).
+  void sort_all_by_index(std::uint64_t bound) {
+    constexpr unsigned digit_bits = 11;
+    constexpr std::size_t digits = std::size_t{1} << digit_bits;
+    const std::size_t n = all.size();
+    sorted.indices.resize(n);
+    sorted.values.resize(n);
+    digit_start.resize(digits);
+    for (unsigned shift = 0; shift < 64 && (bound - 1) >> shift != 0; shift += digit_bits) {
+      const std::uint64_t* const from_i = all.indices.data();
+      const Value* const from_v = all.values.data();
+      std::uint64_t* const to_i = sorted.indices.data();
+      Value* const to_v = sorted.values.data();
+      std::uint32_t* const at = digit_start.data();  // 32-bit: no store of an index can alias a count
+      std::fill_n(at, digits, std::uint32_t{0});
+      for (std::size_t j = 0; j < n; ++j) ++at[(from_i[j] >> shift) & (digits - 1)];
+      std::uint32_t sum = 0;
+      for (std::size_t c = 0; c < digits; ++c) sum += std::exchange(at[c], sum);
+      for (std::size_t j = 0; j < n; ++j) {
+        const std::uint32_t to = at[(from_i[j] >> shift) & (digits - 1)]++;
+        to_i[to] = from_i[j];
+        to_v[to] = from_v[j];
+      }
+      all.indices.swap(sorted.indices);
+      all.values.swap(sorted.values);
+    }
+  }
+};
+
+template <class Value>
+unsketch_workspace<Value>& thread_unsketch_workspace() {
+  thread_local unsketch_workspace<Value> ws;
+  return ws;
+}
+
+/// One row of `multiply_shift`: into `ws.all`, the keys of the hot buckets
+/// in index order, found by walking each bucket (`bucket_walk`) from its
+/// least key, which one scan from key 0 finds (it stops once every hot
+/// bucket was seen: after a few times cols keys, not d). False when the walk
+/// does not apply or more than `cap` keys per thread would be kept.
+template <class Value, class Key>
+bool keep_by_walking(const multiply_shift::row_hash& h, std::span<const Value> row, std::uint64_t d, Key threshold,
+                     std::size_t cap, unsigned workers, unsketch_workspace<Value>& ws) {
+#if defined(SKETCHSGD_HAVE_BUCKET_WALK)
+  const bucket_walk walk(h, d);
+  if (!walk.usable()) return false;
+  ws.hot.assign(row, 1, row.size(), threshold, true);
+  std::uint64_t* const pending = ws.hot.bits.data();
+  std::size_t remaining = 0;
+  for (const std::uint64_t word : ws.hot.bits) remaining += static_cast<std::size_t>(std::popcount(word));
+  ws.starts.clear();
+  constexpr std::uint64_t block = 4096;
+  for (std::uint64_t begin = 0; begin < d && remaining > 0; begin += block) {
+    h.for_each(begin, std::min(block, d - begin), [&](std::uint64_t i, bucket_sign bs) {
+      std::uint64_t& word = pending[bs.bucket / 64];
+      const std::uint64_t bit = std::uint64_t{1} << (bs.bucket % 64);
+      if ((word & bit) == 0) return;
+      word &= ~bit;
+      --remaining;
+      ws.starts.emplace_back(bs.bucket, begin + i);
+    });
+  }
+  ws.reset_parts(workers);
+  std::atomic<bool> over{false};
+  fork_join(workers, [&](unsigned w, unsigned nw) {
+    const index_range mine = split_range(ws.starts.size(), w, nw);
+    kept_estimates<Value>& out = ws.parts[w];
+    for (std::size_t s = mine.begin; s < mine.end && !over.load(std::memory_order_relaxed); ++s) {
+      const auto [bucket, first] = ws.starts[s];
+      const Value cell = row[bucket];
+      walk.keys_of(bucket, first,
+                   [&](std::uint64_t key, std::int32_t sign) { out.push_back(key, signed_value(sign, cell)); });
+      if (out.size() > cap) over.store(true, std::memory_order_relaxed);
+    }
+  });
+  if (over.load()) return false;
+  ws.gather_parts(workers);
+  ws.sort_all_by_index(d);
+  return true;
+#else
+  (void)h, (void)row, (void)d, (void)threshold, (void)cap, (void)workers, (void)ws;
+  return false;
+#endif
+}
+
+/// Any sketch: into `ws.all`, in index order, every coordinate whose
+/// |estimate| is at least the threshold, by one parallel pass over [0, d)
+/// that tests hot-cell bits. False when more than `cap` keys per thread
+/// would be kept.
+template <class Sketch, class RowHash, class Key>
+bool keep_by_scanning(const Sketch& sketch, const std::vector<RowHash>& row_hash, std::uint64_t d, Key threshold,
+                      std::size_t cap, unsigned workers, unsketch_workspace<typename Sketch::value_type>& ws) {
+  using Value = typename Sketch::value_type;
+  using traits = magnitude_key<Value>;
+  const std::size_t rows = sketch.rows();
+  const std::size_t cols = sketch.cols();
+  const std::span<const Value> table = sketch.table();
+  const std::size_t need_rows = (rows + 1) / 2;  // a median of r values reaches t only if this many do
+  ws.hot.assign(table, rows, cols, threshold, false);
+  ws.reset_parts(workers);
+  std::atomic<bool> over{false};
+  fork_join(workers, [&](unsigned w, unsigned nw) {
+    const index_range range = split_range(static_cast<std::size_t>(d), w, nw);
+    kept_estimates<Value>& mine = ws.parts[w];
+    const auto keep = [&](std::uint64_t i, Value v) {
+      if (traits::of(v) >= threshold && traits::of(v) <= traits::max_valid) mine.push_back(i, v);
+    };
+    constexpr std::size_t block = 2048;
+    std::uint8_t hits[block];
+    for (std::size_t begin = range.begin; begin < range.end && !over.load(std::memory_order_relaxed); begin += block) {
+      const std::size_t len = std::min(block, range.end - begin);
+      if (rows == 1) {
+        const std::uint64_t* const bits = ws.hot.row(0);
+        row_hash[0].for_each(begin, len, [&](std::uint64_t i, bucket_sign bs) {
+          if (hot_cells::test(bits, bs.bucket)) keep(begin + i, signed_value(bs.sign, table[bs.bucket]));
+        });
+      } else {
+        std::fill_n(hits, len, std::uint8_t{0});
+        for (std::size_t r = 0; r < rows; ++r) {
+          const std::uint64_t* const bits = ws.hot.row(r);
+          row_hash[r].for_each(begin, len, [&](std::uint64_t i, bucket_sign bs) {
+            hits[i] = static_cast<std::uint8_t>(hits[i] + (hot_cells::test(bits, bs.bucket) ? 1 : 0));
+          });
+        }
+        for (std::size_t i = 0; i < len; ++i) {
+          if (hits[i] >= need_rows) keep(begin + i, estimate_with(row_hash, table.data(), cols, begin + i));
+        }
+      }
+      if (mine.size() > cap) over.store(true, std::memory_order_relaxed);
+    }
+  });
+  if (over.load()) return false;
+  ws.gather_parts(workers);
+  return true;
+}
+
+/// The k of `ws.all` (in index order, all valid, at least k of them) first
+/// in the order (key descending, index ascending), in index order: the k-th
+/// key K by nth_element, then one pass takes every key above K and the
+/// first (lowest-index) keys equal to K.
+template <class Value>
+sparse_update<Value> take_top_k(unsketch_workspace<Value>& ws, std::size_t k) {
+  using traits = magnitude_key<Value>;
+  using key_type = typename traits::type;
+  auto& keys = ws.sample;  // the sample is spent: its memory holds the kept keys
+  keys.resize(ws.all.size());
+  for (std::size_t j = 0; j < keys.size(); ++j) keys[j] = traits::of(ws.all.values[j]);
+  std::nth_element(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(k - 1), keys.end(),
+                   [](key_type a, key_type b) { return a > b; });
+  const key_type kth = keys[k - 1];
+  std::size_t equal_wanted =
+      k - static_cast<std::size_t>(std::count_if(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(k),
+                                                 [kth](key_type key) { return key > kth; }));
+  sparse_update<Value> out;
+  out.indices.reserve(k);
+  out.values.reserve(k);
+  for (std::size_t j = 0; j < ws.all.size(); ++j) {
+    const key_type key = traits::of(ws.all.values[j]);
+    if (key > kth || (key == kth && equal_wanted > 0)) {
+      if (key == kth) --equal_wanted;
+      out.indices.push_back(ws.all.indices[j]);
+      out.values.push_back(ws.all.values[j]);
+    }
+  }
+  return out;
+}
+
+/// The `k` coordinates of `[0, d)` with the largest |estimate| in `sketch`
+/// (ties to the lower index, NaN never selected), exactly as the full
+/// estimate-and-select path gives them, or nothing when this way does not
+/// apply and the caller must take that path (k a large share of d, zero or
+/// tied estimates around the k-th, NaN cells in a sketch of several rows).
+///
+/// How: the estimates of 65,536 evenly spaced coordinates give a threshold t
+/// that about 1.25 k + 4 sqrt(k) coordinates reach (in expectation); every
+/// coordinate whose |estimate| is at least t is kept. One row of
+/// `multiply_shift` walks the keys of the buckets at or above t
+/// (`keep_by_walking`: O(cols + k), no pass over d); otherwise one pass over
+/// the d coordinates tests hot-cell bits (`keep_by_scanning`: a median of r
+/// values reaches t only if ceil(r / 2) of them do, so a coordinate is
+/// estimated only where that many of its cells are hot). When at least k
+/// are kept, the k-th largest is at least t, so the kept set holds the whole
+/// answer; fewer than k: t is lowered once, then the caller falls back.
+/// Memory, kept by the calling thread for the next call: O(k) kept entries
+/// (at most about 4 k + 65,536 per thread; beyond, the caller falls back)
+/// and r c / 8 bytes of bits.
+template <class Sketch>
+std::optional<sparse_update<typename Sketch::value_type>> top_k_by_threshold(const Sketch& sketch, std::uint64_t d,
+                                                                             std::size_t k, unsigned workers) {
+  using Value = typename Sketch::value_type;
+  using traits = magnitude_key<Value>;
+  using key_type = typename traits::type;
+  constexpr std::size_t sample_size = std::size_t{1} << 16U;
+  const auto n = static_cast<std::size_t>(d);
+  if (k == 0 || n <= 4 * sample_size) return std::nullopt;  // the direct path is as cheap
+  const std::size_t rows = sketch.rows();
+  const std::size_t cols = sketch.cols();
+  const std::span<const Value> table = sketch.table();
+  if (rows > 1 && std::any_of(table.begin(), table.end(), [](Value v) { return traits::of(v) > traits::max_valid; })) {
+    return std::nullopt;  // NaN cells upset the median's order: the bit test would not be a sure filter
+  }
+  std::vector<decltype(sketch.hash().row(0))> row_hash;
+  for (std::uint32_t r = 0; r < rows; ++r) row_hash.push_back(sketch.hash().row(r));
+  auto& ws = thread_unsketch_workspace<Value>();
+
+  ws.sample.clear();
+  const std::uint64_t stride = d / sample_size;
+  const std::uint64_t extra = d % sample_size;
+  for (std::uint64_t j = 0; j < sample_size; ++j) {
+    const key_type key = traits::of(estimate_with(row_hash, table.data(), cols, j * stride + j * extra / sample_size));
+    if (key <= traits::max_valid) ws.sample.push_back(key);
+  }
+  const double expected = static_cast<double>(k) * static_cast<double>(sample_size) / static_cast<double>(d);
+  std::size_t rank = static_cast<std::size_t>(std::ceil(1.25 * expected + 4.0 * std::sqrt(expected) + 4.0));
+
+  for (int attempt = 0; attempt < 2; ++attempt, rank *= 4) {
+    // Keeping more than an eighth of d would cost more memory than the
+    // scratch of the direct path saves.
+    if (rank > ws.sample.size() || rank > sample_size / 8) return std::nullopt;
+    std::nth_element(ws.sample.begin(), ws.sample.begin() + static_cast<std::ptrdiff_t>(rank - 1), ws.sample.end(),
+                     [](key_type a, key_type b) { return a > b; });
+    const key_type threshold = ws.sample[rank - 1];
+    if (threshold == 0) return std::nullopt;  // zeros tie: the direct path orders them by index
+    const std::size_t cap = std::max<std::size_t>(k, 3 * rank * (n / sample_size + 1)) + sample_size;
+
+    bool kept = false;
+    if constexpr (std::is_same_v<typename Sketch::hash_type, multiply_shift>) {
+      if (rows == 1) kept = keep_by_walking(row_hash[0], table, d, threshold, cap, workers, ws);
+    }
+    if (!kept && !keep_by_scanning(sketch, row_hash, d, threshold, cap, workers, ws)) return std::nullopt;
+    if (ws.all.size() < k) continue;  // the sample put t too high: lower it
+
+    return take_top_k(ws, k);
+  }
+  return std::nullopt;
+}
+
+}  // namespace sketchsgd::detail
