@@ -14,6 +14,12 @@
 // slowest rank's median taken for each, and the mean bytes sent per rank.
 // `--method global-sketch --sketch-allreduce ring|rd` forces the table's
 // allreduce: the ring, or recursive doubling (gs-SGD's log2 W rounds).
+// Every line also carries the machine's floor under the step, measured in
+// the same run just before the steps with the same threads (bench/floors.hpp):
+// one read of the gradient, the fused momentum and error-feedback pass
+// u = m u + g; v += u, the method's memory floor and, for sketches, the
+// scatter into a table of the step's size; compute as a multiple of the
+// floor and of the fused pass; and the process's minor page faults a step.
 // Bad values are refused with exit status 2 (examples/common/cli.hpp).
 
 #include <algorithm>
@@ -25,7 +31,10 @@
 #include <string_view>
 #include <vector>
 
+#include <sys/resource.h>
+
 #include "cli.hpp"
+#include "floors.hpp"
 #include "methods.hpp"
 #include "ranks.hpp"
 #include "sketchsgd/sketchsgd.hpp"
@@ -184,21 +193,34 @@ template <class Transport>
 void run(Transport& t, const settings& s) {
   using namespace sketchsgd;
   communicator comm(t, {.algorithm = allreduce_algorithm::portable});
-  auto opt = make(s, comm);
   std::vector<float> g(static_cast<std::size_t>(s.d));
   splitmix64 rng(static_cast<std::uint64_t>(comm.rank()) + 11);
   for (auto& x : g) x = static_cast<float>(static_cast<double>(rng.next() >> 11U) * 0x1.0p-53 - 0.5);
+  // The floor first, before the optimizer's memory exists: every rank at
+  // once, as the steps will run.
+  barrier(comm);
+  const std::uint64_t cols = static_cast<std::uint64_t>(s.cols_per_k * static_cast<double>(s.k));
+  const floors::measured floor = floors::measure(g, s.rows, cols, s.threads);
+  auto opt = make(s, comm);
 
   std::vector<double> total;
   std::vector<double> compute;
   std::vector<double> communicate;
   std::vector<double> sketch_or_select;
   std::vector<double> recover;
+  std::vector<double> faults;
   std::uint64_t bytes = 0;
+  const auto minor_faults = [] {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return static_cast<double>(u.ru_minflt);
+  };
   for (int i = 0; i < s.warmup + s.steps; ++i) {
     barrier(comm);  // every step starts together: times are not skewed by the previous one
+    const double faults_before = minor_faults();
     opt.step(g);
     if (i < s.warmup) continue;
+    faults.push_back(minor_faults() - faults_before);
     const auto& st = opt.stats().last_step_time;
     total.push_back(st.total);
     compute.push_back(st.local + st.compress + st.recover);
@@ -208,8 +230,13 @@ void run(Transport& t, const settings& s) {
     bytes = opt.stats().last_step.bytes_sent;
   }
   // The slowest rank's median per phase; mean bytes per rank.
-  std::vector<double> mine = {median(total),   median(compute),           median(communicate), median(sketch_or_select),
-                              median(recover), static_cast<double>(bytes)};
+  const double memory_floor = floors::method_bytes(s.method, s.d) / floor.stream_bytes_per_s;
+  const double floor_s = floors::sketches(s.method) ? std::max(memory_floor, floor.scatter_s) : memory_floor;
+  std::vector<double> mine = {median(total),       median(compute),
+                              median(communicate), median(sketch_or_select),
+                              median(recover),     4.0 * static_cast<double>(s.d) / floor.stream_bytes_per_s,
+                              floor.fused_pass_s,  floor_s,
+                              median(faults),      static_cast<double>(bytes)};
   std::vector<double> all(mine.size() * static_cast<std::size_t>(comm.size()));
   allgather(comm, std::span<const double>(mine), std::span<double>(all));
   std::vector<double> worst(mine.size(), 0.0);
@@ -221,11 +248,14 @@ void run(Transport& t, const settings& s) {
   }
   if (comm.rank() == 0) {
     if (s.header) {
-      std::printf("label,transport,method,W,d,k,step_s,compute_s,communicate_s,compress_s,recover_s,bytes_per_rank\n");
+      std::printf(
+          "label,transport,method,W,d,k,step_s,compute_s,communicate_s,compress_s,recover_s,bytes_per_rank,"
+          "read_g_s,fused_pass_s,floor_s,compute_over_floor,compute_over_fused_pass,page_faults_per_step\n");
     }
-    std::printf("%s,%s,%s,%d,%llu,%zu,%.6f,%.6f,%.6f,%.6f,%.6f,%.0f\n", s.label.c_str(), s.transport.c_str(),
-                s.method.c_str(), comm.size(), static_cast<unsigned long long>(s.d), s.k, worst[0], worst[1], worst[2],
-                worst[3], worst[4], mean_bytes);
+    std::printf("%s,%s,%s,%d,%llu,%zu,%.6f,%.6f,%.6f,%.6f,%.6f,%.0f,%.6f,%.6f,%.6f,%.2f,%.2f,%.0f\n", s.label.c_str(),
+                s.transport.c_str(), s.method.c_str(), comm.size(), static_cast<unsigned long long>(s.d), s.k, worst[0],
+                worst[1], worst[2], worst[3], worst[4], mean_bytes, worst[5], worst[6], worst[7], worst[1] / worst[7],
+                worst[1] / worst[6], worst[8]);
     std::fflush(stdout);
   }
   barrier(comm);
