@@ -83,8 +83,7 @@ settings parse(int argc, char** argv) {
     if (key == "--transport")
       s.transport = cli::choice(key, v, {"tcp", "mpi", "inproc"});
     else if (key == "--method")
-      s.method =
-          cli::choice(key, v, {"dense", "true-topk", "local-topk", "gtopk", "fetchsgd", "global-sketch", "sketched"});
+      s.method = cli::choice(key, v, methods::names);
     else if (key == "--label")
       s.label = v;
     else if (key == "--d")

@@ -19,6 +19,7 @@
 #include <fstream>
 #include <initializer_list>
 #include <limits>
+#include <span>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -144,7 +145,7 @@ template <std::integral T>
 /// `text` if it is one of `allowed`.
 /// @throws usage_error "OPTION TEXT: not one of a|b|c".
 [[nodiscard]] inline std::string choice(std::string_view option, std::string_view text,
-                                        std::initializer_list<std::string_view> allowed) {
+                                        std::span<const std::string_view> allowed) {
   if (std::find(allowed.begin(), allowed.end(), text) != allowed.end()) return std::string(text);
   std::string list;
   for (const auto a : allowed) {
@@ -152,6 +153,10 @@ template <std::integral T>
     list += a;
   }
   throw usage_error(std::string(option) + " " + std::string(text) + ": not one of " + list);
+}
+[[nodiscard]] inline std::string choice(std::string_view option, std::string_view text,
+                                        std::initializer_list<std::string_view> allowed) {
+  return choice(option, text, std::span<const std::string_view>(allowed.begin(), allowed.size()));
 }
 
 /// The comma-separated items of `text`; an empty item is refused.

@@ -3,12 +3,15 @@
 
 // The named optimizers that the example trainers (examples/fashion_mnist,
 // examples/libtorch) and bench/bench_step_time.cpp pick with --method, built
-// from one set of settings, held in one any_optimizer.
+// from one set of settings, held in one any_optimizer. dense-bf16 and
+// dense-fp16 are dense SGD with its sum carried in 16 bits (summed in
+// float32, rounded at every hop): the fair baseline for compression.
 
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -19,7 +22,8 @@ namespace methods {
 /// What a program's --method needs. Every field has the library options'
 /// default, so a program sets only what it chooses.
 struct settings {
-  /// dense, true-topk, local-topk, gtopk, sketched, fetchsgd or global-sketch.
+  /// dense, dense-bf16, dense-fp16, true-topk, local-topk, gtopk, sketched,
+  /// fetchsgd or global-sketch.
   std::string method;
   std::uint64_t dimension = 0;
   std::size_t k = 0;
@@ -34,6 +38,21 @@ struct settings {
   sketchsgd::cpu_execution exec{};
   bool overlap_rows = false;  // Sketched-SGD and global sketch only
 };
+
+/// Every --method name, in the order the programs list them.
+inline const std::vector<std::string_view> names = {"dense", "dense-bf16", "dense-fp16", "true-topk",    "local-topk",
+                                                    "gtopk", "sketched",   "fetchsgd",   "global-sketch"};
+
+/// Dense SGD, with the gradient on a float32 or a 16-bit wire.
+[[nodiscard]] inline bool is_dense(std::string_view method) {
+  return method == "dense" || method == "dense-bf16" || method == "dense-fp16";
+}
+/// How dense SGD's sum travels for `method`.
+[[nodiscard]] inline sketchsgd::wire_format dense_wire(std::string_view method) {
+  if (method == "dense-bf16") return sketchsgd::wire_format::bfloat16;
+  if (method == "dense-fp16") return sketchsgd::wire_format::float16;
+  return sketchsgd::wire_format::native;
+}
 
 /// `o` with the fields the named optimizers' options share set from `s`.
 template <class Options>
@@ -60,7 +79,8 @@ sketchsgd::any_optimizer<float> named_optimizer(const settings& s, sketchsgd::co
   const auto make = [&]<class Opt>(std::type_identity<Opt>, const typename Opt::options_type& options) {
     return any_optimizer<float>(std::in_place_type<Opt>, comm, with_settings(s, options));
   };
-  if (s.method == "dense") return make(std::type_identity<dense_sgd<float, Transport>>{}, {});
+  if (is_dense(s.method))
+    return make(std::type_identity<dense_sgd<float, Transport>>{}, {.wire = dense_wire(s.method)});
   if (s.method == "true-topk") return make(std::type_identity<true_topk_sgd<float, Transport>>{}, {});
   if (s.method == "local-topk") return make(std::type_identity<local_topk_sgd<float, Transport>>{}, {});
   if (s.method == "gtopk") return make(std::type_identity<gtopk_sgd<float, Transport>>{}, {});

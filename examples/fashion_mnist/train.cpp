@@ -46,7 +46,7 @@ namespace {
 // ---- configuration ---------------------------------------------------------------
 
 struct config {
-  std::string method = "sketched";  // dense|true-topk|local-topk|gtopk|sketched|fetchsgd|global-sketch
+  std::string method = "sketched";  // one of methods::names
   std::string transport = "inproc";
   std::string data = "/usr/share/datasets/fashion-mnist";
   std::string csv;
@@ -77,7 +77,8 @@ struct config {
 
 const char* usage =
     "fashion_mnist [options]\n"
-    "  --method dense|true-topk|local-topk|gtopk|sketched|fetchsgd|global-sketch   (sketched)\n"
+    "  --method dense|dense-bf16|dense-fp16|true-topk|local-topk|gtopk|sketched|fetchsgd|global-sketch\n"
+    "                                      (sketched; dense-bf16/fp16: the sum in 16 bits on the wire)\n"
     "  --transport inproc|tcp|mpi     inproc runs --workers threads (inproc)\n"
     "  --workers W                    in-process workers, at least 2 (4); tcp/mpi take the launcher's\n"
     "                                 world (--workers, if given, must match it)\n"
@@ -132,8 +133,7 @@ config parse(int argc, char** argv) {
     }
     const std::string_view v = cli::value(argc, argv, i);
     if (arg == "--method")
-      c.method =
-          cli::choice(arg, v, {"dense", "true-topk", "local-topk", "gtopk", "sketched", "fetchsgd", "global-sketch"});
+      c.method = cli::choice(arg, v, methods::names);
     else if (arg == "--transport")
       c.transport = cli::choice(arg, v, {"inproc", "tcp", "mpi"});
     else if (arg == "--workers")
@@ -181,9 +181,9 @@ config parse(int argc, char** argv) {
   }
   // Options that do not apply are refused rather than ignored.
   const auto& g = c.given;
-  if (c.method == "dense") {
+  if (methods::is_dense(c.method)) {
     g.refuse({"--compression", "--rows", "--cols", "--k", "--P", "--cols-per-k", "--topology"},
-             "to --method dense (it sends the whole gradient)");
+             "to --method " + c.method + " (it sends the whole gradient)");
   }
   if (!uses_sketch(c)) {
     const std::string no_sketch = "to --method " + c.method + " (no sketch)";
@@ -199,7 +199,7 @@ config parse(int argc, char** argv) {
   }
   if (g.has("--global-batch")) g.refuse({"--batch"}, "with --global-batch, which sets the batch of each worker");
   if (c.transport != "mpi") g.refuse({"--native-collectives"}, "to --transport " + c.transport + " (MPI only)");
-  if (c.method == "dense") g.refuse({"--no-mask"}, "to --method dense (no error feedback)");
+  if (methods::is_dense(c.method)) g.refuse({"--no-mask"}, "to --method " + c.method + " (no error feedback)");
   if (c.update != "sgd")
     g.refuse({"--momentum", "--no-mask"}, "with --update " + c.update + " (Adam keeps its own moments)");
 #if !defined(FMNIST_HAVE_TCP)
@@ -251,7 +251,7 @@ void check_run(const config& c0, int world, int here, std::size_t train_examples
   for (const auto& range : model.bias_ranges()) dense += range.second;
   config c = c0;
   fmnist::choose_budget(c, d, dense, c.budget_workers != 0 ? c.budget_workers : world);
-  if (c.method != "dense") {
+  if (!methods::is_dense(c.method)) {
     cli::check_range<std::size_t>("--k", c.k, 1, d - dense,
                                   "k of the " + std::to_string(d - dense) + " weights; the biases are sent dense");
   }
@@ -305,7 +305,9 @@ sketchsgd::any_optimizer<float> make_optimizer(const config& c, sketchsgd::commu
   if (c.update != "sgd" || !c.mask) {  // compositions beyond the named optimizers
     const bool adam = c.update != "sgd";
     const error_feedback<float> ef{.momentum = adam ? 0.0F : c.momentum, .mask_momentum = c.mask};
-    if (c.method == "dense") return composed<dense_aggregation<float>>(c, comm, d, {}, {});
+    if (methods::is_dense(c.method)) {
+      return composed<dense_aggregation<float>>(c, comm, d, {}, {.wire = methods::dense_wire(c.method)});
+    }
     if (c.method == "true-topk")
       return composed<true_topk_aggregation<float>>(c, comm, d, biases, {.k = c.k, .feedback = ef});
     if (c.method == "local-topk") {
@@ -414,7 +416,7 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
       std::printf(", sketch %llu x %llu", static_cast<unsigned long long>(c.rows),
                   static_cast<unsigned long long>(c.cols));
     }
-    if (c.method != "dense") std::printf(", k = %zu", c.k);
+    if (!methods::is_dense(c.method)) std::printf(", k = %zu", c.k);
     if (c.method == "sketched" || c.method == "global-sketch") std::printf(", P = %zu", c.candidates);
     if (c.global_batch != 0) std::printf(", batch %zu per worker", c.batch);
     std::printf("\n");

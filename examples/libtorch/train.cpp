@@ -74,7 +74,7 @@ struct config {
 
 const char* usage =
     "torch_fashion_mnist [options]\n"
-    "  --method dense|sketched|fetchsgd   (sketched)\n"
+    "  --method dense|dense-bf16|dense-fp16|sketched|fetchsgd   (sketched)\n"
     "  --transport inproc|mpi         inproc runs --workers threads (inproc); mpi takes mpirun's world\n"
     "  --workers W                    in-process workers, at least 2 (2); with mpi, if given, it must\n"
     "                                 match mpirun's world\n"
@@ -113,7 +113,7 @@ config parse(int argc, char** argv) {
     }
     const std::string_view v = cli::value(argc, argv, i);
     if (arg == "--method")
-      c.method = cli::choice(arg, v, {"dense", "sketched", "fetchsgd"});
+      c.method = cli::choice(arg, v, {"dense", "dense-bf16", "dense-fp16", "sketched", "fetchsgd"});
     else if (arg == "--transport")
       c.transport = cli::choice(arg, v, {"inproc", "mpi"});
     else if (arg == "--workers")
@@ -161,9 +161,9 @@ config parse(int argc, char** argv) {
   }
   // Options that do not apply are refused rather than ignored.
   const auto& g = c.given;
-  if (c.method == "dense") {
+  if (methods::is_dense(c.method)) {
     g.refuse({"--compression", "--rows", "--cols", "--k", "--P", "--cols-per-k"},
-             "to --method dense (it sends the whole gradient)");
+             "to --method " + c.method + " (it sends the whole gradient)");
     c.compression = 0;  // nothing to choose; reported as 0
   }
   if (c.method == "fetchsgd") g.refuse({"--P"}, "to --method fetchsgd (it has no second round)");
@@ -332,7 +332,7 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
     std::printf("%s over %s, W = %d, LibTorch CNN d = %zu (%zu coordinates sent dense: biases and tensors of <= %lld)",
                 c.method.c_str(), c.transport.c_str(), world, d, flat.dense_count(),
                 static_cast<long long>(c.dense_max));
-    if (c.method != "dense") {
+    if (!methods::is_dense(c.method)) {
       std::printf(", sketch %llu x %llu, k = %zu", static_cast<unsigned long long>(c.rows),
                   static_cast<unsigned long long>(c.cols), c.k);
     }
@@ -448,7 +448,7 @@ void check_run(const config& c0, int world, int here, std::size_t train_examples
   }
   config c = c0;
   fmnist::choose_budget(c, d, dense, world);
-  if (c.method != "dense") {
+  if (!methods::is_dense(c.method)) {
     cli::check_range<std::size_t>("--k", c.k, 1, d - dense,
                                   "k of the " + std::to_string(d - dense) + " coordinates not sent dense");
   }

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -108,8 +109,62 @@ void check_allreduce_type(Transport& t) {
   }
 }
 
+/// A 16-bit wire: sums of small integers are exact in both formats (every
+/// partial sum below 256), any floats end bit-identical everywhere and
+/// within the format's rounding of the float32 sum, at half the bytes.
+template <class Transport>
+void check_allreduce_wire(Transport& t) {
+  communicator comm(t);
+  const int w = comm.size();
+  for (const wire_format wire : {wire_format::bfloat16, wire_format::float16}) {
+    const std::string name = wire == wire_format::bfloat16 ? "bfloat16" : "float16";
+    for (const std::size_t n : conformance_lengths) {
+      std::vector<float> data(n);
+      for (std::size_t i = 0; i < n; ++i) data[i] = static_cast<float>(comm.rank() + 1 + static_cast<int>(i % 7));
+      const comm_counters before = comm.counters();
+      allreduce(comm, std::span<float>(data), {.segment_bytes = small_segment_bytes, .wire = wire});
+      const std::uint64_t sent = comm.counters().bytes_sent - before.bytes_sent;
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto exact = static_cast<float>(w * (w + 1) / 2 + w * static_cast<int>(i % 7));
+        expect(data[i] == exact,
+               "allreduce on a " + name + " wire, n " + std::to_string(n) + ": wrong at " + std::to_string(i));
+      }
+      if (w > 1) {
+        // The ring's 2 (W-1)/W n values at 2 bytes each; chunks are whole
+        // values, so a rank sends at most 2 (W-1) values more or fewer.
+        const double model = 2.0 * (w - 1) / w * 2.0 * static_cast<double>(n);
+        expect(std::abs(static_cast<double>(sent) - model) <= 4.0 * (w - 1),
+               "allreduce on a " + name + " wire sent " + std::to_string(sent) + " bytes for n " + std::to_string(n));
+      }
+    }
+    splitmix64 rng(static_cast<std::uint64_t>(comm.rank()) + 5);
+    std::vector<float> noisy(3001);
+    for (auto& v : noisy) v = static_cast<float>(static_cast<double>(rng.next() >> 11U) * 0x1.0p-53 - 0.5);
+    std::vector<float> exact = noisy;
+    allreduce(comm, std::span<float>(exact), {.algorithm = allreduce_algorithm::ring});
+    allreduce(comm, std::span<float>(noisy), {.segment_bytes = small_segment_bytes, .wire = wire});
+    expect_identical_everywhere(comm, std::span<const float>(noisy), "allreduce on a " + name + " wire");
+    // Each of the W hops rounds a partial sum of magnitude at most W / 2 by
+    // half a unit in the last place: 2^-8 (bfloat16) or 2^-11 (float16).
+    const double ulp = wire == wire_format::bfloat16 ? 0x1.0p-8 : 0x1.0p-11;
+    for (std::size_t i = 0; i < noisy.size(); ++i) {
+      expect(std::abs(static_cast<double>(noisy[i]) - exact[i]) <= w * (w / 2.0) * ulp,
+             "allreduce on a " + name + " wire: too far from the float32 sum at " + std::to_string(i));
+    }
+  }
+  std::vector<double> doubles(4, 1.0);
+  bool refused = false;
+  try {
+    allreduce(comm, std::span<double>(doubles), {.wire = wire_format::bfloat16});
+  } catch (const std::invalid_argument&) {
+    refused = true;
+  }
+  expect(refused, "allreduce of doubles on a 16-bit wire must be refused");
+}
+
 template <class Transport>
 void check_allreduce(Transport& t) {
+  check_allreduce_wire(t);
   check_allreduce_type<float>(t);
   check_allreduce_type<double>(t);
   check_allreduce_type<std::int32_t>(t);

@@ -10,13 +10,16 @@
 #include <cmath>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <span>
+#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
 #include "sketchsgd/collective/communicator.hpp"
 #include "sketchsgd/detail/arithmetic.hpp"
 #include "sketchsgd/detail/collective_pipeline.hpp"
+#include "sketchsgd/half.hpp"
 
 namespace sketchsgd {
 
@@ -76,6 +79,79 @@ void ring_allreduce(Comm& comm, std::span<T> data, std::size_t segment_bytes) {
   }
 }
 
+/// The ring of `ring_allreduce` with float values carried in a 16-bit
+/// format: each hop sends its partial sums rounded to the format, the
+/// receiver adds them to its float32 partial sums; the rank that finishes a
+/// chunk rounds it once more and passes those 16-bit values on, so every
+/// rank ends with the same bits: sums rounded to the format. Half the bytes
+/// of the float32 ring.
+template <wire_format W, class Comm>
+void ring_allreduce_wire(Comm& comm, std::span<float> data, std::size_t segment_bytes) {
+  using codec = wire_codec<W>;
+  const int size = comm.size();
+  const int rank = comm.rank();
+  const auto w = static_cast<std::size_t>(size);
+  const int right = wrap_rank(rank + 1, size);
+  const int left = wrap_rank(rank - 1, size);
+  const std::size_t seg_elems = std::max<std::size_t>(1, segment_bytes / sizeof(std::uint16_t));
+  const std::size_t longest_chunk = (data.size() + w - 1) / w;
+  const std::size_t nseg = segment_count(longest_chunk, seg_elems);
+  const auto segment = [&](std::size_t chunk, std::size_t j) {
+    const part_range c = part_of(data.size(), w, chunk);
+    const part_range s = part_of(c.size(), nseg, j);
+    return data.subspan(c.begin + s.begin, s.size());
+  };
+  const std::size_t slot_elems = longest_chunk / nseg + 1;
+  std::vector<std::uint16_t> outgoing(2 * slot_elems);
+  std::vector<std::uint16_t> incoming(2 * slot_elems);
+  const auto slot = [&](std::vector<std::uint16_t>& buffer, std::size_t j, std::size_t n) {
+    return std::span<std::uint16_t>(buffer).subspan((j % 2) * slot_elems, n);
+  };
+  const auto encoded = [&](std::span<const float> from, std::span<std::uint16_t> to) {
+    for (std::size_t i = 0; i < from.size(); ++i) to[i] = codec::encode(from[i]);
+    return bytes_of(std::span<const std::uint16_t>(to));
+  };
+  const tag_t tag = comm.next_collective_tag();
+
+  for (int step = 0; step < size - 1; ++step) {  // reduce-scatter, as ring_allreduce
+    const auto send_chunk = static_cast<std::size_t>(wrap_rank(rank - step, size));
+    const auto recv_chunk = static_cast<std::size_t>(wrap_rank(rank - step - 1, size));
+    pipelined_exchange(
+        comm, right, left, tag, nseg,
+        [&](std::size_t j) {
+          const std::span<const float> from = segment(send_chunk, j);
+          return encoded(from, slot(outgoing, j, from.size()));
+        },
+        [&](std::size_t j) { return writable_bytes_of(slot(incoming, j, segment(recv_chunk, j).size())); },
+        [&](std::size_t j) {
+          const std::span<float> to = segment(recv_chunk, j);
+          const std::span<const std::uint16_t> got = slot(incoming, j, to.size());
+          for (std::size_t i = 0; i < to.size(); ++i) to[i] += codec::decode(got[i]);
+        });
+  }
+  // The chunk this rank finished takes the rounding every other rank sees.
+  for (std::size_t j = 0; j < nseg; ++j) {
+    for (float& x : segment(static_cast<std::size_t>(wrap_rank(rank + 1, size)), j))
+      x = codec::decode(codec::encode(x));
+  }
+  for (int step = 0; step < size - 1; ++step) {  // allgather of the rounded chunks
+    const auto send_chunk = static_cast<std::size_t>(wrap_rank(rank + 1 - step, size));
+    const auto recv_chunk = static_cast<std::size_t>(wrap_rank(rank - step, size));
+    pipelined_exchange(
+        comm, right, left, tag + 1, nseg,
+        [&](std::size_t j) {
+          const std::span<const float> from = segment(send_chunk, j);  // rounded already: encoding is exact
+          return encoded(from, slot(outgoing, j, from.size()));
+        },
+        [&](std::size_t j) { return writable_bytes_of(slot(incoming, j, segment(recv_chunk, j).size())); },
+        [&](std::size_t j) {
+          const std::span<float> to = segment(recv_chunk, j);
+          const std::span<const std::uint16_t> got = slot(incoming, j, to.size());
+          for (std::size_t i = 0; i < to.size(); ++i) to[i] = codec::decode(got[i]);
+        });
+  }
+}
+
 /// Recursive doubling; a non-power-of-two world first folds its extra ranks
 /// into partners and hands them the result at the end. IEEE addition is
 /// commutative, so both partners of every exchange compute identical bits.
@@ -129,15 +205,35 @@ void recursive_doubling_allreduce(Comm& comm, std::span<T> data) {
 }  // namespace detail
 
 /// Replaces `data` on every rank with its element-wise sum over all ranks.
-/// Every rank ends with bit-identical values. Integer sums wrap.
+/// Every rank ends with bit-identical values. Integer sums wrap. With a
+/// 16-bit `options.wire` (float only), sums are carried as bfloat16 or
+/// float16, added in float32 and rounded at every hop, and the result is
+/// rounded to the format (also in a world of one).
 ///
 /// Generic cost: ring 2 (W-1)/W n sizeof(T) bytes sent per rank in 2 (W-1)
-/// rounds; recursive doubling log2(W) n sizeof(T) bytes in log2(W) rounds.
+/// rounds (2 bytes a value on a 16-bit wire); recursive doubling log2(W) n
+/// sizeof(T) bytes in log2(W) rounds.
 /// @tparam Transport a `transport`.
 /// @throws std::invalid_argument before any I/O if the options are invalid;
 /// transport_error / timeout_error from the transport.
 template <transport Transport, reducible T>
 void allreduce(communicator<Transport>& comm, std::span<T> data, allreduce_options options) {
+  if (options.wire != wire_format::native) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (comm.size() == 1 || data.empty()) {
+        (void)comm.next_collective_tag();
+        for (float& x : data)
+          x = options.wire == wire_format::bfloat16 ? from_bfloat16(to_bfloat16(x)) : from_float16(to_float16(x));
+      } else if (options.wire == wire_format::bfloat16) {
+        detail::ring_allreduce_wire<wire_format::bfloat16>(comm, data, options.segment_bytes);
+      } else {
+        detail::ring_allreduce_wire<wire_format::float16>(comm, data, options.segment_bytes);
+      }
+      return;
+    } else {
+      throw std::invalid_argument("allreduce: a 16-bit wire carries float values only");
+    }
+  }
   if (comm.size() == 1 || data.empty()) {
     (void)comm.next_collective_tag();
     return;

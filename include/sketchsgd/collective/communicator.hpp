@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "sketchsgd/half.hpp"
 #include "sketchsgd/transport/concepts.hpp"
 
 namespace sketchsgd {
@@ -34,6 +35,9 @@ struct allreduce_options {
   /// `portable`: log2(W) n bytes in log2(W) rounds beats the ring's
   /// 2 (W-1)/W n bytes in 2 (W-1) rounds only while latency dominates.
   std::size_t small_bytes = std::size_t{8} << 10U;
+  /// float values only: carry them as bfloat16 or float16, summed in float32
+  /// and rounded once per hop (always the ring; half the bytes).
+  wire_format wire = wire_format::native;
 };
 
 /// Bytes and messages one rank handed to its transport, and collectives run.

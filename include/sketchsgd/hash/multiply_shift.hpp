@@ -78,9 +78,10 @@ class multiply_shift {
     /// bucket and sign as in `operator()`: what lets recovery walk the keys
     /// of one bucket without hashing the others.
     struct line {
-      std::uint64_t slope;
-      std::uint64_t intercept;
+      std::uint64_t slope;      ///< a0 + hi: what z gains from one key to the next
+      std::uint64_t intercept;  ///< (a0 + hi) a1 + b: z of the key hi * 2^32
     };
+    /// The line of the keys whose top 32 bits are `hi`.
     [[nodiscard]] SKETCHSGD_HOST_DEVICE constexpr line block_line(std::uint64_t hi) const noexcept {
       return {a0_ + hi, (a0_ + hi) * a1_ + b_};
     }

@@ -28,6 +28,9 @@ struct dense_sgd_options {
   bool average = false;
   /// What a NaN or Inf in any rank's gradient does.
   nonfinite_policy nonfinite = nonfinite_policy::throw_error;
+  /// How the sum travels: `bfloat16` or `float16` (float only) halve the
+  /// bytes, summed in float32 and rounded at every hop.
+  wire_format wire = wire_format::native;
 };
 
 namespace detail {
@@ -43,12 +46,13 @@ struct dense_sgd_traits {
 
   static composed_options<aggregation, update_rule> compose(const options_type& o,
                                                             typename device_ops<Device>::execution exec) {
-    return named_options<aggregation, update_rule>(o, {}, {.momentum = o.momentum}, exec);
+    return named_options<aggregation, update_rule>(o, {.wire = o.wire}, {.momentum = o.momentum}, exec);
   }
   static std::uint64_t fingerprint(const options_type& o, const coordinate_split& /*split*/, int world) {
     detail::fingerprint f;
     f.add(kind).add(wire::value_type_code<Value>).add(o.dimension);
     f.add(o.momentum).add(o.average).add(o.nonfinite).add(world);
+    if (o.wire != wire_format::native) f.add(o.wire);  // float32 jobs keep their version-1 fingerprint
     return f.value();
   }
 };
@@ -57,7 +61,8 @@ struct dense_sgd_traits {
 
 /// Dense distributed SGD: G = sum of the gradients (allreduce, / W when
 /// averaging), u <- m u + G, update = eta u on every coordinate. Bytes per
-/// rank per step: a ring allreduce of d values, 2 (W-1)/W d sizeof(Value).
+/// rank per step: a ring allreduce of d values, 2 (W-1)/W d sizeof(Value)
+/// (2 bytes a value with a 16-bit `wire`).
 /// `dense_aggregation` with `momentum_update` under a stable name (version-1
 /// fingerprint and checkpoints).
 /// @tparam Value a `sketch_value`.

@@ -39,6 +39,9 @@ struct collective_round {
   std::span<const std::byte> block{};              ///< gather: this rank's bytes
   std::span<std::byte> gathered{};                 ///< gather: world x block.size() bytes, filled by the caller
   std::optional<allreduce_algorithm> algorithm{};  ///< sum: the algorithm the transport-driven form uses
+  /// sum of float values: how they travel (a 16-bit format, summed in float32
+  /// and rounded at every hop; a split-phase caller carries it as it can).
+  wire_format wire = wire_format::native;
 };
 
 /// Stands for "no transport": a `composed_optimizer` whose rounds the caller
@@ -127,9 +130,10 @@ void run_round(communicator<Transport>& comm, const collective_round<Value>& r) 
     allgather(comm, r.block, r.gathered);
   } else if (!r.counts.empty()) {
     allreduce(comm, r.counts);
-  } else if (r.algorithm) {
+  } else if (r.algorithm || r.wire != wire_format::native) {
     allreduce_options o = comm.allreduce_defaults();
-    o.algorithm = *r.algorithm;
+    if (r.algorithm) o.algorithm = *r.algorithm;
+    o.wire = r.wire;
     allreduce(comm, r.values, o);
   } else {
     allreduce(comm, r.values);
@@ -141,9 +145,11 @@ void run_round(communicator<Transport>& comm, const collective_round<Value>& r) 
 template <class Value>
 std::uint64_t modeled_bytes(const collective_round<Value>& r, int world) {
   if (r.kind == round_kind::gather) return static_cast<std::uint64_t>(world - 1) * r.block.size();
-  const double bytes = static_cast<double>(r.counts.empty() ? r.values.size_bytes() : r.counts.size_bytes());
+  const double bytes = static_cast<double>(r.counts.empty() ? r.values.size() * wire_bytes(r.wire, sizeof(Value))
+                                                            : r.counts.size_bytes());
   allreduce_options o;
   if (r.algorithm == allreduce_algorithm::recursive_doubling) o.small_bytes = static_cast<std::size_t>(bytes);
+  if (r.wire != wire_format::native) o.small_bytes = 0;  // a 16-bit wire always takes the ring
   return static_cast<std::uint64_t>(allreduce_bytes_model(bytes, world, o));
 }
 

@@ -6,9 +6,11 @@
 
 #include <cstdint>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "sketchsgd/device.hpp"
+#include "sketchsgd/half.hpp"
 #include "sketchsgd/optim/error_feedback.hpp"
 #include "sketchsgd/optim/rounds.hpp"
 #include "sketchsgd/optim/state_io.hpp"
@@ -28,8 +30,13 @@ class dense_aggregation {
   using context = detail::step_context<Value, Device>;
 
  public:
-  /// No options.
-  struct options_type {};
+  /// Settings of the dense aggregation.
+  struct options_type {
+    /// How the sum travels: float values may go as bfloat16 or float16,
+    /// summed in float32 and rounded at every hop (half the bytes; the
+    /// honest baseline of Han et al. 2024). Float only.
+    wire_format wire = wire_format::native;
+  };
 
   /// @cond POLICY_HOOKS
   // The aggregation_policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
@@ -38,8 +45,11 @@ class dense_aggregation {
   static constexpr detail::optimizer_kind kind = detail::optimizer_kind::dense_sgd;
   static constexpr const char* name = "dense_aggregation";
 
-  dense_aggregation(const options_type& /*o*/, const context& c) {
+  dense_aggregation(const options_type& o, const context& c) : opt_(o) {
     if (c.split->dense_count() != 0) detail::bad_option(name, "dense ranges mean nothing to dense aggregation");
+    if (o.wire != wire_format::native && !std::is_same_v<Value, float>) {
+      detail::bad_option(name, "a 16-bit wire carries float values only");
+    }
   }
 
   void accumulate(typename ops::template span<const Value> g, const context& /*c*/) noexcept { gradient_ = g; }
@@ -50,7 +60,9 @@ class dense_aggregation {
     out.dense = true;
     ops::assign(gradient_, out.values, *c.device);
     c.lap(&step_timing::local);
-    co_yield sum_round(std::span<Value>(out.values));
+    auto sum = sum_round(std::span<Value>(out.values));
+    sum.wire = opt_.wire;
+    co_yield sum;
   }
 
   void finish_dense(std::span<Value> /*values*/, const context& /*c*/) noexcept {}
@@ -59,10 +71,13 @@ class dense_aggregation {
   [[nodiscard]] bool needs_transport() const noexcept { return false; }
   template <class F>
   void for_each_state(F&& /*f*/) {}
-  void describe(detail::fingerprint& /*f*/) const {}
+  void describe(detail::fingerprint& f) const {
+    if (opt_.wire != wire_format::native) f.add(opt_.wire);  // the float32 wire keeps its earlier fingerprint
+  }
   /// @endcond
 
  private:
+  options_type opt_;
   typename ops::template span<const Value> gradient_{};
 };
 
