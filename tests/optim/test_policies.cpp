@@ -428,6 +428,96 @@ TEST_CASE("a learning-rate schedule is followed, and resumed from a checkpoint",
   });
 }
 
+namespace {
+
+/// What a rank ends with in `run_with_skips`.
+struct skip_run {
+  std::vector<float> params;
+  std::string saved;  // the checkpoint after step 6
+  friend bool operator==(const skip_run&, const skip_run&) = default;
+};
+
+/// Steps 0-6 of `composed_optimizer<A, R>` on 3 ranks, a checkpoint, a
+/// fresh optimizer that loads it, and steps 7-8. At steps 2 and 5 rank 1's
+/// gradient holds a NaN, so every rank skips them (`bad_steps`), or those
+/// steps are left out altogether (`!bad_steps`): the two runs must end with
+/// the same bits and write the same checkpoint.
+template <class A, class R>
+std::vector<skip_run> run_with_skips(const composed_options<A, R>& o, bool bad_steps) {
+  std::vector<skip_run> out(3);
+  on_inproc(3, [&](int r, T& t) {
+    communicator comm(t);
+    auto& mine = out[static_cast<std::size_t>(r)];
+    mine.params.assign(static_cast<std::size_t>(o.dimension), 0.0F);
+    const auto step = [&](composed_optimizer<A, R, T>& opt, std::uint64_t s) {
+      const bool bad = s == 2 || s == 5;
+      if (bad && !bad_steps) return;
+      auto g = gradient_of<float>(r, s, static_cast<std::size_t>(o.dimension));
+      if (bad && r == 1) g[17] = std::numeric_limits<float>::quiet_NaN();
+      const auto& u = opt.step(g);
+      test::expect(u.skipped == bad, "skipped exactly at the bad steps");
+      u.apply(std::span<float>(mine.params));
+    };
+    composed_optimizer<A, R, T> opt(comm, o);
+    for (std::uint64_t s = 0; s < 7; ++s) step(opt, s);
+    const comm_stats& st = opt.stats();
+    test::expect(
+        st.steps == (bad_steps ? 7U : 5U) && st.skipped_steps == (bad_steps ? 2U : 0U) && st.taken_steps() == 5,
+        "every step is counted, the skipped ones apart");
+    std::ostringstream os;
+    opt.save(os);
+    mine.saved = os.str();
+    composed_optimizer<A, R, T> resumed(comm, o);
+    std::istringstream is(mine.saved);
+    resumed.load(is);
+    test::expect(resumed.stats().taken_steps() == 5, "a resumed optimizer continues from the steps taken");
+    for (std::uint64_t s = 7; s < 9; ++s) step(resumed, s);
+  });
+  return out;
+}
+
+template <class A, class R>
+void check_skips_leave_no_trace(const composed_options<A, R>& o) {
+  const auto skipped = run_with_skips(o, true);
+  const auto clean = run_with_skips(o, false);
+  for (std::size_t r = 0; r < 3; ++r) {
+    CAPTURE(r);
+    CHECK((skipped[r].params == clean[r].params));  // (( )): no dump of 3000 values
+    CHECK((skipped[r].saved == clean[r].saved));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("skipped steps are not steps: Adam, HEAVYMIX and schedules see only the steps taken",
+          "[optim][nonfinite][schedule]") {
+  // Steps 2 and 5 of 7 are skipped (a NaN on rank 1): the parameters and
+  // the checkpoint (its step count included) equal, bit for bit, those of
+  // the run that never had those steps, also after a resume.
+  using S = sketched_aggregation<float>;
+  using H = sketched_aggregation<float, multiply_shift, heavymix_recovery>;
+  SECTION("plain SGD") { check_skips_leave_no_trace(with<S>({.sketch = sketch, .k = 20})); }
+  SECTION("Adam: bias correction by the steps taken") {
+    check_skips_leave_no_trace(
+        with<S, adam_update<float>>({.sketch = sketch, .k = 20, .feedback = {.momentum = 0.5F}}));
+    check_skips_leave_no_trace(with<dense_aggregation<float>, adam_update<float>>({}));
+  }
+  SECTION("HEAVYMIX in Sketched-SGD: the fill's seed by the steps taken") {
+    check_skips_leave_no_trace(with<H>({.sketch = sketch, .k = 20, .candidates_factor = 0, .recovery = {.seed = 7}}));
+  }
+  SECTION("HEAVYMIX in FetchSGD") {
+    using F = fetch_aggregation<float, multiply_shift, heavymix_recovery>;
+    check_skips_leave_no_trace(with<F>({.sketch = sketch, .k = 20, .momentum = 0.5F, .recovery = {.seed = 7}}));
+  }
+  SECTION("a learning-rate schedule") {
+    auto o = with<S>({.sketch = sketch, .k = 20, .feedback = {.momentum = 0.5F}});
+    o.schedule = [](std::uint64_t t) { return 0.5F / static_cast<float>(t + 1); };
+    check_skips_leave_no_trace(o);
+    o.aggregation.feedback.learning_rate_in_error = true;  // eta enters the error memory at each step's value
+    check_skips_leave_no_trace(o);
+  }
+}
+
 TEST_CASE("composed checkpoints: version 2, all or nothing, and version 1 refused by name", "[optim][checkpoint]") {
   using A = sketched_aggregation<float>;
   using O = composed_optimizer<A, adam_update<float>, T>;
