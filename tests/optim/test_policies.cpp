@@ -163,6 +163,14 @@ TEMPLATE_TEST_CASE("a split-phase step equals the transport-driven step", "[opti
   SECTION("Sketched-SGD") {
     check_split_phase<sketched_aggregation<V>>({.sketch = sketch, .k = 30, .candidates_factor = 3, .feedback = ef});
   }
+  SECTION("Sketched-SGD, HEAVYMIX applied whole") {
+    check_split_phase<sketched_aggregation<V, multiply_shift, heavymix_recovery>>(
+        {.sketch = sketch,
+         .k = 30,
+         .candidates_factor = 2,
+         .feedback = ef,
+         .recovery = {.seed = 3, .apply_all = true}});
+  }
   SECTION("Sketched-SGD, rows overlapped") {
     check_split_phase<sketched_aggregation<V>>(
         {.sketch = sketch, .k = 30, .candidates_factor = 0, .feedback = ef, .overlap_rows = true});
@@ -268,6 +276,90 @@ TEST_CASE("every recovery policy finds planted heavy hitters", "[optim][recovery
     const auto heavy = recovered(seed, threshold_recovery{.phi = 0.02}, 20, spikes);
     CHECK(heavy == spikes);  // exactly the heavy hitters
   }
+}
+
+namespace {
+
+constexpr std::size_t mix_d = 3000;
+constexpr std::size_t mix_k = 30;
+const sketch_config mix_sketch{.rows = 3, .cols = 600, .seed = 5};
+
+/// The j-th of 10 coordinates planted as l2 heavy hitters (phi = 1 / mix_k).
+constexpr std::size_t planted(std::size_t j) { return 37 + 211 * j; }
+
+/// Rank r's first gradient for the HEAVYMIX tests: noise and the planted spikes.
+std::vector<std::int64_t> mix_gradient(int r) {
+  auto g = gradient_of<std::int64_t>(r, 0, mix_d);
+  for (std::size_t j = 0; j < 10; ++j) g[planted(j)] += 2000;
+  return g;
+}
+
+/// One step of Sketched-SGD's aggregation with HEAVYMIX (seed 7) on 3 ranks
+/// (integers: the sums are exact); rank 0's update, and its error v after it.
+std::pair<model_update<std::int64_t>, std::vector<std::int64_t>> mix_step(heavymix_recovery recovery,
+                                                                          std::size_t candidates_factor,
+                                                                          topology topo = topology::allreduce) {
+  using A = sketched_aggregation<std::int64_t, multiply_shift, heavymix_recovery>;
+  std::pair<model_update<std::int64_t>, std::vector<std::int64_t>> out;
+  on_inproc(3, [&](int r, T& t) {
+    communicator comm(t);
+    composed_optimizer<A, aggregated_gradient<std::int64_t>, T> opt(
+        comm, {.dimension = mix_d,
+               .aggregation = {.sketch = mix_sketch,
+                               .k = mix_k,
+                               .candidates_factor = candidates_factor,
+                               .recovery = recovery,
+                               .topology = topo}});
+    const auto& u = opt.step(mix_gradient(r));
+    if (r == 0) {
+      out.first = u;
+      const auto v = opt.aggregation().memory().v();
+      out.second.assign(v.begin(), v.end());
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("HEAVYMIX with a second round: the k it selects, fill included, are summed exactly and all applied",
+          "[optim][recovery]") {
+  // The summed gradient, its sketch, and HEAVYMIX's selection of k from it:
+  // P = 0 applies exactly that selection (with estimates).
+  std::vector<std::int64_t> sum(mix_d, 0);
+  for (int r = 0; r < 3; ++r) {
+    const auto g = mix_gradient(r);
+    for (std::size_t i = 0; i < mix_d; ++i) sum[i] += g[i];
+  }
+  count_sketch<std::int64_t, multiply_shift> summed(mix_sketch);
+  summed.accumulate(std::span<const std::int64_t>(sum));
+  const auto heavy = heavy_hitters(summed, mix_d, 1.0 / static_cast<double>(mix_k)).indices;
+  const auto selection = mix_step({.seed = 7}, 0).first.indices;
+  REQUIRE(selection.size() == mix_k);
+  REQUIRE((heavy.size() >= 10 && heavy.size() < mix_k));  // the planted ones (and where the ranks' spikes meet)
+  REQUIRE(std::includes(selection.begin(), selection.end(), heavy.begin(), heavy.end()));
+  std::vector<std::uint64_t> fill;
+  std::set_difference(selection.begin(), selection.end(), heavy.begin(), heavy.end(), std::back_inserter(fill));
+
+  // apply_all at P = 2: that selection, fill included, with exact sums.
+  for (const topology topo : {topology::allreduce, topology::root}) {
+    CAPTURE(topo == topology::root);
+    const auto [u, v] = mix_step({.seed = 7, .apply_all = true}, 2, topo);
+    CHECK(u.indices == selection);  // the heavy hitters and the whole fill
+    for (std::size_t j = 0; j < u.indices.size(); ++j) {
+      CHECK(u.values[j] == sum[u.indices[j]]);  // exact sums
+      CHECK(v[u.indices[j]] == 0);              // applied, so the error is reset
+    }
+  }
+  // The default (the documented deviation): P k candidates, of which the k
+  // largest exact sums are applied; the planted coordinates stay, the fill
+  // mostly goes.
+  const auto kept = mix_step({.seed = 7}, 2).first.indices;
+  CHECK(kept.size() == mix_k);
+  for (std::size_t j = 0; j < 10; ++j) CHECK(std::binary_search(kept.begin(), kept.end(), planted(j)));
+  std::vector<std::uint64_t> kept_fill;
+  std::set_intersection(kept.begin(), kept.end(), fill.begin(), fill.end(), std::back_inserter(kept_fill));
+  CHECK(kept_fill.size() < fill.size() / 2);
 }
 
 namespace {
@@ -504,6 +596,8 @@ TEST_CASE("skipped steps are not steps: Adam, HEAVYMIX and schedules see only th
   }
   SECTION("HEAVYMIX in Sketched-SGD: the fill's seed by the steps taken") {
     check_skips_leave_no_trace(with<H>({.sketch = sketch, .k = 20, .candidates_factor = 0, .recovery = {.seed = 7}}));
+    check_skips_leave_no_trace(
+        with<H>({.sketch = sketch, .k = 20, .candidates_factor = 2, .recovery = {.seed = 7, .apply_all = true}}));
   }
   SECTION("HEAVYMIX in FetchSGD") {
     using F = fetch_aggregation<float, multiply_shift, heavymix_recovery>;
