@@ -106,7 +106,8 @@ class sketched_aggregation {
     int root = 0;
     /// The algorithm of the table's allreduce (unset: the communicator's).
     /// `recursive_doubling` is global-sketch SGD as its paper describes it:
-    /// log2(W) rounds, each sending the whole table.
+    /// log2(W) rounds, each sending the whole table. The second round (P k
+    /// values) keeps the communicator's algorithm.
     std::optional<allreduce_algorithm> sketch_allreduce{};
     /// Overlap sketching with the table's allreduce (allreduce topology, CPU,
     /// rows > 1): rows are sketched a group at a time (one row per thread, at
