@@ -236,8 +236,8 @@ unchecked), average, threads.)doc")
           "Restores save()'s bytes (same rank, world and configuration; ConfigMismatchError or "
           "SerializationError otherwise, and the state is then unchanged).")
       .def("stats", [](const py_aggregator& a) { return stats_dict(a.impl->stats()); },
-           "Steps, bytes by sketchsgd's own collectives' model, and time by phase (local, compress, "
-           "communicate = carrying the rounds, recover).");
+           "Steps (skipped_steps: those skipped for a non-finite gradient), bytes by sketchsgd's own "
+           "collectives' model, and time by phase (local, compress, communicate = carrying the rounds, recover).");
 }
 
 }  // namespace sketchsgd::python

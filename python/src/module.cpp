@@ -118,6 +118,7 @@ py::dict stats_dict(const comm_stats& s) {
   };
   py::dict d;
   d["steps"] = s.steps;
+  d["skipped_steps"] = s.skipped_steps;
   d["last_step"] = counters(s.last_step);
   d["total"] = counters(s.total);
   d["dense_ring_bytes_per_step"] = s.dense_ring_bytes_per_step;

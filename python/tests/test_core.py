@@ -129,6 +129,7 @@ def test_nonfinite_policies():
     skip = [sketchsgd.Aggregator(r, world, options("sketched", d, dense=[])) for r in range(world)]
     carry(skip, grads[0])
     assert all(a.update()["skipped"] for a in skip)
+    assert all(a.stats()["steps"] == 1 and a.stats()["skipped_steps"] == 1 for a in skip)
     out = np.full(d, 5, np.float32)
     skip[0].write_update(out)
     assert not out.any()

@@ -314,6 +314,47 @@ TEST_CASE("dense SGD on a 16-bit wire: the float32 step rounded per hop, at half
       for (std::size_t i = 0; i < d; ++i) REQUIRE(x[i] == -static_cast<float>(3 + 3 * static_cast<int>(i % 5)));
       // The same ring chunks, 2 bytes a value instead of 4.
       CHECK(2 * sent[static_cast<std::size_t>(r)] == sent_float32[static_cast<std::size_t>(r)]);
+
+TEST_CASE("gTop-k with the momentum after aggregation, as its authors ran it: a case worked by hand", "[optim]") {
+  // W = 2, d = 4, k = 1, m = 1/2, eta = 1; every step rank 0's gradient is
+  // (4, 0, 3, 0) and rank 1's (4, 0, 0, 3). Error feedback on the raw
+  // gradient, v <- v + g; each rank selects its top 1; the tree sums common
+  // indices and keeps the top 1 (ties to the lower index); a rank resets v
+  // where its own selection made the final; then M <- m M + Delta, update M.
+  //   step 0: v0 = (4,0,3,0), v1 = (4,0,0,3); both pick 0: Delta = {0: 8};
+  //           v0 = (0,0,3,0), v1 = (0,0,0,3); M = (8,0,0,0)
+  //   step 1: v0 = (4,0,6,0), v1 = (4,0,0,6); picks 2 and 3, tie: Delta = {2: 6};
+  //           v0 = (4,0,0,0), v1 keeps (4,0,0,6); M = (4,0,6,0)
+  //   step 2: v0 = (8,0,3,0), v1 = (8,0,0,9); picks 0 and 3: Delta = {3: 9};
+  //           M = (2,0,3,9)
+  // With the default placement (momentum before selection, masked) step 1
+  // selects from v0 = (4,0,7.5,0) and v1 = (4,0,0,7.5): Delta = {2: 7.5}.
+  const std::vector<std::vector<float>> want{{8, 0, 0, 0}, {4, 0, 6, 0}, {2, 0, 3, 9}};
+  for (const bool after : {true, false}) {
+    CAPTURE(after);
+    std::vector<std::vector<model_update<float>>> got(2);
+    on_inproc(2, [&](int r, auto& t) {
+      communicator comm(t);
+      using Tr = std::remove_cvref_t<decltype(t)>;
+      gtopk_sgd<float, Tr> opt(
+          comm, {.dimension = 4, .k = 1, .learning_rate = 1, .momentum = 0.5F, .momentum_after_aggregation = after});
+      const std::vector<float> g = r == 0 ? std::vector<float>{4, 0, 3, 0} : std::vector<float>{4, 0, 0, 3};
+      for (std::size_t s = 0; s < want.size(); ++s) got[static_cast<std::size_t>(r)].push_back(opt.step(g));
+    });
+    for (std::size_t r = 0; r < 2; ++r) {
+      CAPTURE(r);
+      for (std::size_t s = 0; s < want.size(); ++s) {
+        CAPTURE(s);
+        const auto& u = got[r][s];
+        if (after) {
+          CHECK(u.dense);  // M, on every coordinate
+          CHECK(u.values == want[s]);
+        } else if (s == 1) {
+          CHECK(!u.dense);
+          CHECK(u.indices == std::vector<std::uint64_t>{2});
+          CHECK(u.values == std::vector<float>{7.5F});
+        }
+      }
     }
   }
 }

@@ -163,6 +163,14 @@ TEMPLATE_TEST_CASE("a split-phase step equals the transport-driven step", "[opti
   SECTION("Sketched-SGD") {
     check_split_phase<sketched_aggregation<V>>({.sketch = sketch, .k = 30, .candidates_factor = 3, .feedback = ef});
   }
+  SECTION("Sketched-SGD, HEAVYMIX applied whole") {
+    check_split_phase<sketched_aggregation<V, multiply_shift, heavymix_recovery>>(
+        {.sketch = sketch,
+         .k = 30,
+         .candidates_factor = 2,
+         .feedback = ef,
+         .recovery = {.seed = 3, .apply_all = true}});
+  }
   SECTION("Sketched-SGD, rows overlapped") {
     check_split_phase<sketched_aggregation<V>>(
         {.sketch = sketch, .k = 30, .candidates_factor = 0, .feedback = ef, .overlap_rows = true});
@@ -268,6 +276,90 @@ TEST_CASE("every recovery policy finds planted heavy hitters", "[optim][recovery
     const auto heavy = recovered(seed, threshold_recovery{.phi = 0.02}, 20, spikes);
     CHECK(heavy == spikes);  // exactly the heavy hitters
   }
+}
+
+namespace {
+
+constexpr std::size_t mix_d = 3000;
+constexpr std::size_t mix_k = 30;
+const sketch_config mix_sketch{.rows = 3, .cols = 600, .seed = 5};
+
+/// The j-th of 10 coordinates planted as l2 heavy hitters (phi = 1 / mix_k).
+constexpr std::size_t planted(std::size_t j) { return 37 + 211 * j; }
+
+/// Rank r's first gradient for the HEAVYMIX tests: noise and the planted spikes.
+std::vector<std::int64_t> mix_gradient(int r) {
+  auto g = gradient_of<std::int64_t>(r, 0, mix_d);
+  for (std::size_t j = 0; j < 10; ++j) g[planted(j)] += 2000;
+  return g;
+}
+
+/// One step of Sketched-SGD's aggregation with HEAVYMIX (seed 7) on 3 ranks
+/// (integers: the sums are exact); rank 0's update, and its error v after it.
+std::pair<model_update<std::int64_t>, std::vector<std::int64_t>> mix_step(heavymix_recovery recovery,
+                                                                          std::size_t candidates_factor,
+                                                                          topology topo = topology::allreduce) {
+  using A = sketched_aggregation<std::int64_t, multiply_shift, heavymix_recovery>;
+  std::pair<model_update<std::int64_t>, std::vector<std::int64_t>> out;
+  on_inproc(3, [&](int r, T& t) {
+    communicator comm(t);
+    composed_optimizer<A, aggregated_gradient<std::int64_t>, T> opt(
+        comm, {.dimension = mix_d,
+               .aggregation = {.sketch = mix_sketch,
+                               .k = mix_k,
+                               .candidates_factor = candidates_factor,
+                               .recovery = recovery,
+                               .topology = topo}});
+    const auto& u = opt.step(mix_gradient(r));
+    if (r == 0) {
+      out.first = u;
+      const auto v = opt.aggregation().memory().v();
+      out.second.assign(v.begin(), v.end());
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("HEAVYMIX with a second round: the k it selects, fill included, are summed exactly and all applied",
+          "[optim][recovery]") {
+  // The summed gradient, its sketch, and HEAVYMIX's selection of k from it:
+  // P = 0 applies exactly that selection (with estimates).
+  std::vector<std::int64_t> sum(mix_d, 0);
+  for (int r = 0; r < 3; ++r) {
+    const auto g = mix_gradient(r);
+    for (std::size_t i = 0; i < mix_d; ++i) sum[i] += g[i];
+  }
+  count_sketch<std::int64_t, multiply_shift> summed(mix_sketch);
+  summed.accumulate(std::span<const std::int64_t>(sum));
+  const auto heavy = heavy_hitters(summed, mix_d, 1.0 / static_cast<double>(mix_k)).indices;
+  const auto selection = mix_step({.seed = 7}, 0).first.indices;
+  REQUIRE(selection.size() == mix_k);
+  REQUIRE((heavy.size() >= 10 && heavy.size() < mix_k));  // the planted ones (and where the ranks' spikes meet)
+  REQUIRE(std::includes(selection.begin(), selection.end(), heavy.begin(), heavy.end()));
+  std::vector<std::uint64_t> fill;
+  std::set_difference(selection.begin(), selection.end(), heavy.begin(), heavy.end(), std::back_inserter(fill));
+
+  // apply_all at P = 2: that selection, fill included, with exact sums.
+  for (const topology topo : {topology::allreduce, topology::root}) {
+    CAPTURE(topo == topology::root);
+    const auto [u, v] = mix_step({.seed = 7, .apply_all = true}, 2, topo);
+    CHECK(u.indices == selection);  // the heavy hitters and the whole fill
+    for (std::size_t j = 0; j < u.indices.size(); ++j) {
+      CHECK(u.values[j] == sum[u.indices[j]]);  // exact sums
+      CHECK(v[u.indices[j]] == 0);              // applied, so the error is reset
+    }
+  }
+  // The default (the documented deviation): P k candidates, of which the k
+  // largest exact sums are applied; the planted coordinates stay, the fill
+  // mostly goes.
+  const auto kept = mix_step({.seed = 7}, 2).first.indices;
+  CHECK(kept.size() == mix_k);
+  for (std::size_t j = 0; j < 10; ++j) CHECK(std::binary_search(kept.begin(), kept.end(), planted(j)));
+  std::vector<std::uint64_t> kept_fill;
+  std::set_intersection(kept.begin(), kept.end(), fill.begin(), fill.end(), std::back_inserter(kept_fill));
+  CHECK(kept_fill.size() < fill.size() / 2);
 }
 
 namespace {
@@ -426,6 +518,98 @@ TEST_CASE("a learning-rate schedule is followed, and resumed from a checkpoint",
     resumed.load(saved);
     test::expect(resumed.step(g).values[0] == 0.25F, "a resumed optimizer continues the schedule");
   });
+}
+
+namespace {
+
+/// What a rank ends with in `run_with_skips`.
+struct skip_run {
+  std::vector<float> params;
+  std::string saved;  // the checkpoint after step 6
+  friend bool operator==(const skip_run&, const skip_run&) = default;
+};
+
+/// Steps 0-6 of `composed_optimizer<A, R>` on 3 ranks, a checkpoint, a
+/// fresh optimizer that loads it, and steps 7-8. At steps 2 and 5 rank 1's
+/// gradient holds a NaN, so every rank skips them (`bad_steps`), or those
+/// steps are left out altogether (`!bad_steps`): the two runs must end with
+/// the same bits and write the same checkpoint.
+template <class A, class R>
+std::vector<skip_run> run_with_skips(const composed_options<A, R>& o, bool bad_steps) {
+  std::vector<skip_run> out(3);
+  on_inproc(3, [&](int r, T& t) {
+    communicator comm(t);
+    auto& mine = out[static_cast<std::size_t>(r)];
+    mine.params.assign(static_cast<std::size_t>(o.dimension), 0.0F);
+    const auto step = [&](composed_optimizer<A, R, T>& opt, std::uint64_t s) {
+      const bool bad = s == 2 || s == 5;
+      if (bad && !bad_steps) return;
+      auto g = gradient_of<float>(r, s, static_cast<std::size_t>(o.dimension));
+      if (bad && r == 1) g[17] = std::numeric_limits<float>::quiet_NaN();
+      const auto& u = opt.step(g);
+      test::expect(u.skipped == bad, "skipped exactly at the bad steps");
+      u.apply(std::span<float>(mine.params));
+    };
+    composed_optimizer<A, R, T> opt(comm, o);
+    for (std::uint64_t s = 0; s < 7; ++s) step(opt, s);
+    const comm_stats& st = opt.stats();
+    test::expect(
+        st.steps == (bad_steps ? 7U : 5U) && st.skipped_steps == (bad_steps ? 2U : 0U) && st.taken_steps() == 5,
+        "every step is counted, the skipped ones apart");
+    std::ostringstream os;
+    opt.save(os);
+    mine.saved = os.str();
+    composed_optimizer<A, R, T> resumed(comm, o);
+    std::istringstream is(mine.saved);
+    resumed.load(is);
+    test::expect(resumed.stats().taken_steps() == 5, "a resumed optimizer continues from the steps taken");
+    for (std::uint64_t s = 7; s < 9; ++s) step(resumed, s);
+  });
+  return out;
+}
+
+template <class A, class R>
+void check_skips_leave_no_trace(const composed_options<A, R>& o) {
+  const auto skipped = run_with_skips(o, true);
+  const auto clean = run_with_skips(o, false);
+  for (std::size_t r = 0; r < 3; ++r) {
+    CAPTURE(r);
+    CHECK((skipped[r].params == clean[r].params));  // (( )): no dump of 3000 values
+    CHECK((skipped[r].saved == clean[r].saved));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("skipped steps are not steps: Adam, HEAVYMIX and schedules see only the steps taken",
+          "[optim][nonfinite][schedule]") {
+  // Steps 2 and 5 of 7 are skipped (a NaN on rank 1): the parameters and
+  // the checkpoint (its step count included) equal, bit for bit, those of
+  // the run that never had those steps, also after a resume.
+  using S = sketched_aggregation<float>;
+  using H = sketched_aggregation<float, multiply_shift, heavymix_recovery>;
+  SECTION("plain SGD") { check_skips_leave_no_trace(with<S>({.sketch = sketch, .k = 20})); }
+  SECTION("Adam: bias correction by the steps taken") {
+    check_skips_leave_no_trace(
+        with<S, adam_update<float>>({.sketch = sketch, .k = 20, .feedback = {.momentum = 0.5F}}));
+    check_skips_leave_no_trace(with<dense_aggregation<float>, adam_update<float>>({}));
+  }
+  SECTION("HEAVYMIX in Sketched-SGD: the fill's seed by the steps taken") {
+    check_skips_leave_no_trace(with<H>({.sketch = sketch, .k = 20, .candidates_factor = 0, .recovery = {.seed = 7}}));
+    check_skips_leave_no_trace(
+        with<H>({.sketch = sketch, .k = 20, .candidates_factor = 2, .recovery = {.seed = 7, .apply_all = true}}));
+  }
+  SECTION("HEAVYMIX in FetchSGD") {
+    using F = fetch_aggregation<float, multiply_shift, heavymix_recovery>;
+    check_skips_leave_no_trace(with<F>({.sketch = sketch, .k = 20, .momentum = 0.5F, .recovery = {.seed = 7}}));
+  }
+  SECTION("a learning-rate schedule") {
+    auto o = with<S>({.sketch = sketch, .k = 20, .feedback = {.momentum = 0.5F}});
+    o.schedule = [](std::uint64_t t) { return 0.5F / static_cast<float>(t + 1); };
+    check_skips_leave_no_trace(o);
+    o.aggregation.feedback.learning_rate_in_error = true;  // eta enters the error memory at each step's value
+    check_skips_leave_no_trace(o);
+  }
 }
 
 TEST_CASE("composed checkpoints: version 2, all or nothing, and version 1 refused by name", "[optim][checkpoint]") {

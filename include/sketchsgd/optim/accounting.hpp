@@ -39,8 +39,11 @@ struct comm_stats {
   comm_counters last_step;
   /// Everything since construction, the setup's fingerprint exchange excluded.
   comm_counters total;
-  /// Steps taken (skipped ones included).
+  /// Steps run (skipped ones included): what `compression()` counts.
   std::uint64_t steps = 0;
+  /// Of `steps`, those every rank skipped because a gradient held NaN or Inf
+  /// (`nonfinite_policy::skip_step`); they changed no state.
+  std::uint64_t skipped_steps = 0;
   /// Bytes one rank sends per step in a ring allreduce of the d parameters:
   /// 2 (W-1)/W d sizeof(Value), the dense baseline.
   double dense_ring_bytes_per_step = 0;
@@ -48,6 +51,12 @@ struct comm_stats {
   step_timing last_step_time;
   /// All steps' time by phase.
   step_timing total_time;
+
+  /// The steps that changed the state, `steps - skipped_steps`: the count
+  /// the driver hands to update rules (Adam's bias correction), recovery
+  /// policies (HEAVYMIX's per-step seed) and learning-rate schedules, so a
+  /// run with skipped steps equals the run without them.
+  [[nodiscard]] std::uint64_t taken_steps() const noexcept { return steps - skipped_steps; }
 
   /// Achieved compression: dense ring bytes over bytes really sent.
   [[nodiscard]] double compression() const noexcept {
@@ -88,10 +97,12 @@ class step_accounting {
     stats_.last_step_time.*from -= seconds;
     stats_.last_step_time.*to += seconds;
   }
-  void end(const comm_counters& now) noexcept {
+  /// Closes a step; `skipped`: it changed no state (a non-finite gradient).
+  void end(const comm_counters& now, bool skipped) noexcept {
     stats_.last_step = now - at_begin_;
     stats_.total = stats_.total + stats_.last_step;
     ++stats_.steps;
+    if (skipped) ++stats_.skipped_steps;
     stats_.last_step_time.total = std::chrono::duration<double>(clock::now() - started_).count();
     stats_.total_time = stats_.total_time + stats_.last_step_time;
   }

@@ -49,8 +49,9 @@ struct composed_options {
   typename UpdateRule::options_type update{};
   /// Learning rate eta (see `set_learning_rate`); `schedule` overrides it.
   value_type learning_rate = value_type{1};
-  /// eta at each step (given the number of steps taken before it), if set;
-  /// resumed checkpoints continue the schedule where it was.
+  /// eta at each step (given the number of steps taken before it; steps
+  /// skipped for a non-finite gradient do not count), if set; resumed
+  /// checkpoints continue the schedule where it was.
   std::function<value_type(std::uint64_t)> schedule{};
   /// Divide aggregated sums by W (floating-point values only).
   bool average = false;
@@ -191,11 +192,15 @@ class composed_optimizer {
   /// The update rule.
   [[nodiscard]] const UpdateRule& update_rule() const noexcept { return rule_; }
 
-  /// Writes this rank's whole state: every policy's, and the step count.
+  /// Writes this rank's whole state: every policy's, and the step count
+  /// (the steps taken, which a resumed run continues from; a named
+  /// optimizer's version-1 state keeps counting skipped steps too, as its
+  /// released format did: none of them reads the count).
   /// @throws serialization_error if the stream fails.
   void save(std::ostream& os) const {
     auto& self = const_cast<composed_optimizer&>(*this);  // the visitors only read
-    detail::write_state_header(os, header(accounting_.stats().steps));
+    const comm_stats& st = accounting_.stats();
+    detail::write_state_header(os, header(version_ == 1 ? st.steps : st.taken_steps()));
     self.for_each_state([&](auto s) { detail::write_state_section(os, std::span<const value_type>(self.host(s))); });
   }
 
@@ -213,7 +218,9 @@ class composed_optimizer {
     });
     std::size_t at = 0;
     for_each_state([&](auto s) { ops::upload(std::span<const value_type>(read[at++]), s, device_); });
+    // The header's count is what the state has taken: it continues from there.
     accounting_.stats().steps = steps;
+    accounting_.stats().skipped_steps = 0;
   }
 
  protected:
@@ -262,9 +269,13 @@ class composed_optimizer {
     return {o.dimension, o.dense};
   }
 
+  /// This step's context. Its step count and the schedule's argument are the
+  /// steps taken: a skipped step never happened for Adam's bias correction,
+  /// HEAVYMIX's per-step seed or a schedule.
   detail::step_context<value_type, device_type> context() {
-    const value_type eta = opt_.schedule ? opt_.schedule(accounting_.stats().steps) : opt_.learning_rate;
-    return {rank_, world_, opt_.average, eta, accounting_.stats().steps, &split_, &device_, &accounting_, name_};
+    const std::uint64_t taken = accounting_.stats().taken_steps();
+    const value_type eta = opt_.schedule ? opt_.schedule(taken) : opt_.learning_rate;
+    return {rank_, world_, opt_.average, eta, taken, &split_, &device_, &accounting_, name_};
   }
 
   [[nodiscard]] comm_counters counters() const noexcept {
@@ -328,7 +339,7 @@ class composed_optimizer {
       ops::finish(device_);
       accounting_.lap(&step_timing::local);
     }
-    accounting_.end(counters());
+    accounting_.end(counters(), update_.skipped);
   }
 
   void average(std::vector<value_type>& x) const noexcept {

@@ -60,7 +60,7 @@ struct step_context {
   int world = 1;                                                   ///< number of ranks
   bool average = false;                                            ///< sums are divided by W
   Value learning_rate = Value{1};                                  ///< this step's eta
-  std::uint64_t step = 0;                                          ///< steps taken before this one
+  std::uint64_t step = 0;                                          ///< steps taken before this one (not the skipped)
   const detail::coordinate_split* split = nullptr;                 ///< dense ranges and the sparse renumbering
   typename detail::device_ops<Device>::context* device = nullptr;  ///< how device calls run
   detail::step_accounting* timer = nullptr;                        ///< the phase timer

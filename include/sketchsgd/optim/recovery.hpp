@@ -34,14 +34,38 @@ struct top_k_recovery {
 
 /// HEAVYMIX (Ivkin et al. 2019, the selection their guarantees assume): the
 /// l2 heavy hitters for phi = 1 / count, filled up to `count` with
-/// coordinates drawn uniformly from the rest (seeded by `seed` and the step,
-/// so every rank draws the same). Runs on the host (a device sketch is
-/// copied down: r c values).
+/// coordinates drawn uniformly from the rest (seeded by `seed` and the steps
+/// taken, so every rank draws the same). Runs on the host (a device sketch
+/// is copied down: r c values).
+///
+/// The paper's HEAVYMIX selects k coordinates (phi = 1 / k) and applies all
+/// of them with their exact sums. How close each use comes:
+/// - Sketched-SGD with a second round (P >= 1) and `apply_all`: exactly
+///   that. The k selected, fill included, are summed exactly (a second
+///   round of k values) and all applied.
+/// - Sketched-SGD with P >= 1 and `apply_all = false` (the default, what
+///   earlier versions did): a deviation. HEAVYMIX picks P k candidates
+///   (phi = 1 / (P k), filled up to P k), the second round sums them and only
+///   the k largest exact sums are applied, so the fill mostly drops out and
+///   the selection is close to a top k of the candidates.
+/// - Sketched-SGD with P = 0, and FetchSGD: not faithful, whatever
+///   `apply_all` says. There is no exact value to fetch: the k selected are
+///   applied with their sketch estimates, which for the uniformly drawn fill
+///   are mostly noise, and then the applied coordinates leave the memory
+///   (Sketched-SGD zeroes v there; FetchSGD zeroes, or subtracts, their
+///   cells), so what the fill held is lost rather than applied.
 struct heavymix_recovery {
   std::uint64_t seed = 0;  ///< the fill's seed; the same on every rank
+  /// With a second round (Sketched-SGD, P >= 1): select k coordinates, not
+  /// P k candidates, and apply every one of them with its exact sum (the
+  /// paper's HEAVYMIX; the second round then carries k values). No effect
+  /// without a second round.
+  bool apply_all = false;
 
   /// @cond POLICY_HOOKS
   // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
+  /// The selection is the update: ask for k, apply all of it.
+  [[nodiscard]] bool applies_selection() const noexcept { return apply_all; }
 
   template <class Ops, class Sketch, class Scratch>
   [[nodiscard]] auto select(const Sketch& s, std::uint64_t d, std::size_t count, Scratch /*scratch*/,
@@ -49,7 +73,8 @@ struct heavymix_recovery {
     decltype(auto) host = Ops::on_host(s, c);
     return heavymix(host, d, count, mix64(seed ^ (0x9E3779B97F4A7C15ULL * (step + 1))), c.exec);
   }
-  void describe(detail::fingerprint& f) const { f.add(std::uint8_t{2}).add(seed); }
+  // Id 4 for `apply_all`: the default's fingerprint stays what it was.
+  void describe(detail::fingerprint& f) const { f.add(static_cast<std::uint8_t>(apply_all ? 4 : 2)).add(seed); }
   /// @endcond
 };
 

@@ -16,7 +16,7 @@
 /// | 6 | 1 | optimizer kind |
 /// | 7 | 1 | value type code |
 /// | 8 | 8 | configuration fingerprint |
-/// | 16 | 8 | steps taken |
+/// | 16 | 8 | steps taken (version 1: skipped steps included) |
 /// | 24 | 4 | rank |
 /// | 28 | 4 | world size |
 /// | 32 | 4 | number of sections |

@@ -193,8 +193,12 @@ class adam_update {
 };
 
 /// No rule: the update is the aggregated gradient itself (divided by W when
-/// averaging; the learning rate is not applied), for a framework's own
-/// optimizer to consume.
+/// averaging), for a framework's own optimizer to consume. This rule applies
+/// no learning rate, but an aggregation that keeps eta in its error memory
+/// has applied it already: FetchSGD by default
+/// (`fetch_aggregation`'s `learning_rate_in_error`), the others with
+/// `error_feedback::learning_rate_in_error`. Set those to false (or eta to
+/// 1) for the gradient without eta.
 /// @tparam Value a `sketch_value`.
 template <sketch_value Value>
 class aggregated_gradient {

@@ -66,6 +66,8 @@ void check_sketch_aggregation(const Options& o, const Context& c) {
 ///    the root broadcast C);
 /// 6. Delta = the k entries of x_C largest in magnitude (ties to the lower
 ///    index); with P = 0, Delta = what the recovery picks, with estimates;
+///    with HEAVYMIX's `apply_all`, C is the k it picks and Delta = x_C, all
+///    of it (the paper's HEAVYMIX; see `heavymix_recovery`);
 /// 7. v_i (and u_i, with masking) are zeroed at supp(Delta).
 ///
 /// Bytes per worker per step, root topology, non-root rank: up 4 r c + 4 P k,
@@ -104,7 +106,8 @@ class sketched_aggregation {
     int root = 0;
     /// The algorithm of the table's allreduce (unset: the communicator's).
     /// `recursive_doubling` is global-sketch SGD as its paper describes it:
-    /// log2(W) rounds, each sending the whole table.
+    /// log2(W) rounds, each sending the whole table. The second round (P k
+    /// values) keeps the communicator's algorithm.
     std::optional<allreduce_algorithm> sketch_allreduce{};
     /// Overlap sketching with the table's allreduce (allreduce topology, CPU,
     /// rows > 1): rows are sketched a group at a time (one row per thread, at
@@ -183,12 +186,17 @@ class sketched_aggregation {
       split.to_global(candidates.indices);
       exact_ = ops::gather(memory_.v(), candidates.indices, dev);
       c.lap(&step_timing::recover);
-      co_yield sum_round(std::span<Value>(exact_));  // second round: P k values
-      const auto best = top_k(exact_, opt_.k);
-      c.lap(&step_timing::recover);
-      out.indices.reserve(best.size());
-      for (const std::uint64_t pos : best.indices) out.indices.push_back(candidates.indices[pos]);
-      out.values = best.values;
+      co_yield sum_round(std::span<Value>(exact_));  // second round: P k values (k when all are applied)
+      if (applies_selection()) {
+        out.indices = std::move(candidates.indices);  // increasing, as a selection is
+        out.values = exact_;
+      } else {
+        const auto best = top_k(exact_, opt_.k);
+        c.lap(&step_timing::recover);
+        out.indices.reserve(best.size());
+        for (const std::uint64_t pos : best.indices) out.indices.push_back(candidates.indices[pos]);
+        out.values = best.values;
+      }
     }
     memory_.mask(out.indices, dev);
   }
@@ -228,8 +236,19 @@ class sketched_aggregation {
   [[nodiscard]] bool overlapping() const noexcept {
     return opt_.overlap_rows && opt_.topology == topology::allreduce && sketch_.rows() > 1;
   }
+  /// Whether the recovery's selection is the update (HEAVYMIX's
+  /// `apply_all`): then it selects k, and the second round only replaces
+  /// their estimates by exact sums, with no top k after it.
+  [[nodiscard]] bool applies_selection() const noexcept {
+    if constexpr (requires(const Recovery& r) { r.applies_selection(); }) {
+      return opt_.recovery.applies_selection();
+    } else {
+      return false;
+    }
+  }
   [[nodiscard]] std::size_t candidate_count() const noexcept {
-    return static_cast<std::size_t>(std::min<std::uint64_t>(opt_.candidates_factor * opt_.k, scratch_.size()));
+    const std::size_t factor = applies_selection() ? 1 : opt_.candidates_factor;
+    return static_cast<std::size_t>(std::min<std::uint64_t>(factor * opt_.k, scratch_.size()));
   }
   auto recover(std::size_t count, const context& c) {
     return opt_.recovery.template select<ops>(sketch_, c.split->sparse_count(), count,
@@ -302,8 +321,14 @@ class sketched_aggregation {
       reduce(comm, std::span<Value>(exact), opt_.root, {.algorithm = tree_algorithm::flat});  // up: 4 P k
       if (is_root) {
         exact.resize(real.size());  // padding slots carry zeros: drop them before choosing
-        auto best = top_k(exact, k);
-        for (std::uint64_t& i : best.indices) i = real[i];  // positions among the candidates to coordinates
+        sparse_update<Value> best;
+        if (applies_selection()) {
+          best.indices = real;
+          best.values = std::move(exact);
+        } else {
+          best = top_k(exact, k);
+          for (std::uint64_t& i : best.indices) i = real[i];  // positions among the candidates to coordinates
+        }
         delta = detail::padded_entries(best, k);
       }
     }
