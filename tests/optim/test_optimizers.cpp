@@ -314,6 +314,9 @@ TEST_CASE("dense SGD on a 16-bit wire: the float32 step rounded per hop, at half
       for (std::size_t i = 0; i < d; ++i) REQUIRE(x[i] == -static_cast<float>(3 + 3 * static_cast<int>(i % 5)));
       // The same ring chunks, 2 bytes a value instead of 4.
       CHECK(2 * sent[static_cast<std::size_t>(r)] == sent_float32[static_cast<std::size_t>(r)]);
+    }
+  }
+}
 
 TEST_CASE("gTop-k with the momentum after aggregation, as its authors ran it: a case worked by hand", "[optim]") {
   // W = 2, d = 4, k = 1, m = 1/2, eta = 1; every step rank 0's gradient is
