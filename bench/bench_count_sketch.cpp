@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Count Sketch CPU kernels at the size of a mid-sized model: d = 10M floats
-// into 5 x 500,000, recovering k = 100,000. Every kernel is set against a plain
-// streaming read of the same d floats, measured in the same run
+// into 5 x 500,000, recovering k = 100,000; and into the one row of the
+// training configuration (190,000 columns), recovering 4 d / 1000. Every
+// kernel is set against a plain streaming read of the same d floats,
+// measured in the same run
 // (bench/ratios.py turns the JSON output into the table of docs/performance.md).
 //
 // Peak heap growth during a call is measured by counting global operator new,
@@ -201,6 +203,44 @@ void unsketch_reusing_scratch(benchmark::State& state) {
   set_bytes(state, d * sizeof(float));
 }
 
+// The training configuration: one row of 19 k columns for k = d / 1000 (190,000
+// columns, 760 KB), and the P k = 4 k candidates Sketched-SGD asks of it.
+const sketchsgd::sketch_config one_row{.rows = 1, .cols = 190'000, .seed = 42};
+constexpr std::size_t one_row_candidates = 4 * (d / 1000);
+
+const sketchsgd::count_sketch<float>& filled_one_row() {
+  static const sketchsgd::count_sketch<float> s = [] {
+    sketchsgd::count_sketch<float> t(one_row);
+    t.accumulate(gradient(), 0, sketchsgd::all_threads);
+    return t;
+  }();
+  return s;
+}
+
+void accumulate_one_row(benchmark::State& state) {
+  sketchsgd::count_sketch<float> s(one_row);
+  const auto& g = gradient();
+  for (auto _ : state) {
+    s.accumulate(g, 0, threads_of(state));
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, d * sizeof(float));
+}
+
+void unsketch_one_row(benchmark::State& state) {
+  const auto& s = filled_one_row();
+  std::vector<float> scratch(d);
+  std::size_t extra = 0;
+  for (auto _ : state) {
+    extra = peak_growth([&] {
+      benchmark::DoNotOptimize(
+          sketchsgd::top_k(s, d, one_row_candidates, std::span<float>(scratch), threads_of(state)));
+    });
+  }
+  state.counters["extra_MB"] = static_cast<double>(extra) / 1e6;
+  set_bytes(state, d * sizeof(float));
+}
+
 void dense_top_k(benchmark::State& state) {
   const auto& g = gradient();
   std::size_t extra = 0;
@@ -223,6 +263,8 @@ BENCHMARK(estimate_all)->Apply(threads_1_2);
 BENCHMARK(unsketch)->Apply(threads_1_2);
 BENCHMARK(unsketch_reusing_scratch)->Apply(threads_1_2);
 BENCHMARK(dense_top_k)->Apply(threads_1_2);
+BENCHMARK(accumulate_one_row)->Apply(threads_1_2);
+BENCHMARK(unsketch_one_row)->Apply(threads_1_2);
 
 }  // namespace
 

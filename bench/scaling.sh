@@ -34,11 +34,11 @@ steps="${STEPS:-3}"
 vsteps="${VALIDATION_STEPS:-10}"
 repeats="${REPEATS:-3}"
 latency_us="${LATENCY_US:-25}"
-methods="dense true-topk local-topk gtopk sketched fetchsgd global-sketch"
+methods="dense dense-bf16 true-topk local-topk gtopk sketched fetchsgd global-sketch"
 # A method's bench_step_time options; global-sketch-rd sums gs-SGD's table by recursive doubling, as its paper does.
 how() { if [ "$1" = global-sketch-rd ]; then echo "--method global-sketch --sketch-allreduce rd"; else echo "--method $1"; fi; }
 mkdir -p "$out"
-header="label,transport,method,W,d,k,step_s,compute_s,communicate_s,compress_s,recover_s,bytes_per_rank"
+header="label,transport,method,W,d,k,step_s,compute_s,communicate_s,compress_s,recover_s,bytes_per_rank,read_g_s,fused_pass_s,floor_s,compute_over_floor,compute_over_fused_pass,page_faults_per_step"
 
 echo "== compute (one thread per rank)"
 echo "$header" > "$out/compute.csv"

@@ -17,7 +17,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import step_model as sm  # noqa: E402
 
-NAMES = {"dense": "dense", "true-topk": "true top-k", "local-topk": "local top-k", "gtopk": "gTop-k",
+NAMES = {"dense": "dense", "dense-bf16": "dense, bf16 wire", "dense-fp16": "dense, fp16 wire",
+         "true-topk": "true top-k", "local-topk": "local top-k", "gtopk": "gTop-k",
          "sketched": "Sketched-SGD", "fetchsgd": "FetchSGD", "global-sketch": "global sketch",
          "global-sketch-rd": "global sketch (rd)"}
 SKETCHES = ["sketched", "fetchsgd", "global-sketch"]
@@ -53,7 +54,7 @@ def medians(path: str, key) -> dict:
     for k, rs in groups.items():
         row = dict(rs[0])
         for f in row:
-            if f.endswith("_s") or f == "bytes_per_rank":
+            if f.endswith("_s") or f in ("bytes_per_rank", "compute_over_floor", "compute_over_fused_pass"):
                 row[f] = statistics.median(float(r[f]) for r in rs)
         steps = [float(r["step_s"]) for r in rs]
         out[k] = row | {"runs": len(rs), "step_range": (min(steps), max(steps))}
@@ -157,16 +158,20 @@ def predict(out: str) -> None:
             lines.append(f"| {d / 1e6:g}M | {g:g} | " +
                          " | ".join(f"{step[('gtopk', w, d, g)] / step[('global-sketch', w, d, g)]:.2f}" for w in ws)
                          + " |")
-    lines += ["", "Every sketch method faster than dense ring allreduce: the smallest W (of those modelled) from "
-              "which it holds", "", "| d | " + " | ".join(f"{g:g} Gbit/s" for g in gs) + " |",
-              "|---|" + "---|" * len(gs)]
-    for d in ds:
-        cells = []
-        for g in gs:
-            wins = [w for w in ws if all(step[(m, w, d, g)] < step[("dense", w, d, g)] for m in SKETCHES)]
-            cells.append(f"W >= {wins[0]}" if wins and all(w in wins for w in ws if w >= wins[0]) else
-                         (", ".join(map(str, wins)) if wins else "never"))
-        lines.append(f"| {d / 1e6:g}M | " + " | ".join(cells) + " |")
+    for base in ("dense", "dense-bf16"):
+        if base not in methods:
+            continue
+        lines += ["", f"Every sketch method faster than {NAMES[base]} ring allreduce: the smallest W (of those "
+                  "modelled) from which it holds", "", "| d | " + " | ".join(f"{g:g} Gbit/s" for g in gs) + " |",
+                  "|---|" + "---|" * len(gs)]
+        for d in ds:
+            cells = []
+            for g in gs:
+                wins = [w for w in ws if all(step[(m, w, d, g)] < step[(base, w, d, g)] for m in SKETCHES)]
+                cells.append(f"W >= {wins[0]}" if wins and all(w in wins for w in ws if w >= wins[0]) else
+                             (", ".join(map(str, wins)) if wins else "never"))
+            lines.append(f"| {d / 1e6:g}M | " + " | ".join(cells) + " |")
+    lines += floor_table(os.path.join(out, "compute.csv"))
     lines += ["", "Bytes sent per rank per step (MB), any link", "",
               "| d | W | " + " | ".join(NAMES[m] for m in methods) + " |", "|---|---:|" + "---:|" * len(methods)]
     for d in ds:
@@ -182,6 +187,30 @@ def predict(out: str) -> None:
                 f.write("# W " + " ".join(methods) + "\n")
                 for w in ws:
                     f.write(f"{w} " + " ".join(f"{step[(m, w, d, g)]:.6g}" for m in methods) + "\n")
+
+
+def floor_table(path: str) -> list[str]:
+    """The measured compute of one rank (W = 1, the largest d) next to the
+    machine's floor measured in the same run (bench_step_time's columns),
+    when compute.csv has them. A GPU-modelled prediction's folder has none."""
+    if not os.path.exists(path):
+        return []
+    rows = [r for r in csv.DictReader(open(path)) if int(r["W"]) == 1 and r.get("fused_pass_s")]
+    if not rows:
+        return []
+    d = max(float(r["d"]) for r in rows)
+    lines = ["", f"Compute of one rank at d = {d / 1e6:g}M, one thread, against the floor measured in the same run "
+             "(fused pass: u = m u + g; v += u over d; floor: the bytes the method must stream at the measured "
+             "bandwidth, or for a sketch the scatter into its table if larger)", "",
+             "| method | compute (ms) | fused pass (ms) | floor (ms) | compute / fused pass | compute / floor |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if float(r["d"]) != d:
+            continue
+        lines.append(f"| {NAMES.get(r['method'], r['method'])} | {1e3 * float(r['compute_s']):.1f} "
+                     f"| {1e3 * float(r['fused_pass_s']):.1f} | {1e3 * float(r['floor_s']):.1f} "
+                     f"| {r['compute_over_fused_pass']} | {r['compute_over_floor']} |")
+    return lines
 
 
 def main() -> int:

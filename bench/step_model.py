@@ -45,7 +45,9 @@ SMALL_BYTES = 8 << 10  # allreduce_options::small_bytes
 ENTRY = 8  # a (4-byte index, 4-byte value) pair on the wire
 WIRE_EFFICIENCY = 1448 / 1514  # TCP payload per Ethernet frame at MTU 1500
 H100_HBM_BYTES_PER_S = 3.35e12  # H100 SXM, HBM3 (NVIDIA H100 datasheet)
-METHODS = ["dense", "true-topk", "local-topk", "gtopk", "sketched", "fetchsgd", "global-sketch", "global-sketch-rd"]
+METHODS = ["dense", "dense-bf16", "dense-fp16", "true-topk", "local-topk", "gtopk", "sketched", "fetchsgd",
+           "global-sketch", "global-sketch-rd"]
+# dense-bf16 / dense-fp16: dense SGD with its sum on a 16-bit wire (2 bytes a value).
 # global-sketch-rd: gs-SGD with its table summed by recursive doubling, as its
 # paper does (bench_step_time --method global-sketch --sketch-allreduce rd).
 
@@ -125,6 +127,10 @@ def communication(method: str, s: Shape, w: int, alpha: float, bw: float, burst:
     parts: list[tuple[float, float, float]] = []  # (seconds, bytes sent, first message)
     if method in ("dense", "true-topk"):
         parts.append((*allreduce(4 * s.d, w, alpha, bw), allreduce_first_message(4 * s.d, w)))
+    elif method in ("dense-bf16", "dense-fp16"):
+        # Always the ring (a 16-bit wire never takes recursive doubling).
+        n = 2 * s.d
+        parts.append((2 * (w - 1) * (alpha + n / w / bw), 2 * (w - 1) / w * n, n / w))
     elif method == "local-topk":
         parts.append((*allgatherv(ENTRY * s.k, w, alpha, bw), ENTRY * s.k))
     elif method == "gtopk":
@@ -243,9 +249,10 @@ def main() -> int:
     ap.add_argument("--compute-scale", type=float, default=1.0, help="multiply measured compute (e.g. a GPU)")
     ap.add_argument("--gpu-model", metavar="STREAM_JSON",
                     help="multiply compute by this core's stream_read/1 bytes/s over the H100's HBM bandwidth")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default="", help="comma-separated (default: every method compute.csv measured)")
     a = ap.parse_args()
     fits = fit_compute(a.compute)
+    methods = a.methods.split(",") if a.methods else [m for m in METHODS if m in fits]
     scale = a.compute_scale
     if a.gpu_model:
         stream = json.load(open(a.gpu_model))["benchmarks"][0]["bytes_per_second"]
@@ -256,7 +263,7 @@ def main() -> int:
     for d in (float(x) for x in a.d.split(",")):
         for w in (int(x) for x in a.workers.split(",")):
             for g in (float(x) for x in a.gbits.split(",")):
-                for m in a.methods.split(","):
+                for m in methods:
                     if m not in fits:
                         sys.exit(f"step_model: no compute measured for {m} in {a.compute}")
                     s = default_shape(d, a.k or None, a.rows, a.cols or None, 0 if m.startswith("global") else a.P)

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # The step-time table of docs/performance.md in one command:
 #   sudo bench/step_time.sh BUILD_DIR [OUT_DIR]
-# For each loopback rate (unshaped, 10gbit, 1gbit) it runs every method over
+# For each loopback rate (unshaped, 25gbit, 10gbit, 1gbit) it runs every method over
 # TCP and MPI processes (W = 2 and 4) at d = 10M and 50M inside a network
 # namespace of its own, shaped with tc tbf, and removes the namespace at
 # exit. All traffic stays in the namespace. Needs root (namespace, tc); says
@@ -12,11 +12,11 @@
 set -uo pipefail
 build="${1:?usage: $0 BUILD_DIR [OUT_DIR]}"
 out="${2:-$build/step-time}"
-rates="${RATES:-unshaped 10gbit 1gbit}"
+rates="${RATES:-unshaped 25gbit 10gbit 1gbit}"
 transports="${TRANSPORTS:-tcp mpi}"
 worlds="${WORLDS:-2 4}"
 dims="${DIMS:-10000000 50000000}"
-methods="${METHODS:-dense sketched fetchsgd global-sketch local-topk gtopk}"
+methods="${METHODS:-dense dense-bf16 dense-fp16 sketched fetchsgd global-sketch local-topk gtopk}"
 steps="${STEPS:-3}"
 read -r -a bench_args <<< "${BENCH_ARGS:-}"
 label_suffix="${LABEL_SUFFIX:-}"
@@ -36,7 +36,7 @@ trap 'ip netns delete "$ns" 2>/dev/null || true' EXIT
 ip netns exec "$ns" ip link set lo up
 mkdir -p "$out"
 csv="$out/step_time.csv"
-echo "label,transport,method,W,d,k,step_s,compute_s,communicate_s,compress_s,recover_s,bytes_per_rank" > "$csv"
+echo "label,transport,method,W,d,k,step_s,compute_s,communicate_s,compress_s,recover_s,bytes_per_rank,read_g_s,fused_pass_s,floor_s,compute_over_floor,compute_over_fused_pass,page_faults_per_step" > "$csv"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 for rate in $rates; do
@@ -46,6 +46,7 @@ for rate in $rates; do
     # Bucket near rate / HZ (250): a larger one would let a whole sketch step through unshaped.
     burst=1mb
     [ "$rate" = 10gbit ] && burst=8mb
+    [ "$rate" = 25gbit ] && burst=16mb
     ip netns exec "$ns" tc qdisc add dev lo root tbf rate "$rate" burst "$burst" latency 500ms
   fi
   for transport in $transports; do

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The PyTorch comparison of docs/results.md: DDP on Fashion-MNIST (W = 4
-# processes, gloo) with the default allreduce, PowerSGD of rank 1, 2 and 4,
+# processes, gloo) with the default allreduce, torch's fp16_compress_hook (the
+# 16-bit baseline; gloo in torch 1.13 refuses bfloat16), PowerSGD of rank 1, 2 and 4,
 # and sketchsgd's sketch hook (Sketched-SGD) at 10x, 20x, 37x (PowerSGD rank
 # 1's bytes) and 50x, 3 epochs, learning rate 0.1 and momentum 0.5 for every
 # hook (train.py's defaults), seeds 1-3; then a table and a plot.
@@ -14,7 +15,7 @@ out="${1:-build-test/pytorch-compare}"
 mkdir -p "$out"
 export PYTHONPATH="${PYTHONPATH:-$PWD/build-test/python}"
 seeds="${SEEDS:-1 2 3}"
-configs=("--hook allreduce" "--hook powersgd --rank-powersgd 1" "--hook powersgd --rank-powersgd 2"
+configs=("--hook allreduce" "--hook fp16" "--hook powersgd --rank-powersgd 1" "--hook powersgd --rank-powersgd 2"
          "--hook powersgd --rank-powersgd 4" "--hook sketch --compression 10" "--hook sketch --compression 20"
          "--hook sketch --compression 37" "--hook sketch --compression 50")
 : >"$out/results.jsonl"

@@ -11,6 +11,8 @@ import sys
 def label(r):
     if r["hook"] == "allreduce":
         return "allreduce (DDP default)"
+    if r["hook"] == "fp16":
+        return "fp16_compress_hook (16-bit allreduce)"
     if r["hook"] == "powersgd":
         return f"PowerSGD rank {r['powersgd_rank']}"
     return f"sketch hook ({r['method']}) {r['compression_target']:g}x"
@@ -42,8 +44,8 @@ def main(path):
         same = all(r["identical"] for r in rs)
         print(f"| {name} | {len(rs)} | {statistics.mean(acc):.2f} ± {sd:.2f} | {per_step / 1e3:.1f} kB | {after / 1e3:.1f} kB | {ratio} | "
               f"{1e3 * secs:.1f} ms | {'yes' if same else 'NO'} |")
-        family = 0 if name.startswith("allreduce") else 1 if name.startswith("PowerSGD") else 2
-        short = "" if family == 0 else name.split()[-1]
+        family = 0 if name.startswith(("allreduce", "fp16")) else 1 if name.startswith("PowerSGD") else 2
+        short = ("fp16" if name.startswith("fp16") else "") if family == 0 else name.split()[-1]
         lines.append((family, f'"{short}" {after:.1f} {statistics.mean(acc):.3f} {sd:.3f}'))
     print(f"\n{len(rows)} runs, {sorted({r['steps'] for r in rows})} steps each; bytes are what each rank's "
           "process wrote to its sockets while training (/proc/self/io, rank 0), warm-up steps included; "

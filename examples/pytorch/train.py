@@ -44,7 +44,8 @@ def positive(kind):
 
 def arguments():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--hook", choices=["allreduce", "powersgd", "sketch"], default="sketch")
+    p.add_argument("--hook", choices=["allreduce", "fp16", "powersgd", "sketch"], default="sketch",
+                   help="fp16: torch's fp16_compress_hook (gloo in torch 1.13 refuses bfloat16)")
     p.add_argument("--method", default="sketched", help="sketch hook: sketched, global-sketch, fetchsgd, local-topk")
     p.add_argument("--compression", type=positive(float), default=10.0, help="sketch hook: target X (bytes / X)")
     p.add_argument("--rank-powersgd", type=positive(int), default=1, help="PowerSGD: matrix approximation rank")
@@ -106,7 +107,10 @@ def main():
     ddp = nn.parallel.DistributedDataParallel(model)
     momentum = a.momentum
     hook_state = None
-    if a.hook == "powersgd":
+    if a.hook == "fp16":
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+        ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
+    elif a.hook == "powersgd":
         from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as powersgd
         hook_state = powersgd.PowerSGDState(process_group=None, matrix_approximation_rank=a.rank_powersgd,
                                             start_powerSGD_iter=a.start_iter, random_seed=a.seed)

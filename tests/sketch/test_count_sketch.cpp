@@ -120,32 +120,6 @@ TEMPLATE_TEST_CASE("a long one-row sketch is the tree sum of its parts, for any 
   }
 }
 
-TEMPLATE_TEST_CASE("accumulate with a produce step equals producing first, each range produced once", "[count_sketch]",
-                   float, std::int64_t) {
-  for (const std::uint64_t rows : {1U, 5U}) {
-    for (const std::size_t n : {std::size_t{70000}, std::size_t{1} << 22U}) {
-      const sketch_config cfg{.rows = rows, .cols = 9001, .seed = 5};
-      const auto source = test_vector<TestType>(n, 6);
-      count_sketch<TestType> expected(cfg);
-      expected.accumulate(source, 11);
-      for (const unsigned threads : {1U, 2U, 3U}) {
-        CAPTURE(rows, n, threads);
-        std::vector<TestType> x(n, TestType{});
-        std::vector<std::uint8_t> times(n, 0);
-        count_sketch<TestType> s(cfg);
-        s.accumulate(x, 11, {threads}, [&](std::size_t b, std::size_t e) noexcept {
-          for (std::size_t i = b; i < e; ++i) {
-            x[i] = source[i];
-            ++times[i];
-          }
-        });
-        CHECK(s == expected);
-        CHECK(std::all_of(times.begin(), times.end(), [](std::uint8_t t) { return t == 1; }));
-      }
-    }
-  }
-}
-
 TEMPLATE_TEST_CASE("sparse accumulate equals dense accumulate", "[count_sketch]", std::int32_t, std::int64_t, float) {
   const sketch_config cfg{.rows = 4, .cols = 50, .seed = 8};
   std::vector<std::uint64_t> idx = {3, 900, 3, 17, 899, 0};

@@ -3,8 +3,9 @@
 
 /// @file
 /// Unsketch top-k without a d-sized array of estimates: a threshold from a
-/// sample of estimates, one pass over the d coordinates that keeps only those
-/// at or above it, and the exact selection among the few kept.
+/// sample of estimates, one pass that keeps only the coordinates at or above
+/// it (or, for one multiply-shift row, a walk over the keys of the buckets
+/// at or above it), and the exact selection among the few kept.
 
 #include <algorithm>
 #include <atomic>
@@ -24,6 +25,7 @@
 #include "sketchsgd/detail/median.hpp"
 #include "sketchsgd/detail/parallel.hpp"
 #include "sketchsgd/detail/radix_select.hpp"
+#include "sketchsgd/execution.hpp"
 #include "sketchsgd/hash/bucket_sign.hpp"
 #include "sketchsgd/hash/multiply_shift.hpp"
 #include "sketchsgd/sketch/sparse_update.hpp"
@@ -213,19 +215,19 @@ bool keep_by_walking(const multiply_shift::row_hash& h, std::span<const Value> r
 }
 
 /// Any sketch: into `ws.all`, in index order, every coordinate whose
-/// |estimate| is at least the threshold, by one parallel pass over [0, d)
-/// that tests hot-cell bits. False when more than `cap` keys per thread
-/// would be kept.
+/// |estimate| is at least the threshold, by one parallel pass over [0, d):
+/// one row tests hot-cell bits (L2) instead of loading cells (L3); several
+/// rows estimate a cache-sized block at a time, as `estimate_all` does, and
+/// keep what reaches the threshold, so no estimate is stored or read back.
+/// False when more than `cap` keys per thread would be kept.
 template <class Sketch, class RowHash, class Key>
 bool keep_by_scanning(const Sketch& sketch, const std::vector<RowHash>& row_hash, std::uint64_t d, Key threshold,
                       std::size_t cap, unsigned workers, unsketch_workspace<typename Sketch::value_type>& ws) {
   using Value = typename Sketch::value_type;
   using traits = magnitude_key<Value>;
   const std::size_t rows = sketch.rows();
-  const std::size_t cols = sketch.cols();
   const std::span<const Value> table = sketch.table();
-  const std::size_t need_rows = (rows + 1) / 2;  // a median of r values reaches t only if this many do
-  ws.hot.assign(table, rows, cols, threshold, false);
+  if (rows == 1) ws.hot.assign(table, 1, sketch.cols(), threshold, false);
   ws.reset_parts(workers);
   std::atomic<bool> over{false};
   fork_join(workers, [&](unsigned w, unsigned nw) {
@@ -234,8 +236,8 @@ bool keep_by_scanning(const Sketch& sketch, const std::vector<RowHash>& row_hash
     const auto keep = [&](std::uint64_t i, Value v) {
       if (traits::of(v) >= threshold && traits::of(v) <= traits::max_valid) mine.push_back(i, v);
     };
-    constexpr std::size_t block = 2048;
-    std::uint8_t hits[block];
+    constexpr std::size_t block = 4096;
+    std::vector<Value> estimates(rows == 1 ? 0 : block);
     for (std::size_t begin = range.begin; begin < range.end && !over.load(std::memory_order_relaxed); begin += block) {
       const std::size_t len = std::min(block, range.end - begin);
       if (rows == 1) {
@@ -244,16 +246,8 @@ bool keep_by_scanning(const Sketch& sketch, const std::vector<RowHash>& row_hash
           if (hot_cells::test(bits, bs.bucket)) keep(begin + i, signed_value(bs.sign, table[bs.bucket]));
         });
       } else {
-        std::fill_n(hits, len, std::uint8_t{0});
-        for (std::size_t r = 0; r < rows; ++r) {
-          const std::uint64_t* const bits = ws.hot.row(r);
-          row_hash[r].for_each(begin, len, [&](std::uint64_t i, bucket_sign bs) {
-            hits[i] = static_cast<std::uint8_t>(hits[i] + (hot_cells::test(bits, bs.bucket) ? 1 : 0));
-          });
-        }
-        for (std::size_t i = 0; i < len; ++i) {
-          if (hits[i] >= need_rows) keep(begin + i, estimate_with(row_hash, table.data(), cols, begin + i));
-        }
+        sketch.estimate_all(std::span<Value>(estimates).first(len), begin, cpu_execution{1});
+        for (std::size_t i = 0; i < len; ++i) keep(begin + i, estimates[i]);
       }
       if (mine.size() > cap) over.store(true, std::memory_order_relaxed);
     }
@@ -298,16 +292,14 @@ sparse_update<Value> take_top_k(unsketch_workspace<Value>& ws, std::size_t k) {
 /// (ties to the lower index, NaN never selected), exactly as the full
 /// estimate-and-select path gives them, or nothing when this way does not
 /// apply and the caller must take that path (k a large share of d, zero or
-/// tied estimates around the k-th, NaN cells in a sketch of several rows).
+/// tied estimates around the k-th).
 ///
 /// How: the estimates of 65,536 evenly spaced coordinates give a threshold t
 /// that about 1.25 k + 4 sqrt(k) coordinates reach (in expectation); every
 /// coordinate whose |estimate| is at least t is kept. One row of
 /// `multiply_shift` walks the keys of the buckets at or above t
 /// (`keep_by_walking`: O(cols + k), no pass over d); otherwise one pass over
-/// the d coordinates tests hot-cell bits (`keep_by_scanning`: a median of r
-/// values reaches t only if ceil(r / 2) of them do, so a coordinate is
-/// estimated only where that many of its cells are hot). When at least k
+/// the d coordinates keeps them as it goes (`keep_by_scanning`). When at least k
 /// are kept, the k-th largest is at least t, so the kept set holds the whole
 /// answer; fewer than k: t is lowered once, then the caller falls back.
 /// Memory, kept by the calling thread for the next call: O(k) kept entries
@@ -325,9 +317,6 @@ std::optional<sparse_update<typename Sketch::value_type>> top_k_by_threshold(con
   const std::size_t rows = sketch.rows();
   const std::size_t cols = sketch.cols();
   const std::span<const Value> table = sketch.table();
-  if (rows > 1 && std::any_of(table.begin(), table.end(), [](Value v) { return traits::of(v) > traits::max_valid; })) {
-    return std::nullopt;  // NaN cells upset the median's order: the bit test would not be a sure filter
-  }
   std::vector<decltype(sketch.hash().row(0))> row_hash;
   for (std::uint32_t r = 0; r < rows; ++r) row_hash.push_back(sketch.hash().row(r));
   auto& ws = thread_unsketch_workspace<Value>();

@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "sketchsgd/detail/parallel.hpp"
 #include "sketchsgd/device.hpp"
 #include "sketchsgd/execution.hpp"
 #include "sketchsgd/optim/coordinates.hpp"
@@ -48,27 +49,32 @@ struct device_ops<cpu_t> {
   }
 
   /// u <- m u + g;  v <- v + s x (error feedback) or v <- s x, where x = u,
-  /// or g + m u with `nesterov`; s = 1 leaves v += u bit for bit.
+  /// or g + m u with `nesterov`; s = 1 leaves v += u bit for bit. Element by
+  /// element, so the threads of `c.exec` split it with the same bits.
   template <class V>
   static void momentum_error(span<V> u, span<V> v, span<const V> g, V m, V s, bool feedback, bool nesterov,
-                             context&) noexcept {
-    V* const up = u.data();
-    V* const vp = v.data();
-    const std::size_t n = g.size();
-    const auto run = [&](auto with_feedback, auto with_nesterov) {
-      for (std::size_t i = 0; i < n; ++i) {
-        up[i] = m * up[i] + g[i];
-        const V x = with_nesterov ? g[i] + m * up[i] : up[i];
+                             context& c) {
+    const auto run = [&](auto with_feedback, auto with_nesterov, std::size_t begin, std::size_t end) {
+      V* const up = u.data();
+      V* const vp = v.data();
+      const V* const gp = g.data();
+      for (std::size_t i = begin; i < end; ++i) {
+        up[i] = m * up[i] + gp[i];
+        const V x = with_nesterov ? gp[i] + m * up[i] : up[i];
         vp[i] = with_feedback ? vp[i] + s * x : s * x;
       }
     };
     using yes = std::true_type;
     using no = std::false_type;
-    if (feedback) {
-      nesterov ? run(yes{}, yes{}) : run(yes{}, no{});
-    } else {
-      nesterov ? run(no{}, yes{}) : run(no{}, no{});
-    }
+    const unsigned workers = useful_workers(c.exec.resolved_threads(), g.size(), std::size_t{1} << 18U);
+    fork_join(workers, [&](unsigned w, unsigned nw) {
+      const index_range r = split_range(g.size(), w, nw);
+      if (feedback) {
+        nesterov ? run(yes{}, yes{}, r.begin, r.end) : run(yes{}, no{}, r.begin, r.end);
+      } else {
+        nesterov ? run(no{}, yes{}, r.begin, r.end) : run(no{}, no{}, r.begin, r.end);
+      }
+    });
   }
 
   template <class V>

@@ -7,10 +7,8 @@
 /// top-k baselines share (Karimireddy et al.'s EF-SGD; Lin et al.'s DGC
 /// momentum correction and masking; Sketched-SGD's variant).
 
-#include <cstddef>
 #include <cstdint>
 #include <span>
-#include <type_traits>
 
 #include "sketchsgd/concepts.hpp"
 #include "sketchsgd/optim/accounting.hpp"
@@ -85,27 +83,6 @@ class error_memory {
   void accumulate(typename ops::template span<const Value> g, const step_context<Value, Device>& c) {
     const Value s = opt_.learning_rate_in_error ? c.learning_rate : Value{1};
     ops::momentum_error(span(u_), span(v_), g, opt_.momentum, s, opt_.enabled, opt_.nesterov, *c.device);
-  }
-  /// `accumulate` fused with sketching v's sparse coordinates into `sketch`
-  /// (CPU): each block of u and v is updated right before it is hashed, so
-  /// the step reads and writes its memory once. The same bits as
-  /// `accumulate`, then the sketch of v.
-  template <class Sketch>
-  void accumulate_and_sketch(std::span<const Value> g, const step_context<Value, Device>& c,
-                             Sketch& sketch) requires std::is_same_v<Device, cpu_t> {
-    const Value s = opt_.learning_rate_in_error ? c.learning_rate : Value{1};
-    const auto update = [&](std::size_t begin, std::size_t end) noexcept {
-      const std::size_t n = end - begin;
-      ops::momentum_error(span(u_).subspan(begin, n), span(v_).subspan(begin, n), g.subspan(begin, n), opt_.momentum, s,
-                          opt_.enabled, opt_.nesterov, *c.device);
-    };
-    for (const dense_range& r : c.split->dense()) update(r.offset, r.offset + r.length);
-    const std::span<const Value> v = span(v_);
-    for (const auto& seg : c.split->segments()) {
-      const auto global = static_cast<std::size_t>(seg.global);
-      sketch.accumulate(v.subspan(global, static_cast<std::size_t>(seg.length)), seg.compact, c.device->exec,
-                        [&](std::size_t begin, std::size_t end) noexcept { update(global + begin, global + end); });
-    }
   }
   /// Zeroes v (and u with masking) where an update was applied.
   void mask(std::span<const std::uint64_t> applied, typename ops::context& c) {

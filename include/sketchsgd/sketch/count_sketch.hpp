@@ -14,7 +14,6 @@
 #include <span>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -109,24 +108,16 @@ class count_sketch<Value, HashFamily, cpu_t> {
   }
 
   /// Adds the dense vector `x`, whose element i is coordinate `offset + i`.
-  /// O(rows * x.size()).
+  /// O(rows * x.size()). Rows go to threads whole. A one-row sketch of at
+  /// least 2^21 coordinates is summed in parts so threads can share it: up
+  /// to 8 contiguous parts of at least 2^20 coordinates, part 0 added to the
+  /// table, each other part to a table of its own, those summed in a fixed
+  /// binary tree; every cell's bits are the same for any thread count (in
+  /// floating point not those of one sequential sum). Up to 7 tables of one
+  /// row are kept by the sketch between calls for that (not copied).
   /// @throws std::invalid_argument if `offset + x.size()` overflows 64 bits.
   void accumulate(std::span<const Value> x, std::uint64_t offset = 0, cpu_execution exec = {}) {
     accumulate_rows(x, offset, 0, rows(), exec);
-  }
-
-  /// `accumulate` of a vector computed on the fly: `produce(begin, end)` is
-  /// called exactly once for each range of a partition of `[0, x.size())`,
-  /// before any of `x[begin, end)` is read, on the thread that reads it
-  /// first. A caller fuses the pass that computes `x` (momentum, error
-  /// feedback) with the sketch, so `x` is hashed while it is still in cache:
-  /// one pass over memory instead of two. `produce` must not throw; it may
-  /// run on several threads at once, on disjoint ranges.
-  /// @throws std::invalid_argument if `offset + x.size()` overflows 64 bits.
-  template <class Produce>
-  requires std::is_nothrow_invocable_v<Produce&, std::size_t, std::size_t>
-  void accumulate(std::span<const Value> x, std::uint64_t offset, cpu_execution exec, Produce&& produce) {
-    accumulate_rows(x, offset, 0, rows(), exec, produce);
   }
 
   /// `accumulate` into rows `first_row .. first_row + row_count` only. Rows
@@ -136,14 +127,6 @@ class count_sketch<Value, HashFamily, cpu_t> {
   /// `offset + x.size()` overflows 64 bits.
   void accumulate_rows(std::span<const Value> x, std::uint64_t offset, std::size_t first_row, std::size_t row_count,
                        cpu_execution exec = {}) {
-    accumulate_rows(x, offset, first_row, row_count, exec, [](std::size_t, std::size_t) noexcept {});
-  }
-
-  /// The same, with a `produce` step as in `accumulate`.
-  template <class Produce>
-  requires std::is_nothrow_invocable_v<Produce&, std::size_t, std::size_t>
-  void accumulate_rows(std::span<const Value> x, std::uint64_t offset, std::size_t first_row, std::size_t row_count,
-                       cpu_execution exec, Produce&& produce) {
     if (first_row > rows() || row_count > rows() - first_row) {
       throw std::invalid_argument("count_sketch::accumulate_rows: rows " + std::to_string(first_row) + " + " +
                                   std::to_string(row_count) + " outside a table of " + std::to_string(rows()));
@@ -153,14 +136,10 @@ class count_sketch<Value, HashFamily, cpu_t> {
     const std::size_t parts = part_count(x.size());
     const unsigned workers = detail::useful_workers(exec.resolved_threads(), x.size() * row_count, min_parallel_items);
     if (parts > 1) {
-      accumulate_in_parts(x, offset, parts, workers, produce);
+      accumulate_in_parts(x, offset, parts, workers);
     } else if (workers <= 1) {
-      accumulate_serial(x, offset, first_row, row_count, produce);
-    } else {  // whole rows per thread, x produced first (in parallel)
-      detail::fork_join(workers, [&](unsigned w, unsigned n) {
-        const detail::index_range mine = detail::split_range(x.size(), w, n);
-        if (mine.end > mine.begin) produce(mine.begin, mine.end);
-      });
+      accumulate_serial(row_data(static_cast<std::uint32_t>(first_row)), x, offset, first_row, row_count);
+    } else {  // whole rows per thread
       for_rows_parallel(x.size(), first_row, row_count, exec,
                         [&](std::uint32_t r) { scatter_row(table_.data() + std::size_t{r} * cols(), r, x, offset); });
     }
@@ -279,8 +258,6 @@ class count_sketch<Value, HashFamily, cpu_t> {
   /// Coordinates per block of `estimate_all`: small enough that the gathered
   /// per-row values stay in L1, large enough to amortize the row setup.
   static constexpr std::size_t estimate_block = 256;
-  /// Coordinates one thread produces and hashes per block when it works alone.
-  static constexpr std::size_t fused_block = std::size_t{1} << 13U;
   /// A one-row sketch of a long vector is accumulated in up to `max_parts`
   /// parts of at least `min_part` coordinates (`accumulate_in_parts`).
   static constexpr std::size_t max_parts = 8;
@@ -342,22 +319,12 @@ class count_sketch<Value, HashFamily, cpu_t> {
   }
 
   /// Rows `first .. first + count` of `x` into `t` (those rows' cells) on
-  /// one thread: x is produced and hashed a cache-sized block at a time.
-  template <class Produce>
-  void accumulate_serial(Value* t, std::span<const Value> x, std::uint64_t offset, std::size_t first, std::size_t count,
-                         Produce& produce) const noexcept {
-    for (std::size_t begin = 0; begin < x.size(); begin += fused_block) {
-      const std::size_t len = std::min(fused_block, x.size() - begin);
-      produce(begin, begin + len);
-      for (std::size_t r = 0; r < count; ++r) {
-        scatter_row(t + r * cols(), static_cast<std::uint32_t>(first + r), x.subspan(begin, len), offset + begin);
-      }
+  /// one thread.
+  void accumulate_serial(Value* t, std::span<const Value> x, std::uint64_t offset, std::size_t first,
+                         std::size_t count) const noexcept {
+    for (std::size_t r = 0; r < count; ++r) {
+      scatter_row(t + r * cols(), static_cast<std::uint32_t>(first + r), x, offset);
     }
-  }
-  template <class Produce>
-  void accumulate_serial(std::span<const Value> x, std::uint64_t offset, std::size_t first, std::size_t count,
-                         Produce& produce) noexcept {
-    accumulate_serial(row_data(static_cast<std::uint32_t>(first)), x, offset, first, count, produce);
   }
 
   /// Parts a one-row sketch of `n` coordinates is accumulated in: a power of
@@ -376,9 +343,7 @@ class count_sketch<Value, HashFamily, cpu_t> {
   /// (pairs, then pairs of pairs, ...) onto the table. Every cell's value is
   /// thus the same for any thread count; threads take parts as they come
   /// free, so a slow or descheduled thread delays only the parts it holds.
-  template <class Produce>
-  void accumulate_in_parts(std::span<const Value> x, std::uint64_t offset, std::size_t parts, unsigned workers,
-                           Produce& produce) {
+  void accumulate_in_parts(std::span<const Value> x, std::uint64_t offset, std::size_t parts, unsigned workers) {
     const std::size_t c = cols();
     part_tables_.tables.resize(parts - 1);
     for (auto& t : part_tables_.tables) t.resize(c);
@@ -390,8 +355,7 @@ class count_sketch<Value, HashFamily, cpu_t> {
             detail::split_range(x.size(), static_cast<unsigned>(p), static_cast<unsigned>(parts));
         Value* const t = table_of(p);
         if (p != 0) std::fill_n(t, c, Value{});
-        auto produce_part = [&](std::size_t b, std::size_t e) noexcept { produce(r.begin + b, r.begin + e); };
-        accumulate_serial(t, x.subspan(r.begin, r.end - r.begin), offset + r.begin, 0, 1, produce_part);
+        accumulate_serial(t, x.subspan(r.begin, r.end - r.begin), offset + r.begin, 0, 1);
       }
     });
     // The tree: table(p) += table(p + span) for every p a multiple of 2 span.

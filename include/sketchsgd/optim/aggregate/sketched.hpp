@@ -130,24 +130,14 @@ class sketched_aggregation {
         sketch_(o.sketch),
         scratch_(ops::template zeros<Value>(c.split->sparse_count(), *c.device)) {}
 
-  void accumulate(typename ops::template span<const Value> g, const context& c) {
-    if constexpr (std::is_same_v<Device, cpu_t>) {
-      sketched_ = !overlapping();  // overlap sketches a group of rows at a time, in `rounds`
-      if (sketched_) {
-        sketch_.zero();
-        memory_.accumulate_and_sketch(g, c, sketch_);  // one pass: momentum, error feedback, sketch
-        return;
-      }
-    }
-    memory_.accumulate(g, c);
-  }
+  void accumulate(typename ops::template span<const Value> g, const context& c) { memory_.accumulate(g, c); }
   [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return memory_.v(); }
 
   template <class Comm>
   round_generator<Value> rounds(Comm* comm, const context& c, model_update<Value>& out) {
     auto& dev = *c.device;
     const auto& split = *c.split;
-    if (!sketched_) ops::zero(sketch_, dev);
+    ops::zero(sketch_, dev);
     if (overlapping()) {
       if constexpr (std::is_same_v<Device, cpu_t>) {  // overlap is refused on devices
         const std::size_t rows = sketch_.rows();
@@ -165,7 +155,7 @@ class sketched_aggregation {
         }
       }
     } else {
-      if (!sketched_) ops::sketch(sketch_, memory_.v(), split, 0, sketch_.rows(), dev);
+      ops::sketch(sketch_, memory_.v(), split, 0, sketch_.rows(), dev);
       c.lap(&step_timing::compress);
       if (opt_.topology == topology::root) {
         if constexpr (!std::is_same_v<Comm, external_collectives>) root_step(*comm, c, out);
@@ -349,7 +339,6 @@ class sketched_aggregation {
   sketch_type sketch_;
   typename ops::template buffer<Value> scratch_;  // d_sparse estimates, reused every step
   std::vector<Value> exact_;                      // the candidates' summed v (the second round)
-  bool sketched_ = false;                         // `accumulate` sketched v already (CPU, no overlap)
 };
 
 /// Global-sketch SGD (gs-SGD, Dai et al.): Sketched-SGD's aggregation with
