@@ -12,7 +12,8 @@ set xrange [2:2048]
 set xlabel "workers W"
 set ylabel "step time (s)"
 set key top left font ",9"
-names = "dense true-topk local-topk gtopk sketched fetchsgd global-sketch global-sketch-rd"
+# The methods are the data files' header (after "# W"): older runs lack the 16-bit dense.
+names = system("head -1 ".dir."/model_d100M_10g.dat | cut -d' ' -f3-")
 do for [g in "1 10 100"] {
   set title g." Gbit/s per link"
   plot for [i=1:words(names)] dir."/model_d100M_".g."g.dat" using 1:(column(i+1)) with linespoints title word(names, i)
