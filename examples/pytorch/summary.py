@@ -35,11 +35,14 @@ def main(path):
         sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
         # After warm-up: the warm-up's steps moved what the allreduce run moves per step.
         steps = statistics.mean(r["steps"] for r in rs)
-        warm = rs[0].get("start_iter", 50)  # plain allreduce steps (50: train.py's default, older RESULT lines)
+        # Plain allreduce steps first (50: train.py's default, older RESULT lines); fp16 has no warm-up.
+        warm = 0 if rs[0]["hook"] in ("allreduce", "fp16") else rs[0].get("start_iter", 50)
         after = (per_step * steps - warm * dense_bytes) / (steps - warm) if dense_bytes else per_step
         ratio = f"{dense_bytes / after:.1f}x less" if dense_bytes else "-"
         if name.startswith("allreduce"):
             ratio = "1x"
+        elif rs[0]["hook"] == "fp16":
+            ratio = f"{dense_bytes / per_step:.1f}x less" if dense_bytes else "-"
         secs = statistics.mean(r["seconds_per_step"] for r in rs)
         same = all(r["identical"] for r in rs)
         print(f"| {name} | {len(rs)} | {statistics.mean(acc):.2f} ± {sd:.2f} | {per_step / 1e3:.1f} kB | {after / 1e3:.1f} kB | {ratio} | "
