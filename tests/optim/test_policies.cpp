@@ -13,6 +13,7 @@
 #include <iterator>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 #include <vector>
 
 #include "optim_harness.hpp"
@@ -203,6 +204,33 @@ TEST_CASE("split phase refuses what needs a transport, checks sizes and counts m
   CHECK(n == 4);  // the non-finite check, the table, the dense values, the P k candidates
   CHECK(opt.stats().last_step.collectives == 4);
   CHECK(opt.stats().last_step.bytes_sent == 0);  // one rank: nothing to send
+}
+
+namespace {
+
+round_generator<float> two_rounds(std::vector<float>& v, bool fail) {
+  co_yield sum_round(std::span<float>(v));
+  if (fail) throw std::runtime_error("the step failed");
+  co_yield sum_round(std::span<float>(v));
+}
+
+}  // namespace
+
+TEST_CASE("a round generator is guarded: after its end, after a throw, once moved from", "[optim][split]") {
+  std::vector<float> v(3);
+  auto done = two_rounds(v, false);
+  CHECK(done.next() != nullptr);
+  CHECK(done.next() != nullptr);
+  CHECK(done.next() == nullptr);
+  CHECK(done.next() == nullptr);  // and again: the end stays the end
+  auto failing = two_rounds(v, true);
+  CHECK(failing.next() != nullptr);
+  CHECK_THROWS_WITH(failing.next(), "the step failed");
+  CHECK_THROWS_AS(failing.next(), std::logic_error);  // a failed step has no end to report
+  auto moved = two_rounds(v, false);
+  auto taken = std::move(moved);
+  CHECK_THROWS_AS(moved.next(), std::logic_error);  // NOLINT(bugprone-use-after-move): the point of the test
+  CHECK(taken.next() != nullptr);
 }
 
 TEST_CASE("a NaN in split phase: every rank skips, as the transport-driven step does", "[optim][split][nonfinite]") {

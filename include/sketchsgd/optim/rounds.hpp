@@ -15,6 +15,7 @@
 #include <exception>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <utility>
 
 #include "sketchsgd/collective/collectives.hpp"
@@ -75,22 +76,26 @@ class round_generator {
   struct promise_type {
     Round current{};
     std::exception_ptr error;
+    bool failed = false;
     round_generator get_return_object() noexcept {
       return round_generator(std::coroutine_handle<promise_type>::from_promise(*this));
     }
     std::suspend_always initial_suspend() noexcept { return {}; }
     std::suspend_always final_suspend() noexcept { return {}; }
     std::suspend_always yield_value(Round r) noexcept {
-      current = r;
+      current = std::move(r);
       return {};
     }
     void return_void() noexcept {}
-    void unhandled_exception() noexcept { error = std::current_exception(); }
+    void unhandled_exception() noexcept {
+      error = std::current_exception();
+      failed = true;
+    }
   };
 
   /// @endcond
 
-  /// Takes `other`'s rounds over.
+  /// Takes `other`'s rounds over; `other` is left without any.
   round_generator(round_generator&& other) noexcept : h_(std::exchange(other.h_, {})) {}
   /// Takes `other`'s rounds over.
   round_generator& operator=(round_generator other) noexcept {
@@ -102,8 +107,15 @@ class round_generator {
   }
 
   /// Runs to the next round and returns it, or nullptr once the step is
-  /// done; rethrows whatever the step threw.
+  /// done (and again on every later call); rethrows whatever the step threw.
+  /// @throws std::logic_error on a moved-from generator, and after the step
+  /// threw (a failed step has no more rounds, nor an end).
   Round* next() {
+    if (!h_) throw std::logic_error("round_generator::next: this generator was moved from");
+    if (h_.done()) {
+      if (h_.promise().failed) throw std::logic_error("round_generator::next: the step threw; it has no more rounds");
+      return nullptr;
+    }
     h_.resume();
     if (h_.promise().error) std::rethrow_exception(std::exchange(h_.promise().error, {}));
     return h_.done() ? nullptr : &h_.promise().current;
