@@ -105,7 +105,7 @@ class random_k_aggregation {
   void accumulate(std::span<const Value> g, const context& c) { memory_.accumulate(g, c); }
   [[nodiscard]] std::span<const Value> source() const noexcept { return memory_.v(); }
 
-  sketchsgd::round_generator<Value> rounds(auto* /*comm*/, const context& c, sketchsgd::model_update<Value>& out) {
+  sketchsgd::round_generator<Value> rounds(const context& c, sketchsgd::model_update<Value>& out) {
     std::vector<std::uint64_t> chosen;  // k distinct sparse coordinates, the same on every rank
     std::unordered_set<std::uint64_t> seen(2 * opt_.k);
     sketchsgd::splitmix64 rng(sketchsgd::mix64(opt_.seed ^ c.step));
@@ -125,7 +125,6 @@ class random_k_aggregation {
   void finish_dense(std::span<Value> /*values*/, const context& c) { memory_.reset_dense(*c.split, *c.device); }
   [[nodiscard]] bool learning_rate_in_error() const noexcept { return opt_.feedback.learning_rate_in_error; }
   [[nodiscard]] bool averages_itself() const noexcept { return false; }
-  [[nodiscard]] bool needs_transport() const noexcept { return false; }
   template <class F>
   void for_each_state(F&& f) {
     memory_.for_each_state(f);

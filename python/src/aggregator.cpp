@@ -85,25 +85,37 @@ struct round_view {
   py::object counts = py::none();
   py::object block = py::none();
   py::object gathered = py::none();
+  py::object merge = py::none();
+  int root = 0;
   std::uint64_t bytes = 0;  // of values/counts, or of this rank's block
 };
 
 round_view make_round(const collective_round<float>& r, const py::object& owner) {
-  round_view v;
-  if (r.kind == round_kind::gather) {
-    v.kind = "gather";
-    // Writable only so torch.from_numpy takes it without a warning: collectives only read it.
-    v.block = view(reinterpret_cast<const std::uint8_t*>(r.block.data()), r.block.size(), owner);
-    v.gathered = view(reinterpret_cast<std::uint8_t*>(r.gathered.data()), r.gathered.size(), owner);
-    v.bytes = r.block.size();
-  } else if (!r.counts.empty()) {
-    v.kind = "sum";
+  static const char* const kinds[] = {"sum", "gather", "reduce", "broadcast"};
+  round_view v{.kind = kinds[static_cast<int>(r.kind)], .root = r.root};
+  const auto bytes = [&](std::span<std::byte> b) {
+    return view(reinterpret_cast<std::uint8_t*>(b.data()), b.size(), owner);
+  };
+  if (!r.counts.empty()) {
     v.counts = view(r.counts.data(), r.counts.size(), owner);
     v.bytes = r.counts.size_bytes();
-  } else {
-    v.kind = "sum";
+  } else if (r.kind == round_kind::sum || (r.kind == round_kind::reduce && !r.combine)) {
     v.values = view(r.values.data(), r.values.size(), owner);
     v.bytes = r.values.size_bytes();
+  } else {
+    v.block = bytes(r.block);
+    v.bytes = r.block.size();
+  }
+  if (r.kind == round_kind::gather) v.gathered = bytes(r.gathered);
+  if (r.combine) {
+    v.merge = py::cpp_function(
+        [combine = r.combine, size = r.block.size()](const py::array_t<std::uint8_t, py::array::c_style>& in) {
+          if (static_cast<std::size_t>(in.size()) != size) {
+            throw std::invalid_argument("Round.merge: expected " + std::to_string(size) + " bytes");
+          }
+          combine(std::as_bytes(std::span<const std::uint8_t>(in.data(), size)));
+        },
+        py::arg("incoming"));
   }
   return v;
 }
@@ -115,15 +127,24 @@ void bind_aggregator(py::module_& m) {
 One collective of a split-phase step. kind "sum": add `values` (float32) or
 `counts` (int64, the non-finite check) element-wise over the ranks, in place.
 kind "gather": every rank contributes `block` (same size everywhere) and
-`gathered` (world x block bytes) receives them all in rank order. The arrays
-view the aggregator's memory and are valid until the next call of next().)doc")
+`gathered` (world x block bytes) receives them all in rank order. kind
+"reduce": `values` summed at rank `root` (others' are left undefined); or,
+when `merge` is set, a tree towards `root` in which each rank calls
+merge(incoming) with each child's `block` (uint8, as the child holds it after
+its own merges) and then sends its `block` to its parent (sketchsgd's
+binomial tree gives the same bits: sketchsgd.torch.carry_step). kind
+"broadcast": every rank's `block` becomes rank `root`'s. The arrays view the
+aggregator's memory; they and merge are valid until the next call of next().)doc")
       .def_readonly("kind", &round_view::kind)
       .def_readonly("values", &round_view::values)
       .def_readonly("counts", &round_view::counts)
       .def_readonly("block", &round_view::block)
       .def_readonly("gathered", &round_view::gathered)
+      .def_readonly("merge", &round_view::merge)
+      .def_readonly("root", &round_view::root)
       .def_readonly("nbytes", &round_view::bytes)
-      .def("__repr__", [](const round_view& r) { return "Round(" + r.kind + ", " + std::to_string(r.bytes) + " bytes)"; });
+      .def("__repr__",
+           [](const round_view& r) { return "Round(" + r.kind + ", " + std::to_string(r.bytes) + " bytes)"; });
 
   py::class_<py_aggregator>(m, "Aggregator", R"doc(
 A distributed aggregator in split phase (composed_optimizer with
@@ -131,9 +152,10 @@ external_collectives and the aggregated gradient as its update): per step,
 begin(gradient), then carry every round next() returns until it returns
 None; update() / write_update() then hold the aggregated gradient, identical
 on every rank. Construct with (rank, world, options dict): method (sketched,
-global-sketch, fetchsgd, local-topk, true-topk, dense), dimension, rows,
-cols, seed, k, candidates_factor, momentum, nesterov, error_feedback,
-mask_momentum, dense ([(offset, length)]), nonfinite (throw, skip,
+global-sketch, fetchsgd, local-topk, true-topk, gtopk, dense), dimension,
+rows, cols, seed, k, candidates_factor, momentum, nesterov, error_feedback,
+mask_momentum, dense ([(offset, length)]), topology (allreduce, root: the
+sketched methods' parameter server), root, nonfinite (throw, skip,
 unchecked), average, threads.)doc")
       .def(py::init([](int rank, int world, const py::dict& d) {
              auto p = std::make_unique<py_aggregator>();
@@ -235,9 +257,10 @@ unchecked), average, threads.)doc")
           "load", [](py_aggregator& a, const py::bytes& b) { a.impl->load(std::string(b)); }, py::arg("data"),
           "Restores save()'s bytes (same rank, world and configuration; ConfigMismatchError or "
           "SerializationError otherwise, and the state is then unchanged).")
-      .def("stats", [](const py_aggregator& a) { return stats_dict(a.impl->stats()); },
-           "Steps (skipped_steps: those skipped for a non-finite gradient), bytes by sketchsgd's own "
-           "collectives' model, and time by phase (local, compress, communicate = carrying the rounds, recover).");
+      .def(
+          "stats", [](const py_aggregator& a) { return stats_dict(a.impl->stats()); },
+          "Steps (skipped_steps: those skipped for a non-finite gradient), bytes by sketchsgd's own "
+          "collectives' model, and time by phase (local, compress, communicate = carrying the rounds, recover).");
 }
 
 }  // namespace sketchsgd::python

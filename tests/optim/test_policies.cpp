@@ -101,12 +101,24 @@ std::vector<trace<typename A::value_type>> split(int w, std::size_t d, const com
   return out;
 }
 
-/// A collective other than sketchsgd's: gather everything, sum in rank order.
+/// A collective other than sketchsgd's: gather everything, sum in rank order
+/// (a reduce too: every rank gets the sum), take the root's (a broadcast).
 template <class Comm, class Value>
 void gather_and_sum(Comm& comm, const collective_round<Value>& r) {
   const auto w = static_cast<std::size_t>(comm.size());
   if (r.kind == round_kind::gather) {
-    allgather(comm, r.block, r.gathered);
+    allgather(comm, std::span<const std::byte>(r.block), r.gathered);
+    return;
+  }
+  if (r.kind == round_kind::broadcast) {
+    std::vector<std::byte> all(w * r.block.size());
+    allgather(comm, std::span<const std::byte>(r.block), std::span<std::byte>(all));
+    std::copy_n(all.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(r.root) * r.block.size()),
+                r.block.size(), r.block.begin());
+    return;
+  }
+  if (r.combine) {  // a merge tree: any caller's is a tree of the same merges
+    detail::run_round(comm, r);
     return;
   }
   const auto sum = [&](auto values) {
@@ -183,16 +195,26 @@ TEMPLATE_TEST_CASE("a split-phase step equals the transport-driven step", "[opti
   SECTION("FetchSGD") {
     check_split_phase<fetch_aggregation<V>>({.sketch = sketch, .k = 30, .momentum = V(std::is_integral_v<V> ? 1 : 0)});
   }
+  SECTION("Sketched-SGD, root topology") {
+    check_split_phase<sketched_aggregation<V>>(
+        {.sketch = sketch, .k = 30, .candidates_factor = 2, .feedback = ef, .topology = topology::root, .root = 1});
+  }
+  SECTION("Sketched-SGD, root topology, no second round") {
+    check_split_phase<sketched_aggregation<V>>(
+        {.sketch = sketch, .k = 30, .candidates_factor = 0, .feedback = ef, .topology = topology::root});
+  }
+  SECTION("FetchSGD, root topology") {
+    check_split_phase<fetch_aggregation<V>>({.sketch = sketch,
+                                             .k = 30,
+                                             .momentum = V(std::is_integral_v<V> ? 1 : 0),
+                                             .topology = topology::root,
+                                             .root = 2});
+  }
+  SECTION("gTop-k") { check_split_phase<gtopk_aggregation<V>>({.k = 30, .feedback = ef}); }
 }
 
-TEST_CASE("split phase refuses what needs a transport, checks sizes and counts modeled bytes", "[optim][split]") {
+TEST_CASE("split phase checks sizes and counts modeled bytes", "[optim][split]") {
   using S = sketched_aggregation<float>;
-  CHECK_THROWS_AS((composed_optimizer<S, sgd_update<float>>(
-                      0, 2, with<S>({.sketch = sketch, .k = 10, .topology = topology::root}))),
-                  std::invalid_argument);
-  CHECK_THROWS_AS((composed_optimizer<gtopk_aggregation<float>, sgd_update<float>>(
-                      0, 2, with<gtopk_aggregation<float>>({.k = 10}))),
-                  std::invalid_argument);
   composed_optimizer<S, sgd_update<float>> opt(0, 1, with<S>({.sketch = sketch, .k = 10}));
   CHECK_THROWS_AS(opt.step_rounds(std::vector<float>(10)), std::invalid_argument);
   CHECK_THROWS_AS((composed_optimizer<S, sgd_update<float>>(2, 2, with<S>({.sketch = sketch, .k = 10}))),
@@ -204,6 +226,51 @@ TEST_CASE("split phase refuses what needs a transport, checks sizes and counts m
   CHECK(n == 4);  // the non-finite check, the table, the dense values, the P k candidates
   CHECK(opt.stats().last_step.collectives == 4);
   CHECK(opt.stats().last_step.bytes_sent == 0);  // one rank: nothing to send
+}
+
+namespace {
+
+/// Each rank's bytes sent and received per step: transport-driven, and as
+/// split phase models them (carried by sketchsgd's collectives).
+template <class A>
+void check_modeled_bytes(typename A::options_type a, int w) {
+  const auto o = with<A>(a);
+  std::vector<comm_counters> driven_bytes(static_cast<std::size_t>(w));
+  std::vector<comm_counters> modeled(static_cast<std::size_t>(w));
+  on_inproc(w, [&](int r, T& t) {
+    communicator comm(t);
+    composed_optimizer<A, sgd_update<float>, T> opt(comm, o);
+    composed_optimizer<A, sgd_update<float>> split_opt(r, w, o);
+    for (std::uint64_t s = 0; s < 3; ++s) {
+      const auto g = gradient_of<float>(r, s, 3000);
+      opt.step(g);
+      auto rounds = split_opt.step_rounds(g);
+      while (auto* round = rounds.next()) detail::run_round(comm, *round);
+    }
+    driven_bytes[static_cast<std::size_t>(r)] = opt.stats().last_step;
+    modeled[static_cast<std::size_t>(r)] = split_opt.stats().last_step;
+  });
+  for (int r = 0; r < w; ++r) {
+    CAPTURE(r, w);
+    const auto& d = driven_bytes[static_cast<std::size_t>(r)];
+    const auto& m = modeled[static_cast<std::size_t>(r)];
+    CHECK(m.bytes_sent == d.bytes_sent);
+    CHECK(m.bytes_received == d.bytes_received);
+    CHECK(m.collectives == d.collectives);
+    CHECK(d.bytes_sent + d.bytes_received > 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("split phase models every round's bytes as sketchsgd sends them, per rank", "[optim][split][bytes]") {
+  for (const int w : {2, 3, 5}) {
+    check_modeled_bytes<sketched_aggregation<float>>(
+        {.sketch = sketch, .k = 20, .candidates_factor = 2, .topology = topology::root, .root = w - 1}, w);
+    check_modeled_bytes<fetch_aggregation<float>>({.sketch = sketch, .k = 20, .topology = topology::root}, w);
+    check_modeled_bytes<gtopk_aggregation<float>>({.k = 20}, w);
+    check_modeled_bytes<sketched_aggregation<float>>({.sketch = sketch, .k = 20}, w);
+  }
 }
 
 namespace {

@@ -35,25 +35,23 @@ concept distributed_optimizer = sketch_value<typename O::value_type> &&
 };
 
 /// An aggregation policy: what is communicated and how, with its memory.
-/// `rounds` is a coroutine yielding each allreduce or allgather it needs
-/// (see rounds.hpp); `needs_transport` says when it also calls other
-/// collectives directly (then it has no split-phase form).
+/// `rounds` is a coroutine yielding each collective it needs (see
+/// rounds.hpp).
 template <class A>
 concept aggregation_policy = sketch_value<typename A::value_type> && device<typename A::device_type> &&
     requires(A& a, const A& ca, const detail::step_context<typename A::value_type, typename A::device_type>& c,
              typename detail::device_ops<typename A::device_type>::template span<const typename A::value_type> g,
              model_update<typename A::value_type>& out, std::span<typename A::value_type> dense,
-             external_collectives* none, detail::fingerprint& f) {
+             detail::fingerprint& f) {
   typename A::options_type;
   { A::kind } -> std::convertible_to<detail::optimizer_kind>;
   { A::name } -> std::convertible_to<const char*>;
   a.accumulate(g, c);
   { ca.source() } -> std::convertible_to<decltype(g)>;
-  a.rounds(none, c, out).next();
+  a.rounds(c, out).next();
   a.finish_dense(dense, c);
   { ca.learning_rate_in_error() } -> std::same_as<bool>;
   { ca.averages_itself() } -> std::same_as<bool>;
-  { ca.needs_transport() } -> std::same_as<bool>;
   ca.describe(f);
 };
 

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <istream>
 #include <ostream>
 #include <span>
@@ -133,8 +134,7 @@ class composed_optimizer {
 
   /// Sets up a split-phase optimizer for rank `rank` of `world`; the caller
   /// checks that ranks agree (`fingerprint`, `check_fingerprints`).
-  /// @throws std::invalid_argument for an unusable configuration, or one
-  /// that needs a transport (a root topology, gTop-k's tree).
+  /// @throws std::invalid_argument for an unusable configuration.
   composed_optimizer(int rank, int world, options_type options) requires external
       : composed_optimizer(nullptr, rank, world, std::move(options), {}) {}
 
@@ -144,7 +144,15 @@ class composed_optimizer {
   /// transport_error/timeout_error from the transport.
   const model_update<value_type>& step(gradient_type gradient) requires(!external) {
     auto rounds = step_rounds(gradient);
-    while (const round_type* r = rounds.next()) detail::run_round(*comm_, *r);
+    std::future<void> in_flight;  // an overlapped round; its destructor waits, also when the step throws
+    while (const round_type* r = rounds.next()) {
+      if (in_flight.valid()) in_flight.get();  // rounds are carried in order, one at a time
+      if (r->overlap) {
+        in_flight = std::async(std::launch::async, [this, round = *r] { detail::run_round(*comm_, round); });
+      } else {
+        detail::run_round(*comm_, *r);
+      }
+    }
     return update_;
   }
 
@@ -247,9 +255,6 @@ class composed_optimizer {
     if (agg_.learning_rate_in_error() && !UpdateRule::takes_applied_learning_rate) {
       detail::bad_option(name_, "this update rule needs the learning rate outside the error memory");
     }
-    if constexpr (external) {
-      if (agg_.needs_transport()) detail::bad_option(name_, "this aggregation needs a transport (not split phase)");
-    }
     version_ = id.name != nullptr ? 1 : 2;
     fingerprint_ = id.name != nullptr ? id.fingerprint(split_, world_) : composed_fingerprint();
     if constexpr (!external) detail::agree_on_fingerprint(*comm_, fingerprint_, name_);
@@ -289,9 +294,10 @@ class composed_optimizer {
   /// After the caller carried `r`: its traffic by sketchsgd's byte model.
   void count(const round_type& r) {
     if constexpr (external) {
+      const detail::round_bytes b = detail::modeled_bytes(r, rank_, world_);
       ++external_counters_.collectives;
-      external_counters_.bytes_sent += detail::modeled_bytes(r, world_);
-      external_counters_.bytes_received += detail::modeled_bytes(r, world_);
+      external_counters_.bytes_sent += b.sent;
+      external_counters_.bytes_received += b.received;
     }
   }
 
@@ -319,7 +325,7 @@ class composed_optimizer {
       agg_.accumulate(gradient, c);
       ops::gather_dense(agg_.source(), split_, std::span<value_type>(dense_values_), device_);
       accounting_.lap(&step_timing::local);
-      auto rounds = agg_.rounds(comm_, c, update_);
+      auto rounds = agg_.rounds(c, update_);
       while (round_type* r = rounds.next()) {
         co_yield *r;
         count(*r);
