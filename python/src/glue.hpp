@@ -88,32 +88,25 @@ composed_options<Aggregation, aggregated_gradient<float>> composed(const aggrega
   c.dense = o.dense;
   c.nonfinite = o.nonfinite;
   c.exec = cpu_execution{o.threads};
-  auto& a = c.aggregation;
-  const error_feedback<float> feedback{.enabled = o.error_feedback,
-                                       .momentum = o.momentum,
-                                       .nesterov = o.nesterov,
-                                       .mask_momentum = o.mask_momentum,
-                                       .learning_rate_in_error = false};
-  if constexpr (std::is_same_v<Aggregation, fetch_aggregation<float>>) {
+  auto& a = c.aggregation;  // each option where the aggregation has it
+  if constexpr (requires { a.sketch; }) {
     a.sketch = {.rows = o.rows, .cols = o.cols, .seed = o.seed};
-    a.k = o.k;
+    a.topology = o.topology;
+    a.root = o.root;
+  }
+  if constexpr (requires { a.k; }) a.k = o.k;
+  if constexpr (requires { a.candidates_factor; }) a.candidates_factor = o.candidates_factor;
+  if constexpr (requires { a.feedback; }) {
+    a.feedback = {.enabled = o.error_feedback,
+                  .momentum = o.momentum,
+                  .nesterov = o.nesterov,
+                  .mask_momentum = o.mask_momentum,
+                  .learning_rate_in_error = false};
+  }
+  if constexpr (requires { a.mask_momentum; }) {  // FetchSGD: momentum in sketch space, eta outside it
     a.momentum = o.momentum;
     a.mask_momentum = o.mask_momentum;
     a.learning_rate_in_error = false;
-    a.topology = o.topology;
-    a.root = o.root;
-  } else if constexpr (std::is_base_of_v<sketched_aggregation<float>, Aggregation>) {
-    a.sketch = {.rows = o.rows, .cols = o.cols, .seed = o.seed};
-    a.k = o.k;
-    a.candidates_factor = o.candidates_factor;
-    a.feedback = feedback;
-    a.topology = o.topology;
-    a.root = o.root;
-  } else if constexpr (std::is_same_v<Aggregation, dense_aggregation<float>>) {
-    // no options
-  } else {
-    a.k = o.k;
-    a.feedback = feedback;
   }
   return c;
 }

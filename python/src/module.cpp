@@ -73,12 +73,11 @@ aggregator_options parse_options(const py::dict& d) {
       o.dense.push_back({.offset = r.first, .length = r.second});
     }
   }
-  if (d.contains("topology")) {
-    const auto t = d["topology"].cast<std::string>();
-    if (t != "allreduce" && t != "root")
-      throw std::invalid_argument("topology must be 'allreduce' or 'root', got '" + t + "'");
-    o.topology = t == "root" ? topology::root : topology::allreduce;
+  const auto shape = get<std::string>(d, "topology", "allreduce");
+  if (shape != "allreduce" && shape != "root") {
+    throw std::invalid_argument("topology must be 'allreduce' or 'root', got '" + shape + "'");
   }
+  o.topology = shape == "root" ? topology::root : topology::allreduce;
   o.root = get<int>(d, "root", o.root);
   if (d.contains("nonfinite")) o.nonfinite = policy_named(d["nonfinite"].cast<std::string>());
   o.average = get<bool>(d, "average", o.average);

@@ -205,6 +205,8 @@ def test_fingerprints_refuse_a_mismatch():
     ({"method": "dense", "dimension": 10, "colz": 3}, "unknown aggregator option 'colz'"),
     ({"method": "sketched", "dimension": 100, "rows": 1, "cols": 10, "k": 101}, "k"),
     ({"method": "dense", "dimension": 0}, "dimension"),
+    ({"method": "sketched", "dimension": 100, "cols": 10, "k": 5, "topology": "ring"}, "topology must be"),
+    ({"method": "fetchsgd", "dimension": 100, "cols": 10, "k": 5, "topology": "root", "root": 2}, "root"),
 ])
 def test_bad_options_are_refused_by_name(bad, message):
     with pytest.raises((ValueError, sketchsgd.Error), match=message):

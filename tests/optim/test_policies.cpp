@@ -789,6 +789,82 @@ TEST_CASE("global-sketch SGD's table in log2(W) rounds (recursive doubling) or 2
   }
 }
 
+namespace {
+
+/// An aggregation with only the required hooks: the sum of the gradient.
+template <class Value>
+struct plain_sum final {  // final: its optional hooks are found by their calls alone
+  using value_type = Value;
+  using device_type = cpu_t;
+  struct options_type {};
+  static constexpr const char* name = "plain_sum";
+  plain_sum(const options_type& /*o*/, const step_context<Value, cpu_t>& /*c*/) {}
+  void accumulate(std::span<const Value> g, const step_context<Value, cpu_t>& /*c*/) { gradient = g; }
+  [[nodiscard]] std::span<const Value> source() const noexcept { return gradient; }
+  round_generator<Value> rounds(const step_context<Value, cpu_t>& /*c*/, model_update<Value>& out) {
+    out.dense = true;
+    out.values.assign(gradient.begin(), gradient.end());
+    co_yield sum_round(std::span<Value>(out.values));
+  }
+  std::span<const Value> gradient{};
+};
+
+/// An update rule with only the required hooks: the update is eta times the aggregate.
+template <class Value>
+struct plain_step {
+  struct options_type {};
+  plain_step(const options_type& /*o*/, std::uint64_t /*d*/, const char* /*name*/) {}
+  void apply(model_update<Value>& u, Value eta, bool /*eta_applied*/, std::uint64_t /*step*/) {
+    for (Value& x : u.values) x *= eta;
+  }
+};
+
+/// Hooks declared in a form the driver cannot call.
+template <class Value>
+struct wrong_hooks : plain_step<Value> {
+  using plain_step<Value>::plain_step;
+  [[nodiscard]] int describe() const { return 0; }  // the driver passes a fingerprint
+};
+
+}  // namespace
+
+TEST_CASE("a policy with only the required hooks gets the driver's defaults", "[optim][concepts]") {
+  using A = plain_sum<float>;
+  using R = plain_step<float>;
+  std::vector<std::string> states(2);
+  on_inproc(2, [&](int r, T& t) {
+    communicator comm(t);
+    composed_optimizer<A, R, T> opt(comm, {.dimension = 5, .learning_rate = 0.5F, .average = true});
+    const std::vector<float> g(5, static_cast<float>(r + 1));
+    const auto& u = opt.step(g);
+    test::expect(u.dense && u.values == std::vector<float>(5, 0.75F), "the average (the driver divides), times eta");
+    std::ostringstream os;
+    opt.save(os);  // no state sections
+    std::istringstream is(os.str());
+    opt.load(is);
+    states[static_cast<std::size_t>(r)] = os.str();
+  });
+  CHECK(states[0].size() == states[1].size());
+  composed_optimizer<A, R> split(0, 1, {.dimension = 5});
+  CHECK(split.fingerprint() == composed_optimizer<A, R>(0, 1, {.dimension = 5}).fingerprint());
+  CHECK_THROWS_AS(
+      (composed_optimizer<sketched_aggregation<float>, R>(
+          0, 1,
+          {.dimension = 50, .aggregation = {.sketch = sketch, .k = 5, .feedback = {.learning_rate_in_error = true}}})),
+      std::invalid_argument);  // takes_applied_learning_rate defaults to false: eta in the memory refused
+}
+
+static_assert(aggregation_policy<plain_sum<float>> && update_rule<plain_step<float>, float>);
+static_assert(!update_rule<wrong_hooks<float>, float>);  // declared, but not callable as the driver calls it
+static_assert(!aggregation_policy<dense_sgd<float, T>>);
+static_assert(recovery_policy<top_k_recovery, count_sketch<float, multiply_shift, cpu_t>>);
+static_assert(recovery_policy<heavymix_recovery, count_sketch<double, poly4_hash, cpu_t>>);
+static_assert(recovery_policy<threshold_recovery, count_sketch<std::int64_t, multiply_shift, cpu_t>>);
+static_assert(!recovery_policy<sgd_update<float>, count_sketch<float, multiply_shift, cpu_t>>);
+static_assert(device_operations<detail::device_ops<cpu_t>, float>);
+static_assert(aggregation_policy<global_sketch_aggregation<double>> && aggregation_policy<gtopk_aggregation<float>>);
+static_assert(update_rule<aggregated_gradient<float>, float> && update_rule<adam_update<double>, double>);
+
 static_assert(distributed_optimizer<sketched_sgd<float, T>>);
 static_assert(distributed_optimizer<global_sketch_sgd<double, T, poly4_hash>>);
 static_assert(distributed_optimizer<fetch_sgd<float, T>>);

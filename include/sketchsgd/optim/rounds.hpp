@@ -29,19 +29,15 @@
 namespace sketchsgd {
 
 /// What a round asks of the ranks: MPI's four collectives, the fewest that
-/// carry every aggregation here. Sums and gathers carry the allreduce
-/// topologies and local top-k; a root's reduce and broadcast carry the
-/// parameter-server topologies; gTop-k's binomial tree is a reduce whose
-/// operation is a top-k merge (`combine`, as MPI_Reduce takes an
-/// MPI_Op_create operation), then a broadcast. Point-to-point kinds would
-/// express the tree too, but would hand every caller the tree's shape, and
-/// ranks would no longer yield the same rounds.
+/// carry every aggregation here (the allreduce topologies and local top-k:
+/// sums, gathers; the root topologies: a root's reduce and broadcast;
+/// gTop-k: a reduce whose operation merges top-k lists, as MPI_Reduce takes
+/// an MPI_Op_create operation, then a broadcast). Point-to-point kinds would
+/// hand every caller the tree's shape, and ranks would yield unequal rounds.
 enum class round_kind : std::uint8_t {
-  sum,     ///< allreduce: `values` (or `counts`) on every rank become their element-wise sum over the ranks
-  gather,  ///< allgather: each rank contributes `block` (the same size everywhere); `gathered` gets them all, in rank
-           ///< order
-  reduce,  ///< to `root`: its `values` become their sum over the ranks, or with `combine` its `block` every rank's
-           ///< blocks folded in; other ranks' are left undefined
+  sum,        ///< allreduce: every rank's `values` (or `counts`) become their element-wise sum over the ranks
+  gather,     ///< allgather: every rank's `block` (one size), into `gathered` in rank order
+  reduce,     ///< to `root`: its `values` summed, or its `block` folded by `combine`; others' left undefined
   broadcast,  ///< from `root`: every rank's `block` becomes the root's
 };
 
@@ -53,30 +49,24 @@ struct collective_round {
   round_kind kind = round_kind::sum;  ///< what to do
   std::span<Value> values{};          ///< sum, reduce: values to add up (empty when `counts` or `block` is used)
   std::span<std::int64_t> counts{};   ///< sum: integers to add up (the non-finite check)
-  std::span<std::byte> block{};       ///< gather: this rank's bytes; broadcast: the root's, copied to every rank
-                                      ///< in place; reduce with `combine`: this rank's, folded in place
+  std::span<std::byte> block{};       ///< gather, broadcast, reduce with `combine`: this rank's bytes, in place
   std::span<std::byte> gathered{};    ///< gather: world x block.size() bytes, filled by the caller
-  /// gather: only the first `*data_bytes` bytes of `block` are data, the
-  /// rest padding that the step has also written into every slot of
-  /// `gathered`. sketchsgd sends the data alone (an allgatherv: a gather of
-  /// the sizes, then the ring); a caller may gather whole blocks.
+  /// gather: only `block`'s first `*data_bytes` bytes are data, the rest
+  /// padding also written into every slot of `gathered`: sketchsgd sends the
+  /// data alone (an allgatherv), a caller may gather whole blocks.
   std::optional<std::size_t> data_bytes{};
   int root = 0;                                    ///< reduce, broadcast: the root rank
   tree_algorithm tree = tree_algorithm::binomial;  ///< reduce, broadcast: the shape sketchsgd uses
-  /// reduce: folds another rank's block (what that rank holds after folding
-  /// in its own children's) into this rank's `block`. sketchsgd runs the
-  /// binomial tree of `reduce` (whatever `tree` says); any tree in which
-  /// every rank folds in its children's blocks before sending its own to its
-  /// parent gives a valid result, the binomial one the same bits.
+  /// reduce: folds a child's block (as the child holds it after its own
+  /// children's) into this rank's `block` along a tree: `reduce`'s binomial
+  /// one in sketchsgd (a caller's gives the same bits, any other tree a valid result).
   std::function<void(std::span<const std::byte>)> combine{};
   std::optional<allreduce_algorithm> algorithm{};  ///< sum: the algorithm the transport-driven form uses
   /// sum of float values: how they travel (a 16-bit format, summed in float32
   /// and rounded at every hop; a split-phase caller carries it as it can).
   wire_format wire = wire_format::native;
-  /// The step may run on while this round is carried, until it yields its
-  /// next round (which never has this flag when it reads what this one
-  /// carried): sketchsgd then carries it on a helper thread. A caller may
-  /// ignore it.
+  /// The step may compute on while this round is carried, until it yields
+  /// its next (sketchsgd carries it on a helper thread); a caller may ignore it.
   bool overlap = false;
 };
 
@@ -218,36 +208,29 @@ void run_round(communicator<Transport>& comm, const collective_round<Value>& r) 
   }
 }
 
-/// Bytes one rank sends and receives in a collective.
-struct round_bytes {
-  std::uint64_t sent = 0;      ///< handed to isend
-  std::uint64_t received = 0;  ///< handed to irecv
-};
-
 /// The bytes rank `rank` of `world` sends and receives in sketchsgd's own
-/// collective for `r`: what a split-phase optimizer counts, since the
-/// caller's collective moves them (a gather as whole blocks).
+/// collective for `r`, one collective: what a split-phase optimizer counts,
+/// since the caller's collective moves them (a gather as whole blocks).
 template <class Value>
-round_bytes modeled_bytes(const collective_round<Value>& r, int rank, int world) {
+comm_counters modeled_bytes(const collective_round<Value>& r, int rank, int world) {
   const auto w = static_cast<std::uint64_t>(world);
-  if (r.kind == round_kind::gather) return {(w - 1) * r.block.size(), (w - 1) * r.block.size()};
+  const auto bytes = [](std::uint64_t sent, std::uint64_t received) {
+    return comm_counters{.bytes_sent = sent, .bytes_received = received, .collectives = 1};
+  };
+  if (r.kind == round_kind::gather) return bytes((w - 1) * r.block.size(), (w - 1) * r.block.size());
   if (r.kind == round_kind::reduce || r.kind == round_kind::broadcast) {
-    const std::uint64_t n = r.combine || r.kind == round_kind::broadcast ? r.block.size() : r.values.size_bytes();
-    if (world == 1 || n == 0) return {};
-    const bool at_root = rank == r.root;
-    const bool up = r.kind == round_kind::reduce;  // towards the root
-    if (r.tree == tree_algorithm::flat && !r.combine) {  // a star: the root is at every edge
-      const round_bytes edge = at_root ? round_bytes{0, (w - 1) * n} : round_bytes{n, 0};
-      return up ? edge : round_bytes{edge.received, edge.sent};
-    }
-    const std::uint64_t children = binomial_sends(wrap_rank(rank - r.root, world), world) * n;
-    const std::uint64_t parent = at_root ? 0 : n;
-    return up ? round_bytes{parent, children} : round_bytes{children, parent};
+    const std::uint64_t n = r.values.empty() ? r.block.size() : r.values.size_bytes();
+    const int vrank = wrap_rank(rank - r.root, world);
+    // Messages away from the root (a star's root is at every edge), and towards it: a reduce sends up.
+    const std::uint64_t down =
+        r.tree == tree_algorithm::flat && !r.combine ? (vrank == 0 ? w - 1 : 0) : binomial_sends(vrank, world);
+    const std::uint64_t up = vrank == 0 || n == 0 ? 0 : 1;
+    return r.kind == round_kind::reduce ? bytes(up * n, down * n) : bytes(down * n, up * n);
   }
   // A sum: the algorithm `allreduce` takes with default options, rank by rank.
   const std::uint64_t n = r.counts.empty() ? r.values.size() : r.counts.size();
   const std::uint64_t unit = r.counts.empty() ? wire_bytes(r.wire, sizeof(Value)) : sizeof(std::int64_t);
-  if (world == 1 || n == 0) return {};
+  if (world == 1 || n == 0) return bytes(0, 0);
   const bool by_size =
       !r.algorithm || r.algorithm == allreduce_algorithm::automatic || r.algorithm == allreduce_algorithm::portable;
   if (r.wire == wire_format::native && (r.algorithm == allreduce_algorithm::recursive_doubling ||
@@ -257,14 +240,14 @@ round_bytes modeled_bytes(const collective_round<Value>& r, int rank, int world)
     const bool folded = rank < 2 * (world - pof2);  // a pair of which the even rank sits out
     const auto exchanges = static_cast<std::uint64_t>(std::countr_zero(static_cast<unsigned>(pof2)));
     const std::uint64_t times = folded && rank % 2 == 0 ? 1 : exchanges + (folded ? 1 : 0);
-    return {times * n * unit, times * n * unit};
+    return bytes(times * n * unit, times * n * unit);
   }
   const auto chunk = [&](int c) {  // the ring's chunk c, as `part_of` cuts it
     const auto i = static_cast<std::uint64_t>(wrap_rank(c, world));
     return n * (i + 1) / w - n * i / w;
   };
   // Each ring phase sends every chunk but one: reduce-scatter all but rank + 1's, allgather all but rank + 2's.
-  return {(2 * n - chunk(rank + 1) - chunk(rank + 2)) * unit, (2 * n - chunk(rank) - chunk(rank + 1)) * unit};
+  return bytes((2 * n - chunk(rank + 1) - chunk(rank + 2)) * unit, (2 * n - chunk(rank) - chunk(rank + 1)) * unit);
 }
 
 }  // namespace detail

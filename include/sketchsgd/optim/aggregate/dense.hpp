@@ -64,11 +64,6 @@ class dense_aggregation {
     co_yield sum;
   }
 
-  void finish_dense(std::span<Value> /*values*/, const context& /*c*/) noexcept {}
-  [[nodiscard]] bool learning_rate_in_error() const noexcept { return false; }
-  [[nodiscard]] bool averages_itself() const noexcept { return false; }
-  template <class F>
-  void for_each_state(F&& /*f*/) {}
   void describe(detail::fingerprint& f) const {
     if (opt_.wire != wire_format::native) f.add(opt_.wire);  // the float32 wire keeps its earlier fingerprint
   }

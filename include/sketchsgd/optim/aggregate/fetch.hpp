@@ -55,6 +55,8 @@ class fetch_aggregation {
  public:
   /// The sketch type.
   using sketch_type = count_sketch<Value, HashFamily, Device>;
+  static_assert(recovery_policy<Recovery, sketch_type>,
+                "fetch_aggregation: Recovery is not a recovery_policy (sketchsgd/optim/concepts.hpp)");
   /// Settings of FetchSGD's aggregation.
   struct options_type {
     /// Rows, columns and seed of the sketches (same on all ranks).

@@ -17,6 +17,7 @@
 #include "sketchsgd/collective/collectives.hpp"
 #include "sketchsgd/device.hpp"
 #include "sketchsgd/hash/multiply_shift.hpp"
+#include "sketchsgd/optim/concepts.hpp"
 #include "sketchsgd/optim/error_feedback.hpp"
 #include "sketchsgd/optim/recovery.hpp"
 #include "sketchsgd/optim/rounds.hpp"
@@ -79,13 +80,15 @@ void check_sketch_aggregation(const Options& o, const Context& c) {
 /// @tparam Device a `device` tag.
 template <sketch_value Value, hash_family HashFamily = multiply_shift, class Recovery = top_k_recovery,
           device Device = cpu_t>
-class sketched_aggregation {
+class sketched_aggregation : public error_memory<Value, Device> {  // its memory, and its hooks
   using ops = detail::device_ops<Device>;
   using context = detail::step_context<Value, Device>;
 
  public:
   /// The sketch type.
   using sketch_type = count_sketch<Value, HashFamily, Device>;
+  static_assert(recovery_policy<Recovery, sketch_type>,
+                "sketched_aggregation: Recovery is not a recovery_policy (sketchsgd/optim/concepts.hpp)");
   /// Settings of the sketched aggregation.
   struct options_type {
     /// Rows, columns and seed of the sketch (the seed must match on all ranks).
@@ -123,13 +126,10 @@ class sketched_aggregation {
   static constexpr const char* name = "sketched_aggregation";
 
   sketched_aggregation(const options_type& o, const context& c)
-      : opt_(checked(o, c)),
-        memory_(o.feedback, c.split->dimension(), *c.device),
+      : error_memory<Value, Device>(checked(o, c).feedback, c.split->dimension(), *c.device),
+        opt_(o),
         sketch_(o.sketch),
         scratch_(ops::template zeros<Value>(c.split->sparse_count(), *c.device)) {}
-
-  void accumulate(typename ops::template span<const Value> g, const context& c) { memory_.accumulate(g, c); }
-  [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return memory_.v(); }
 
   round_generator<Value> rounds(const context& c, model_update<Value>& out) {
     using entry = detail::wire_entry<Value>;
@@ -144,7 +144,7 @@ class sketched_aggregation {
         const std::size_t group = std::clamp<std::size_t>(dev.exec.resolved_threads(), 1, (rows + 1) / 2);
         for (std::size_t first = 0; first < rows; first += group) {
           const std::size_t n = std::min(group, rows - first);
-          ops::sketch(sketch_, memory_.v(), *c.split, first, n, dev);
+          ops::sketch(sketch_, this->v(), *c.split, first, n, dev);
           c.lap(&step_timing::compress);
           auto sum =
               sum_round(sketch_.table().subspan(first * sketch_.cols(), n * sketch_.cols()), opt_.sketch_allreduce);
@@ -153,7 +153,7 @@ class sketched_aggregation {
         }
       }
     } else {
-      ops::sketch(sketch_, memory_.v(), *c.split, 0, sketch_.rows(), dev);
+      ops::sketch(sketch_, this->v(), *c.split, 0, sketch_.rows(), dev);
       c.lap(&step_timing::compress);
       const std::span<Value> table = ops::stage(sketch_.table(), dev);
       co_yield root ? reduce_round(table, opt_.root) : sum_round(table, opt_.sketch_allreduce);  // root: up 4 r c
@@ -176,7 +176,7 @@ class sketched_aggregation {
         // Padding comes last: the real candidates are a prefix.
         candidates.assign(sent.begin(), std::find(sent.begin(), sent.end(), detail::no_index));
       }
-      exact_ = ops::gather(memory_.v(), candidates, dev);
+      exact_ = ops::gather(this->v(), candidates, dev);
       exact_.resize(root ? sent.size() : exact_.size(), Value{});  // padding slots carry zeros
       c.lap(&step_timing::recover);
       co_yield root ? reduce_round(std::span<Value>(exact_), opt_.root) : sum_round(std::span<Value>(exact_));
@@ -197,30 +197,21 @@ class sketched_aggregation {
     }
     out.indices = std::move(best.indices);
     out.values = std::move(best.values);
-    memory_.mask(out.indices, dev);
+    this->mask(out.indices, dev);
   }
 
-  /// Dense coordinates were applied in full: their error is reset.
-  void finish_dense(std::span<Value> /*values*/, const context& c) { memory_.reset_dense(*c.split, *c.device); }
-  [[nodiscard]] bool learning_rate_in_error() const noexcept { return opt_.feedback.learning_rate_in_error; }
-  [[nodiscard]] bool averages_itself() const noexcept { return false; }
-  /// The state: the error memory's u and v.
-  template <class F>
-  void for_each_state(F&& f) {
-    memory_.for_each_state(f);
-  }
   void describe(detail::fingerprint& f) const {
     f.add(HashFamily::id).add(opt_.sketch.rows).add(opt_.sketch.cols).add(opt_.sketch.seed);
     f.add(opt_.k).add(opt_.candidates_factor).add(opt_.topology).add(opt_.root).add(opt_.overlap_rows);
     f.add(opt_.sketch_allreduce ? static_cast<int>(*opt_.sketch_allreduce) : -1);
-    memory_.describe(f);
+    memory().describe(f);
     opt_.recovery.describe(f);
   }
   /// @endcond
   /// The options in force.
   [[nodiscard]] const options_type& options() const noexcept { return opt_; }
   /// The error memory (u and v).
-  [[nodiscard]] const detail::error_memory<Value, Device>& memory() const noexcept { return memory_; }
+  [[nodiscard]] const error_memory<Value, Device>& memory() const noexcept { return *this; }
 
  private:
   static const options_type& checked(const options_type& o, const context& c) {
@@ -264,7 +255,6 @@ class sketched_aggregation {
   }
 
   options_type opt_;
-  detail::error_memory<Value, Device> memory_;
   sketch_type sketch_;
   typename ops::template buffer<Value> scratch_;  // d_sparse estimates, reused every step
   std::vector<Value> exact_;                      // the candidates' summed v (the second round)

@@ -32,7 +32,7 @@ namespace detail {
 /// What the three share: k, the error memory, and v's sparse coordinates
 /// renumbered contiguously (a copy only where v itself will not do).
 template <class Value, class Device>
-class topk_aggregation_base {
+class topk_aggregation_base : public error_memory<Value, Device> {  // its memory, and its hooks
  protected:
   using ops = device_ops<Device>;
   using context = step_context<Value, Device>;
@@ -48,20 +48,9 @@ class topk_aggregation_base {
   // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   using value_type = Value;
   using device_type = Device;
-  void accumulate(typename ops::template span<const Value> g, const context& c) { memory_.accumulate(g, c); }
-  [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return memory_.v(); }
-  /// Dense coordinates were applied in full: their error is reset.
-  void finish_dense(std::span<Value> /*values*/, const context& c) { memory_.reset_dense(*c.split, *c.device); }
-  [[nodiscard]] bool learning_rate_in_error() const noexcept { return opt_.feedback.learning_rate_in_error; }
-  [[nodiscard]] bool averages_itself() const noexcept { return false; }
-  /// The state: the error memory's u and v.
-  template <class F>
-  void for_each_state(F&& f) {
-    memory_.for_each_state(f);
-  }
   void describe(fingerprint& f) const {
     f.add(opt_.k);
-    memory_.describe(f);
+    error_memory<Value, Device>::describe(f);
   }
 
   /// @endcond
@@ -69,16 +58,16 @@ class topk_aggregation_base {
   /// `own_copy`: the sparse coordinates are copied even without dense
   /// ranges; `wire`: indices travel in 4 bytes (checked before allocating).
   topk_aggregation_base(const options_type& o, const context& c, bool own_copy, bool wire)
-      : opt_(checked(o, c, wire)),
-        memory_(o.feedback, c.split->dimension(), *c.device),
+      : error_memory<Value, Device>(checked(o, c, wire).feedback, c.split->dimension(), *c.device),
+        opt_(o),
         sparse_(ops::template zeros<Value>(own_copy || c.split->dense_count() != 0 ? c.split->sparse_count() : 0,
                                            *c.device)) {}
 
   /// v's sparse coordinates, renumbered contiguously: v itself when there
   /// are no dense ranges (the numbering is then the identity).
   typename ops::template span<Value> sparse_v(const context& c) {
-    if (sparse_.size() == 0) return {const_cast<Value*>(memory_.v().data()), memory_.v().size()};
-    ops::compact(memory_.v(), *c.split, typename ops::template span<Value>(sparse_.data(), sparse_.size()), *c.device);
+    if (sparse_.size() == 0) return {const_cast<Value*>(this->v().data()), this->v().size()};
+    ops::compact(this->v(), *c.split, typename ops::template span<Value>(sparse_.data(), sparse_.size()), *c.device);
     return {sparse_.data(), sparse_.size()};
   }
 
@@ -97,7 +86,6 @@ class topk_aggregation_base {
   }
 
   options_type opt_;
-  error_memory<Value, Device> memory_;
   typename ops::template buffer<Value> sparse_;
 };
 
@@ -132,7 +120,7 @@ class true_topk_aggregation : public detail::topk_aggregation_base<Value, Device
     c.split->to_global(best.indices);
     out.indices = best.indices;
     out.values = std::move(best.values);
-    this->memory_.mask(out.indices, *c.device);
+    this->mask(out.indices, *c.device);
   }
   /// @endcond
 };
@@ -185,7 +173,7 @@ class local_topk_aggregation : public detail::topk_aggregation_base<Value, Devic
       }
     }
     c.lap(&step_timing::recover);
-    this->memory_.mask(mine.indices, *c.device);
+    this->mask(mine.indices, *c.device);
   }
   /// @endcond
 };
@@ -248,7 +236,7 @@ class gtopk_aggregation : public detail::topk_aggregation_base<Value, Device> {
       }
     }
     c.lap(&step_timing::recover);
-    this->memory_.mask(masked, *c.device);
+    this->mask(masked, *c.device);
   }
   /// @endcond
 };
