@@ -31,7 +31,9 @@ namespace {
 /// moments move only at the coordinates the aggregation returned, first
 /// decayed for the steps that coordinate missed (beta^missed), then updated
 /// as Adam's. The library's `adam_update` has dense and lazy (no catch-up)
-/// moments; this rule shows what a rule must provide.
+/// moments; this rule shows what a rule provides (`sketchsgd::update_rule`).
+/// Adam's step is scale-free: eta must not sit in an error memory, which the
+/// default `takes_applied_learning_rate = false` tells the driver.
 template <sketchsgd::sketch_value Value>
 class catch_up_adam {
  public:
@@ -40,8 +42,6 @@ class catch_up_adam {
     Value beta2 = Value(0.999);
     Value epsilon = Value(1e-8);
   };
-  /// Adam's step is scale-free: eta must not sit in an error memory.
-  static constexpr bool takes_applied_learning_rate = false;
 
   catch_up_adam(const options_type& o, std::uint64_t d, const char* /*name*/) : opt_(o), m_(d), s_(d), last_(d) {}
 
@@ -82,8 +82,11 @@ class catch_up_adam {
 /// Random-k with error feedback: each step every rank draws the same k
 /// coordinates (seed and step), sums its error memory there with one
 /// allreduce of k values (a split-phase round too), and resets it there.
+/// It writes what `sketchsgd::aggregation_policy` requires and `describe`;
+/// its error memory gives it the memory's hooks (accumulate, state, ...),
+/// the driver the rest (kind `custom`, the division by W).
 template <sketchsgd::sketch_value Value>
-class random_k_aggregation {
+class random_k_aggregation : public sketchsgd::error_memory<Value, sketchsgd::cpu_t> {
   using context = sketchsgd::step_context<Value, sketchsgd::cpu_t>;
 
  public:
@@ -94,18 +97,14 @@ class random_k_aggregation {
     std::uint64_t seed = 0;
     sketchsgd::error_feedback<Value> feedback{};
   };
-  static constexpr auto kind = sketchsgd::optimizer_kind::custom;
   static constexpr const char* name = "random_k_aggregation";
 
   random_k_aggregation(const options_type& o, const context& c)
-      : opt_(o), memory_(o.feedback, c.split->dimension(), *c.device) {
+      : sketchsgd::error_memory<Value, sketchsgd::cpu_t>(o.feedback, c.split->dimension(), *c.device), opt_(o) {
     if (o.k == 0 || o.k > c.split->sparse_count()) throw std::invalid_argument("random_k: k out of range");
   }
 
-  void accumulate(std::span<const Value> g, const context& c) { memory_.accumulate(g, c); }
-  [[nodiscard]] std::span<const Value> source() const noexcept { return memory_.v(); }
-
-  sketchsgd::round_generator<Value> rounds(auto* /*comm*/, const context& c, sketchsgd::model_update<Value>& out) {
+  sketchsgd::round_generator<Value> rounds(const context& c, sketchsgd::model_update<Value>& out) {
     std::vector<std::uint64_t> chosen;  // k distinct sparse coordinates, the same on every rank
     std::unordered_set<std::uint64_t> seen(2 * opt_.k);
     sketchsgd::splitmix64 rng(sketchsgd::mix64(opt_.seed ^ c.step));
@@ -116,28 +115,19 @@ class random_k_aggregation {
     std::sort(chosen.begin(), chosen.end());
     c.split->to_global(chosen);
     out.values.resize(chosen.size());
-    for (std::size_t j = 0; j < chosen.size(); ++j) out.values[j] = memory_.v()[chosen[j]];
+    for (std::size_t j = 0; j < chosen.size(); ++j) out.values[j] = this->v()[chosen[j]];
     co_yield sketchsgd::sum_round(std::span<Value>(out.values));
     out.indices = chosen;
-    memory_.mask(chosen, *c.device);
+    this->mask(chosen, *c.device);
   }
 
-  void finish_dense(std::span<Value> /*values*/, const context& c) { memory_.reset_dense(*c.split, *c.device); }
-  [[nodiscard]] bool learning_rate_in_error() const noexcept { return opt_.feedback.learning_rate_in_error; }
-  [[nodiscard]] bool averages_itself() const noexcept { return false; }
-  [[nodiscard]] bool needs_transport() const noexcept { return false; }
-  template <class F>
-  void for_each_state(F&& f) {
-    memory_.for_each_state(f);
-  }
-  void describe(sketchsgd::fingerprint& f) const {
+  void describe(sketchsgd::fingerprint& f) const {  // what every rank must agree on
     f.add(opt_.k).add(opt_.seed);
-    memory_.describe(f);
+    sketchsgd::error_memory<Value, sketchsgd::cpu_t>::describe(f);
   }
 
  private:
   options_type opt_;
-  sketchsgd::error_memory<Value, sketchsgd::cpu_t> memory_;
 };
 
 // ---- running both ---------------------------------------------------------------

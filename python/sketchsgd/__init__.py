@@ -5,8 +5,9 @@ The C++ core (header-only, include/sketchsgd) through a small extension:
 
 * ``CountSketch``: accumulate, merge, estimate, top-k, serialize (float32);
 * ``Aggregator``: every aggregation policy in split phase (sketched,
-  global-sketch, fetchsgd, local-topk, true-topk, dense), whose rounds the
-  caller carries with its own collectives, in place;
+  global-sketch, fetchsgd, local-topk, true-topk, gtopk, dense; allreduce or
+  root topology), whose rounds the caller carries with its own collectives,
+  in place (``sketchsgd.torch.carry_step``: over torch.distributed);
 * ``inproc_steps``: the same aggregator driven by sketchsgd's own
   collectives over in-process ranks (the reference);
 * ``sketchsgd.torch``: ``SketchState`` and ``sketch_hook``, a

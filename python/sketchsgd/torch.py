@@ -35,7 +35,7 @@ import torch.distributed as dist
 from . import _core
 from .budget import BudgetError, Traffic, choose_sizes, gloo_allgather, gloo_allreduce
 
-__all__ = ["SketchState", "sketch_hook", "METHODS"]
+__all__ = ["SketchState", "sketch_hook", "carry_step", "METHODS"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,9 @@ class SketchState:
                  nesterov: bool = False, error_feedback: bool = True, mask_momentum: bool = True,
                  dense_vectors: bool = True, nonfinite: str = "throw", threads: Optional[int] = None) -> None:
         if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+            hint = (" (gTop-k's merge tree is point-to-point, and gloo's send/recv give no futures to chain in "
+                    "torch 1.13: carry its rounds with sketchsgd.torch.carry_step)" if method == "gtopk" else "")
+            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}{hint}")
         if nonfinite not in _NONFINITE:
             raise ValueError(f"nonfinite must be 'throw', 'skip' or 'unchecked'; got {nonfinite!r}")
         if start_iter < 2:
@@ -428,6 +430,8 @@ class SketchState:
             if r.kind == "sum":
                 yield ("allreduce", torch.from_numpy(r.values if r.values is not None else r.counts),
                        self._compressed)
+            elif r.kind != "gather":  # the hook's methods have no root (carry_step carries every kind)
+                raise RuntimeError(f"sketch_hook: a {r.kind} round, which the hook does not carry")
             else:
                 n = r.nbytes
                 gathered = torch.from_numpy(r.gathered)
@@ -631,6 +635,39 @@ class SketchState:
         self._compressed_steps = t["bucket_steps"]
         self._skipped = t["skipped"]
         self._agreed = False  # ranks check again at the next hook call
+
+
+def carry_step(aggregator: _core.Aggregator, gradient: Any, group: Optional[dist.ProcessGroup] = None) -> None:
+    """One split-phase step of ``aggregator`` on this rank's ``gradient`` (float32
+    array or CPU tensor, used in place), every round carried at once over
+    torch.distributed: a sum by all_reduce, a gather by all_gather, a reduce by
+    reduce (a merging one, gTop-k's, by sketchsgd's binomial tree of send and
+    recv), a broadcast by broadcast. Every method and topology; afterwards
+    ``aggregator.update()`` holds the aggregated gradient, the same on every rank."""
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    peer = (lambda r: r) if group is None else functools.partial(dist.distributed_c10d._get_global_rank, group)
+    aggregator.begin(gradient)
+    while (r := aggregator.next()) is not None:
+        if r.kind == "sum":
+            dist.all_reduce(torch.from_numpy(r.values if r.values is not None else r.counts), group=group)
+        elif r.kind == "gather":
+            out = torch.from_numpy(r.gathered)
+            dist.all_gather([out[i * r.nbytes:(i + 1) * r.nbytes] for i in range(world)], torch.from_numpy(r.block),
+                            group=group)
+        elif r.kind == "broadcast":
+            dist.broadcast(torch.from_numpy(r.block), src=peer(r.root), group=group)
+        elif r.merge is None:
+            dist.reduce(torch.from_numpy(r.values), dst=peer(r.root), group=group)
+        else:  # the tree towards the root: merge each child's block, then send this rank's up
+            block, incoming = torch.from_numpy(r.block), torch.empty(r.nbytes, dtype=torch.uint8)
+            vrank, mask = (rank - r.root) % world, 1
+            while mask < world and not vrank & mask:
+                if vrank + mask < world:
+                    dist.recv(incoming, src=peer((vrank + mask + r.root) % world), group=group)
+                    r.merge(incoming.numpy())
+                mask <<= 1
+            if mask < world:
+                dist.send(block, dst=peer((vrank - mask + r.root) % world), group=group)
 
 
 def sketch_hook(state: SketchState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:

@@ -8,6 +8,8 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <utility>
+#include <variant>
 
 #include "glue.hpp"
 
@@ -15,67 +17,31 @@ namespace sketchsgd::python {
 
 namespace {
 
-/// One method's split-phase optimizer behind a common interface.
-class aggregator {
- public:
-  virtual ~aggregator() = default;
-  virtual void begin(std::span<const float> gradient) = 0;
-  virtual collective_round<float>* next() = 0;
-  [[nodiscard]] virtual const model_update<float>& update() const = 0;
-  [[nodiscard]] virtual std::uint64_t fingerprint() const = 0;
-  virtual void check_fingerprints(std::span<const std::uint64_t> all) const = 0;
-  [[nodiscard]] virtual std::string save() const = 0;
-  virtual void load(const std::string& bytes) = 0;
-  [[nodiscard]] virtual const comm_stats& stats() const = 0;
-};
+/// Every method's split-phase optimizer, the aggregated gradient as its update.
+template <class... Aggregation>
+using one_of = std::variant<composed_optimizer<Aggregation, aggregated_gradient<float>>...>;
+using any_aggregator = one_of<sketched_aggregation<float>, global_sketch_aggregation<float>, fetch_aggregation<float>,
+                              local_topk_aggregation<float>, true_topk_aggregation<float>, gtopk_aggregation<float>,
+                              dense_aggregation<float>>;
 
-template <class Aggregation>
-class aggregator_of final : public aggregator {
- public:
-  aggregator_of(int rank, int world, const aggregator_options& o) : opt_(rank, world, composed<Aggregation>(o)) {}
-  void begin(std::span<const float> gradient) override {
-    rounds_.reset();
-    rounds_.emplace(opt_.step_rounds(gradient));
-  }
-  collective_round<float>* next() override {
-    if (!rounds_) throw std::logic_error("Aggregator.next: no step in progress (call begin first)");
-    try {
-      collective_round<float>* r = rounds_->next();
-      if (r == nullptr) rounds_.reset();
-      return r;
-    } catch (...) {
-      rounds_.reset();
-      throw;
-    }
-  }
-  [[nodiscard]] const model_update<float>& update() const override { return opt_.last_update(); }
-  [[nodiscard]] std::uint64_t fingerprint() const override { return opt_.fingerprint(); }
-  void check_fingerprints(std::span<const std::uint64_t> all) const override { opt_.check_fingerprints(all); }
-  [[nodiscard]] std::string save() const override {
-    std::ostringstream os;
-    opt_.save(os);
-    return std::move(os).str();
-  }
-  void load(const std::string& bytes) override {
-    std::istringstream is(bytes);
-    opt_.load(is);
-  }
-  [[nodiscard]] const comm_stats& stats() const override { return opt_.stats(); }
-
- private:
-  composed_optimizer<Aggregation, aggregated_gradient<float>> opt_;
-  std::optional<round_generator<float>> rounds_;
-};
-
-/// What Python holds: the optimizer, and the gradient of the step in
-/// progress (kept alive: the optimizer reads it until the step is done).
+/// What Python holds: the optimizer, the step in progress, and its gradient
+/// (kept alive: the optimizer reads it until the step is done).
 struct py_aggregator {
-  std::unique_ptr<aggregator> impl;
+  std::unique_ptr<any_aggregator> impl;
+  std::optional<round_generator<float>> rounds;
   aggregator_options options;
   int rank = 0;
   int world = 1;
   py::object gradient = py::none();
-  bool in_step = false;
+
+  /// `f(optimizer)`, whichever method it is.
+  template <class F>
+  decltype(auto) visit(F&& f) const {
+    return std::visit(std::forward<F>(f), *impl);
+  }
+  [[nodiscard]] const model_update<float>& update() const {
+    return visit([](auto& o) -> const model_update<float>& { return o.last_update(); });
+  }
 };
 
 /// A round as Python sees it.
@@ -85,25 +51,37 @@ struct round_view {
   py::object counts = py::none();
   py::object block = py::none();
   py::object gathered = py::none();
+  py::object merge = py::none();
+  int root = 0;
   std::uint64_t bytes = 0;  // of values/counts, or of this rank's block
 };
 
 round_view make_round(const collective_round<float>& r, const py::object& owner) {
-  round_view v;
-  if (r.kind == round_kind::gather) {
-    v.kind = "gather";
-    // Writable only so torch.from_numpy takes it without a warning: collectives only read it.
-    v.block = view(reinterpret_cast<const std::uint8_t*>(r.block.data()), r.block.size(), owner);
-    v.gathered = view(reinterpret_cast<std::uint8_t*>(r.gathered.data()), r.gathered.size(), owner);
-    v.bytes = r.block.size();
-  } else if (!r.counts.empty()) {
-    v.kind = "sum";
+  static const char* const kinds[] = {"sum", "gather", "reduce", "broadcast"};
+  round_view v{.kind = kinds[static_cast<int>(r.kind)], .root = r.root};
+  const auto bytes = [&](std::span<std::byte> b) {
+    return view(reinterpret_cast<std::uint8_t*>(b.data()), b.size(), owner);
+  };
+  if (!r.counts.empty()) {
     v.counts = view(r.counts.data(), r.counts.size(), owner);
     v.bytes = r.counts.size_bytes();
-  } else {
-    v.kind = "sum";
+  } else if (r.kind == round_kind::sum || (r.kind == round_kind::reduce && !r.combine)) {
     v.values = view(r.values.data(), r.values.size(), owner);
     v.bytes = r.values.size_bytes();
+  } else {
+    v.block = bytes(r.block);
+    v.bytes = r.block.size();
+  }
+  if (r.kind == round_kind::gather) v.gathered = bytes(r.gathered);
+  if (r.combine) {
+    v.merge = py::cpp_function(
+        [combine = r.combine, size = r.block.size()](const py::array_t<std::uint8_t, py::array::c_style>& in) {
+          if (static_cast<std::size_t>(in.size()) != size) {
+            throw std::invalid_argument("Round.merge: expected " + std::to_string(size) + " bytes");
+          }
+          combine(std::as_bytes(std::span<const std::uint8_t>(in.data(), size)));
+        },
+        py::arg("incoming"));
   }
   return v;
 }
@@ -115,15 +93,24 @@ void bind_aggregator(py::module_& m) {
 One collective of a split-phase step. kind "sum": add `values` (float32) or
 `counts` (int64, the non-finite check) element-wise over the ranks, in place.
 kind "gather": every rank contributes `block` (same size everywhere) and
-`gathered` (world x block bytes) receives them all in rank order. The arrays
-view the aggregator's memory and are valid until the next call of next().)doc")
+`gathered` (world x block bytes) receives them all in rank order. kind
+"reduce": `values` summed at rank `root` (others' are left undefined); or,
+when `merge` is set, a tree towards `root` in which each rank calls
+merge(incoming) with each child's `block` (uint8, as the child holds it after
+its own merges) and then sends its `block` to its parent (sketchsgd's
+binomial tree gives the same bits: sketchsgd.torch.carry_step). kind
+"broadcast": every rank's `block` becomes rank `root`'s. The arrays view the
+aggregator's memory; they and merge are valid until the next call of next().)doc")
       .def_readonly("kind", &round_view::kind)
       .def_readonly("values", &round_view::values)
       .def_readonly("counts", &round_view::counts)
       .def_readonly("block", &round_view::block)
       .def_readonly("gathered", &round_view::gathered)
+      .def_readonly("merge", &round_view::merge)
+      .def_readonly("root", &round_view::root)
       .def_readonly("nbytes", &round_view::bytes)
-      .def("__repr__", [](const round_view& r) { return "Round(" + r.kind + ", " + std::to_string(r.bytes) + " bytes)"; });
+      .def("__repr__",
+           [](const round_view& r) { return "Round(" + r.kind + ", " + std::to_string(r.bytes) + " bytes)"; });
 
   py::class_<py_aggregator>(m, "Aggregator", R"doc(
 A distributed aggregator in split phase (composed_optimizer with
@@ -131,18 +118,21 @@ external_collectives and the aggregated gradient as its update): per step,
 begin(gradient), then carry every round next() returns until it returns
 None; update() / write_update() then hold the aggregated gradient, identical
 on every rank. Construct with (rank, world, options dict): method (sketched,
-global-sketch, fetchsgd, local-topk, true-topk, dense), dimension, rows,
-cols, seed, k, candidates_factor, momentum, nesterov, error_feedback,
-mask_momentum, dense ([(offset, length)]), nonfinite (throw, skip,
+global-sketch, fetchsgd, local-topk, true-topk, gtopk, dense), dimension,
+rows, cols, seed, k, candidates_factor, momentum, nesterov, error_feedback,
+mask_momentum, dense ([(offset, length)]), topology (allreduce, root: the
+sketched methods' parameter server), root, nonfinite (throw, skip,
 unchecked), average, threads.)doc")
       .def(py::init([](int rank, int world, const py::dict& d) {
              auto p = std::make_unique<py_aggregator>();
              p->options = parse_options(d);
              p->rank = rank;
              p->world = world;
-             p->impl = with_aggregation(p->options.method, [&](auto t) -> std::unique_ptr<aggregator> {
+             p->impl = with_aggregation(p->options.method, [&](auto t) {
                using A = typename decltype(t)::type;
-               return std::make_unique<aggregator_of<A>>(rank, world, p->options);
+               return std::make_unique<any_aggregator>(
+                   std::in_place_type<composed_optimizer<A, aggregated_gradient<float>>>, rank, world,
+                   composed<A>(p->options));
              });
              return p;
            }),
@@ -156,9 +146,10 @@ unchecked), average, threads.)doc")
           [](py_aggregator& a, const py::object& g) {
             const f32_array gradient = f32_view(g, "Aggregator.begin");
             if (gradient.ndim() != 1) throw std::invalid_argument("Aggregator.begin: the gradient must be 1-d");
-            a.impl->begin(std::span<const float>(gradient.data(), static_cast<std::size_t>(gradient.size())));
+            const std::span<const float> values(gradient.data(), static_cast<std::size_t>(gradient.size()));
+            a.rounds.reset();
+            a.rounds.emplace(a.visit([&](auto& o) { return o.step_rounds(values); }));
             a.gradient = gradient;
-            a.in_step = true;
           },
           py::arg("gradient"),
           "Starts a step on this rank's gradient (float32 array or CPU tensor, d values, used in place: keep it "
@@ -167,25 +158,24 @@ unchecked), average, threads.)doc")
           "next",
           [](py::object self) -> py::object {
             auto& a = self.cast<py_aggregator&>();
+            if (!a.rounds) throw std::logic_error("Aggregator.next: no step in progress (call begin first)");
             collective_round<float>* r = nullptr;
             try {
               py::gil_scoped_release release;
-              r = a.impl->next();
+              r = a.rounds->next();
             } catch (...) {
+              a.rounds.reset();
               a.gradient = py::none();
-              a.in_step = false;
               throw;
             }
-            if (r == nullptr) {
-              a.gradient = py::none();
-              a.in_step = false;
-              return py::none();
-            }
-            return py::cast(make_round(*r, self));
+            if (r != nullptr) return py::cast(make_round(*r, self));
+            a.rounds.reset();
+            a.gradient = py::none();
+            return py::none();
           },
           "Runs the step to its next round and returns it (a Round), or None when the step is done. Raises "
           "NonFiniteError on every rank under nonfinite='throw'.")
-      .def_property_readonly("in_step", [](const py_aggregator& a) { return a.in_step; })
+      .def_property_readonly("in_step", [](const py_aggregator& a) { return a.rounds.has_value(); })
       .def(
           "write_update",
           [](const py_aggregator& a, const py::object& target) {
@@ -196,7 +186,7 @@ unchecked), average, threads.)doc")
             }
             const std::span<float> o(out.mutable_data(), static_cast<std::size_t>(out.size()));
             py::gil_scoped_release release;
-            write_update(a.impl->update(), o);
+            write_update(a.update(), o);
           },
           py::arg("out"),
           "Writes the last aggregated gradient into out (d float32 values, array or CPU tensor, in place): zeros "
@@ -205,7 +195,7 @@ unchecked), average, threads.)doc")
       .def(
           "update",
           [](const py_aggregator& a) {
-            const auto& u = a.impl->update();
+            const auto& u = a.update();
             py::array_t<std::int64_t> idx(static_cast<py::ssize_t>(u.indices.size()));
             for (std::size_t j = 0; j < u.indices.size(); ++j)
               idx.mutable_data()[j] = static_cast<std::int64_t>(u.indices[j]);
@@ -219,25 +209,40 @@ unchecked), average, threads.)doc")
           "The last aggregated gradient: indices, values, dense, skipped (copies).")
       .def_property_readonly("fingerprint",
                              [](const py_aggregator& a) {
-                               return static_cast<std::int64_t>(a.impl->fingerprint());  // bits, as a torch int64
+                               // bits, as a torch int64
+                               return static_cast<std::int64_t>(a.visit([](auto& o) { return o.fingerprint(); }));
                              })
       .def(
           "check_fingerprints",
           [](const py_aggregator& a, const std::vector<std::int64_t>& all) {
             std::vector<std::uint64_t> u(all.begin(), all.end());
-            a.impl->check_fingerprints(u);
+            a.visit([&](auto& o) { o.check_fingerprints(u); });
           },
           py::arg("all"), "Raises ConfigMismatchError unless every rank's fingerprint (rank order) equals rank 0's.")
       .def(
-          "save", [](const py_aggregator& a) { return py::bytes(a.impl->save()); },
+          "save",
+          [](const py_aggregator& a) {
+            std::ostringstream os;
+            a.visit([&](auto& o) { o.save(os); });
+            return py::bytes(std::move(os).str());
+          },
           "This rank's whole state (error memory, sketches, step count) with a checked header.")
       .def(
-          "load", [](py_aggregator& a, const py::bytes& b) { a.impl->load(std::string(b)); }, py::arg("data"),
+          "load",
+          [](py_aggregator& a, const py::bytes& b) {
+            std::istringstream is{std::string(b)};
+            a.visit([&](auto& o) { o.load(is); });
+          },
+          py::arg("data"),
           "Restores save()'s bytes (same rank, world and configuration; ConfigMismatchError or "
           "SerializationError otherwise, and the state is then unchanged).")
-      .def("stats", [](const py_aggregator& a) { return stats_dict(a.impl->stats()); },
-           "Steps (skipped_steps: those skipped for a non-finite gradient), bytes by sketchsgd's own "
-           "collectives' model, and time by phase (local, compress, communicate = carrying the rounds, recover).");
+      .def(
+          "stats",
+          [](const py_aggregator& a) {
+            return stats_dict(a.visit([](auto& o) -> const comm_stats& { return o.stats(); }));
+          },
+          "Steps (skipped_steps: those skipped for a non-finite gradient), bytes by sketchsgd's own "
+          "collectives' model, and time by phase (local, compress, communicate = carrying the rounds, recover).");
 }
 
 }  // namespace sketchsgd::python

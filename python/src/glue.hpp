@@ -52,6 +52,8 @@ struct aggregator_options {
   bool error_feedback = true;
   bool mask_momentum = true;
   std::vector<dense_range> dense;
+  sketchsgd::topology topology = sketchsgd::topology::allreduce;
+  int root = 0;
   nonfinite_policy nonfinite = nonfinite_policy::throw_error;
   bool average = true;
   unsigned threads = 1;
@@ -61,7 +63,7 @@ struct aggregator_options {
 aggregator_options parse_options(const py::dict& d);
 
 /// The method names, for messages.
-inline constexpr const char* method_names = "sketched, global-sketch, fetchsgd, local-topk, true-topk, dense";
+inline constexpr const char* method_names = "sketched, global-sketch, fetchsgd, local-topk, true-topk, gtopk, dense";
 
 /// Calls `f(std::type_identity<Aggregation>{})` for the method's aggregation.
 template <class F>
@@ -71,6 +73,7 @@ decltype(auto) with_aggregation(const std::string& method, F&& f) {
   if (method == "fetchsgd") return f(std::type_identity<fetch_aggregation<float>>{});
   if (method == "local-topk") return f(std::type_identity<local_topk_aggregation<float>>{});
   if (method == "true-topk") return f(std::type_identity<true_topk_aggregation<float>>{});
+  if (method == "gtopk") return f(std::type_identity<gtopk_aggregation<float>>{});
   if (method == "dense") return f(std::type_identity<dense_aggregation<float>>{});
   throw std::invalid_argument("unknown method '" + method + "'; expected one of " + method_names);
 }
@@ -85,28 +88,25 @@ composed_options<Aggregation, aggregated_gradient<float>> composed(const aggrega
   c.dense = o.dense;
   c.nonfinite = o.nonfinite;
   c.exec = cpu_execution{o.threads};
-  auto& a = c.aggregation;
-  const error_feedback<float> feedback{.enabled = o.error_feedback,
-                                       .momentum = o.momentum,
-                                       .nesterov = o.nesterov,
-                                       .mask_momentum = o.mask_momentum,
-                                       .learning_rate_in_error = false};
-  if constexpr (std::is_same_v<Aggregation, fetch_aggregation<float>>) {
+  auto& a = c.aggregation;  // each option where the aggregation has it
+  if constexpr (requires { a.sketch; }) {
     a.sketch = {.rows = o.rows, .cols = o.cols, .seed = o.seed};
-    a.k = o.k;
+    a.topology = o.topology;
+    a.root = o.root;
+  }
+  if constexpr (requires { a.k; }) a.k = o.k;
+  if constexpr (requires { a.candidates_factor; }) a.candidates_factor = o.candidates_factor;
+  if constexpr (requires { a.feedback; }) {
+    a.feedback = {.enabled = o.error_feedback,
+                  .momentum = o.momentum,
+                  .nesterov = o.nesterov,
+                  .mask_momentum = o.mask_momentum,
+                  .learning_rate_in_error = false};
+  }
+  if constexpr (requires { a.mask_momentum; }) {  // FetchSGD: momentum in sketch space, eta outside it
     a.momentum = o.momentum;
     a.mask_momentum = o.mask_momentum;
     a.learning_rate_in_error = false;
-  } else if constexpr (std::is_base_of_v<sketched_aggregation<float>, Aggregation>) {
-    a.sketch = {.rows = o.rows, .cols = o.cols, .seed = o.seed};
-    a.k = o.k;
-    a.candidates_factor = o.candidates_factor;
-    a.feedback = feedback;
-  } else if constexpr (std::is_same_v<Aggregation, dense_aggregation<float>>) {
-    // no options
-  } else {
-    a.k = o.k;
-    a.feedback = feedback;
   }
   return c;
 }

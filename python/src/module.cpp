@@ -45,9 +45,10 @@ f32_array f32_view(const py::handle& x, const char* what) {
 }
 
 aggregator_options parse_options(const py::dict& d) {
-  static const char* const known[] = {"method",    "dimension",      "rows",     "cols",          "seed",
-                                      "k",         "candidates_factor", "momentum", "nesterov",   "error_feedback",
-                                      "mask_momentum", "dense",       "nonfinite", "average",      "threads"};
+  static const char* const known[] = {
+      "method",    "dimension", "rows",           "cols",          "seed",  "k",        "candidates_factor",
+      "momentum",  "nesterov",  "error_feedback", "mask_momentum", "dense", "topology", "root",
+      "nonfinite", "average",   "threads"};
   for (const auto& item : d) {
     const auto key = item.first.cast<std::string>();
     if (std::none_of(std::begin(known), std::end(known), [&](const char* k) { return key == k; })) {
@@ -72,6 +73,12 @@ aggregator_options parse_options(const py::dict& d) {
       o.dense.push_back({.offset = r.first, .length = r.second});
     }
   }
+  const auto shape = get<std::string>(d, "topology", "allreduce");
+  if (shape != "allreduce" && shape != "root") {
+    throw std::invalid_argument("topology must be 'allreduce' or 'root', got '" + shape + "'");
+  }
+  o.topology = shape == "root" ? topology::root : topology::allreduce;
+  o.root = get<int>(d, "root", o.root);
   if (d.contains("nonfinite")) o.nonfinite = policy_named(d["nonfinite"].cast<std::string>());
   o.average = get<bool>(d, "average", o.average);
   o.threads = get<unsigned>(d, "threads", o.threads);
@@ -134,8 +141,8 @@ PYBIND11_MODULE(_core, m) {
   namespace sp = sketchsgd::python;
   namespace py = pybind11;
   m.doc() = "sketchsgd's C++ core: Count Sketch and the split-phase aggregators";
-  m.attr("__version__") = std::to_string(SKETCHSGD_VERSION_MAJOR) + "." + std::to_string(SKETCHSGD_VERSION_MINOR) + "." +
-                            std::to_string(SKETCHSGD_VERSION_PATCH);
+  m.attr("__version__") = std::to_string(SKETCHSGD_VERSION_MAJOR) + "." + std::to_string(SKETCHSGD_VERSION_MINOR) +
+                          "." + std::to_string(SKETCHSGD_VERSION_PATCH);
   static py::exception<sketchsgd::error> error(m, "Error", PyExc_RuntimeError);
   static py::exception<sketchsgd::config_mismatch_error> mismatch(m, "ConfigMismatchError", error.ptr());
   static py::exception<sketchsgd::serialization_error> serialization(m, "SerializationError", error.ptr());

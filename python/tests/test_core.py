@@ -6,7 +6,10 @@ import pytest
 
 import sketchsgd
 
-METHODS = ["sketched", "global-sketch", "fetchsgd", "local-topk", "true-topk", "dense"]
+METHODS = ["sketched", "global-sketch", "fetchsgd", "local-topk", "true-topk", "gtopk", "dense"]
+#: The parameter-server topologies (a root's reduce and broadcasts) and gTop-k's merge tree.
+ROOTED = [("sketched", {"topology": "root"}), ("sketched", {"topology": "root", "root": 1, "candidates_factor": 0}),
+          ("fetchsgd", {"topology": "root", "root": 2}), ("gtopk", {})]
 SEED = 20261201
 
 
@@ -31,9 +34,22 @@ def planted_gradients(steps, world, d, rng):
     return g
 
 
+def merge_tree(rounds):
+    """A merging reduce as sketchsgd's binomial tree runs it: level by level,
+    each rank merges its child's block (as the child holds it by then)."""
+    world, root = len(rounds), rounds[0].root
+    mask = 1
+    while mask < world:
+        for v in range(0, world, 2 * mask):
+            if v + mask < world:
+                rounds[(v + root) % world].merge(rounds[(v + mask + root) % world].block.copy())
+        mask *= 2
+
+
 def carry(aggregators, gradients):
-    """One step of W split-phase aggregators in lockstep, each round carried by
-    summing (or gathering) in NumPy in rank order, as a collective would."""
+    """One step of W split-phase aggregators in lockstep, each round carried in
+    NumPy as sketchsgd's collective would: sums in rank order (a reduce: the
+    root's first, as the flat reduce adds), gathers, broadcasts, merge trees."""
     for a, g in zip(aggregators, gradients):
         a.begin(g)
     while True:
@@ -46,6 +62,16 @@ def carry(aggregators, gradients):
             blocks = np.concatenate([r.block for r in rounds])
             for r in rounds:
                 r.gathered[:] = blocks
+        elif first.kind == "broadcast":
+            for r in rounds:
+                r.block[:] = rounds[first.root].block
+        elif first.merge is not None:
+            merge_tree(rounds)
+        elif first.kind == "reduce":
+            at = rounds[first.root].values
+            for r, x in enumerate(rounds):
+                if r != first.root:
+                    at += x.values
         else:
             name = "values" if first.values is not None else "counts"
             arrays = [getattr(r, name) for r in rounds]
@@ -79,7 +105,27 @@ def test_split_phase_equals_transport_driven(method, world):
         assert all(np.array_equal(a.update()["indices"], aggs[0].update()["indices"]) for a in aggs)
 
 
-@pytest.mark.parametrize("method", ["sketched", "global-sketch", "fetchsgd", "local-topk"])
+@pytest.mark.parametrize("method, extra", ROOTED)
+def test_rooted_rounds_equal_transport_driven(method, extra):
+    """The root topologies and gTop-k in split phase: a root's reduce and
+    broadcasts, a tree of merges; the same updates as sketchsgd's own collectives."""
+    rng = np.random.default_rng(SEED + 4)
+    world, d, steps = 3, 4000, 5
+    o = options(method, d, **extra)
+    grads = planted_gradients(steps, world, d, rng)
+    expected = sketchsgd.inproc_steps(o, world, grads)
+    aggs = [sketchsgd.Aggregator(r, world, o) for r in range(world)]
+    out = np.empty(d, np.float32)
+    for s in range(steps):
+        carry(aggs, grads[s])
+        for r, a in enumerate(aggs):
+            a.write_update(out)
+            np.testing.assert_allclose(out, expected[s, r], rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{method} {extra} step {s} rank {r} (seed {SEED + 4})")
+    assert aggs[0].stats()["last_step"]["bytes_sent"] > 0
+
+
+@pytest.mark.parametrize("method", ["sketched", "global-sketch", "fetchsgd", "local-topk", "gtopk"])
 def test_integer_like_gradients_are_bit_identical(method):
     """With small-integer gradients every float sum is exact, so any summation
     order gives the same bits: split phase equals inproc exactly."""
@@ -159,6 +205,8 @@ def test_fingerprints_refuse_a_mismatch():
     ({"method": "dense", "dimension": 10, "colz": 3}, "unknown aggregator option 'colz'"),
     ({"method": "sketched", "dimension": 100, "rows": 1, "cols": 10, "k": 101}, "k"),
     ({"method": "dense", "dimension": 0}, "dimension"),
+    ({"method": "sketched", "dimension": 100, "cols": 10, "k": 5, "topology": "ring"}, "topology must be"),
+    ({"method": "fetchsgd", "dimension": 100, "cols": 10, "k": 5, "topology": "root", "root": 2}, "root"),
 ])
 def test_bad_options_are_refused_by_name(bad, message):
     with pytest.raises((ValueError, sketchsgd.Error), match=message):

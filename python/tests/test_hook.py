@@ -290,3 +290,43 @@ def test_state_dict_round_trip_continues_bit_identically(method):
     for r, o in enumerate(run_world(_resume, 2, method)):
         assert np.array_equal(o["straight"], o["resumed"]), f"rank {r} ({method})"
         assert o["refused"] is not None and "compression" in o["refused"]
+
+
+# -- carry_step: every round kind over gloo, gTop-k and the root topologies included -----------------------------
+
+CARRIED = [("sketched", {"topology": "root", "root": 1}), ("fetchsgd", {"topology": "root"}), ("gtopk", {}),
+           ("local-topk", {}), ("sketched", {})]
+
+
+def _carried(rank, world, configs, grads):
+    out = []
+    for o in configs:
+        agg = sketchsgd.Aggregator(rank, world, o)
+        updates = np.empty((grads.shape[0], o["dimension"]), np.float32)
+        for s in range(grads.shape[0]):
+            st.carry_step(agg, torch.from_numpy(grads[s, rank].copy()))
+            agg.write_update(updates[s])
+        out.append(updates)
+    return out
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_carry_step_carries_every_round_kind_bit_identically(world):
+    """Integer-valued gradients make every float sum exact in any order, so
+    gloo's reduce, broadcast and send/recv tree give sketchsgd's bits."""
+    d, steps = 3000, 4
+    grads = np.random.default_rng(SEED + 5).integers(-8, 9, (steps, world, d)).astype(np.float32)
+    configs = [dict({"method": method, "dimension": d, "seed": 9, "k": 30, "average": False, "dense": [(0, 30)],
+                     "nonfinite": "skip"}, **({"rows": 3, "cols": 500, "candidates_factor": 2}
+                                              if method in ("sketched", "fetchsgd") else {}), **extra)
+               for method, extra in CARRIED]
+    results = run_world(_carried, world, configs, grads)
+    for i, o in enumerate(configs):
+        expected = sketchsgd.inproc_steps(o, world, grads)
+        for r in range(world):
+            assert np.array_equal(results[r][i], expected[:, r]), f"{CARRIED[i]} W={world} rank {r}"
+
+
+def test_the_hook_refuses_gtopk_by_name():
+    with pytest.raises(ValueError, match="carry_step"):
+        st.SketchState(None, method="gtopk")

@@ -440,16 +440,14 @@ TEST_CASE("dense ranges are applied in full every step and never selected by the
 TEST_CASE("indices received from a peer are checked before they index anything", "[optim][wire]") {
   using detail::no_index;
   using entry = detail::wire_entry<float>;
-  const auto check = [](std::vector<entry> e, bool increasing = true) {
-    detail::check_received_indices(std::span<const entry>(e), 100, "test", increasing);
+  const auto check = [](std::vector<entry> e) {
+    detail::check_received_indices(std::span<const entry>(e), 100, "test");
   };
   CHECK_NOTHROW(check({{3, 1.0F}, {7, 2.0F}, {99, 3.0F}, {no_index, 0.0F}}));
   CHECK_THROWS_AS(check({{3, 1.0F}, {100, 2.0F}}), transport_error);                  // outside d
   CHECK_THROWS_AS(check({{7, 1.0F}, {3, 2.0F}}), transport_error);                    // decreasing
   CHECK_THROWS_AS(check({{3, 1.0F}, {3, 2.0F}}), transport_error);                    // repeated
   CHECK_THROWS_AS(check({{3, 1.0F}, {no_index, 0.0F}, {5, 1.0F}}), transport_error);  // after padding
-  CHECK_NOTHROW(check({{7, 1.0F}, {3, 2.0F}}, false));                                // concatenated lists
-  CHECK_THROWS_AS(check({{7, 1.0F}, {200, 2.0F}}, false), transport_error);
   const std::vector<detail::wire_index> candidates = {1, 2, 5000};
   CHECK_THROWS_WITH(detail::check_received_indices(std::span<const detail::wire_index>(candidates), 100, "test"),
                     Catch::Contains("index 5000"));

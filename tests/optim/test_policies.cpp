@@ -13,6 +13,7 @@
 #include <iterator>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 #include <vector>
 
 #include "optim_harness.hpp"
@@ -100,12 +101,24 @@ std::vector<trace<typename A::value_type>> split(int w, std::size_t d, const com
   return out;
 }
 
-/// A collective other than sketchsgd's: gather everything, sum in rank order.
+/// A collective other than sketchsgd's: gather everything, sum in rank order
+/// (a reduce too: every rank gets the sum), take the root's (a broadcast).
 template <class Comm, class Value>
 void gather_and_sum(Comm& comm, const collective_round<Value>& r) {
   const auto w = static_cast<std::size_t>(comm.size());
   if (r.kind == round_kind::gather) {
-    allgather(comm, r.block, r.gathered);
+    allgather(comm, std::span<const std::byte>(r.block), r.gathered);
+    return;
+  }
+  if (r.kind == round_kind::broadcast) {
+    std::vector<std::byte> all(w * r.block.size());
+    allgather(comm, std::span<const std::byte>(r.block), std::span<std::byte>(all));
+    std::copy_n(all.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(r.root) * r.block.size()),
+                r.block.size(), r.block.begin());
+    return;
+  }
+  if (r.combine) {  // a merge tree: any caller's is a tree of the same merges
+    detail::run_round(comm, r);
     return;
   }
   const auto sum = [&](auto values) {
@@ -182,16 +195,26 @@ TEMPLATE_TEST_CASE("a split-phase step equals the transport-driven step", "[opti
   SECTION("FetchSGD") {
     check_split_phase<fetch_aggregation<V>>({.sketch = sketch, .k = 30, .momentum = V(std::is_integral_v<V> ? 1 : 0)});
   }
+  SECTION("Sketched-SGD, root topology") {
+    check_split_phase<sketched_aggregation<V>>(
+        {.sketch = sketch, .k = 30, .candidates_factor = 2, .feedback = ef, .topology = topology::root, .root = 1});
+  }
+  SECTION("Sketched-SGD, root topology, no second round") {
+    check_split_phase<sketched_aggregation<V>>(
+        {.sketch = sketch, .k = 30, .candidates_factor = 0, .feedback = ef, .topology = topology::root});
+  }
+  SECTION("FetchSGD, root topology") {
+    check_split_phase<fetch_aggregation<V>>({.sketch = sketch,
+                                             .k = 30,
+                                             .momentum = V(std::is_integral_v<V> ? 1 : 0),
+                                             .topology = topology::root,
+                                             .root = 2});
+  }
+  SECTION("gTop-k") { check_split_phase<gtopk_aggregation<V>>({.k = 30, .feedback = ef}); }
 }
 
-TEST_CASE("split phase refuses what needs a transport, checks sizes and counts modeled bytes", "[optim][split]") {
+TEST_CASE("split phase checks sizes and counts modeled bytes", "[optim][split]") {
   using S = sketched_aggregation<float>;
-  CHECK_THROWS_AS((composed_optimizer<S, sgd_update<float>>(
-                      0, 2, with<S>({.sketch = sketch, .k = 10, .topology = topology::root}))),
-                  std::invalid_argument);
-  CHECK_THROWS_AS((composed_optimizer<gtopk_aggregation<float>, sgd_update<float>>(
-                      0, 2, with<gtopk_aggregation<float>>({.k = 10}))),
-                  std::invalid_argument);
   composed_optimizer<S, sgd_update<float>> opt(0, 1, with<S>({.sketch = sketch, .k = 10}));
   CHECK_THROWS_AS(opt.step_rounds(std::vector<float>(10)), std::invalid_argument);
   CHECK_THROWS_AS((composed_optimizer<S, sgd_update<float>>(2, 2, with<S>({.sketch = sketch, .k = 10}))),
@@ -203,6 +226,78 @@ TEST_CASE("split phase refuses what needs a transport, checks sizes and counts m
   CHECK(n == 4);  // the non-finite check, the table, the dense values, the P k candidates
   CHECK(opt.stats().last_step.collectives == 4);
   CHECK(opt.stats().last_step.bytes_sent == 0);  // one rank: nothing to send
+}
+
+namespace {
+
+/// Each rank's bytes sent and received per step: transport-driven, and as
+/// split phase models them (carried by sketchsgd's collectives).
+template <class A>
+void check_modeled_bytes(typename A::options_type a, int w) {
+  const auto o = with<A>(a);
+  std::vector<comm_counters> driven_bytes(static_cast<std::size_t>(w));
+  std::vector<comm_counters> modeled(static_cast<std::size_t>(w));
+  on_inproc(w, [&](int r, T& t) {
+    communicator comm(t);
+    composed_optimizer<A, sgd_update<float>, T> opt(comm, o);
+    composed_optimizer<A, sgd_update<float>> split_opt(r, w, o);
+    for (std::uint64_t s = 0; s < 3; ++s) {
+      const auto g = gradient_of<float>(r, s, 3000);
+      opt.step(g);
+      auto rounds = split_opt.step_rounds(g);
+      while (auto* round = rounds.next()) detail::run_round(comm, *round);
+    }
+    driven_bytes[static_cast<std::size_t>(r)] = opt.stats().last_step;
+    modeled[static_cast<std::size_t>(r)] = split_opt.stats().last_step;
+  });
+  for (int r = 0; r < w; ++r) {
+    CAPTURE(r, w);
+    const auto& d = driven_bytes[static_cast<std::size_t>(r)];
+    const auto& m = modeled[static_cast<std::size_t>(r)];
+    CHECK(m.bytes_sent == d.bytes_sent);
+    CHECK(m.bytes_received == d.bytes_received);
+    CHECK(m.collectives == d.collectives);
+    CHECK(d.bytes_sent + d.bytes_received > 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("split phase models every round's bytes as sketchsgd sends them, per rank", "[optim][split][bytes]") {
+  for (const int w : {2, 3, 5}) {
+    check_modeled_bytes<sketched_aggregation<float>>(
+        {.sketch = sketch, .k = 20, .candidates_factor = 2, .topology = topology::root, .root = w - 1}, w);
+    check_modeled_bytes<fetch_aggregation<float>>({.sketch = sketch, .k = 20, .topology = topology::root}, w);
+    check_modeled_bytes<gtopk_aggregation<float>>({.k = 20}, w);
+    check_modeled_bytes<sketched_aggregation<float>>({.sketch = sketch, .k = 20}, w);
+  }
+}
+
+namespace {
+
+round_generator<float> two_rounds(std::vector<float>& v, bool fail) {
+  co_yield sum_round(std::span<float>(v));
+  if (fail) throw std::runtime_error("the step failed");
+  co_yield sum_round(std::span<float>(v));
+}
+
+}  // namespace
+
+TEST_CASE("a round generator is guarded: after its end, after a throw, once moved from", "[optim][split]") {
+  std::vector<float> v(3);
+  auto done = two_rounds(v, false);
+  CHECK(done.next() != nullptr);
+  CHECK(done.next() != nullptr);
+  CHECK(done.next() == nullptr);
+  CHECK(done.next() == nullptr);  // and again: the end stays the end
+  auto failing = two_rounds(v, true);
+  CHECK(failing.next() != nullptr);
+  CHECK_THROWS_WITH(failing.next(), "the step failed");
+  CHECK_THROWS_AS(failing.next(), std::logic_error);  // a failed step has no end to report
+  auto moved = two_rounds(v, false);
+  auto taken = std::move(moved);
+  CHECK_THROWS_AS(moved.next(), std::logic_error);  // NOLINT(bugprone-use-after-move): the point of the test
+  CHECK(taken.next() != nullptr);
 }
 
 TEST_CASE("a NaN in split phase: every rank skips, as the transport-driven step does", "[optim][split][nonfinite]") {
@@ -693,6 +788,82 @@ TEST_CASE("global-sketch SGD's table in log2(W) rounds (recursive doubling) or 2
     });
   }
 }
+
+namespace {
+
+/// An aggregation with only the required hooks: the sum of the gradient.
+template <class Value>
+struct plain_sum final {  // final: its optional hooks are found by their calls alone
+  using value_type = Value;
+  using device_type = cpu_t;
+  struct options_type {};
+  static constexpr const char* name = "plain_sum";
+  plain_sum(const options_type& /*o*/, const step_context<Value, cpu_t>& /*c*/) {}
+  void accumulate(std::span<const Value> g, const step_context<Value, cpu_t>& /*c*/) { gradient = g; }
+  [[nodiscard]] std::span<const Value> source() const noexcept { return gradient; }
+  round_generator<Value> rounds(const step_context<Value, cpu_t>& /*c*/, model_update<Value>& out) {
+    out.dense = true;
+    out.values.assign(gradient.begin(), gradient.end());
+    co_yield sum_round(std::span<Value>(out.values));
+  }
+  std::span<const Value> gradient{};
+};
+
+/// An update rule with only the required hooks: the update is eta times the aggregate.
+template <class Value>
+struct plain_step {
+  struct options_type {};
+  plain_step(const options_type& /*o*/, std::uint64_t /*d*/, const char* /*name*/) {}
+  void apply(model_update<Value>& u, Value eta, bool /*eta_applied*/, std::uint64_t /*step*/) {
+    for (Value& x : u.values) x *= eta;
+  }
+};
+
+/// Hooks declared in a form the driver cannot call.
+template <class Value>
+struct wrong_hooks : plain_step<Value> {
+  using plain_step<Value>::plain_step;
+  [[nodiscard]] int describe() const { return 0; }  // the driver passes a fingerprint
+};
+
+}  // namespace
+
+TEST_CASE("a policy with only the required hooks gets the driver's defaults", "[optim][concepts]") {
+  using A = plain_sum<float>;
+  using R = plain_step<float>;
+  std::vector<std::string> states(2);
+  on_inproc(2, [&](int r, T& t) {
+    communicator comm(t);
+    composed_optimizer<A, R, T> opt(comm, {.dimension = 5, .learning_rate = 0.5F, .average = true});
+    const std::vector<float> g(5, static_cast<float>(r + 1));
+    const auto& u = opt.step(g);
+    test::expect(u.dense && u.values == std::vector<float>(5, 0.75F), "the average (the driver divides), times eta");
+    std::ostringstream os;
+    opt.save(os);  // no state sections
+    std::istringstream is(os.str());
+    opt.load(is);
+    states[static_cast<std::size_t>(r)] = os.str();
+  });
+  CHECK(states[0].size() == states[1].size());
+  composed_optimizer<A, R> split(0, 1, {.dimension = 5});
+  CHECK(split.fingerprint() == composed_optimizer<A, R>(0, 1, {.dimension = 5}).fingerprint());
+  CHECK_THROWS_AS(
+      (composed_optimizer<sketched_aggregation<float>, R>(
+          0, 1,
+          {.dimension = 50, .aggregation = {.sketch = sketch, .k = 5, .feedback = {.learning_rate_in_error = true}}})),
+      std::invalid_argument);  // takes_applied_learning_rate defaults to false: eta in the memory refused
+}
+
+static_assert(aggregation_policy<plain_sum<float>> && update_rule<plain_step<float>, float>);
+static_assert(!update_rule<wrong_hooks<float>, float>);  // declared, but not callable as the driver calls it
+static_assert(!aggregation_policy<dense_sgd<float, T>>);
+static_assert(recovery_policy<top_k_recovery, count_sketch<float, multiply_shift, cpu_t>>);
+static_assert(recovery_policy<heavymix_recovery, count_sketch<double, poly4_hash, cpu_t>>);
+static_assert(recovery_policy<threshold_recovery, count_sketch<std::int64_t, multiply_shift, cpu_t>>);
+static_assert(!recovery_policy<sgd_update<float>, count_sketch<float, multiply_shift, cpu_t>>);
+static_assert(device_operations<detail::device_ops<cpu_t>, float>);
+static_assert(aggregation_policy<global_sketch_aggregation<double>> && aggregation_policy<gtopk_aggregation<float>>);
+static_assert(update_rule<aggregated_gradient<float>, float> && update_rule<adam_update<double>, double>);
 
 static_assert(distributed_optimizer<sketched_sgd<float, T>>);
 static_assert(distributed_optimizer<global_sketch_sgd<double, T, poly4_hash>>);

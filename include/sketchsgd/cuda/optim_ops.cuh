@@ -168,10 +168,14 @@ struct device_ops<cuda_t> {
     c.copy(to.data(), from.data(), from.size_bytes(), cudaMemcpyHostToDevice, "cuda optimizer: load");
     c.wait("cuda optimizer: load");
   }
-  /// Host state (an update rule's, FetchSGD's dense momentum).
+  /// Host state (an update rule's, FetchSGD's dense momentum): no copy.
   template <class V>
   static void upload(std::span<const V> from, std::span<V> to, context& /*c*/) {
     std::copy(from.begin(), from.end(), to.begin());
+  }
+  template <class V>
+  static std::span<V> download(std::span<V> x, context& /*c*/) noexcept {
+    return x;
   }
   /// Pinned host memory holding x for a round; `unstage` copies it back.
   template <class V>

@@ -91,12 +91,6 @@ class step_accounting {
     stats_.last_step_time.*phase += std::chrono::duration<double>(now - last_lap_).count();
     last_lap_ = now;
   }
-  /// Moves `seconds` already lapped into phase `from` to phase `to` (a wait
-  /// for another phase that happened inside `from`).
-  void reattribute(double step_timing::*from, double step_timing::*to, double seconds) noexcept {
-    stats_.last_step_time.*from -= seconds;
-    stats_.last_step_time.*to += seconds;
-  }
   /// Closes a step; `skipped`: it changed no state (a non-finite gradient).
   void end(const comm_counters& now, bool skipped) noexcept {
     stats_.last_step = now - at_begin_;

@@ -3,13 +3,19 @@
 
 /// @file
 /// The concepts of the optimizer layer: what every optimizer offers, and
-/// what a policy must provide to plug into `composed_optimizer`.
+/// what a policy must provide to plug into `composed_optimizer`. Each checks
+/// what the driver calls, so that a policy lacking a hook fails at the
+/// driver's `static_assert`, whose notes name the hook. The hooks a policy
+/// may leave out get the driver's defaults (`detail::hooks`); a policy that
+/// declares one must declare it callable as the driver calls it.
 
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <istream>
 #include <ostream>
 #include <span>
+#include <type_traits>
 
 #include "sketchsgd/concepts.hpp"
 #include "sketchsgd/device.hpp"
@@ -18,6 +24,7 @@
 #include "sketchsgd/optim/rounds.hpp"
 #include "sketchsgd/optim/state_io.hpp"
 #include "sketchsgd/optim/update.hpp"
+#include "sketchsgd/sketch/sparse_update.hpp"
 
 namespace sketchsgd {
 
@@ -34,38 +41,167 @@ concept distributed_optimizer = sketch_value<typename O::value_type> &&
   o.load(is);
 };
 
-/// An aggregation policy: what is communicated and how, with its memory.
-/// `rounds` is a coroutine yielding each allreduce or allgather it needs
-/// (see rounds.hpp); `needs_transport` says when it also calls other
-/// collectives directly (then it has no split-phase form).
-template <class A>
-concept aggregation_policy = sketch_value<typename A::value_type> && device<typename A::device_type> &&
-    requires(A& a, const A& ca, const detail::step_context<typename A::value_type, typename A::device_type>& c,
-             typename detail::device_ops<typename A::device_type>::template span<const typename A::value_type> g,
-             model_update<typename A::value_type>& out, std::span<typename A::value_type> dense,
-             external_collectives* none, detail::fingerprint& f) {
-  typename A::options_type;
-  { A::kind } -> std::convertible_to<detail::optimizer_kind>;
-  { A::name } -> std::convertible_to<const char*>;
-  a.accumulate(g, c);
-  { ca.source() } -> std::convertible_to<decltype(g)>;
-  a.rounds(none, c, out).next();
-  a.finish_dense(dense, c);
-  { ca.learning_rate_in_error() } -> std::same_as<bool>;
-  { ca.averages_itself() } -> std::same_as<bool>;
-  { ca.needs_transport() } -> std::same_as<bool>;
-  ca.describe(f);
+namespace detail {
+
+/// Members named as the optional hooks. A policy's own member of such a name
+/// makes the name ambiguous in `hook_probe`: so a concept sees that a policy
+/// declares a hook, whatever its signature (a final class is not probed).
+struct hook_names {
+  int averages_itself, learning_rate_in_error, finish_dense, for_each_state, describe;
 };
+template <class P>
+struct hook_probe : P, hook_names {};
+template <class P>
+concept probed = std::is_class_v<P> && !std::is_final_v<P>;
+
+/// The driver's visitor of state sections (device spans; an update rule's are host spans).
+template <class Value, class Device>
+struct state_visitor {
+  void operator()(typename device_ops<Device>::template span<Value> section) const;
+};
+template <class A>
+using context_of = step_context<typename A::value_type, typename A::device_type>;
+template <class A>
+using gradient_of = typename device_ops<typename A::device_type>::template span<const typename A::value_type>;
+template <class Sketch>
+using ops_of = device_ops<typename Sketch::device_type>;
+
+// clang-format off
+// (clang-format 14 cannot lay out requires-expressions joined by || and &&.)
+/// Each optional hook: not declared (the driver's default applies), or declared as the driver calls it.
+template <class P>
+concept averages_itself_hook = !probed<P> || requires { &hook_probe<P>::averages_itself; } ||
+                               requires(const P& p) { { p.averages_itself() } -> std::same_as<bool>; };
+template <class P>
+concept learning_rate_in_error_hook = !probed<P> || requires { &hook_probe<P>::learning_rate_in_error; } ||
+                                      requires(const P& p) { { p.learning_rate_in_error() } -> std::same_as<bool>; };
+template <class P, class Value, class Context>
+concept finish_dense_hook = !probed<P> || requires { &hook_probe<P>::finish_dense; } ||
+                            requires(P& p, std::span<Value> dense, const Context& c) { p.finish_dense(dense, c); };
+template <class P, class Visitor>
+concept for_each_state_hook = !probed<P> || requires { &hook_probe<P>::for_each_state; } ||
+                              requires(P& p, Visitor visit) { p.for_each_state(visit); };
+template <class P>
+concept describe_hook = !probed<P> || requires { &hook_probe<P>::describe; } ||
+                        requires(const P& p, fingerprint& f) { p.describe(f); };
+
+}  // namespace detail
+
+/// An aggregation policy: what is communicated and how, with its memory.
+/// Required: `value_type` (a `sketch_value`), `device_type`, `options_type`,
+/// `name`, a constructor from (options, `step_context`), `accumulate(gradient,
+/// context)`, `source()` (whence the dense coordinates) and `rounds(context,
+/// out)`, a coroutine that yields each collective (rounds.hpp) and fills
+/// `out`. Optional, with the driver's defaults: `kind` (`custom`),
+/// `averages_itself()` (false: the driver divides by W),
+/// `learning_rate_in_error()` (false), `finish_dense(values, context)`
+/// (nothing), `for_each_state(visitor)` (no state), `describe(fingerprint&)`
+/// (nothing to add).
+template <class A>
+concept aggregation_policy =
+    sketch_value<typename A::value_type> && device<typename A::device_type> &&
+    requires(A& a, const A& ca, const detail::context_of<A>& c, detail::gradient_of<A> gradient,
+             model_update<typename A::value_type>& out) {
+      requires std::constructible_from<A, const typename A::options_type&, const detail::context_of<A>&>;
+      { A::name } -> std::convertible_to<const char*>;
+      a.accumulate(gradient, c);
+      { ca.source() } -> std::convertible_to<detail::gradient_of<A>>;
+      { a.rounds(c, out) } -> std::same_as<round_generator<typename A::value_type>>;
+    } &&
+    detail::averages_itself_hook<A> && detail::learning_rate_in_error_hook<A> &&
+    detail::finish_dense_hook<A, typename A::value_type, detail::context_of<A>> &&
+    detail::for_each_state_hook<A, detail::state_visitor<typename A::value_type, typename A::device_type>> &&
+    detail::describe_hook<A>;
 
 /// An update rule: the aggregated gradient in, the update out (in place),
-/// the same arithmetic on every rank.
+/// the same arithmetic on every rank, state on the host. Required:
+/// `options_type`, a constructor from (options, d, name), `apply(update, eta,
+/// eta_applied, step)`. Optional, with the driver's defaults:
+/// `takes_applied_learning_rate` (false: an aggregation that keeps eta in
+/// its error memory is refused), `for_each_state(visitor)` (no state),
+/// `describe(fingerprint&)` (nothing to add).
 template <class R, class Value>
-concept update_rule = requires(R& r, const R& cr, model_update<Value>& u, Value eta, std::uint64_t step,
-                               detail::fingerprint& f) {
-  typename R::options_type;
-  { R::takes_applied_learning_rate } -> std::convertible_to<bool>;
-  r.apply(u, eta, true, step);
-  cr.describe(f);
-};
+concept update_rule =
+    requires(R& r, model_update<Value>& u, Value eta, std::uint64_t step) {
+      requires std::constructible_from<R, const typename R::options_type&, std::uint64_t, const char*>;
+      r.apply(u, eta, true, step);
+    } &&
+    detail::for_each_state_hook<R, detail::state_visitor<Value, cpu_t>> && detail::describe_hook<R>;
 
+/// A recovery policy: which coordinates a summed `Sketch` yields, the same
+/// on every rank holding the same sketch. Required: `select<Ops>(sketch, d,
+/// count, scratch, device context, step)` (at most `count` coordinates with
+/// values; `Ops` the device's operations, `scratch` d device values) and
+/// `describe(fingerprint&)`. The sketch aggregations also call, where it
+/// has them, `validate(name)` (throws for bad options) and
+/// `applies_selection()` (the selection is the update: HEAVYMIX's `apply_all`).
+template <class R, class Sketch>
+concept recovery_policy =
+    requires(const R& r, const Sketch& s, std::uint64_t d, std::size_t count,
+             typename detail::ops_of<Sketch>::template span<typename Sketch::value_type> scratch,
+             typename detail::ops_of<Sketch>::context& c, std::uint64_t step, fingerprint& f) {
+      { r.template select<detail::ops_of<Sketch>>(s, d, count, scratch, c, step) }
+          -> std::convertible_to<sparse_update<typename Sketch::value_type>>;
+      r.describe(f);
+    };
+
+/// A device's operations (`detail::device_ops<D>`: optim/device_ops.hpp,
+/// cuda/optim_ops.cuh) as the driver calls them: a `context` from the
+/// options' `execution`, the non-finite count, the dense coordinates' gather
+/// to the host, `apply`, `finish`, and state sections' copies between host
+/// and device, for device and host (update rules') sections alike.
+template <class Ops, class Value>
+concept device_operations =
+    requires(typename Ops::execution e, typename Ops::context& c, typename Ops::template span<const Value> x,
+             typename Ops::template span<Value> y, std::span<Value> host, const detail::coordinate_split& split,
+             const model_update<Value>& u, Value factor) {
+      static_cast<typename Ops::context>(typename Ops::context{e});  // as the driver builds it
+      { Ops::count_nonfinite(x, c) } -> std::convertible_to<std::int64_t>;
+      Ops::gather_dense(x, split, host, c);
+      Ops::apply(u, y, factor, c);
+      Ops::finish(c);
+      Ops::upload(std::span<const Value>(host), y, c);
+      Ops::upload(std::span<const Value>(host), host, c);
+      { Ops::download(y, c) } -> std::convertible_to<std::span<const Value>>;
+      { Ops::download(host, c) } -> std::convertible_to<std::span<const Value>>;
+    };
+// clang-format on
+
+namespace detail::hooks {
+
+/// The driver's defaults for the hooks a policy may leave out.
+template <class A>
+constexpr optimizer_kind kind() noexcept {
+  if constexpr (requires { A::kind; }) return A::kind;
+  return optimizer_kind::custom;
+}
+template <class A>
+bool averages_itself(const A& a) noexcept {
+  if constexpr (requires { a.averages_itself(); }) return a.averages_itself();
+  return false;
+}
+template <class A>
+bool learning_rate_in_error(const A& a) noexcept {
+  if constexpr (requires { a.learning_rate_in_error(); }) return a.learning_rate_in_error();
+  return false;
+}
+template <class A, class Value, class Context>
+void finish_dense(A& a, std::span<Value> values, const Context& c) {
+  if constexpr (requires { a.finish_dense(values, c); }) a.finish_dense(values, c);
+}
+template <class P, class F>
+void for_each_state(P& p, F&& f) {
+  if constexpr (requires { p.for_each_state(f); }) p.for_each_state(f);
+}
+template <class P>
+void describe(const P& p, fingerprint& f) {
+  if constexpr (requires { p.describe(f); }) p.describe(f);
+}
+template <class R>
+constexpr bool takes_applied_learning_rate() noexcept {
+  if constexpr (requires { R::takes_applied_learning_rate; }) return R::takes_applied_learning_rate;
+  return false;
+}
+
+}  // namespace detail::hooks
 }  // namespace sketchsgd

@@ -111,10 +111,14 @@ struct device_ops<cpu_t> {
   static void assign(span<const V> x, std::vector<V>& out, context&) {
     out.assign(x.begin(), x.end());
   }
-  /// Copies host values into a state section.
+  /// Copies host values into a state section, and a host view of one.
   template <class V>
   static void upload(std::span<const V> from, span<V> to, context&) noexcept {
     std::copy(from.begin(), from.end(), to.begin());
+  }
+  template <class V>
+  static span<V> download(span<V> x, context&) noexcept {
+    return x;
   }
   /// Host memory holding x for a round (x itself here), and back.
   template <class V>

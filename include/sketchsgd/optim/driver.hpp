@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <istream>
 #include <ostream>
 #include <span>
@@ -102,9 +103,15 @@ struct named_identity {
 /// @tparam Transport a `transport`, or `external_collectives`.
 template <class Aggregation, class UpdateRule, class Transport = external_collectives>
 class composed_optimizer {
-  static_assert(aggregation_policy<Aggregation>, "Aggregation must satisfy aggregation_policy");
-  static_assert(update_rule<UpdateRule, typename Aggregation::value_type>, "UpdateRule must satisfy update_rule");
+  static_assert(aggregation_policy<Aggregation>,
+                "composed_optimizer: Aggregation is not an aggregation_policy (sketchsgd/optim/concepts.hpp); the "
+                "notes name what it lacks");
+  static_assert(update_rule<UpdateRule, typename Aggregation::value_type>,
+                "composed_optimizer: UpdateRule is not an update_rule (sketchsgd/optim/concepts.hpp); the notes name "
+                "what it lacks");
   using ops = detail::device_ops<typename Aggregation::device_type>;
+  static_assert(device_operations<ops, typename Aggregation::value_type>,
+                "composed_optimizer: the device's operations are not device_operations (sketchsgd/optim/concepts.hpp)");
   static constexpr bool external = std::is_same_v<Transport, external_collectives>;
   using comm_type = typename detail::communicator_of<Transport>::type;
 
@@ -133,8 +140,7 @@ class composed_optimizer {
 
   /// Sets up a split-phase optimizer for rank `rank` of `world`; the caller
   /// checks that ranks agree (`fingerprint`, `check_fingerprints`).
-  /// @throws std::invalid_argument for an unusable configuration, or one
-  /// that needs a transport (a root topology, gTop-k's tree).
+  /// @throws std::invalid_argument for an unusable configuration.
   composed_optimizer(int rank, int world, options_type options) requires external
       : composed_optimizer(nullptr, rank, world, std::move(options), {}) {}
 
@@ -144,7 +150,15 @@ class composed_optimizer {
   /// transport_error/timeout_error from the transport.
   const model_update<value_type>& step(gradient_type gradient) requires(!external) {
     auto rounds = step_rounds(gradient);
-    while (const round_type* r = rounds.next()) detail::run_round(*comm_, *r);
+    std::future<void> in_flight;  // an overlapped round; its destructor waits, also when the step throws
+    while (const round_type* r = rounds.next()) {
+      if (in_flight.valid()) in_flight.get();  // rounds are carried in order, one at a time
+      if (r->overlap) {
+        in_flight = std::async(std::launch::async, [this, round = *r] { detail::run_round(*comm_, round); });
+      } else {
+        detail::run_round(*comm_, *r);
+      }
+    }
     return update_;
   }
 
@@ -201,7 +215,8 @@ class composed_optimizer {
     auto& self = const_cast<composed_optimizer&>(*this);  // the visitors only read
     const comm_stats& st = accounting_.stats();
     detail::write_state_header(os, header(version_ == 1 ? st.steps : st.taken_steps()));
-    self.for_each_state([&](auto s) { detail::write_state_section(os, std::span<const value_type>(self.host(s))); });
+    self.for_each_state(
+        [&](auto s) { detail::write_state_section(os, std::span<const value_type>(ops::download(s, self.device_))); });
   }
 
   /// Restores a state written by `save` on the same rank of an identically
@@ -237,18 +252,15 @@ class composed_optimizer {
         rank_(rank),
         world_(world),
         opt_(std::move(o)),
-        kind_(id.name != nullptr ? id.kind : Aggregation::kind),
+        kind_(id.name != nullptr ? id.kind : detail::hooks::kind<Aggregation>()),
         name_(id.name != nullptr ? id.name : Aggregation::name),
         split_(checked(opt_, rank_, world_, name_)),
         device_{opt_.exec},
         agg_(opt_.aggregation, context()),
         rule_(opt_.update, opt_.dimension, name_),
         dense_values_(static_cast<std::size_t>(split_.dense_count())) {
-    if (agg_.learning_rate_in_error() && !UpdateRule::takes_applied_learning_rate) {
+    if (detail::hooks::learning_rate_in_error(agg_) && !detail::hooks::takes_applied_learning_rate<UpdateRule>()) {
       detail::bad_option(name_, "this update rule needs the learning rate outside the error memory");
-    }
-    if constexpr (external) {
-      if (agg_.needs_transport()) detail::bad_option(name_, "this aggregation needs a transport (not split phase)");
     }
     version_ = id.name != nullptr ? 1 : 2;
     fingerprint_ = id.name != nullptr ? id.fingerprint(split_, world_) : composed_fingerprint();
@@ -288,11 +300,7 @@ class composed_optimizer {
 
   /// After the caller carried `r`: its traffic by sketchsgd's byte model.
   void count(const round_type& r) {
-    if constexpr (external) {
-      ++external_counters_.collectives;
-      external_counters_.bytes_sent += detail::modeled_bytes(r, world_);
-      external_counters_.bytes_received += detail::modeled_bytes(r, world_);
-    }
+    if constexpr (external) external_counters_ = external_counters_ + detail::modeled_bytes(r, rank_, world_);
   }
 
   /// The step as a coroutine: see the class comment.
@@ -319,7 +327,7 @@ class composed_optimizer {
       agg_.accumulate(gradient, c);
       ops::gather_dense(agg_.source(), split_, std::span<value_type>(dense_values_), device_);
       accounting_.lap(&step_timing::local);
-      auto rounds = agg_.rounds(comm_, c, update_);
+      auto rounds = agg_.rounds(c, update_);
       while (round_type* r = rounds.next()) {
         co_yield *r;
         count(*r);
@@ -331,11 +339,11 @@ class composed_optimizer {
         count(dense);
         accounting_.lap(&step_timing::communicate);
       }
-      if (opt_.average && !agg_.averages_itself()) average(update_.values);
+      if (opt_.average && !detail::hooks::averages_itself(agg_)) average(update_.values);
       if (opt_.average) average(dense_values_);
-      agg_.finish_dense(std::span<value_type>(dense_values_), c);
+      detail::hooks::finish_dense(agg_, std::span<value_type>(dense_values_), c);
       detail::merge_with_dense(split_, update_.indices, update_.values, std::span<const value_type>(dense_values_));
-      rule_.apply(update_, c.learning_rate, agg_.learning_rate_in_error(), c.step);
+      rule_.apply(update_, c.learning_rate, detail::hooks::learning_rate_in_error(agg_), c.step);
       ops::finish(device_);
       accounting_.lap(&step_timing::local);
     }
@@ -349,19 +357,9 @@ class composed_optimizer {
   /// Visits every policy's state: the aggregation's, then the rule's.
   template <class F>
   void for_each_state(F&& f) {
-    agg_.for_each_state(f);
-    rule_.for_each_state(f);
+    detail::hooks::for_each_state(agg_, f);
+    detail::hooks::for_each_state(rule_, f);
   }
-  /// A host view of a state section (a copy for device memory).
-  template <class Span>
-  auto host(Span s) {
-    if constexpr (std::is_same_v<Span, std::span<value_type>>) {
-      return s;
-    } else {
-      return ops::download(s, device_);
-    }
-  }
-
   [[nodiscard]] std::uint32_t section_count() {
     std::uint32_t n = 0;
     for_each_state([&](auto) { ++n; });
@@ -386,8 +384,8 @@ class composed_optimizer {
     f.add(split_.dense().size());
     for (const dense_range& r : split_.dense()) f.add(r.offset).add(r.length);
     f.add(opt_.nonfinite).add(world_);
-    agg_.describe(f);
-    rule_.describe(f);
+    detail::hooks::describe(agg_, f);
+    detail::hooks::describe(rule_, f);
     return f.value();
   }
 

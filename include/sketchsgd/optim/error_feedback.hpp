@@ -69,7 +69,9 @@ struct step_context {
 };
 
 /// A worker's momentum u and error v over all d coordinates, as
-/// `error_feedback` describes: the memory of an aggregation policy.
+/// `error_feedback` describes: the memory of an aggregation policy, and the
+/// hooks of one that derives from it (`accumulate`, `source`, `finish_dense`,
+/// `learning_rate_in_error`, `for_each_state`, `describe`).
 template <class Value, class Device>
 class error_memory {
   using ops = detail::device_ops<Device>;
@@ -90,9 +92,13 @@ class error_memory {
     if (opt_.mask_momentum) ops::zero_at(span(u_), applied, c);
   }
   /// Dense coordinates were applied in full: zero their v, keep u running.
-  void reset_dense(const detail::coordinate_split& split, typename ops::context& c) {
-    ops::zero_ranges(span(v_), split, c);
+  void finish_dense(std::span<Value> /*values*/, const step_context<Value, Device>& c) {
+    ops::zero_ranges(span(v_), *c.split, *c.device);
   }
+  /// Whether eta sits in the memory (v <- v + eta x).
+  [[nodiscard]] bool learning_rate_in_error() const noexcept { return opt_.learning_rate_in_error; }
+  /// Where the dense coordinates are read: v.
+  [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return v(); }
 
   /// The momentum u.
   [[nodiscard]] typename ops::template span<const Value> u() const noexcept { return {u_.data(), u_.size()}; }

@@ -70,8 +70,6 @@ class sgd_update {
     }
     u.decay = eta * opt_.weight_decay;
   }
-  template <class F>
-  void for_each_state(F&& /*f*/) {}
   void describe(detail::fingerprint& f) const { f.add(std::uint8_t{1}).add(opt_.weight_decay); }
 
   /// @endcond
@@ -150,9 +148,8 @@ class adam_update {
     bool lazy = false;              ///< moments only where the aggregated gradient is
   };
   /// @cond POLICY_HOOKS
-  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
-  static constexpr bool takes_applied_learning_rate = false;
-
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer; eta must not sit in an
+  // error memory (takes_applied_learning_rate's default).
   adam_update(const options_type& o, std::uint64_t d, const char* who)
       : opt_(o), d_(d), m_(static_cast<std::size_t>(d), Value{}), s_(static_cast<std::size_t>(d), Value{}) {
     if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1)) {
@@ -211,8 +208,6 @@ class aggregated_gradient {
 
   aggregated_gradient(const options_type&, std::uint64_t, const char*) {}
   void apply(model_update<Value>&, Value, bool, std::uint64_t) {}
-  template <class F>
-  void for_each_state(F&& /*f*/) {}
   void describe(detail::fingerprint& f) const { f.add(std::uint8_t{4}); }
   /// @endcond
 };

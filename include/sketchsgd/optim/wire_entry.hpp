@@ -45,12 +45,11 @@ constexpr wire_index index_of(const wire_entry<Value>& e) noexcept {
 }
 
 /// Checks indices a peer sent before they index anything here: below
-/// `dimension`, padding (`no_index`) only at the end and, if `increasing`,
-/// strictly increasing (as every sender writes them).
+/// `dimension`, padding (`no_index`) only at the end, strictly increasing
+/// (as every sender writes them).
 /// @throws transport_error naming the optimizer and the bad index.
 template <class Item>
-void check_received_indices(std::span<const Item> items, std::uint64_t dimension, const char* name,
-                            bool increasing = true) {
+void check_received_indices(std::span<const Item> items, std::uint64_t dimension, const char* name) {
   std::uint64_t floor = 0;
   bool padding = false;
   for (const Item& item : items) {
@@ -59,7 +58,7 @@ void check_received_indices(std::span<const Item> items, std::uint64_t dimension
       padding = true;
       continue;
     }
-    if (padding || i >= dimension || (increasing && i < floor)) {
+    if (padding || i >= dimension || i < floor) {
       throw transport_error(std::string(name) + ": a peer sent index " + std::to_string(i) +
                             " (d = " + std::to_string(dimension) +
                             "; indices must stay below d, increase, and come before the padding)");

@@ -55,8 +55,7 @@ class dense_aggregation {
   void accumulate(typename ops::template span<const Value> g, const context& /*c*/) noexcept { gradient_ = g; }
   [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return gradient_; }
 
-  template <class Comm>
-  round_generator<Value> rounds(Comm* /*comm*/, const context& c, model_update<Value>& out) {
+  round_generator<Value> rounds(const context& c, model_update<Value>& out) {
     out.dense = true;
     ops::assign(gradient_, out.values, *c.device);
     c.lap(&step_timing::local);
@@ -65,12 +64,6 @@ class dense_aggregation {
     co_yield sum;
   }
 
-  void finish_dense(std::span<Value> /*values*/, const context& /*c*/) noexcept {}
-  [[nodiscard]] bool learning_rate_in_error() const noexcept { return false; }
-  [[nodiscard]] bool averages_itself() const noexcept { return false; }
-  [[nodiscard]] bool needs_transport() const noexcept { return false; }
-  template <class F>
-  void for_each_state(F&& /*f*/) {}
   void describe(detail::fingerprint& f) const {
     if (opt_.wire != wire_format::native) f.add(opt_.wire);  // the float32 wire keeps its earlier fingerprint
   }

@@ -55,6 +55,8 @@ class fetch_aggregation {
  public:
   /// The sketch type.
   using sketch_type = count_sketch<Value, HashFamily, Device>;
+  static_assert(recovery_policy<Recovery, sketch_type>,
+                "fetch_aggregation: Recovery is not a recovery_policy (sketchsgd/optim/concepts.hpp)");
   /// Settings of FetchSGD's aggregation.
   struct options_type {
     /// Rows, columns and seed of the sketches (same on all ranks).
@@ -95,33 +97,24 @@ class fetch_aggregation {
   void accumulate(typename ops::template span<const Value> g, const context& /*c*/) noexcept { gradient_ = g; }
   [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return gradient_; }
 
-  template <class Comm>
-  round_generator<Value> rounds(Comm* comm, const context& c, model_update<Value>& out) {
+  round_generator<Value> rounds(const context& c, model_update<Value>& out) {
     auto& dev = *c.device;
+    const bool root = opt_.topology == topology::root;
     ops::zero(s_g_, dev);
     ops::sketch(s_g_, gradient_, *c.split, 0, s_g_.rows(), dev);
     c.lap(&step_timing::compress);
     const std::span<Value> table = ops::stage(s_g_.table(), dev);
-    if (opt_.topology == topology::allreduce) {
-      co_yield sum_round(table);
-      ops::unstage(table, s_g_.table(), dev);
-      server_step(c, out);
-      c.lap(&step_timing::recover);
-    } else if constexpr (!std::is_same_v<Comm, external_collectives>) {
-      reduce(*comm, table, opt_.root, {.algorithm = tree_algorithm::flat});
-      ops::unstage(table, s_g_.table(), dev);
-      c.lap(&step_timing::communicate);
+    co_yield root ? reduce_round(table, opt_.root) : sum_round(table);
+    ops::unstage(table, s_g_.table(), dev);
+    if (!root || c.rank == opt_.root) server_step(c, out);
+    c.lap(&step_timing::recover);
+    if (root) {  // the root broadcasts Delta: k 4-byte indices and k values
       std::vector<entry> delta(opt_.k, {detail::no_index, Value{}});
-      if (comm->rank() == opt_.root) {
-        server_step(c, out);
-        for (std::size_t j = 0; j < out.indices.size(); ++j) {
-          delta[j] = {static_cast<detail::wire_index>(out.indices[j]), out.values[j]};
-        }
+      for (std::size_t j = 0; j < out.indices.size(); ++j) {
+        delta[j] = {static_cast<detail::wire_index>(out.indices[j]), out.values[j]};
       }
-      c.lap(&step_timing::recover);
-      broadcast(*comm, std::span<entry>(delta), opt_.root, {.algorithm = tree_algorithm::flat});
+      co_yield broadcast_round<Value>(std::span<entry>(delta), opt_.root);
       detail::check_received_indices(std::span<const entry>(delta), c.split->dimension(), c.name);
-      c.lap(&step_timing::communicate);
       out.indices.clear();
       out.values.clear();
       for (const entry& e : delta) {
@@ -142,7 +135,6 @@ class fetch_aggregation {
   }
   [[nodiscard]] bool learning_rate_in_error() const noexcept { return opt_.learning_rate_in_error; }
   [[nodiscard]] bool averages_itself() const noexcept { return true; }
-  [[nodiscard]] bool needs_transport() const noexcept { return opt_.topology == topology::root; }
   /// The state: S_u, S_e, the dense coordinates' momentum.
   template <class F>
   void for_each_state(F&& f) {

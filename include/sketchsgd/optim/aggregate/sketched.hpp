@@ -7,10 +7,8 @@
 /// global-sketch SGD (Dai, Diao, Li, Xu, arXiv 2108.06004).
 
 #include <algorithm>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <future>
 #include <optional>
 #include <span>
 #include <type_traits>
@@ -19,6 +17,7 @@
 #include "sketchsgd/collective/collectives.hpp"
 #include "sketchsgd/device.hpp"
 #include "sketchsgd/hash/multiply_shift.hpp"
+#include "sketchsgd/optim/concepts.hpp"
 #include "sketchsgd/optim/error_feedback.hpp"
 #include "sketchsgd/optim/recovery.hpp"
 #include "sketchsgd/optim/rounds.hpp"
@@ -81,13 +80,15 @@ void check_sketch_aggregation(const Options& o, const Context& c) {
 /// @tparam Device a `device` tag.
 template <sketch_value Value, hash_family HashFamily = multiply_shift, class Recovery = top_k_recovery,
           device Device = cpu_t>
-class sketched_aggregation {
+class sketched_aggregation : public error_memory<Value, Device> {  // its memory, and its hooks
   using ops = detail::device_ops<Device>;
   using context = detail::step_context<Value, Device>;
 
  public:
   /// The sketch type.
   using sketch_type = count_sketch<Value, HashFamily, Device>;
+  static_assert(recovery_policy<Recovery, sketch_type>,
+                "sketched_aggregation: Recovery is not a recovery_policy (sketchsgd/optim/concepts.hpp)");
   /// Settings of the sketched aggregation.
   struct options_type {
     /// Rows, columns and seed of the sketch (the seed must match on all ranks).
@@ -125,94 +126,92 @@ class sketched_aggregation {
   static constexpr const char* name = "sketched_aggregation";
 
   sketched_aggregation(const options_type& o, const context& c)
-      : opt_(checked(o, c)),
-        memory_(o.feedback, c.split->dimension(), *c.device),
+      : error_memory<Value, Device>(checked(o, c).feedback, c.split->dimension(), *c.device),
+        opt_(o),
         sketch_(o.sketch),
         scratch_(ops::template zeros<Value>(c.split->sparse_count(), *c.device)) {}
 
-  void accumulate(typename ops::template span<const Value> g, const context& c) { memory_.accumulate(g, c); }
-  [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return memory_.v(); }
-
-  template <class Comm>
-  round_generator<Value> rounds(Comm* comm, const context& c, model_update<Value>& out) {
+  round_generator<Value> rounds(const context& c, model_update<Value>& out) {
+    using entry = detail::wire_entry<Value>;
     auto& dev = *c.device;
-    const auto& split = *c.split;
+    const bool root = opt_.topology == topology::root;
+    const bool recovers = !root || c.rank == opt_.root;  // every rank, or the root, which broadcasts
     ops::zero(sketch_, dev);
     if (overlapping()) {
       if constexpr (std::is_same_v<Device, cpu_t>) {  // overlap is refused on devices
+        // A group of rows at a time; each group's sum is carried while the next is sketched (not the last's).
         const std::size_t rows = sketch_.rows();
-        const std::size_t cols = sketch_.cols();
         const std::size_t group = std::clamp<std::size_t>(dev.exec.resolved_threads(), 1, (rows + 1) / 2);
-        if constexpr (std::is_same_v<Comm, external_collectives>) {
-          for (std::size_t first = 0; first < rows; first += group) {
-            const std::size_t n = std::min(group, rows - first);
-            ops::sketch(sketch_, memory_.v(), split, first, n, dev);
-            c.lap(&step_timing::compress);
-            co_yield sum_round(sketch_.table().subspan(first * cols, n * cols), opt_.sketch_allreduce);
-          }
-        } else {
-          sketch_overlapped(*comm, c, group);
+        for (std::size_t first = 0; first < rows; first += group) {
+          const std::size_t n = std::min(group, rows - first);
+          ops::sketch(sketch_, this->v(), *c.split, first, n, dev);
+          c.lap(&step_timing::compress);
+          auto sum =
+              sum_round(sketch_.table().subspan(first * sketch_.cols(), n * sketch_.cols()), opt_.sketch_allreduce);
+          sum.overlap = first + n < rows;
+          co_yield sum;
         }
       }
     } else {
-      ops::sketch(sketch_, memory_.v(), split, 0, sketch_.rows(), dev);
+      ops::sketch(sketch_, this->v(), *c.split, 0, sketch_.rows(), dev);
       c.lap(&step_timing::compress);
-      if (opt_.topology == topology::root) {
-        if constexpr (!std::is_same_v<Comm, external_collectives>) root_step(*comm, c, out);
-        co_return;
-      }
       const std::span<Value> table = ops::stage(sketch_.table(), dev);
-      co_yield sum_round(table, opt_.sketch_allreduce);
+      co_yield root ? reduce_round(table, opt_.root) : sum_round(table, opt_.sketch_allreduce);  // root: up 4 r c
       ops::unstage(table, sketch_.table(), dev);
     }
+    sparse_update<Value> best;  // Delta (at the root: until it is broadcast)
     if (opt_.candidates_factor == 0) {
-      auto best = recover(opt_.k, c);
-      split.to_global(best.indices);
-      out.indices = std::move(best.indices);
-      out.values = std::move(best.values);
-      c.lap(&step_timing::recover);
+      if (recovers) best = recover(opt_.k, c);
+      c.split->to_global(best.indices);
     } else {
-      auto candidates = recover(candidate_count(), c);
-      split.to_global(candidates.indices);
-      exact_ = ops::gather(memory_.v(), candidates.indices, dev);
+      sparse_update<Value> chosen;
+      if (recovers) chosen = recover(candidate_count(), c);
+      c.split->to_global(chosen.indices);
+      std::vector<std::uint64_t> candidates = std::move(chosen.indices);
+      std::vector<detail::wire_index> sent(root ? candidate_count() : 0, detail::no_index);
+      if (root) {
+        for (std::size_t j = 0; j < candidates.size(); ++j) sent[j] = static_cast<detail::wire_index>(candidates[j]);
+        co_yield broadcast_round<Value>(std::span<detail::wire_index>(sent), opt_.root);  // down: 4 P k
+        detail::check_received_indices(std::span<const detail::wire_index>(sent), c.split->dimension(), c.name);
+        // Padding comes last: the real candidates are a prefix.
+        candidates.assign(sent.begin(), std::find(sent.begin(), sent.end(), detail::no_index));
+      }
+      exact_ = ops::gather(this->v(), candidates, dev);
+      exact_.resize(root ? sent.size() : exact_.size(), Value{});  // padding slots carry zeros
       c.lap(&step_timing::recover);
-      co_yield sum_round(std::span<Value>(exact_));  // second round: P k values (k when all are applied)
-      if (applies_selection()) {
-        out.indices = std::move(candidates.indices);  // increasing, as a selection is
-        out.values = exact_;
-      } else {
-        const auto best = top_k(exact_, opt_.k);
-        c.lap(&step_timing::recover);
-        out.indices.reserve(best.size());
-        for (const std::uint64_t pos : best.indices) out.indices.push_back(candidates.indices[pos]);
-        out.values = best.values;
+      co_yield root ? reduce_round(std::span<Value>(exact_), opt_.root) : sum_round(std::span<Value>(exact_));
+      exact_.resize(candidates.size());  // second round: P k values (k when all are applied); root: up 4 P k
+      if (recovers) best = exact_best(std::move(candidates));
+    }
+    c.lap(&step_timing::recover);
+    if (root) {
+      std::vector<entry> delta = detail::padded_entries(best, opt_.k);
+      co_yield broadcast_round<Value>(std::span<entry>(delta), opt_.root);  // down: 8 k
+      detail::check_received_indices(std::span<const entry>(delta), c.split->dimension(), c.name);
+      best = {};
+      for (const entry& e : delta) {
+        if (e.index == detail::no_index) continue;
+        best.indices.push_back(e.index);
+        best.values.push_back(e.value);
       }
     }
-    memory_.mask(out.indices, dev);
+    out.indices = std::move(best.indices);
+    out.values = std::move(best.values);
+    this->mask(out.indices, dev);
   }
 
-  /// Dense coordinates were applied in full: their error is reset.
-  void finish_dense(std::span<Value> /*values*/, const context& c) { memory_.reset_dense(*c.split, *c.device); }
-  [[nodiscard]] bool learning_rate_in_error() const noexcept { return opt_.feedback.learning_rate_in_error; }
-  [[nodiscard]] bool averages_itself() const noexcept { return false; }
-  [[nodiscard]] bool needs_transport() const noexcept { return opt_.topology == topology::root; }
-  /// The state: the error memory's u and v.
-  template <class F>
-  void for_each_state(F&& f) {
-    memory_.for_each_state(f);
-  }
   void describe(detail::fingerprint& f) const {
     f.add(HashFamily::id).add(opt_.sketch.rows).add(opt_.sketch.cols).add(opt_.sketch.seed);
     f.add(opt_.k).add(opt_.candidates_factor).add(opt_.topology).add(opt_.root).add(opt_.overlap_rows);
     f.add(opt_.sketch_allreduce ? static_cast<int>(*opt_.sketch_allreduce) : -1);
-    memory_.describe(f);
+    memory().describe(f);
     opt_.recovery.describe(f);
   }
   /// @endcond
   /// The options in force.
   [[nodiscard]] const options_type& options() const noexcept { return opt_; }
   /// The error memory (u and v).
-  [[nodiscard]] const detail::error_memory<Value, Device>& memory() const noexcept { return memory_; }
+  [[nodiscard]] const error_memory<Value, Device>& memory() const noexcept { return *this; }
 
  private:
   static const options_type& checked(const options_type& o, const context& c) {
@@ -246,96 +245,16 @@ class sketched_aggregation {
                                               *c.device, c.step);
   }
 
-  /// The sketch with the table allreduced a group of rows at a time, each
-  /// group on a helper thread while the next is sketched. Timing: `compress`
-  /// is the sketching, `communicate` only the wait it did not hide.
-  template <class Comm>
-  void sketch_overlapped(Comm& comm, const context& c, std::size_t group) {
-    const std::size_t rows = sketch_.rows();
-    const std::size_t cols = sketch_.cols();
-    std::future<void> in_flight;  // its destructor waits, also when we throw
-    double waited = 0;
-    for (std::size_t first = 0; first < rows; first += group) {
-      const std::size_t n = std::min(group, rows - first);
-      ops::sketch(sketch_, memory_.v(), *c.split, first, n, *c.device);
-      if (in_flight.valid()) {
-        const auto start = std::chrono::steady_clock::now();
-        in_flight.get();
-        waited += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      }
-      const auto finished = sum_round(sketch_.table().subspan(first * cols, n * cols), opt_.sketch_allreduce);
-      in_flight = std::async(std::launch::async, [&comm, finished] { detail::run_round(comm, finished); });
-    }
-    c.lap(&step_timing::compress);
-    c.timer->reattribute(&step_timing::compress, &step_timing::communicate, waited);
-    in_flight.get();
-    c.lap(&step_timing::communicate);
-  }
-
-  /// The parameter-server form: reduce to the root, which recovers;
-  /// broadcasts of the candidates and of Delta.
-  template <class Comm>
-  void root_step(Comm& comm, const context& c, model_update<Value>& out) {
-    using entry = detail::wire_entry<Value>;
-    auto& dev = *c.device;
-    const bool is_root = comm.rank() == opt_.root;
-    const std::span<Value> table = ops::stage(sketch_.table(), dev);
-    reduce(comm, table, opt_.root, {.algorithm = tree_algorithm::flat});  // up: 4 r c
-    ops::unstage(table, sketch_.table(), dev);
-    c.lap(&step_timing::communicate);
-    const std::uint64_t d = c.split->dimension();
-    const std::size_t k = std::min<std::size_t>(opt_.k, scratch_.size());
-    std::vector<entry> delta(k, {detail::no_index, Value{}});
-    if (opt_.candidates_factor == 0) {
-      if (is_root) {
-        auto best = recover(k, c);
-        c.split->to_global(best.indices);
-        delta = detail::padded_entries(best, k);
-      }
-    } else {
-      std::vector<detail::wire_index> candidates(candidate_count(), detail::no_index);
-      if (is_root) {
-        auto chosen = recover(candidates.size(), c);
-        c.split->to_global(chosen.indices);
-        for (std::size_t j = 0; j < chosen.size(); ++j)
-          candidates[j] = static_cast<detail::wire_index>(chosen.indices[j]);
-      }
-      broadcast(comm, std::span<detail::wire_index>(candidates), opt_.root,
-                {.algorithm = tree_algorithm::flat});  // down: 4 P k
-      detail::check_received_indices(std::span<const detail::wire_index>(candidates), d, c.name);
-      // Padding comes last: the real candidates are a prefix.
-      const std::vector<std::uint64_t> real(candidates.begin(),
-                                            std::find(candidates.begin(), candidates.end(), detail::no_index));
-      std::vector<Value> exact = ops::gather(memory_.v(), real, dev);
-      exact.resize(candidates.size(), Value{});
-      reduce(comm, std::span<Value>(exact), opt_.root, {.algorithm = tree_algorithm::flat});  // up: 4 P k
-      if (is_root) {
-        exact.resize(real.size());  // padding slots carry zeros: drop them before choosing
-        sparse_update<Value> best;
-        if (applies_selection()) {
-          best.indices = real;
-          best.values = std::move(exact);
-        } else {
-          best = top_k(exact, k);
-          for (std::uint64_t& i : best.indices) i = real[i];  // positions among the candidates to coordinates
-        }
-        delta = detail::padded_entries(best, k);
-      }
-    }
-    c.lap(&step_timing::recover);
-    broadcast(comm, std::span<entry>(delta), opt_.root, {.algorithm = tree_algorithm::flat});  // down: 8 k
-    detail::check_received_indices(std::span<const entry>(delta), d, c.name);
-    c.lap(&step_timing::communicate);
-    for (const entry& e : delta) {
-      if (e.index == detail::no_index) continue;
-      out.indices.push_back(e.index);
-      out.values.push_back(e.value);
-    }
-    memory_.mask(out.indices, dev);
+  /// Delta from the candidates' exact sums (in `exact_`): all of them with
+  /// HEAVYMIX's `apply_all`, else the k largest (ties to the lower index).
+  sparse_update<Value> exact_best(std::vector<std::uint64_t> candidates) const {
+    if (applies_selection()) return {std::move(candidates), exact_};
+    auto best = top_k(exact_, opt_.k);
+    for (std::uint64_t& i : best.indices) i = candidates[i];  // positions among the candidates to coordinates
+    return best;
   }
 
   options_type opt_;
-  detail::error_memory<Value, Device> memory_;
   sketch_type sketch_;
   typename ops::template buffer<Value> scratch_;  // d_sparse estimates, reused every step
   std::vector<Value> exact_;                      // the candidates' summed v (the second round)

@@ -10,9 +10,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "sketchsgd/collective/collectives.hpp"
@@ -32,7 +32,7 @@ namespace detail {
 /// What the three share: k, the error memory, and v's sparse coordinates
 /// renumbered contiguously (a copy only where v itself will not do).
 template <class Value, class Device>
-class topk_aggregation_base {
+class topk_aggregation_base : public error_memory<Value, Device> {  // its memory, and its hooks
  protected:
   using ops = device_ops<Device>;
   using context = step_context<Value, Device>;
@@ -48,21 +48,9 @@ class topk_aggregation_base {
   // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   using value_type = Value;
   using device_type = Device;
-  void accumulate(typename ops::template span<const Value> g, const context& c) { memory_.accumulate(g, c); }
-  [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return memory_.v(); }
-  /// Dense coordinates were applied in full: their error is reset.
-  void finish_dense(std::span<Value> /*values*/, const context& c) { memory_.reset_dense(*c.split, *c.device); }
-  [[nodiscard]] bool learning_rate_in_error() const noexcept { return opt_.feedback.learning_rate_in_error; }
-  [[nodiscard]] bool averages_itself() const noexcept { return false; }
-  [[nodiscard]] bool needs_transport() const noexcept { return false; }
-  /// The state: the error memory's u and v.
-  template <class F>
-  void for_each_state(F&& f) {
-    memory_.for_each_state(f);
-  }
   void describe(fingerprint& f) const {
     f.add(opt_.k);
-    memory_.describe(f);
+    error_memory<Value, Device>::describe(f);
   }
 
   /// @endcond
@@ -70,16 +58,16 @@ class topk_aggregation_base {
   /// `own_copy`: the sparse coordinates are copied even without dense
   /// ranges; `wire`: indices travel in 4 bytes (checked before allocating).
   topk_aggregation_base(const options_type& o, const context& c, bool own_copy, bool wire)
-      : opt_(checked(o, c, wire)),
-        memory_(o.feedback, c.split->dimension(), *c.device),
+      : error_memory<Value, Device>(checked(o, c, wire).feedback, c.split->dimension(), *c.device),
+        opt_(o),
         sparse_(ops::template zeros<Value>(own_copy || c.split->dense_count() != 0 ? c.split->sparse_count() : 0,
                                            *c.device)) {}
 
   /// v's sparse coordinates, renumbered contiguously: v itself when there
   /// are no dense ranges (the numbering is then the identity).
   typename ops::template span<Value> sparse_v(const context& c) {
-    if (sparse_.size() == 0) return {const_cast<Value*>(memory_.v().data()), memory_.v().size()};
-    ops::compact(memory_.v(), *c.split, typename ops::template span<Value>(sparse_.data(), sparse_.size()), *c.device);
+    if (sparse_.size() == 0) return {const_cast<Value*>(this->v().data()), this->v().size()};
+    ops::compact(this->v(), *c.split, typename ops::template span<Value>(sparse_.data(), sparse_.size()), *c.device);
     return {sparse_.data(), sparse_.size()};
   }
 
@@ -98,7 +86,6 @@ class topk_aggregation_base {
   }
 
   options_type opt_;
-  error_memory<Value, Device> memory_;
   typename ops::template buffer<Value> sparse_;
 };
 
@@ -122,8 +109,7 @@ class true_topk_aggregation : public detail::topk_aggregation_base<Value, Device
   true_topk_aggregation(const typename base::options_type& o, const typename base::context& c)
       : base(o, c, /*own_copy=*/true, /*wire=*/false) {}  // the sum is taken in place
 
-  template <class Comm>
-  round_generator<Value> rounds(Comm* /*comm*/, const typename base::context& c, model_update<Value>& out) {
+  round_generator<Value> rounds(const typename base::context& c, model_update<Value>& out) {
     const auto v = this->sparse_v(c);
     const std::span<Value> sum = base::ops::stage(v, *c.device);
     c.lap(&step_timing::local);
@@ -134,7 +120,7 @@ class true_topk_aggregation : public detail::topk_aggregation_base<Value, Device
     c.split->to_global(best.indices);
     out.indices = best.indices;
     out.values = std::move(best.values);
-    this->memory_.mask(out.indices, *c.device);
+    this->mask(out.indices, *c.device);
   }
   /// @endcond
 };
@@ -161,32 +147,21 @@ class local_topk_aggregation : public detail::topk_aggregation_base<Value, Devic
   local_topk_aggregation(const typename base::options_type& o, const typename base::context& c)
       : base(o, c, false, true) {}
 
-  template <class Comm>
-  round_generator<Value> rounds(Comm* comm, const typename base::context& c, model_update<Value>& out) {
+  round_generator<Value> rounds(const typename base::context& c, model_update<Value>& out) {
     const std::size_t k = this->opt_.k;
     const auto mine = this->own_top_k(c);
-    constexpr bool external = std::is_same_v<Comm, external_collectives>;
-    // Split phase gathers equal blocks: padded to k; allgatherv takes them as they are.
-    const std::vector<entry> sent = detail::padded_entries(mine, external ? k : mine.size());
-    std::vector<entry> all;
-    if constexpr (external) {
-      all.resize(k * static_cast<std::size_t>(c.world));
-      co_yield collective_round<Value>{.kind = round_kind::gather,
-                                       .block = std::as_bytes(std::span<const entry>(sent)),
-                                       .gathered = std::as_writable_bytes(std::span<entry>(all))};
-      for (int r = 0; r < c.world; ++r) {
-        detail::check_received_indices(std::span<const entry>(all).subspan(static_cast<std::size_t>(r) * k, k),
-                                       c.split->dimension(), c.name);
-      }
-      std::erase_if(all, [](const entry& e) { return e.index == detail::no_index; });
-    } else {
-      all =
-          allgatherv(*comm, std::span<const entry>(sent), {.max_total_elements = k * static_cast<std::size_t>(c.world)})
-              .values;
-      c.lap(&step_timing::communicate);
-      // Each rank's list is sorted, the concatenation is not.
-      detail::check_received_indices(std::span<const entry>(all), c.split->dimension(), c.name, /*increasing=*/false);
+    // k entries a rank, padded: a caller gathers whole blocks, sketchsgd's allgatherv the entries alone.
+    std::vector<entry> sent = detail::padded_entries(mine, k);
+    std::vector<entry> all(k * static_cast<std::size_t>(c.world), {detail::no_index, Value{}});
+    co_yield collective_round<Value>{.kind = round_kind::gather,
+                                     .block = std::as_writable_bytes(std::span<entry>(sent)),
+                                     .gathered = std::as_writable_bytes(std::span<entry>(all)),
+                                     .data_bytes = mine.size() * sizeof(entry)};
+    for (int r = 0; r < c.world; ++r) {
+      detail::check_received_indices(std::span<const entry>(all).subspan(static_cast<std::size_t>(r) * k, k),
+                                     c.split->dimension(), c.name);
     }
+    std::erase_if(all, [](const entry& e) { return e.index == detail::no_index; });
     // Sum by index in rank order: bit-identical on every rank.
     std::stable_sort(all.begin(), all.end(), [](const entry& a, const entry& b) { return a.index < b.index; });
     for (const entry& e : all) {
@@ -198,8 +173,7 @@ class local_topk_aggregation : public detail::topk_aggregation_base<Value, Devic
       }
     }
     c.lap(&step_timing::recover);
-    this->memory_.mask(mine.indices, *c.device);
-    co_return;
+    this->mask(mine.indices, *c.device);
   }
   /// @endcond
 };
@@ -213,8 +187,8 @@ class local_topk_aggregation : public detail::topk_aggregation_base<Value, Devic
 /// final k, so what a merge dropped stays in the error for later steps.
 ///
 /// Bytes per rank per step: at most 8 k sent in the tree (once, by every
-/// rank but 0) plus the broadcast of 8 k; 2 ceil(log2 W) rounds. Needs a
-/// transport (a tree, not an allreduce).
+/// rank but 0) plus the broadcast of 8 k; 2 ceil(log2 W) rounds. Split
+/// phase: a reduce round whose `combine` merges, and a broadcast round.
 /// @tparam Value a `sketch_value`.
 /// @tparam Device a `device` tag.
 template <sketch_value Value, device Device = cpu_t>
@@ -229,40 +203,40 @@ class gtopk_aggregation : public detail::topk_aggregation_base<Value, Device> {
   static constexpr const char* name = "gtopk_aggregation";
 
   gtopk_aggregation(const typename base::options_type& o, const typename base::context& c) : base(o, c, false, true) {}
-  [[nodiscard]] bool needs_transport() const noexcept { return true; }
 
-  template <class Comm>
-  round_generator<Value> rounds(Comm* comm, const typename base::context& c, model_update<Value>& out) {
-    if constexpr (!std::is_same_v<Comm, external_collectives>) {
-      const std::size_t k = this->opt_.k;
-      const std::uint64_t d = c.split->dimension();
-      const auto mine = this->own_top_k(c);
-      std::vector<entry> current = detail::padded_entries(mine, k);
-      // Binomial tree towards rank 0: merge what the partners send.
-      detail::binomial_reduce(*comm, std::span<entry>(current), 0, comm->next_collective_tag(),
-                              [&](std::span<entry> acc, std::span<const entry> in) {
-                                detail::check_received_indices(in, d, c.name);
-                                c.lap(&step_timing::communicate);
-                                const auto merged = detail::merge_top_k<Value>(acc, in, k);
-                                std::copy(merged.begin(), merged.end(), acc.begin());
-                                c.lap(&step_timing::recover);
-                              });
-      broadcast(*comm, std::span<entry>(current), 0);
-      detail::check_received_indices(std::span<const entry>(current), d, c.name);
+  round_generator<Value> rounds(const typename base::context& c, model_update<Value>& out) {
+    const std::size_t k = this->opt_.k;
+    const std::uint64_t d = c.split->dimension();
+    const auto mine = this->own_top_k(c);
+    std::vector<entry> current = detail::padded_entries(mine, k);
+    std::vector<entry> incoming(k);
+    // A binomial tree towards rank 0 whose operation merges top-k lists, then a broadcast of the result.
+    collective_round<Value> merge{.kind = round_kind::reduce,
+                                  .block = std::as_writable_bytes(std::span<entry>(current))};
+    merge.combine = [&](std::span<const std::byte> in) {
+      if (in.size() != incoming.size() * sizeof(entry))
+        throw transport_error(std::string(c.name) + ": a peer sent a list of another size");
+      std::memcpy(incoming.data(), in.data(), in.size());
+      detail::check_received_indices(std::span<const entry>(incoming), d, c.name);
       c.lap(&step_timing::communicate);
-      std::vector<std::uint64_t> masked;
-      for (const entry& e : current) {
-        if (e.index == detail::no_index) continue;
-        out.indices.push_back(e.index);
-        out.values.push_back(e.value);
-        if (std::binary_search(mine.indices.begin(), mine.indices.end(), std::uint64_t{e.index})) {
-          masked.push_back(e.index);
-        }
-      }
+      const auto merged = detail::merge_top_k<Value>(current, incoming, k);
+      std::copy(merged.begin(), merged.end(), current.begin());
       c.lap(&step_timing::recover);
-      this->memory_.mask(masked, *c.device);
+    };
+    co_yield merge;
+    co_yield broadcast_round<Value>(std::span<entry>(current), 0, tree_algorithm::binomial);
+    detail::check_received_indices(std::span<const entry>(current), d, c.name);
+    std::vector<std::uint64_t> masked;
+    for (const entry& e : current) {
+      if (e.index == detail::no_index) continue;
+      out.indices.push_back(e.index);
+      out.values.push_back(e.value);
+      if (std::binary_search(mine.indices.begin(), mine.indices.end(), std::uint64_t{e.index})) {
+        masked.push_back(e.index);
+      }
     }
-    co_return;
+    c.lap(&step_timing::recover);
+    this->mask(masked, *c.device);
   }
   /// @endcond
 };
