@@ -14,6 +14,8 @@
 // slowest rank's median taken for each, and the mean bytes sent per rank.
 // `--method global-sketch --sketch-allreduce ring|rd` forces the table's
 // allreduce: the ring, or recursive doubling (gs-SGD's log2 W rounds).
+// `--overlap` (rows > 1) and `--slices S` (any rows) carry the table's
+// allreduce on a helper thread while the sketch goes on (sketched_sgd_options).
 // Every line also carries the machine's floor under the step, measured in
 // the same run just before the steps with the same threads (bench/floors.hpp):
 // one read of the gradient, the fused momentum and error-feedback pass
@@ -64,6 +66,7 @@ struct settings {
   int workers = 1;  // inproc: ranks as threads of this process
   bool header = false;
   bool overlap = false;          // sketched_sgd_options::overlap_rows
+  std::size_t slices = 1;        // sketched_sgd_options::slices
   std::string sketch_allreduce;  // global-sketch: ring or rd (recursive doubling); empty: the default
 };
 
@@ -104,6 +107,8 @@ settings parse(int argc, char** argv) {
       s.workers = cli::integer(key, v, 1, 1024, "in-process ranks (threads)");
     else if (key == "--threads")
       s.threads = cli::integer(key, v, 1U, 1024U);
+    else if (key == "--slices")
+      s.slices = cli::integer<std::size_t>(key, v, 1, 1024);
     else if (key == "--sketch-allreduce")
       s.sketch_allreduce = cli::choice(key, v, {"ring", "rd"});
     else
@@ -179,7 +184,8 @@ sketchsgd::any_optimizer<float> make(const settings& s, sketchsgd::communicator<
                                                     .momentum = 0.9F,
                                                     .nonfinite = policy,
                                                     .exec = exec,
-                                                    .overlap_rows = s.overlap},
+                                                    .overlap_rows = s.overlap,
+                                                    .slices = s.slices},
                                   comm);
 }
 
@@ -279,8 +285,8 @@ int main(int argc, char** argv) try {
 #if defined(SKETCHSGD_BENCH_HAVE_MPI)
   if (s.transport == "mpi") {
     int provided = 0;
-    // --overlap calls MPI from a helper thread, one call at a time.
-    const int needed = s.overlap ? MPI_THREAD_SERIALIZED : MPI_THREAD_FUNNELED;
+    // --overlap and --slices call MPI from a helper thread, one call at a time.
+    const int needed = s.overlap || s.slices > 1 ? MPI_THREAD_SERIALIZED : MPI_THREAD_FUNNELED;
     MPI_Init_thread(&argc, &argv, needed, &provided);
     if (provided < needed) {
       std::fprintf(stderr, "MPI provides thread level %d, --overlap needs %d\n", provided, needed);

@@ -37,6 +37,7 @@ struct settings {
   sketchsgd::nonfinite_policy nonfinite = sketchsgd::nonfinite_policy::throw_error;
   sketchsgd::cpu_execution exec{};
   bool overlap_rows = false;  // Sketched-SGD and global sketch only
+  std::size_t slices = 1;     // Sketched-SGD and global sketch only
 };
 
 /// Every --method name, in the order the programs list them.
@@ -90,7 +91,8 @@ sketchsgd::any_optimizer<float> named_optimizer(const settings& s, sketchsgd::co
   const sketched_sgd_options<float> sketched{.sketch = s.sketch,
                                              .candidates_factor = s.candidates_factor,
                                              .topology = s.topology,
-                                             .overlap_rows = s.overlap_rows};
+                                             .overlap_rows = s.overlap_rows,
+                                             .slices = s.slices};
   if (s.method == "global-sketch") return make(std::type_identity<global_sketch_sgd<float, Transport>>{}, sketched);
   if (s.method == "sketched") return make(std::type_identity<sketched_sgd<float, Transport>>{}, sketched);
   throw std::invalid_argument("unknown method " + s.method);

@@ -1,14 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 // The sketch's allreduce overlapped row by row with the sketching of the next
 // rows (the `overlap_rows` option): the same bits as without it, over inproc
-// and over TCP, where a helper thread drives the transport. Part of test_optim;
+// and over TCP, where a helper thread drives the transport. Sliced sketches
+// (the `slices` option, one row included): the update the slices' estimates
+// give, computed here from the summed gradient, and the same bits carried
+// with the overlap or in split phase without it. Part of test_optim;
 // also built alone as test_optim_overlap for the ThreadSanitizer run
 // (scripts/sanitizers.sh).
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <numeric>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -92,5 +97,150 @@ TEST_CASE("the row overlap over tcp: the helper thread drives the transport", "[
   const auto over_tcp = [](auto body) { on_tcp(overlap_world, body); };
   const auto inproc = [](auto body) { on_inproc(overlap_world, body); };
   CHECK(overlap_digests(over_tcp, true, 2) == overlap_digests(inproc, false, 2));
+}
+#endif
+
+namespace {
+
+constexpr std::size_t sliced_d = 20000;
+
+sketched_sgd_options<float> sliced_options(std::uint64_t rows, std::size_t slices, unsigned threads) {
+  return {.dimension = sliced_d,
+          .sketch = {.rows = rows, .cols = 1500, .seed = 3},
+          .k = 50,
+          .candidates_factor = 0,  // the update is the estimates: the slices' tables are what it shows
+          .error_feedback = false,
+          .exec = cpu_execution{threads},
+          .slices = slices};
+}
+
+/// What the sliced sketch of the ranks' summed gradient at `step` yields:
+/// slice s (coordinates [d s / S, d (s + 1) / S)) sketched alone, as keys from
+/// 0, into cols (s + 1) / S - cols s / S columns with seed + s; the k largest
+/// |estimate| over all slices, ties to the lower index.
+model_update<float> sliced_reference(const sketched_sgd_options<float>& o, std::uint64_t step) {
+  std::vector<float> sum(sliced_d, 0.0F);
+  for (int r = 0; r < overlap_world; ++r) {
+    const auto g = integer_gradient(sliced_d, r, step);
+    for (std::size_t i = 0; i < sliced_d; ++i) sum[i] += g[i];
+  }
+  std::vector<float> estimate(sliced_d);
+  for (std::size_t s = 0; s < o.slices; ++s) {
+    const std::size_t lo = sliced_d * s / o.slices;
+    const std::size_t hi = sliced_d * (s + 1) / o.slices;
+    const std::uint64_t cols = o.sketch.cols * (s + 1) / o.slices - o.sketch.cols * s / o.slices;
+    count_sketch<float> slice({.rows = o.sketch.rows, .cols = cols, .seed = o.sketch.seed + s});
+    slice.accumulate(std::span<const float>(sum).subspan(lo, hi - lo));
+    for (std::size_t i = lo; i < hi; ++i) estimate[i] = slice.estimate(i - lo);
+  }
+  std::vector<std::uint64_t> order(sliced_d);
+  std::iota(order.begin(), order.end(), std::uint64_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::uint64_t a, std::uint64_t b) { return std::abs(estimate[a]) > std::abs(estimate[b]); });
+  order.resize(o.k);
+  std::sort(order.begin(), order.end());
+  model_update<float> expected;
+  for (const std::uint64_t i : order) {
+    expected.indices.push_back(i);
+    expected.values.push_back(estimate[i]);
+  }
+  return expected;
+}
+
+/// Each rank's updates over 4 steps, transport-driven (slices carried while
+/// the next is sketched) or in split phase (carried by hand, one at a time).
+template <class Run>
+std::vector<std::vector<model_update<float>>> sliced_updates(Run run_world, const sketched_sgd_options<float>& o,
+                                                             bool split_phase) {
+  std::vector<std::vector<model_update<float>>> out(overlap_world);
+  run_world([&](int r, auto& t) {
+    using Tr = std::remove_reference_t<decltype(t)>;
+    communicator comm(t);
+    auto& mine = out[static_cast<std::size_t>(r)];
+    if (split_phase) {
+      using traits = detail::sketched_sgd_traits<float, multiply_shift, cpu_t, detail::optimizer_kind::sketched_sgd>;
+      composed_optimizer<traits::aggregation, traits::update_rule> opt(r, overlap_world, traits::compose(o, o.exec));
+      for (std::uint64_t s = 0; s < 4; ++s) {
+        const auto g = integer_gradient(sliced_d, r, s);
+        auto rounds = opt.step_rounds(g);
+        while (auto* round = rounds.next()) detail::run_round(comm, *round);
+        mine.push_back(opt.last_update());
+      }
+    } else {
+      sketched_sgd<float, Tr> opt(comm, o);
+      for (std::uint64_t s = 0; s < 4; ++s) mine.push_back(opt.step(integer_gradient(sliced_d, r, s)));
+    }
+  });
+  return out;
+}
+
+void check_updates(const model_update<float>& got, const model_update<float>& expected) {
+  CHECK(got.indices == expected.indices);
+  CHECK(got.values == expected.values);
+}
+
+}  // namespace
+
+TEST_CASE("sliced sketches: each slice's table carried while the next is sketched, the update their top k",
+          "[optim][overlap][slices]") {
+  const auto inproc = [](auto body) { on_inproc(overlap_world, body); };
+  for (const std::uint64_t rows : {1U, 3U}) {
+    for (const std::size_t slices : {2U, 4U, 7U}) {
+      for (const unsigned threads : {1U, 2U}) {
+        CAPTURE(rows, slices, threads);
+        const auto o = sliced_options(rows, slices, threads);
+        const auto driven = sliced_updates(inproc, o, false);
+        const auto carried = sliced_updates(inproc, o, true);
+        for (std::uint64_t s = 0; s < 4; ++s) {
+          CAPTURE(s);
+          const auto expected = sliced_reference(o, s);
+          for (int r = 0; r < overlap_world; ++r) {
+            check_updates(driven[static_cast<std::size_t>(r)][s], expected);
+            check_updates(carried[static_cast<std::size_t>(r)][s], expected);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("sliced sketches are refused where they cannot run, and ranks must agree on them", "[optim][slices]") {
+  const auto make = [](const sketched_sgd_options<float>& o) {
+    on_inproc(1, [&](int, auto& t) {
+      communicator comm(t);
+      sketched_sgd<float, inproc_transport> opt(comm, o);
+    });
+  };
+  auto o = sliced_options(1, 0, 1);
+  CHECK_THROWS_AS(make(o), std::invalid_argument);
+  o.slices = 1501;  // more slices than columns
+  CHECK_THROWS_AS(make(o), std::invalid_argument);
+  o.slices = 2;
+  o.topology = topology::root;
+  CHECK_THROWS_AS(make(o), std::invalid_argument);
+  o = sliced_options(3, 2, 1);
+  o.overlap_rows = true;
+  CHECK_THROWS_AS(make(o), std::invalid_argument);
+  std::atomic<int> mismatches{0};
+  on_inproc(overlap_world, [&](int r, auto& t) {
+    communicator comm(t);
+    try {
+      sketched_sgd<float, inproc_transport> opt(comm, sliced_options(1, r == 1 ? 2 : 1, 1));
+    } catch (const config_mismatch_error&) {
+      mismatches.fetch_add(1);
+    }
+  });
+  CHECK(mismatches.load() == overlap_world);
+}
+
+#if defined(SKETCHSGD_TEST_HAVE_TCP)
+TEST_CASE("sliced sketches over tcp: the helper thread drives the transport", "[optim][tcp][slices]") {
+  const auto over_tcp = [](auto body) { on_tcp(overlap_world, body); };
+  const auto o = sliced_options(1, 4, 2);
+  const auto driven = sliced_updates(over_tcp, o, false);
+  for (std::uint64_t s = 0; s < 4; ++s) {
+    const auto expected = sliced_reference(o, s);
+    for (int r = 0; r < overlap_world; ++r) check_updates(driven[static_cast<std::size_t>(r)][s], expected);
+  }
 }
 #endif

@@ -52,6 +52,8 @@ struct sketched_sgd_options {
   cpu_execution exec{};
   /// See `sketched_aggregation::options_type::overlap_rows`.
   bool overlap_rows = false;
+  /// See `sketched_aggregation::options_type::slices` (one row included).
+  std::size_t slices = 1;
 };
 
 namespace detail {
@@ -80,7 +82,8 @@ struct sketched_sgd_traits {
                                                     .feedback = {.enabled = o.error_feedback, .momentum = o.momentum},
                                                     .topology = o.topology,
                                                     .root = o.root,
-                                                    .overlap_rows = o.overlap_rows},
+                                                    .overlap_rows = o.overlap_rows,
+                                                    .slices = o.slices},
                                                    {}, exec);
   }
   /// Version 1, shared by CPU and GPU ranks.
@@ -94,6 +97,7 @@ struct sketched_sgd_traits {
     for (const dense_range& r : split.dense()) f.add(r.offset).add(r.length);
     f.add(o.nonfinite).add(world);
     if (o.overlap_rows) f.add(std::uint64_t{0x6F7665726C6170});  // only when set: older fingerprints stay valid
+    if (o.slices > 1) f.add(std::uint64_t{0x736C69636573}).add(o.slices);
     return f.value();
   }
 };

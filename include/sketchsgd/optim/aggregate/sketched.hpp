@@ -117,6 +117,18 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
     /// MPI_THREAD_SERIALIZED or above. Results match the plain step up to
     /// floating-point summation order (exactly for integers).
     bool overlap_rows = false;
+    /// Overlap sketching with the table's allreduce at any row count, one
+    /// row included (allreduce topology, CPU, top-k recovery): the sparse
+    /// coordinates are cut into `slices` equal slices, each sketched into a
+    /// table of its own (the same rows, its share of the columns: the bytes
+    /// stay those of one r x c table), and each slice's table is allreduced
+    /// on a helper thread while the next slice is sketched. Candidates are
+    /// the top P k of all slices' estimates together. This changes the
+    /// estimator: a coordinate's error is its slice's l2 mass over the
+    /// slice's columns, not the whole gradient's over all columns (the same
+    /// where mass spreads evenly, up to sqrt(slices) worse where it sits in
+    /// one slice). 1 (the default): one sketch.
+    std::size_t slices = 1;
   };
   /// @cond POLICY_HOOKS
   // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
@@ -128,7 +140,7 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
   sketched_aggregation(const options_type& o, const context& c)
       : error_memory<Value, Device>(checked(o, c).feedback, c.split->dimension(), *c.device),
         opt_(o),
-        sketch_(o.sketch),
+        sketches_(sketches(o)),
         scratch_(ops::template zeros<Value>(c.split->sparse_count(), *c.device)) {}
 
   round_generator<Value> rounds(const context& c, model_update<Value>& out) {
@@ -136,28 +148,40 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
     auto& dev = *c.device;
     const bool root = opt_.topology == topology::root;
     const bool recovers = !root || c.rank == opt_.root;  // every rank, or the root, which broadcasts
-    ops::zero(sketch_, dev);
-    if (overlapping()) {
+    for (sketch_type& s : sketches_) ops::zero(s, dev);
+    sketch_type& whole = sketches_.front();
+    if (sketches_.size() > 1) {
+      if constexpr (std::is_same_v<Device, cpu_t>) {  // slices are refused on devices
+        // Each slice's table is carried while the next slice is sketched (not the last's).
+        for (std::size_t s = 0; s < sketches_.size(); ++s) {
+          sketch_slice(s, c);
+          c.lap(&step_timing::compress);
+          auto sum = sum_round(sketches_[s].table(), opt_.sketch_allreduce);
+          sum.overlap = s + 1 < sketches_.size();
+          co_yield sum;
+        }
+      }
+    } else if (overlapping()) {
       if constexpr (std::is_same_v<Device, cpu_t>) {  // overlap is refused on devices
         // A group of rows at a time; each group's sum is carried while the next is sketched (not the last's).
-        const std::size_t rows = sketch_.rows();
+        const std::size_t rows = whole.rows();
         const std::size_t group = std::clamp<std::size_t>(dev.exec.resolved_threads(), 1, (rows + 1) / 2);
         for (std::size_t first = 0; first < rows; first += group) {
           const std::size_t n = std::min(group, rows - first);
-          ops::sketch(sketch_, this->v(), *c.split, first, n, dev);
+          ops::sketch(whole, this->v(), *c.split, first, n, dev);
           c.lap(&step_timing::compress);
           auto sum =
-              sum_round(sketch_.table().subspan(first * sketch_.cols(), n * sketch_.cols()), opt_.sketch_allreduce);
+              sum_round(whole.table().subspan(first * whole.cols(), n * whole.cols()), opt_.sketch_allreduce);
           sum.overlap = first + n < rows;
           co_yield sum;
         }
       }
     } else {
-      ops::sketch(sketch_, this->v(), *c.split, 0, sketch_.rows(), dev);
+      ops::sketch(whole, this->v(), *c.split, 0, whole.rows(), dev);
       c.lap(&step_timing::compress);
-      const std::span<Value> table = ops::stage(sketch_.table(), dev);
+      const std::span<Value> table = ops::stage(whole.table(), dev);
       co_yield root ? reduce_round(table, opt_.root) : sum_round(table, opt_.sketch_allreduce);  // root: up 4 r c
-      ops::unstage(table, sketch_.table(), dev);
+      ops::unstage(table, whole.table(), dev);
     }
     sparse_update<Value> best;  // Delta (at the root: until it is broadcast)
     if (opt_.candidates_factor == 0) {
@@ -204,6 +228,7 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
     f.add(HashFamily::id).add(opt_.sketch.rows).add(opt_.sketch.cols).add(opt_.sketch.seed);
     f.add(opt_.k).add(opt_.candidates_factor).add(opt_.topology).add(opt_.root).add(opt_.overlap_rows);
     f.add(opt_.sketch_allreduce ? static_cast<int>(*opt_.sketch_allreduce) : -1);
+    if (opt_.slices > 1) f.add(std::uint64_t{0x736C69636573}).add(opt_.slices);  // only then: fingerprints stay
     memory().describe(f);
     opt_.recovery.describe(f);
   }
@@ -219,11 +244,43 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
     if (o.overlap_rows && !std::is_same_v<Device, cpu_t>) {
       detail::bad_option(c.name, "overlap_rows runs on the CPU only (must be false on a device)");
     }
+    if (o.slices == 0 || o.slices > o.sketch.cols || o.slices > c.split->sparse_count()) {
+      detail::bad_option(c.name, "slices must be in [1, min(cols, sparse coordinates)], got " +
+                                     std::to_string(o.slices));
+    }
+    if (o.slices > 1 && (!std::is_same_v<Device, cpu_t> || !std::is_same_v<Recovery, top_k_recovery> ||
+                         o.topology != topology::allreduce || o.overlap_rows)) {
+      detail::bad_option(c.name, "slices > 1 needs the CPU, top-k recovery, the allreduce topology and no overlap_rows");
+    }
     return o;
   }
 
+  /// One sketch of the whole table, or one per slice with the slice's share of the columns.
+  static std::vector<sketch_type> sketches(const options_type& o) {
+    std::vector<sketch_type> all;
+    for (std::size_t s = 0; s < o.slices; ++s) {
+      all.emplace_back(sketch_config{o.sketch.rows, share(o.sketch.cols, s, o.slices), o.sketch.seed + s});
+    }
+    return all;
+  }
+  /// Part `s` of `n` parts of [0, total): its first element, or its size as `share`.
+  static std::uint64_t start(std::uint64_t total, std::size_t s, std::size_t n) noexcept { return total * s / n; }
+  static std::uint64_t share(std::uint64_t total, std::size_t s, std::size_t n) noexcept {
+    return start(total, s + 1, n) - start(total, s, n);
+  }
+  /// Slice `s` of v's sparse coordinates (compact numbering) into its sketch, as keys from 0.
+  void sketch_slice(std::size_t s, const context& c) {
+    const std::uint64_t lo = start(c.split->sparse_count(), s, sketches_.size());
+    const std::uint64_t hi = lo + share(c.split->sparse_count(), s, sketches_.size());
+    for (const auto& seg : c.split->segments()) {
+      const std::uint64_t a = std::max(seg.compact, lo);
+      const std::uint64_t b = std::min(seg.compact + seg.length, hi);
+      if (a < b) sketches_[s].accumulate(this->v().subspan(seg.global + (a - seg.compact), b - a), a - lo, c.device->exec);
+    }
+  }
+
   [[nodiscard]] bool overlapping() const noexcept {
-    return opt_.overlap_rows && opt_.topology == topology::allreduce && sketch_.rows() > 1;
+    return opt_.overlap_rows && opt_.topology == topology::allreduce && opt_.sketch.rows > 1;
   }
   /// Whether the recovery's selection is the update (HEAVYMIX's
   /// `apply_all`): then it selects k, and the second round only replaces
@@ -239,10 +296,28 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
     const std::size_t factor = applies_selection() ? 1 : opt_.candidates_factor;
     return static_cast<std::size_t>(std::min<std::uint64_t>(factor * opt_.k, scratch_.size()));
   }
-  auto recover(std::size_t count, const context& c) {
-    return opt_.recovery.template select<ops>(sketch_, c.split->sparse_count(), count,
-                                              typename ops::template span<Value>(scratch_.data(), scratch_.size()),
-                                              *c.device, c.step);
+  sparse_update<Value> recover(std::size_t count, const context& c) {
+    const auto scratch = typename ops::template span<Value>(scratch_.data(), scratch_.size());
+    const std::uint64_t d = c.split->sparse_count();
+    if (sketches_.size() == 1 || !std::is_same_v<Device, cpu_t>) {  // slices are refused on devices
+      return opt_.recovery.template select<ops>(sketches_.front(), d, count, scratch, *c.device, c.step);
+    }
+    // The top `count` of all slices is among the union of each slice's top `count`.
+    sparse_update<Value> all;
+    for (std::size_t s = 0; s < sketches_.size(); ++s) {
+      const std::uint64_t lo = start(d, s, sketches_.size());
+      const std::uint64_t n = share(d, s, sketches_.size());
+      auto best = opt_.recovery.template select<ops>(sketches_[s], n, std::min<std::uint64_t>(count, n),
+                                                     scratch.subspan(lo, n), *c.device, c.step);
+      for (std::size_t j = 0; j < best.indices.size(); ++j) {
+        all.indices.push_back(best.indices[j] + lo);
+        all.values.push_back(best.values[j]);
+      }
+    }
+    if (all.indices.size() <= count) return all;
+    auto best = top_k(all.values, count, c.device->exec);
+    for (std::uint64_t& i : best.indices) i = all.indices[i];  // positions to coordinates
+    return best;
   }
 
   /// Delta from the candidates' exact sums (in `exact_`): all of them with
@@ -255,7 +330,7 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
   }
 
   options_type opt_;
-  sketch_type sketch_;
+  std::vector<sketch_type> sketches_;             // the whole table, or one per slice
   typename ops::template buffer<Value> scratch_;  // d_sparse estimates, reused every step
   std::vector<Value> exact_;                      // the candidates' summed v (the second round)
 };
