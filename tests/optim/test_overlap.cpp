@@ -104,10 +104,24 @@ namespace {
 
 constexpr std::size_t sliced_d = 20000;
 
+/// Step 0 mod 3: `integer_gradient` (small integers, many tied estimates);
+/// 1: integers up to 2^15 in magnitude (few ties); 2: those in the first
+/// eighth of the coordinates only, small integers elsewhere (the top k sit in
+/// one slice, which must then give them all). Every sum of up to 4 ranks x
+/// 20 coordinates in a cell stays exact in float.
+std::vector<float> sliced_gradient(int r, std::uint64_t step) {
+  std::vector<float> g = integer_gradient(sliced_d, r, step);
+  if (step % 3 == 0) return g;
+  splitmix64 rng(mix64((step << 8U) ^ static_cast<std::uint64_t>(r) ^ 0x5A5AU));
+  const std::size_t wide = step % 3 == 1 ? sliced_d : sliced_d / 8;
+  for (std::size_t i = 0; i < wide; ++i) g[i] = static_cast<float>(static_cast<int>(rng.next_below(1U << 16U)) - (1 << 15));
+  return g;
+}
+
 sketched_sgd_options<float> sliced_options(std::uint64_t rows, std::size_t slices, unsigned threads) {
   return {.dimension = sliced_d,
           .sketch = {.rows = rows, .cols = 1500, .seed = 3},
-          .k = 50,
+          .k = 400,                // more than a slice's first share: slices are asked again
           .candidates_factor = 0,  // the update is the estimates: the slices' tables are what it shows
           .error_feedback = false,
           .exec = cpu_execution{threads},
@@ -121,7 +135,7 @@ sketched_sgd_options<float> sliced_options(std::uint64_t rows, std::size_t slice
 model_update<float> sliced_reference(const sketched_sgd_options<float>& o, std::uint64_t step) {
   std::vector<float> sum(sliced_d, 0.0F);
   for (int r = 0; r < overlap_world; ++r) {
-    const auto g = integer_gradient(sliced_d, r, step);
+    const auto g = sliced_gradient(r, step);
     for (std::size_t i = 0; i < sliced_d; ++i) sum[i] += g[i];
   }
   std::vector<float> estimate(sliced_d);
@@ -161,14 +175,14 @@ std::vector<std::vector<model_update<float>>> sliced_updates(Run run_world, cons
       using traits = detail::sketched_sgd_traits<float, multiply_shift, cpu_t, detail::optimizer_kind::sketched_sgd>;
       composed_optimizer<traits::aggregation, traits::update_rule> opt(r, overlap_world, traits::compose(o, o.exec));
       for (std::uint64_t s = 0; s < 4; ++s) {
-        const auto g = integer_gradient(sliced_d, r, s);
+        const auto g = sliced_gradient(r, s);
         auto rounds = opt.step_rounds(g);
         while (auto* round = rounds.next()) detail::run_round(comm, *round);
         mine.push_back(opt.last_update());
       }
     } else {
       sketched_sgd<float, Tr> opt(comm, o);
-      for (std::uint64_t s = 0; s < 4; ++s) mine.push_back(opt.step(integer_gradient(sliced_d, r, s)));
+      for (std::uint64_t s = 0; s < 4; ++s) mine.push_back(opt.step(sliced_gradient(r, s)));
     }
   });
   return out;

@@ -7,9 +7,11 @@
 /// global-sketch SGD (Dai, Diao, Li, Xu, arXiv 2108.06004).
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <ranges>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -299,25 +301,57 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
   sparse_update<Value> recover(std::size_t count, const context& c) {
     const auto scratch = typename ops::template span<Value>(scratch_.data(), scratch_.size());
     const std::uint64_t d = c.split->sparse_count();
-    if (sketches_.size() == 1 || !std::is_same_v<Device, cpu_t>) {  // slices are refused on devices
-      return opt_.recovery.template select<ops>(sketches_.front(), d, count, scratch, *c.device, c.step);
+    if constexpr (std::is_same_v<Device, cpu_t>) {  // slices are refused on devices
+      if (sketches_.size() > 1) return recover_slices(count, scratch, c);
     }
-    // The top `count` of all slices is among the union of each slice's top `count`.
-    sparse_update<Value> all;
-    for (std::size_t s = 0; s < sketches_.size(); ++s) {
-      const std::uint64_t lo = start(d, s, sketches_.size());
-      const std::uint64_t n = share(d, s, sketches_.size());
-      auto best = opt_.recovery.template select<ops>(sketches_[s], n, std::min<std::uint64_t>(count, n),
-                                                     scratch.subspan(lo, n), *c.device, c.step);
-      for (std::size_t j = 0; j < best.indices.size(); ++j) {
-        all.indices.push_back(best.indices[j] + lo);
-        all.values.push_back(best.values[j]);
+    return opt_.recovery.template select<ops>(sketches_.front(), d, count, scratch, *c.device, c.step);
+  }
+
+  /// The `count` largest |estimate| over all slices (ties to the lower
+  /// index). Each slice first gives its share of `count` with room for
+  /// chance (its top fair + fair / 4 + 4 sqrt(fair) + 16); a slice cut short
+  /// whose last kept estimate reaches the merged count-th may hold more, and
+  /// only such a slice is asked again, for all `count`.
+  sparse_update<Value> recover_slices(std::size_t count, typename ops::template span<Value> scratch,
+                                      const context& c) {
+    const std::uint64_t d = c.split->sparse_count();
+    const std::size_t slices = sketches_.size();
+    std::vector<sparse_update<Value>> kept(slices);
+    std::vector<bool> cut(slices, false);  // kept fewer than both its coordinates and count
+    const auto select = [&](std::size_t s, std::uint64_t want) {
+      const std::uint64_t lo = start(d, s, slices);
+      const std::uint64_t n = share(d, s, slices);
+      const std::uint64_t most = std::min<std::uint64_t>(n, count);
+      want = std::min(want, most);
+      kept[s] = opt_.recovery.template select<ops>(sketches_[s], n, want, scratch.subspan(lo, n), *c.device, c.step);
+      for (std::uint64_t& i : kept[s].indices) i += lo;
+      cut[s] = kept[s].indices.size() == want && want < most;
+    };
+    const double fair = static_cast<double>(count) / static_cast<double>(slices);
+    for (std::size_t s = 0; s < slices; ++s) select(s, static_cast<std::uint64_t>(1.25 * fair + 4 * std::sqrt(fair)) + 16);
+    const auto magnitude = [](Value x) { return std::abs(static_cast<double>(x)); };
+    for (;;) {
+      sparse_update<Value> all;  // in index order: slices ascend, each in index order
+      for (const auto& k : kept) {
+        all.indices.insert(all.indices.end(), k.indices.begin(), k.indices.end());
+        all.values.insert(all.values.end(), k.values.begin(), k.values.end());
       }
+      sparse_update<Value> best = std::move(all);
+      if (best.indices.size() > count) {
+        auto top = top_k(best.values, count, c.device->exec);
+        for (std::uint64_t& i : top.indices) i = best.indices[i];  // positions to coordinates
+        best = std::move(top);
+      }
+      double last = 0;  // the merged count-th magnitude (0 when fewer were kept: every cut slice is asked again)
+      if (best.values.size() == count) last = std::ranges::min(best.values | std::views::transform(magnitude));
+      bool again = false;
+      for (std::size_t s = 0; s < slices; ++s) {
+        if (!cut[s] || std::ranges::min(kept[s].values | std::views::transform(magnitude)) < last) continue;
+        select(s, count);
+        again = true;
+      }
+      if (!again) return best;
     }
-    if (all.indices.size() <= count) return all;
-    auto best = top_k(all.values, count, c.device->exec);
-    for (std::uint64_t& i : best.indices) i = all.indices[i];  // positions to coordinates
-    return best;
   }
 
   /// Delta from the candidates' exact sums (in `exact_`): all of them with
