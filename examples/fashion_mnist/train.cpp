@@ -63,6 +63,7 @@ struct config {
   std::uint64_t seed = 1;
   double compression = 0;  // 0: take rows/cols/k as given
   std::uint64_t rows = 1;
+  std::size_t slices = 1;
   std::uint64_t cols = 0;
   std::size_t k = 0;
   std::size_t candidates = 4;  // P (global-sketch: 0 unless --P is given)
@@ -89,6 +90,8 @@ const char* usage =
     "  --budget-workers W0            under --compression, size the sketch and k for a world of W0 and keep\n"
     "                                 those sizes whatever the world is (scaling studies)\n"
     "  --topology allreduce|root      Sketched-SGD / FetchSGD / global-sketch aggregation (allreduce)\n"
+    "  --slices S                     Sketched-SGD / global-sketch: one sketch per slice of the parameters,\n"
+    "                                 each allreduced while the next is sketched (1)\n"
     "  --update sgd|adam|adam-lazy    the rule applied to the aggregated gradient (sgd: momentum SGD as the\n"
     "                                 paper's method has it; adam: Adam with dense moments, adam-lazy: with\n"
     "                                 moments only where the update is; no local momentum with either Adam)\n"
@@ -142,6 +145,8 @@ config parse(int argc, char** argv) {
       c.compression = cli::real(arg, v, 1, 10000, false, false, "X times fewer bytes than dense");
     else if (arg == "--rows")
       c.rows = cli::integer<std::uint64_t>(arg, v, 1, sketchsgd::sketch_config::max_rows);
+    else if (arg == "--slices")
+      c.slices = cli::integer<std::size_t>(arg, v, 1, 1024, "sketches, one per slice of the parameters");
     else if (arg == "--cols")
       c.cols = cli::integer<std::uint64_t>(arg, v, 1, sketchsgd::multiply_shift::max_cols);
     else if (arg == "--k")
@@ -192,6 +197,9 @@ config parse(int argc, char** argv) {
     if (c.method != "true-topk" || !g.has("--compression")) g.refuse({"--rows", "--P"}, no_sketch);
   }
   if (c.method == "fetchsgd") g.refuse({"--P"}, "to --method fetchsgd (it has no second round)");
+  if (c.method != "sketched" && c.method != "global-sketch") {
+    g.refuse({"--slices"}, "to --method " + c.method + " (Sketched-SGD and global-sketch SGD only)");
+  }
   if (g.has("--compression")) {
     g.refuse({"--cols", "--k"}, "with --compression, which chooses cols and k (give one or the other)");
   } else {
@@ -338,7 +346,8 @@ sketchsgd::any_optimizer<float> make_optimizer(const config& c, sketchsgd::commu
                                                     .average = true,
                                                     .topology = topo,
                                                     .dense = biases,
-                                                    .nonfinite = policy},
+                                                    .nonfinite = policy,
+                                                    .slices = c.slices},
                                   comm);
 }
 

@@ -8,8 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <future>
 #include <istream>
+#include <memory>
 #include <ostream>
 #include <span>
 #include <stdexcept>
@@ -150,14 +150,26 @@ class composed_optimizer {
   /// transport_error/timeout_error from the transport.
   const model_update<value_type>& step(gradient_type gradient) requires(!external) {
     auto rounds = step_rounds(gradient);
-    std::future<void> in_flight;  // an overlapped round; its destructor waits, also when the step throws
-    while (const round_type* r = rounds.next()) {
-      if (in_flight.valid()) in_flight.get();  // rounds are carried in order, one at a time
-      if (r->overlap) {
-        in_flight = std::async(std::launch::async, [this, round = *r] { detail::run_round(*comm_, round); });
-      } else {
-        detail::run_round(*comm_, *r);
+    bool in_flight = false;  // an overlapped round on the carrier's thread
+    try {
+      while (const round_type* r = rounds.next()) {
+        if (std::exchange(in_flight, false)) carrier_->wait();  // rounds are carried in order, one at a time
+        if (r->overlap) {
+          if (!carrier_) carrier_ = std::make_unique<detail::round_carrier>();
+          carrier_->start([this, round = *r] { detail::run_round(*comm_, round); });
+          in_flight = true;
+        } else {
+          detail::run_round(*comm_, *r);
+        }
       }
+    } catch (...) {
+      if (in_flight) {
+        try {
+          carrier_->wait();
+        } catch (...) {  // NOLINT(bugprone-empty-catch): the step's own error is the one to report
+        }
+      }
+      throw;
     }
     return update_;
   }
@@ -406,6 +418,7 @@ class composed_optimizer {
   std::uint8_t version_ = 2;
   std::uint64_t fingerprint_ = 0;
   model_update<value_type> update_;
+  std::unique_ptr<detail::round_carrier> carrier_;  // carries overlapped rounds; started with the first
 };
 
 }  // namespace sketchsgd
