@@ -25,15 +25,17 @@ constexpr std::uint64_t c = 50'000;
 constexpr std::size_t k = 10'000;
 constexpr std::size_t p = 2;
 const sketch_config cfg{.rows = r, .cols = c, .seed = 1};
-constexpr auto unchecked = nonfinite_policy::unchecked;
-using T = inproc_transport;
 
 /// Our allreduce's bytes sent per rank: recursive doubling up to 8 KiB,
 /// else the ring.
 double allreduce_model(double bytes) { return bytes <= 8192 ? std::log2(w) * bytes : 2.0 * (w - 1) / w * bytes; }
 
-template <class Make>
-void row(const char* method, const std::string& formula, double model, Make make, int reported_rank = 1) {
+/// A row: the registry's `o.method` with the table's d, sketch and k.
+void row(const char* method, const std::string& formula, double model, method_options<float> o) {
+  o.dimension = d;
+  o.sketch = cfg;
+  o.k = k;
+  o.nonfinite = nonfinite_policy::unchecked;
   std::vector<comm_stats> stats(w);
   inproc_world world(w);
   {
@@ -42,7 +44,7 @@ void row(const char* method, const std::string& formula, double model, Make make
       threads.emplace_back([&, rank] {
         auto t = world.transport(rank);
         communicator comm(t);
-        auto opt = make(comm);
+        auto opt = make_optimizer(comm, o);
         splitmix64 rng(static_cast<std::uint64_t>(rank) + 1);
         std::vector<float> g(d);
         for (int step = 0; step < 3; ++step) {
@@ -53,7 +55,7 @@ void row(const char* method, const std::string& formula, double model, Make make
       });
     }
   }
-  const auto& s = stats[static_cast<std::size_t>(reported_rank)];
+  const auto& s = stats[1];
   std::printf("| %s | %llu | %llu | %s = %.0f | %.1f |\n", method,
               static_cast<unsigned long long>(s.last_step.bytes_sent),
               static_cast<unsigned long long>(s.last_step.bytes_received), formula.c_str(), model, s.compression());
@@ -73,40 +75,20 @@ int main(int argc, char** argv) {
   std::printf("|---|---:|---:|---|---:|\n");
   const double rc4 = 4.0 * r * c;
   const double pk4 = 4.0 * p * k;
-  row("dense_sgd", "2(W-1)/W 4d", allreduce_model(4.0 * d),
-      [](auto& cm) { return dense_sgd<float, T>(cm, {.dimension = d, .nonfinite = unchecked}); });
-  row("true_topk_sgd", "2(W-1)/W 4d", allreduce_model(4.0 * d),
-      [](auto& cm) { return true_topk_sgd<float, T>(cm, {.dimension = d, .k = k, .nonfinite = unchecked}); });
-  row("local_topk_sgd", "(W-1) 8 + (W-1) 8k", (w - 1) * 8.0 + (w - 1) * 8.0 * k,
-      [](auto& cm) { return local_topk_sgd<float, T>(cm, {.dimension = d, .k = k, .nonfinite = unchecked}); });
-  row("sketched_sgd, root (worker)", "up 4rc + 4Pk", rc4 + pk4, [](auto& cm) {
-    return sketched_sgd<float, T>(cm, {.dimension = d,
-                                       .sketch = cfg,
-                                       .k = k,
-                                       .candidates_factor = p,
-                                       .topology = topology::root,
-                                       .nonfinite = unchecked});
-  });
+  row("dense_sgd", "2(W-1)/W 4d", allreduce_model(4.0 * d), {.method = "dense"});
+  row("true_topk_sgd", "2(W-1)/W 4d", allreduce_model(4.0 * d), {.method = "true-topk"});
+  row("local_topk_sgd", "(W-1) 8 + (W-1) 8k", (w - 1) * 8.0 + (w - 1) * 8.0 * k, {.method = "local-topk"});
+  row("sketched_sgd, root (worker)", "up 4rc + 4Pk", rc4 + pk4,
+      {.method = "sketched", .candidates_factor = p, .topology = topology::root});
   std::printf("| ... same run, received by the worker | | | down 4Pk + 8k = %.0f | |\n", pk4 + 8.0 * k);
-  row("sketched_sgd, allreduce", "ring(4rc) + ring(4Pk)", allreduce_model(rc4) + allreduce_model(pk4), [](auto& cm) {
-    return sketched_sgd<float, T>(
-        cm, {.dimension = d, .sketch = cfg, .k = k, .candidates_factor = p, .nonfinite = unchecked});
-  });
-  row("global_sketch_sgd, P = 2", "ring(4rc) + ring(4Pk)", allreduce_model(rc4) + allreduce_model(pk4), [](auto& cm) {
-    return global_sketch_sgd<float, T>(
-        cm, {.dimension = d, .sketch = cfg, .k = k, .candidates_factor = p, .nonfinite = unchecked});
-  });
-  row("global_sketch_sgd, P = 0", "2(W-1)/W 4rc", allreduce_model(rc4), [](auto& cm) {
-    return global_sketch_sgd<float, T>(
-        cm, {.dimension = d, .sketch = cfg, .k = k, .candidates_factor = 0, .nonfinite = unchecked});
-  });
-  row("fetch_sgd, allreduce", "2(W-1)/W 4rc", allreduce_model(rc4), [](auto& cm) {
-    return fetch_sgd<float, T>(cm, {.dimension = d, .sketch = cfg, .k = k, .nonfinite = unchecked});
-  });
-  row("fetch_sgd, root (worker)", "up 4rc", rc4, [](auto& cm) {
-    return fetch_sgd<float, T>(
-        cm, {.dimension = d, .sketch = cfg, .k = k, .topology = topology::root, .nonfinite = unchecked});
-  });
+  row("sketched_sgd, allreduce", "ring(4rc) + ring(4Pk)", allreduce_model(rc4) + allreduce_model(pk4),
+      {.method = "sketched", .candidates_factor = p});
+  row("global_sketch_sgd, P = 2", "ring(4rc) + ring(4Pk)", allreduce_model(rc4) + allreduce_model(pk4),
+      {.method = "global-sketch", .candidates_factor = p});
+  row("global_sketch_sgd, P = 0", "2(W-1)/W 4rc", allreduce_model(rc4),
+      {.method = "global-sketch", .candidates_factor = 0});
+  row("fetch_sgd, allreduce", "2(W-1)/W 4rc", allreduce_model(rc4), {.method = "fetchsgd"});
+  row("fetch_sgd, root (worker)", "up 4rc", rc4, {.method = "fetchsgd", .topology = topology::root});
   std::printf("\nThe paper's compression ratio 2d / (rc + Pk + k) in elements: %.2f\n",
               2.0 * d / (static_cast<double>(r * c) + static_cast<double>(p * k) + static_cast<double>(k)));
 }

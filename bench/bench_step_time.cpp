@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,7 +38,6 @@
 
 #include "cli.hpp"
 #include "floors.hpp"
-#include "methods.hpp"
 #include "ranks.hpp"
 #include "sketchsgd/sketchsgd.hpp"
 #if defined(SKETCHSGD_BENCH_HAVE_MPI)
@@ -86,7 +86,7 @@ settings parse(int argc, char** argv) {
     if (key == "--transport")
       s.transport = cli::choice(key, v, {"tcp", "mpi", "inproc"});
     else if (key == "--method")
-      s.method = cli::choice(key, v, methods::names);
+      s.method = cli::choice(key, v, sketchsgd::method_names);
     else if (key == "--label")
       s.label = v;
     else if (key == "--d")
@@ -152,43 +152,6 @@ void check_run(const settings& s, int world, int here = 1) {
                     "use a smaller --d, --k, --rows or --cols-per-k");
 }
 
-template <class Transport>
-sketchsgd::any_optimizer<float> make(const settings& s, sketchsgd::communicator<Transport>& comm) {
-  using namespace sketchsgd;
-  const cpu_execution exec{s.threads};
-  const auto policy = nonfinite_policy::unchecked;  // time the algorithms, not the NaN check
-  const sketch_config sketch{
-      .rows = s.rows, .cols = static_cast<std::uint64_t>(s.cols_per_k * static_cast<double>(s.k)), .seed = 5};
-  if (s.method == "global-sketch" && !s.sketch_allreduce.empty()) {  // gs-SGD's table in ring or log2 W rounds
-    using A = global_sketch_aggregation<float>;
-    return any_optimizer<float>(
-        std::in_place_type<composed_optimizer<A, sgd_update<float>, Transport>>, comm,
-        composed_options<A, sgd_update<float>>{
-            .dimension = s.d,
-            .aggregation = {.sketch = sketch,
-                            .k = s.k,
-                            .candidates_factor = 0,
-                            .feedback = {.momentum = 0.9F},
-                            .sketch_allreduce = s.sketch_allreduce == "rd" ? allreduce_algorithm::recursive_doubling
-                                                                           : allreduce_algorithm::ring},
-            .learning_rate = 0.1F,
-            .nonfinite = policy,
-            .exec = exec});
-  }
-  return methods::named_optimizer(methods::settings{.method = s.method,
-                                                    .dimension = s.d,
-                                                    .k = s.k,
-                                                    .sketch = sketch,
-                                                    .candidates_factor = s.method == "global-sketch" ? 0 : s.candidates,
-                                                    .learning_rate = 0.1F,
-                                                    .momentum = 0.9F,
-                                                    .nonfinite = policy,
-                                                    .exec = exec,
-                                                    .overlap_rows = s.overlap,
-                                                    .slices = s.slices},
-                                  comm);
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -206,7 +169,22 @@ void run(Transport& t, const settings& s) {
   barrier(comm);
   const std::uint64_t cols = static_cast<std::uint64_t>(s.cols_per_k * static_cast<double>(s.k));
   const floors::measured floor = floors::measure(g, s.rows, cols, s.threads);
-  auto opt = make(s, comm);
+  std::optional<allreduce_algorithm> table;  // global-sketch: gs-SGD's table in ring or log2 W rounds
+  if (!s.sketch_allreduce.empty())
+    table = s.sketch_allreduce == "rd" ? allreduce_algorithm::recursive_doubling : allreduce_algorithm::ring;
+  auto opt = make_optimizer(
+      comm, method_options<float>{.method = s.method,
+                                  .dimension = s.d,
+                                  .k = s.k,
+                                  .sketch = {.rows = s.rows, .cols = cols, .seed = 5},
+                                  .candidates_factor = s.method == "global-sketch" ? 0 : s.candidates,
+                                  .learning_rate = 0.1F,
+                                  .momentum = 0.9F,
+                                  .nonfinite = nonfinite_policy::unchecked,  // time the algorithms, not the NaN check
+                                  .exec = {s.threads},
+                                  .overlap_rows = s.overlap,
+                                  .slices = s.slices,
+                                  .sketch_allreduce = table});
 
   std::vector<double> total;
   std::vector<double> compute;
@@ -236,7 +214,7 @@ void run(Transport& t, const settings& s) {
   }
   // The slowest rank's median per phase; mean bytes per rank.
   const double memory_floor = floors::method_bytes(s.method, s.d) / floor.stream_bytes_per_s;
-  const double floor_s = floors::sketches(s.method) ? std::max(memory_floor, floor.scatter_s) : memory_floor;
+  const double floor_s = sketchsgd::is_sketch_method(s.method) ? std::max(memory_floor, floor.scatter_s) : memory_floor;
   std::vector<double> mine = {median(total),       median(compute),
                               median(communicate), median(sketch_or_select),
                               median(recover),     4.0 * static_cast<double>(s.d) / floor.stream_bytes_per_s,

@@ -112,12 +112,8 @@ inline measured measure(std::span<const float> g, std::uint64_t rows, std::uint6
 inline double method_bytes(const std::string& method, std::uint64_t d) {
   const auto n = static_cast<double>(d);
   if (method == "fetchsgd") return 4.0 * n;
-  if (method.starts_with("dense")) return 8.0 * n;
+  if (sketchsgd::is_dense_method(method)) return 8.0 * n;
   return 20.0 * n;
-}
-
-inline bool sketches(const std::string& method) {
-  return method == "sketched" || method == "fetchsgd" || method == "global-sketch";
 }
 
 }  // namespace floors

@@ -29,7 +29,6 @@
 #include "byte_budget.hpp"
 #include "cli.hpp"
 #include "idx.hpp"
-#include "methods.hpp"
 #include "mlp.hpp"
 #include "ranks.hpp"
 #if defined(FMNIST_HAVE_MPI)
@@ -46,7 +45,7 @@ namespace {
 // ---- configuration ---------------------------------------------------------------
 
 struct config {
-  std::string method = "sketched";  // one of methods::names
+  std::string method = "sketched";  // one of sketchsgd::method_names
   std::string transport = "inproc";
   std::string data = "/usr/share/datasets/fashion-mnist";
   std::string csv;
@@ -106,10 +105,6 @@ const char* usage =
     "  --quiet                        only the final summary line\n"
     "A bad value, or an option that does not apply, is refused with exit status 2.\n";
 
-bool uses_sketch(const config& c) {
-  return c.method == "sketched" || c.method == "fetchsgd" || c.method == "global-sketch";
-}
-
 config parse(int argc, char** argv) {
   config c;
   constexpr auto u64_max = std::numeric_limits<std::uint64_t>::max();
@@ -136,7 +131,7 @@ config parse(int argc, char** argv) {
     }
     const std::string_view v = cli::value(argc, argv, i);
     if (arg == "--method")
-      c.method = cli::choice(arg, v, methods::names);
+      c.method = cli::choice(arg, v, sketchsgd::method_names);
     else if (arg == "--transport")
       c.transport = cli::choice(arg, v, {"inproc", "tcp", "mpi"});
     else if (arg == "--workers")
@@ -186,11 +181,11 @@ config parse(int argc, char** argv) {
   }
   // Options that do not apply are refused rather than ignored.
   const auto& g = c.given;
-  if (methods::is_dense(c.method)) {
+  if (sketchsgd::is_dense_method(c.method)) {
     g.refuse({"--compression", "--rows", "--cols", "--k", "--P", "--cols-per-k", "--topology"},
              "to --method " + c.method + " (it sends the whole gradient)");
   }
-  if (!uses_sketch(c)) {
+  if (!sketchsgd::is_sketch_method(c.method)) {
     const std::string no_sketch = "to --method " + c.method + " (no sketch)";
     g.refuse({"--cols", "--topology"}, no_sketch);
     // True top-k under --compression takes Sketched-SGD's k, which --rows and --P shape.
@@ -207,7 +202,7 @@ config parse(int argc, char** argv) {
   }
   if (g.has("--global-batch")) g.refuse({"--batch"}, "with --global-batch, which sets the batch of each worker");
   if (c.transport != "mpi") g.refuse({"--native-collectives"}, "to --transport " + c.transport + " (MPI only)");
-  if (methods::is_dense(c.method)) g.refuse({"--no-mask"}, "to --method " + c.method + " (no error feedback)");
+  if (sketchsgd::is_dense_method(c.method)) g.refuse({"--no-mask"}, "to --method " + c.method + " (no error feedback)");
   if (c.update != "sgd")
     g.refuse({"--momentum", "--no-mask"}, "with --update " + c.update + " (Adam keeps its own moments)");
 #if !defined(FMNIST_HAVE_TCP)
@@ -259,7 +254,7 @@ void check_run(const config& c0, int world, int here, std::size_t train_examples
   for (const auto& range : model.bias_ranges()) dense += range.second;
   config c = c0;
   fmnist::choose_budget(c, d, dense, c.budget_workers != 0 ? c.budget_workers : world);
-  if (!methods::is_dense(c.method)) {
+  if (!sketchsgd::is_dense_method(c.method)) {
     cli::check_range<std::size_t>("--k", c.k, 1, d - dense,
                                   "k of the " + std::to_string(d - dense) + " weights; the biases are sent dense");
   }
@@ -279,76 +274,6 @@ void check_run(const config& c0, int world, int here, std::size_t train_examples
                         cli::bytes_text(per_worker) + " each (d = " + std::to_string(d) + ", sketch " +
                         std::to_string(c.rows) + " x " + std::to_string(c.cols) + ", k = " + std::to_string(c.k) + ")",
                     "use fewer --workers or a smaller sketch (--rows, --cols, --compression)");
-}
-
-// ---- the optimizer, chosen at run time -------------------------------------------
-
-/// A composition of aggregation `A` with the rule --update names.
-template <class A, class Transport>
-sketchsgd::any_optimizer<float> composed(const config& c, sketchsgd::communicator<Transport>& comm, std::size_t d,
-                                         const std::vector<sketchsgd::dense_range>& dense,
-                                         const typename A::options_type& a) {
-  using namespace sketchsgd;
-  const auto make = [&]<class Rule>(std::type_identity<Rule>, typename Rule::options_type rule) {
-    return any_optimizer<float>(std::in_place_type<composed_optimizer<A, Rule, Transport>>, comm,
-                                composed_options<A, Rule>{.dimension = d,
-                                                          .aggregation = a,
-                                                          .update = rule,
-                                                          .learning_rate = c.lr,
-                                                          .average = true,
-                                                          .dense = dense,
-                                                          .nonfinite = nonfinite_policy::skip_step});
-  };
-  if (c.update != "sgd") return make(std::type_identity<adam_update<float>>{}, {.lazy = c.update == "adam-lazy"});
-  return make(std::type_identity<sgd_update<float>>{}, {});
-}
-
-template <class Transport>
-sketchsgd::any_optimizer<float> make_optimizer(const config& c, sketchsgd::communicator<Transport>& comm, std::size_t d,
-                                               const std::vector<sketchsgd::dense_range>& biases) {
-  using namespace sketchsgd;
-  const sketch_config sketch{.rows = c.rows, .cols = c.cols, .seed = c.seed * 7919 + 17};
-  const auto topo = c.topology == "root" ? topology::root : topology::allreduce;
-  const auto policy = nonfinite_policy::skip_step;
-  if (c.update != "sgd" || !c.mask) {  // compositions beyond the named optimizers
-    const bool adam = c.update != "sgd";
-    const error_feedback<float> ef{.momentum = adam ? 0.0F : c.momentum, .mask_momentum = c.mask};
-    if (methods::is_dense(c.method)) {
-      return composed<dense_aggregation<float>>(c, comm, d, {}, {.wire = methods::dense_wire(c.method)});
-    }
-    if (c.method == "true-topk")
-      return composed<true_topk_aggregation<float>>(c, comm, d, biases, {.k = c.k, .feedback = ef});
-    if (c.method == "local-topk") {
-      return composed<local_topk_aggregation<float>>(c, comm, d, biases, {.k = c.k, .feedback = ef});
-    }
-    if (c.method == "gtopk") return composed<gtopk_aggregation<float>>(c, comm, d, biases, {.k = c.k, .feedback = ef});
-    if (c.method == "fetchsgd") {
-      return composed<fetch_aggregation<float>>(c, comm, d, biases,
-                                                {.sketch = sketch,
-                                                 .k = c.k,
-                                                 .momentum = adam ? 0.0F : c.momentum,
-                                                 .mask_momentum = c.mask,
-                                                 .learning_rate_in_error = !adam,
-                                                 .topology = topo});
-    }
-    const sketched_aggregation<float>::options_type s{
-        .sketch = sketch, .k = c.k, .candidates_factor = c.candidates, .feedback = ef, .topology = topo};
-    if (c.method == "global-sketch") return composed<global_sketch_aggregation<float>>(c, comm, d, biases, s);
-    return composed<sketched_aggregation<float>>(c, comm, d, biases, s);
-  }
-  return methods::named_optimizer(methods::settings{.method = c.method,
-                                                    .dimension = d,
-                                                    .k = c.k,
-                                                    .sketch = sketch,
-                                                    .candidates_factor = c.candidates,
-                                                    .learning_rate = c.lr,
-                                                    .momentum = c.momentum,
-                                                    .average = true,
-                                                    .topology = topo,
-                                                    .dense = biases,
-                                                    .nonfinite = policy,
-                                                    .slices = c.slices},
-                                  comm);
 }
 
 // ---- training ----------------------------------------------------------------------
@@ -390,7 +315,25 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
   }
   config c = c0;
   fmnist::choose_budget(c, d, dense, c.budget_workers != 0 ? c.budget_workers : world);
-  auto opt = make_optimizer(c, comm, d, biases);
+  const bool adam = c.update != "sgd";  // no local momentum with Adam
+  auto opt = sketchsgd::make_optimizer(
+      comm, sketchsgd::method_options<float>{
+                .method = c.method,
+                .dimension = d,
+                .k = c.k,
+                .sketch = {.rows = c.rows, .cols = c.cols, .seed = c.seed * 7919 + 17},
+                .candidates_factor = c.candidates,
+                .learning_rate = c.lr,
+                .momentum = adam ? 0.0F : c.momentum,
+                .mask_momentum = c.mask,
+                .average = true,
+                .topology = c.topology == "root" ? sketchsgd::topology::root : sketchsgd::topology::allreduce,
+                .dense = sketchsgd::is_dense_method(c.method) ? std::vector<sketchsgd::dense_range>{} : biases,
+                .nonfinite = sketchsgd::nonfinite_policy::skip_step,
+                .slices = c.slices,
+                .update = !adam                ? sketchsgd::update_choice::sgd
+                          : c.update == "adam" ? sketchsgd::update_choice::adam
+                                               : sketchsgd::update_choice::adam_lazy});
 
   // A disjoint shard per worker, from one seeded shuffle of the training set.
   const std::size_t shard = data.train.size() / static_cast<std::size_t>(world);
@@ -418,14 +361,13 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
     }
   }
   if (rank == 0 && !c.quiet) {
-    const bool sketching = c.method == "sketched" || c.method == "fetchsgd" || c.method == "global-sketch";
     std::printf("%s over %s, W = %d, d = %zu (%zu bias coordinates sent dense)", c.method.c_str(), c.transport.c_str(),
                 world, d, dense);
-    if (sketching) {
+    if (sketchsgd::is_sketch_method(c.method)) {
       std::printf(", sketch %llu x %llu", static_cast<unsigned long long>(c.rows),
                   static_cast<unsigned long long>(c.cols));
     }
-    if (!methods::is_dense(c.method)) std::printf(", k = %zu", c.k);
+    if (!sketchsgd::is_dense_method(c.method)) std::printf(", k = %zu", c.k);
     if (c.method == "sketched" || c.method == "global-sketch") std::printf(", P = %zu", c.candidates);
     if (c.global_batch != 0) std::printf(", batch %zu per worker", c.batch);
     std::printf("\n");

@@ -33,7 +33,6 @@
 #include "cli.hpp"
 #include "flat_parameters.hpp"
 #include "idx.hpp"
-#include "methods.hpp"
 #include "ranks.hpp"
 #if defined(TORCH_FMNIST_HAVE_MPI)
 #include <mpi.h>
@@ -161,7 +160,7 @@ config parse(int argc, char** argv) {
   }
   // Options that do not apply are refused rather than ignored.
   const auto& g = c.given;
-  if (methods::is_dense(c.method)) {
+  if (sketchsgd::is_dense_method(c.method)) {
     g.refuse({"--compression", "--rows", "--cols", "--k", "--P", "--cols-per-k"},
              "to --method " + c.method + " (it sends the whole gradient)");
     c.compression = 0;  // nothing to choose; reported as 0
@@ -178,25 +177,6 @@ config parse(int argc, char** argv) {
 #endif
   if (!c.csv.empty()) cli::check_writable("--csv", c.csv);
   return c;
-}
-
-// ---- the optimizer, chosen at run time -------------------------------------------
-
-template <class Transport>
-sketchsgd::any_optimizer<float> make_optimizer(const config& c, sketchsgd::communicator<Transport>& comm, std::size_t d,
-                                               const std::vector<sketchsgd::dense_range>& dense) {
-  return methods::named_optimizer(
-      methods::settings{.method = c.method,
-                        .dimension = d,
-                        .k = c.k,
-                        .sketch = {.rows = c.rows, .cols = c.cols, .seed = c.seed * 7919 + 17},
-                        .candidates_factor = c.candidates,
-                        .learning_rate = c.lr,
-                        .momentum = c.momentum,
-                        .average = true,
-                        .dense = dense,
-                        .nonfinite = sketchsgd::nonfinite_policy::skip_step},
-      comm);
 }
 
 // ---- the model -----------------------------------------------------------------------
@@ -296,7 +276,18 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
   const std::size_t d = flat.size();
   config c = c0;
   fmnist::choose_budget(c, d, flat.dense_count(), world);
-  auto opt = make_optimizer(c, comm, d, flat.dense());
+  auto opt = sketchsgd::make_optimizer(
+      comm, sketchsgd::method_options<float>{
+                .method = c.method,
+                .dimension = d,
+                .k = c.k,
+                .sketch = {.rows = c.rows, .cols = c.cols, .seed = c.seed * 7919 + 17},
+                .candidates_factor = c.candidates,
+                .learning_rate = c.lr,
+                .momentum = c.momentum,
+                .average = true,
+                .dense = sketchsgd::is_dense_method(c.method) ? std::vector<sketchsgd::dense_range>{} : flat.dense(),
+                .nonfinite = sketchsgd::nonfinite_policy::skip_step});
 
   // A disjoint shard per worker, from one seeded shuffle of the training set (as train.cpp).
   const std::size_t shard = data.train.size() / static_cast<std::size_t>(world);
@@ -332,7 +323,7 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
     std::printf("%s over %s, W = %d, LibTorch CNN d = %zu (%zu coordinates sent dense: biases and tensors of <= %lld)",
                 c.method.c_str(), c.transport.c_str(), world, d, flat.dense_count(),
                 static_cast<long long>(c.dense_max));
-    if (!methods::is_dense(c.method)) {
+    if (!sketchsgd::is_dense_method(c.method)) {
       std::printf(", sketch %llu x %llu, k = %zu", static_cast<unsigned long long>(c.rows),
                   static_cast<unsigned long long>(c.cols), c.k);
     }
@@ -448,7 +439,7 @@ void check_run(const config& c0, int world, int here, std::size_t train_examples
   }
   config c = c0;
   fmnist::choose_budget(c, d, dense, world);
-  if (!methods::is_dense(c.method)) {
+  if (!sketchsgd::is_dense_method(c.method)) {
     cli::check_range<std::size_t>("--k", c.k, 1, d - dense,
                                   "k of the " + std::to_string(d - dense) + " coordinates not sent dense");
   }

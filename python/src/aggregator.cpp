@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// sketchsgd._core.Aggregator: a split-phase composed_optimizer (any
-// aggregation, the aggregated gradient as its update) whose rounds Python
+// sketchsgd._core.Aggregator: a split-phase optimizer from the method
+// registry (the aggregated gradient as its update) whose rounds Python
 // carries with its own collectives (torch.distributed). Each round's buffers
 // are NumPy views of the optimizer's own memory: the collective works in
 // place, nothing is copied.
@@ -9,7 +9,6 @@
 #include <optional>
 #include <sstream>
 #include <utility>
-#include <variant>
 
 #include "glue.hpp"
 
@@ -17,31 +16,17 @@ namespace sketchsgd::python {
 
 namespace {
 
-/// Every method's split-phase optimizer, the aggregated gradient as its update.
-template <class... Aggregation>
-using one_of = std::variant<composed_optimizer<Aggregation, aggregated_gradient<float>>...>;
-using any_aggregator = one_of<sketched_aggregation<float>, global_sketch_aggregation<float>, fetch_aggregation<float>,
-                              local_topk_aggregation<float>, true_topk_aggregation<float>, gtopk_aggregation<float>,
-                              dense_aggregation<float>>;
-
-/// What Python holds: the optimizer, the step in progress, and its gradient
-/// (kept alive: the optimizer reads it until the step is done).
+/// What Python holds: the optimizer (split phase), the step in progress, and
+/// its gradient (kept alive: the optimizer reads it until the step is done).
 struct py_aggregator {
-  std::unique_ptr<any_aggregator> impl;
+  py_aggregator(int r, int w, method_options<float> o)
+      : options(std::move(o)), rank(r), world(w), impl(make_optimizer(r, w, options)) {}
+  method_options<float> options;
+  int rank;
+  int world;
+  any_optimizer<float> impl;
   std::optional<round_generator<float>> rounds;
-  aggregator_options options;
-  int rank = 0;
-  int world = 1;
   py::object gradient = py::none();
-
-  /// `f(optimizer)`, whichever method it is.
-  template <class F>
-  decltype(auto) visit(F&& f) const {
-    return std::visit(std::forward<F>(f), *impl);
-  }
-  [[nodiscard]] const model_update<float>& update() const {
-    return visit([](auto& o) -> const model_update<float>& { return o.last_update(); });
-  }
 };
 
 /// A round as Python sees it.
@@ -54,11 +39,12 @@ struct round_view {
   py::object merge = py::none();
   int root = 0;
   std::uint64_t bytes = 0;  // of values/counts, or of this rank's block
+  bool overlap = false;     // may be carried while the step computes, until the next round
 };
 
 round_view make_round(const collective_round<float>& r, const py::object& owner) {
   static const char* const kinds[] = {"sum", "gather", "reduce", "broadcast"};
-  round_view v{.kind = kinds[static_cast<int>(r.kind)], .root = r.root};
+  round_view v{.kind = kinds[static_cast<int>(r.kind)], .root = r.root, .overlap = r.overlap};
   const auto bytes = [&](std::span<std::byte> b) {
     return view(reinterpret_cast<std::uint8_t*>(b.data()), b.size(), owner);
   };
@@ -109,12 +95,13 @@ aggregator's memory; they and merge are valid until the next call of next().)doc
       .def_readonly("merge", &round_view::merge)
       .def_readonly("root", &round_view::root)
       .def_readonly("nbytes", &round_view::bytes)
+      .def_readonly("overlap", &round_view::overlap)
       .def("__repr__",
            [](const round_view& r) { return "Round(" + r.kind + ", " + std::to_string(r.bytes) + " bytes)"; });
 
   py::class_<py_aggregator>(m, "Aggregator", R"doc(
-A distributed aggregator in split phase (composed_optimizer with
-external_collectives and the aggregated gradient as its update): per step,
+A distributed aggregator in split phase (sketchsgd::make_optimizer's, the
+aggregated gradient as its update): per step,
 begin(gradient), then carry every round next() returns until it returns
 None; update() / write_update() then hold the aggregated gradient, identical
 on every rank. Construct with (rank, world, options dict): method (sketched,
@@ -124,17 +111,7 @@ mask_momentum, dense ([(offset, length)]), topology (allreduce, root: the
 sketched methods' parameter server), root, nonfinite (throw, skip,
 unchecked), average, threads.)doc")
       .def(py::init([](int rank, int world, const py::dict& d) {
-             auto p = std::make_unique<py_aggregator>();
-             p->options = parse_options(d);
-             p->rank = rank;
-             p->world = world;
-             p->impl = with_aggregation(p->options.method, [&](auto t) {
-               using A = typename decltype(t)::type;
-               return std::make_unique<any_aggregator>(
-                   std::in_place_type<composed_optimizer<A, aggregated_gradient<float>>>, rank, world,
-                   composed<A>(p->options));
-             });
-             return p;
+             return std::make_unique<py_aggregator>(rank, world, parse_options(d));
            }),
            py::arg("rank"), py::arg("world"), py::arg("options"))
       .def_property_readonly("method", [](const py_aggregator& a) { return a.options.method; })
@@ -148,7 +125,7 @@ unchecked), average, threads.)doc")
             if (gradient.ndim() != 1) throw std::invalid_argument("Aggregator.begin: the gradient must be 1-d");
             const std::span<const float> values(gradient.data(), static_cast<std::size_t>(gradient.size()));
             a.rounds.reset();
-            a.rounds.emplace(a.visit([&](auto& o) { return o.step_rounds(values); }));
+            a.rounds.emplace(a.impl.step_rounds(values));
             a.gradient = gradient;
           },
           py::arg("gradient"),
@@ -186,7 +163,7 @@ unchecked), average, threads.)doc")
             }
             const std::span<float> o(out.mutable_data(), static_cast<std::size_t>(out.size()));
             py::gil_scoped_release release;
-            write_update(a.update(), o);
+            write_update(a.impl.last_update(), o);
           },
           py::arg("out"),
           "Writes the last aggregated gradient into out (d float32 values, array or CPU tensor, in place): zeros "
@@ -195,7 +172,7 @@ unchecked), average, threads.)doc")
       .def(
           "update",
           [](const py_aggregator& a) {
-            const auto& u = a.update();
+            const auto& u = a.impl.last_update();
             py::array_t<std::int64_t> idx(static_cast<py::ssize_t>(u.indices.size()));
             for (std::size_t j = 0; j < u.indices.size(); ++j)
               idx.mutable_data()[j] = static_cast<std::int64_t>(u.indices[j]);
@@ -210,20 +187,20 @@ unchecked), average, threads.)doc")
       .def_property_readonly("fingerprint",
                              [](const py_aggregator& a) {
                                // bits, as a torch int64
-                               return static_cast<std::int64_t>(a.visit([](auto& o) { return o.fingerprint(); }));
+                               return static_cast<std::int64_t>(a.impl.fingerprint());
                              })
       .def(
           "check_fingerprints",
           [](const py_aggregator& a, const std::vector<std::int64_t>& all) {
             std::vector<std::uint64_t> u(all.begin(), all.end());
-            a.visit([&](auto& o) { o.check_fingerprints(u); });
+            a.impl.check_fingerprints(u);
           },
           py::arg("all"), "Raises ConfigMismatchError unless every rank's fingerprint (rank order) equals rank 0's.")
       .def(
           "save",
           [](const py_aggregator& a) {
             std::ostringstream os;
-            a.visit([&](auto& o) { o.save(os); });
+            a.impl.save(os);
             return py::bytes(std::move(os).str());
           },
           "This rank's whole state (error memory, sketches, step count) with a checked header.")
@@ -231,16 +208,13 @@ unchecked), average, threads.)doc")
           "load",
           [](py_aggregator& a, const py::bytes& b) {
             std::istringstream is{std::string(b)};
-            a.visit([&](auto& o) { o.load(is); });
+            a.impl.load(is);
           },
           py::arg("data"),
           "Restores save()'s bytes (same rank, world and configuration; ConfigMismatchError or "
           "SerializationError otherwise, and the state is then unchanged).")
       .def(
-          "stats",
-          [](const py_aggregator& a) {
-            return stats_dict(a.visit([](auto& o) -> const comm_stats& { return o.stats(); }));
-          },
+          "stats", [](const py_aggregator& a) { return stats_dict(a.impl.stats()); },
           "Steps (skipped_steps: those skipped for a non-finite gradient), bytes by sketchsgd's own "
           "collectives' model, and time by phase (local, compress, communicate = carrying the rounds, recover).");
 }

@@ -44,30 +44,34 @@ f32_array f32_view(const py::handle& x, const char* what) {
   return py::reinterpret_borrow<f32_array>(a);
 }
 
-aggregator_options parse_options(const py::dict& d) {
+method_options<float> parse_options(const py::dict& d) {
   static const char* const known[] = {
       "method",    "dimension", "rows",           "cols",          "seed",  "k",        "candidates_factor",
       "momentum",  "nesterov",  "error_feedback", "mask_momentum", "dense", "topology", "root",
-      "nonfinite", "average",   "threads"};
+      "nonfinite", "average",   "threads",        "slices"};
   for (const auto& item : d) {
     const auto key = item.first.cast<std::string>();
     if (std::none_of(std::begin(known), std::end(known), [&](const char* k) { return key == k; })) {
       throw std::invalid_argument("unknown aggregator option '" + key + "'");
     }
   }
-  aggregator_options o;
   if (!d.contains("method")) throw std::invalid_argument("the aggregator options need a 'method'");
-  o.method = d["method"].cast<std::string>();
-  o.dimension = get<std::uint64_t>(d, "dimension", 0);
-  o.rows = get<std::uint64_t>(d, "rows", o.rows);
-  o.cols = get<std::uint64_t>(d, "cols", o.cols);
-  o.seed = get<std::uint64_t>(d, "seed", o.seed);
-  o.k = get<std::size_t>(d, "k", o.k);
-  o.candidates_factor = get<std::size_t>(d, "candidates_factor", o.candidates_factor);
-  o.momentum = get<float>(d, "momentum", o.momentum);
-  o.nesterov = get<bool>(d, "nesterov", o.nesterov);
-  o.error_feedback = get<bool>(d, "error_feedback", o.error_feedback);
-  o.mask_momentum = get<bool>(d, "mask_momentum", o.mask_momentum);
+  method_options<float> o{.method = d["method"].cast<std::string>(),
+                          .dimension = get<std::uint64_t>(d, "dimension", 0),
+                          .k = get<std::size_t>(d, "k", 0),
+                          .sketch = {.rows = get<std::uint64_t>(d, "rows", 1),
+                                     .cols = get<std::uint64_t>(d, "cols", 0),
+                                     .seed = get<std::uint64_t>(d, "seed", 0)},
+                          .candidates_factor = get<std::size_t>(d, "candidates_factor", 0),
+                          .momentum = get<float>(d, "momentum", 0.0F),
+                          .nesterov = get<bool>(d, "nesterov", false),
+                          .error_feedback = get<bool>(d, "error_feedback", true),
+                          .mask_momentum = get<bool>(d, "mask_momentum", true),
+                          .average = get<bool>(d, "average", true),
+                          .root = get<int>(d, "root", 0),
+                          .exec = {get<unsigned>(d, "threads", 1)},
+                          .slices = get<std::size_t>(d, "slices", 1),
+                          .update = update_choice::aggregated_gradient};
   if (d.contains("dense")) {
     for (const auto& r : d["dense"].cast<std::vector<std::pair<std::uint64_t, std::uint64_t>>>()) {
       o.dense.push_back({.offset = r.first, .length = r.second});
@@ -78,10 +82,7 @@ aggregator_options parse_options(const py::dict& d) {
     throw std::invalid_argument("topology must be 'allreduce' or 'root', got '" + shape + "'");
   }
   o.topology = shape == "root" ? topology::root : topology::allreduce;
-  o.root = get<int>(d, "root", o.root);
   if (d.contains("nonfinite")) o.nonfinite = policy_named(d["nonfinite"].cast<std::string>());
-  o.average = get<bool>(d, "average", o.average);
-  o.threads = get<unsigned>(d, "threads", o.threads);
   return o;
 }
 

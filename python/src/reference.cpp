@@ -18,7 +18,7 @@ void bind_reference(py::module_& m) {
       "inproc_steps",
       [](const py::dict& d, int world, const py::object& g) {
         const f32_array gradients = f32_view(g, "inproc_steps");
-        const aggregator_options o = parse_options(d);
+        const method_options<float> o = parse_options(d);
         if (gradients.ndim() != 3 || gradients.shape(1) != world ||
             static_cast<std::uint64_t>(gradients.shape(2)) != o.dimension) {
           throw std::invalid_argument("inproc_steps: gradients must have shape (steps, world, dimension)");
@@ -38,15 +38,12 @@ void bind_reference(py::module_& m) {
               try {
                 auto t = w.transport(r);
                 communicator comm(t);
-                with_aggregation(o.method, [&](auto tag) {
-                  using A = typename decltype(tag)::type;
-                  composed_optimizer<A, aggregated_gradient<float>, inproc_transport> opt(comm, composed<A>(o));
-                  for (std::size_t s = 0; s < steps; ++s) {
-                    const std::size_t at = (s * static_cast<std::size_t>(world) + static_cast<std::size_t>(r)) * dim;
-                    const auto& u = opt.step(std::span<const float>(in + at, dim));
-                    write_update(u, std::span<float>(res + at, dim));
-                  }
-                });
+                any_optimizer<float> opt = make_optimizer(comm, o);
+                for (std::size_t s = 0; s < steps; ++s) {
+                  const std::size_t at = (s * static_cast<std::size_t>(world) + static_cast<std::size_t>(r)) * dim;
+                  const auto& u = opt.step(std::span<const float>(in + at, dim));
+                  write_update(u, std::span<float>(res + at, dim));
+                }
               } catch (...) {
                 errors[static_cast<std::size_t>(r)] = std::current_exception();
               }

@@ -41,6 +41,17 @@ concept distributed_optimizer = sketch_value<typename O::value_type> &&
   o.load(is);
 };
 
+/// An optimizer in split phase: `step_rounds(g)` gives a step's rounds for
+/// the caller to carry, then `last_update()` holds the update (see
+/// `composed_optimizer::step_rounds`).
+template <class O>
+concept split_phase_optimizer = sketch_value<typename O::value_type> &&
+    requires(O& o, const O& co, typename O::gradient_type g) {
+  { o.step_rounds(g) } -> std::same_as<round_generator<typename O::value_type>>;
+  { co.last_update() } -> std::same_as<const model_update<typename O::value_type>&>;
+  { co.stats() } -> std::same_as<const comm_stats&>;
+};
+
 namespace detail {
 
 /// Members named as the optional hooks. A policy's own member of such a name

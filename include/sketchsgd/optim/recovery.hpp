@@ -10,10 +10,12 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <variant>
 
 #include "sketchsgd/hash/seed_mixer.hpp"
 #include "sketchsgd/optim/fingerprint.hpp"
 #include "sketchsgd/sketch/heavy_hitters.hpp"
+#include "sketchsgd/sketch/sparse_update.hpp"
 #include "sketchsgd/sketch/topk.hpp"
 
 namespace sketchsgd {
@@ -103,6 +105,37 @@ struct threshold_recovery {
   void describe(detail::fingerprint& f) const { f.add(std::uint8_t{3}).add(phi); }
   void validate(const char* who) const {
     if (!(phi > 0.0 && phi <= 1.0)) throw std::invalid_argument(std::string(who) + ": threshold phi must be in (0, 1]");
+  }
+  /// @endcond
+};
+
+/// A recovery policy chosen at run time (`method_options::recovery`): it
+/// selects, fingerprints and checks as the policy it holds does, so a
+/// composition with it gives the bits and fingerprint of one with that
+/// policy as its type.
+struct any_recovery {
+  std::variant<top_k_recovery, heavymix_recovery, threshold_recovery> held{};  ///< the policy in force
+
+  /// @cond POLICY_HOOKS
+  // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
+  [[nodiscard]] bool applies_selection() const noexcept {
+    return std::holds_alternative<heavymix_recovery>(held) && std::get<heavymix_recovery>(held).apply_all;
+  }
+  template <class Ops, class Sketch, class Scratch>
+  [[nodiscard]] sparse_update<typename Sketch::value_type> select(const Sketch& s, std::uint64_t d, std::size_t count,
+                                                                  Scratch scratch, typename Ops::context& c,
+                                                                  std::uint64_t step) const {
+    return std::visit(
+        [&](const auto& r) -> sparse_update<typename Sketch::value_type> {
+          return r.template select<Ops>(s, d, count, scratch, c, step);
+        },
+        held);
+  }
+  void describe(detail::fingerprint& f) const {
+    std::visit([&](const auto& r) { r.describe(f); }, held);
+  }
+  void validate(const char* who) const {
+    if (const auto* t = std::get_if<threshold_recovery>(&held)) t->validate(who);
   }
   /// @endcond
 };

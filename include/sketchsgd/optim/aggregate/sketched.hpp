@@ -14,6 +14,7 @@
 #include <ranges>
 #include <span>
 #include <type_traits>
+#include <variant>
 #include <vector>
 
 #include "sketchsgd/collective/collectives.hpp"
@@ -250,13 +251,17 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
       detail::bad_option(c.name, "slices must be in [1, min(cols, sparse coordinates)], got " +
                                      std::to_string(o.slices));
     }
-    if (o.slices > 1 && (!std::is_same_v<Device, cpu_t> || !std::is_same_v<Recovery, top_k_recovery> ||
+    if (o.slices > 1 && (!std::is_same_v<Device, cpu_t> || !selects_top_k(o.recovery) ||
                          o.topology != topology::allreduce || o.overlap_rows)) {
       detail::bad_option(c.name, "slices > 1 needs the CPU, top-k recovery, the allreduce topology and no overlap_rows");
     }
     return o;
   }
 
+  static bool selects_top_k(const Recovery& r) noexcept {
+    if constexpr (std::is_same_v<Recovery, any_recovery>) return std::holds_alternative<top_k_recovery>(r.held);
+    return std::is_same_v<Recovery, top_k_recovery>;
+  }
   /// One sketch of the whole table, or one per slice with the slice's share of the columns.
   static std::vector<sketch_type> sketches(const options_type& o) {
     std::vector<sketch_type> all;
