@@ -643,13 +643,21 @@ def carry_step(aggregator: _core.Aggregator, gradient: Any, group: Optional[dist
     torch.distributed: a sum by all_reduce, a gather by all_gather, a reduce by
     reduce (a merging one, gTop-k's, by sketchsgd's binomial tree of send and
     recv), a broadcast by broadcast. Every method and topology; afterwards
-    ``aggregator.update()`` holds the aggregated gradient, the same on every rank."""
+    ``aggregator.update()`` holds the aggregated gradient, the same on every rank.
+    A sum marked ``overlap`` (a sliced sketch's table) is left in flight while
+    the aggregator computes its next round, and waited for before that round."""
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     peer = (lambda r: r) if group is None else functools.partial(dist.distributed_c10d._get_global_rank, group)
+    in_flight = None
     aggregator.begin(gradient)
     while (r := aggregator.next()) is not None:
+        if in_flight is not None:
+            in_flight.wait()
+            in_flight = None
         if r.kind == "sum":
-            dist.all_reduce(torch.from_numpy(r.values if r.values is not None else r.counts), group=group)
+            work = dist.all_reduce(torch.from_numpy(r.values if r.values is not None else r.counts), group=group,
+                                   async_op=r.overlap)
+            in_flight = work if r.overlap else None
         elif r.kind == "gather":
             out = torch.from_numpy(r.gathered)
             dist.all_gather([out[i * r.nbytes:(i + 1) * r.nbytes] for i in range(world)], torch.from_numpy(r.block),

@@ -295,7 +295,7 @@ def test_state_dict_round_trip_continues_bit_identically(method):
 # -- carry_step: every round kind over gloo, gTop-k and the root topologies included -----------------------------
 
 CARRIED = [("sketched", {"topology": "root", "root": 1}), ("fetchsgd", {"topology": "root"}), ("gtopk", {}),
-           ("local-topk", {}), ("sketched", {})]
+           ("local-topk", {}), ("sketched", {}), ("sketched", {"slices": 3}), ("global-sketch", {"slices": 3})]
 
 
 def _carried(rank, world, configs, grads):
@@ -318,13 +318,25 @@ def test_carry_step_carries_every_round_kind_bit_identically(world):
     grads = np.random.default_rng(SEED + 5).integers(-8, 9, (steps, world, d)).astype(np.float32)
     configs = [dict({"method": method, "dimension": d, "seed": 9, "k": 30, "average": False, "dense": [(0, 30)],
                      "nonfinite": "skip"}, **({"rows": 3, "cols": 500, "candidates_factor": 2}
-                                              if method in ("sketched", "fetchsgd") else {}), **extra)
+                                              if method in ("sketched", "fetchsgd", "global-sketch") else {}), **extra)
                for method, extra in CARRIED]
     results = run_world(_carried, world, configs, grads)
     for i, o in enumerate(configs):
         expected = sketchsgd.inproc_steps(o, world, grads)
         for r in range(world):
             assert np.array_equal(results[r][i], expected[:, r]), f"{CARRIED[i]} W={world} rank {r}"
+
+
+def test_sliced_tables_are_marked_overlap_but_the_last():
+    """A sliced sketch's tables may be in flight while the next is sketched
+    (carry_step leaves them so); the round after the last one reads them."""
+    agg = sketchsgd.Aggregator(0, 1, {"method": "sketched", "dimension": 3000, "k": 30, "rows": 1, "cols": 600,
+                                      "candidates_factor": 2, "slices": 3, "nonfinite": "unchecked"})
+    agg.begin(np.ones(3000, np.float32))
+    flags = []
+    while (r := agg.next()) is not None:
+        flags.append(r.overlap)
+    assert flags == [True, True, False, False]  # three tables, then the candidates' exact sum
 
 
 def test_the_hook_refuses_gtopk_by_name():
