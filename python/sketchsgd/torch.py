@@ -20,12 +20,15 @@ group's own ``allreduce``/``allgather`` futures, on the aggregator's memory
 in place. The result written back into the bucket is the aggregated
 gradient, averaged over the ranks, identical on every rank.
 """
+import atexit
 import collections
 import functools
 import json
 import logging
 import threading
+import time
 import warnings
+import weakref
 from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 
 import numpy as np
@@ -35,7 +38,7 @@ import torch.distributed as dist
 from . import _core
 from .budget import BudgetError, Traffic, choose_sizes, gloo_allgather, gloo_allreduce
 
-__all__ = ["SketchState", "sketch_hook", "METHODS"]
+__all__ = ["SketchState", "sketch_hook", "METHODS", "pending_callbacks", "wait_for_callbacks"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +105,60 @@ def _offsets(signature: Tuple) -> Dict[int, Tuple[int, int]]:
 
 def _raise(error: BaseException) -> Generator:
     raise error
+
+
+# -- the callbacks gloo's threads run, and the interpreter's exit ------------------------------------------------
+#
+# Each round's continuation runs as a callback on one of gloo's worker threads
+# (threads Python did not create). Once it completes the bucket's future,
+# DDP's backward returns on the main thread, which may then reach the
+# interpreter's finalization while that gloo thread still has to take the
+# GIL twice: to return from ``set_result``/``set_exception`` (torch releases
+# the GIL while it marks a future complete) and when torch drops the callback
+# (it takes the GIL to decref it). A thread that asks for the GIL once
+# finalization has begun is ended with pthread_exit, whose unwinding through
+# torch's noexcept frames calls std::terminate ("terminate called without an
+# active exception": SIGABRT). It happened at the end of a run as after an
+# error (then the main thread has little left to do before it exits).
+#
+# _CALLBACKS holds a weak reference to every callback handed to a future and
+# not yet dropped; each one removes itself (set.discard: a C call, no Python
+# code runs after it on that thread) when torch drops the callback, which is
+# the last time that thread takes the GIL for it. An atexit function (atexit
+# runs before finalization begins) waits until the set is empty.
+_CALLBACKS: set = set()
+_EXIT_WAIT_S = 60.0
+
+
+def _on_done(future: torch.futures.Future, callback: Callable[[torch.futures.Future], None]) -> None:
+    """``future.add_done_callback(callback)``, with the callback tracked until
+    torch drops it (add_done_callback, unlike ``then``, makes no child future,
+    whose value would be one more Python object released after the fact)."""
+    _CALLBACKS.add(weakref.ref(callback, _CALLBACKS.discard))
+    future.add_done_callback(callback)
+
+
+def pending_callbacks() -> int:
+    """How many of the hook's callbacks gloo's threads have yet to run, or to let go of."""
+    return len(_CALLBACKS)
+
+
+def wait_for_callbacks(timeout: float = _EXIT_WAIT_S) -> bool:
+    """Waits (releasing the GIL) until gloo's threads have run and dropped every
+    callback of the hook; False if ``timeout`` seconds passed first. Runs at
+    exit (atexit), so that no gloo thread needs the GIL once the interpreter
+    finalizes."""
+    deadline = time.monotonic() + timeout
+    while _CALLBACKS:
+        if time.monotonic() >= deadline:
+            logger.warning("sketchsgd.torch: %d hook callbacks still pending after %.0f s "
+                           "(a collective that never completed?)", len(_CALLBACKS), timeout)
+            return False
+        time.sleep(0.0005)
+    return True
+
+
+atexit.register(wait_for_callbacks)
 
 
 def _mix(seed: int, index: int) -> int:
@@ -512,7 +569,7 @@ class SketchState:
             steps.close()
             self._finish(result, last, error=e)
             return
-        fut.then(lambda f: self._advance(steps, result, last, f))
+        _on_done(fut, lambda f: self._advance(steps, result, last, f))
 
     def _launch(self, op: tuple) -> torch.futures.Future:
         world, rank = self.world_size, self.rank
