@@ -469,7 +469,22 @@ class SketchState:
             job = self._job(buffer, index, signature, compressed)
         except Exception as e:  # noqa: BLE001 - through the future, like the jobs' own errors (see _finish)
             job = functools.partial(_raise, e)
-        return self._submit(job, last)
+        future = self._submit(job, last)
+        if last:
+            # Every bucket of the step is in the queue; wait (the GIL released)
+            # until the last one's collectives are done. Nothing is lost: the
+            # gradients are all computed, and DDP would wait for the futures
+            # next. What is gained: DDP's own collectives after the last
+            # bucket (find_unused_parameters' and static_graph's
+            # local-used-map allreduce, the next forward's broadcasts) are
+            # issued by this thread after every collective of the hook's, in
+            # the same order on every rank. Issued while the hook's rounds
+            # still went out from gloo's threads, they took another place in
+            # the group's sequence on each rank.
+            with self._idle:
+                while self._busy:
+                    self._idle.wait()
+        return future
 
     def _check_optimizer_momentum(self) -> None:
         """Warns if a torch.optim.SGD with momentum optimizes the parameters
