@@ -51,8 +51,8 @@ import torch.distributed as dist
 from . import _core
 from .budget import BudgetError, Traffic, choose_sizes, gloo_allgather, gloo_allreduce
 
-__all__ = ["SketchState", "sketch_hook", "attach", "MomentumWarning", "METHODS", "pending_callbacks",
-           "wait_for_callbacks"]
+__all__ = ["SketchState", "sketch_hook", "attach", "MomentumWarning", "METHODS", "save_checkpoint",
+           "load_checkpoint", "pending_callbacks", "wait_for_callbacks"]
 
 logger = logging.getLogger(__name__)
 
@@ -981,3 +981,99 @@ def attach(ddp_model: torch.nn.parallel.DistributedDataParallel, optimizer: torc
         g["momentum"], g["nesterov"], g["weight_decay"] = 0.0, False, 0.0
     optimizer.defaults.update(momentum=0.0, nesterov=False, weight_decay=0.0)  # for groups added later
     return state
+
+
+# -- checkpoints of every rank -----------------------------------------------------------------------------------
+#
+# One file per rank, in a folder every rank can write: rank<r>-of-<W>.iter<N>.pt holds that rank's model,
+# optimizer and hook state after N optimizer steps (the hook's iteration). Each rank keeps its two newest
+# files, so a rank killed while saving leaves the one before; loading takes the newest step that every rank
+# has (agreed by one allgather), so the ranks always restart from the same step.
+
+_CHECKPOINT_FORMAT = "sketchsgd.torch checkpoint"
+
+
+def _checkpoint_files(folder: str) -> Dict[Tuple[int, int], Dict[int, str]]:
+    """(world, rank) -> {iteration: path} of the checkpoint files in ``folder``."""
+    import os
+    import re
+    out: Dict[Tuple[int, int], Dict[int, str]] = collections.defaultdict(dict)
+    if not os.path.isdir(folder):
+        return out
+    for name in os.listdir(folder):
+        m = re.fullmatch(r"rank(\d+)-of-(\d+)\.iter(\d+)\.pt", name)
+        if m:
+            out[(int(m.group(2)), int(m.group(1)))][int(m.group(3))] = os.path.join(folder, name)
+    return out
+
+
+def save_checkpoint(folder: str, ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: SketchState, extra: Any = None) -> str:
+    """Saves this rank's model, optimizer and hook state (and ``extra``, say a
+    data loader's position) into ``folder`` as ``rank<r>-of-<W>.iter<N>.pt``;
+    call it on every rank between steps. The file is written under another
+    name and renamed, and the rank's older files but the newest one are
+    removed after: a rank killed meanwhile leaves a complete file. Returns the path."""
+    import os
+    rank, world = state.rank, state.world_size
+    blob = {"format": _CHECKPOINT_FORMAT, "version": 1, "world": world, "rank": rank, "iter": state.iter,
+            "hook": state.state_dict(),  # first: raises if a step is in progress
+            "model": getattr(ddp_model, "module", ddp_model).state_dict(), "optimizer": optimizer.state_dict(),
+            "extra": extra}
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"rank{rank}-of-{world}.iter{state.iter}.pt")
+    partial = path + ".partial"
+    with open(partial, "wb") as f:
+        torch.save(blob, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+    mine = _checkpoint_files(folder).get((world, rank), {})
+    for it in sorted(mine)[:-2]:  # keep the two newest: the other ranks may not have reached this one
+        os.remove(mine[it])
+    return path
+
+
+def load_checkpoint(folder: str, ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: SketchState) -> Optional[Dict[str, Any]]:
+    """Restores what ``save_checkpoint`` saved, on every rank (a collective:
+    call it on all ranks, after ``attach`` or ``register_comm_hook`` and
+    before the first step): the newest step every rank has a file of. The
+    job then continues bit-identically. Returns ``{"iter": N, "extra": ...}``,
+    or None when no rank has a checkpoint (a fresh start).
+
+    Raises ValueError on every rank when the files were written by another
+    world size (restarting at another size is elastic training, which the
+    hook's per-rank state does not support), and RuntimeError when the
+    ranks have no step in common or a file is not this rank's."""
+    rank, world = state.rank, state.world_size
+    files = _checkpoint_files(folder)
+    mine = files.get((world, rank), {})
+    other_worlds = sorted({w for w, _ in files if w != world})
+    newest = sorted(mine)[-2:]
+    # One allgather: each rank's two newest steps (-1: none) and whether files of another world exist.
+    row = torch.tensor([len(other_worlds)] + [-1] * (2 - len(newest)) + newest, dtype=torch.int64)
+    everyone = [torch.empty(3, dtype=torch.int64) for _ in range(world)]
+    dist.all_gather(everyone, row, group=state.process_group)
+    rows = [t.tolist() for t in everyone]
+    if all(r[1] == r[2] == -1 for r in rows):
+        if any(r[0] for r in rows):
+            raise ValueError(f"sketchsgd.torch.load_checkpoint: the checkpoint in {folder} was written by a job of "
+                             f"{' or '.join(map(str, other_worlds)) or 'another number of'} ranks; this job has "
+                             f"{world}. The hook's state is per rank: restart at the same world size (restarting "
+                             "at another size is elastic training, not supported)")
+        return None
+    common = set.intersection(*({i for i in r[1:] if i >= 0} for r in rows))
+    if not common:
+        raise RuntimeError(f"sketchsgd.torch.load_checkpoint: the ranks have no step in common in {folder} "
+                           f"(each rank's newest two: {[r[1:] for r in rows]}); restart from scratch or restore "
+                           "the files")
+    step = max(common)
+    blob = torch.load(mine[step], map_location="cpu")
+    if blob.get("format") != _CHECKPOINT_FORMAT or blob.get("rank") != rank or blob.get("world") != world:
+        raise RuntimeError(f"sketchsgd.torch.load_checkpoint: {mine[step]} is not rank {rank} of {world}'s "
+                           "checkpoint")
+    getattr(ddp_model, "module", ddp_model).load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    state.load_state_dict(blob["hook"])
+    return {"iter": blob["iter"], "extra": blob["extra"]}
