@@ -16,10 +16,18 @@ from test_hook import batch, flat_params, mlp, run_world, small_buckets, train
 LR = 0.05
 
 
-def _attach_or_manual(rank, world, method, sgd, hook_options):
-    """The same job twice in one group: attach(SGD with ``sgd``), then the
+SGD_CASES = {"momentum": {"momentum": 0.9}, "nesterov": {"momentum": 0.9, "nesterov": True},
+             "decay": {"momentum": 0.9, "weight_decay": 1e-3}}
+
+
+def _attach_or_manual(rank, world, method, hook_options):
+    """Each SGD case twice in one group: attach(SGD with it), then the
     documented manual path (the hook given momentum, nesterov, weight decay;
     plain SGD)."""
+    return {name: _one_case(rank, method, sgd, hook_options) for name, sgd in SGD_CASES.items()}
+
+
+def _one_case(rank, method, sgd, hook_options):
     out = {}
     ddp = small_buckets(mlp(), 0.001)
     opt = torch.optim.SGD(ddp.parameters(), lr=LR, **sgd)
@@ -42,20 +50,23 @@ def _attach_or_manual(rank, world, method, sgd, hook_options):
 
 
 @pytest.mark.parametrize("method", ["sketched", "fetchsgd"])
-@pytest.mark.parametrize("sgd", [{"momentum": 0.9}, {"momentum": 0.9, "nesterov": True},
-                                 {"momentum": 0.9, "weight_decay": 1e-3}], ids=["momentum", "nesterov", "decay"])
-def test_attach_equals_the_manual_path_bit_for_bit(method, sgd):
+def test_attach_equals_the_manual_path_bit_for_bit(method):
     options = dict(compression=10.0, seed=3, start_iter=4)
-    out = run_world(_attach_or_manual, 2, method, sgd, options)
-    for r, o in enumerate(out):
-        assert np.array_equal(o["attached"], o["manual"]), f"rank {r}: attach differs from the manual path"
-        assert np.array_equal(o["attached"], out[0]["attached"]), f"rank {r} differs from rank 0"
-        assert all(g["momentum"] == 0.0 and not g["nesterov"] and g["weight_decay"] == 0.0 and g["lr"] == LR
-                   for g in o["groups"]), o["groups"]
-        assert o["hook"] == {"momentum": 0.9, "nesterov": sgd.get("nesterov", False),
-                             "weight_decay": sgd.get("weight_decay", 0.0)}, o["hook"]
-        assert o["iterations"] == 14
-    assert not np.array_equal(out[0]["attached"], flat_params(mlp())), "nothing was trained"
+    ranks = run_world(_attach_or_manual, 2, method, options)
+    for name, sgd in SGD_CASES.items():
+        out = [r[name] for r in ranks]
+        for r, o in enumerate(out):
+            assert np.array_equal(o["attached"], o["manual"]), f"{name}, rank {r}: attach differs from the manual path"
+            assert np.array_equal(o["attached"], out[0]["attached"]), f"{name}: rank {r} differs from rank 0"
+            assert all(g["momentum"] == 0.0 and not g["nesterov"] and g["weight_decay"] == 0.0 and g["lr"] == LR
+                       for g in o["groups"]), o["groups"]
+            assert o["hook"] == {"momentum": 0.9, "nesterov": sgd.get("nesterov", False),
+                                 "weight_decay": sgd.get("weight_decay", 0.0)}, o["hook"]
+            assert o["iterations"] == 14
+        assert not np.array_equal(out[0]["attached"], flat_params(mlp())), f"{name}: nothing was trained"
+    # The cases differ from each other: what attach moves is used.
+    assert not np.array_equal(ranks[0]["momentum"]["attached"], ranks[0]["nesterov"]["attached"])
+    assert not np.array_equal(ranks[0]["momentum"]["attached"], ranks[0]["decay"]["attached"])
 
 
 def _groups(model):
@@ -165,7 +176,14 @@ def test_attach_refuses_what_it_cannot_take_and_changes_nothing():
 
 # -- the manual path's trap: momentum left in the optimizer ----------------------------------------------------
 
-def _warned(rank, world, case):
+WARN_CASES = ["powersgd-style", "twice", "documented", "attach"]
+
+
+def _warned(rank, world):
+    return {case: _warned_case(rank, case) for case in WARN_CASES}
+
+
+def _warned_case(rank, case):
     ddp = small_buckets(mlp(), 0.001)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -182,9 +200,8 @@ def _warned(rank, world, case):
     return [str(w.message) for w in caught if issubclass(w.category, st.MomentumWarning)]
 
 
-@pytest.mark.parametrize("case", ["powersgd-style", "twice", "documented", "attach"])
-def test_momentum_left_in_the_optimizer_warns(case):
-    for messages in run_world(_warned, 2, case):
+def test_momentum_left_in_the_optimizer_warns():
+    for case, messages in ((case, r[case]) for r in run_world(_warned, 2) for case in WARN_CASES):
         if case in ("documented", "attach"):
             assert messages == [], messages
         else:

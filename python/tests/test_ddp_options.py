@@ -63,10 +63,13 @@ def _accumulate(rank, world, method, accumulate):
     return {"params": flat_params(model), "iters": seen, **counts(state)}
 
 
+def _accumulate_both(rank, world, method):
+    return _accumulate(rank, world, method, True), _accumulate(rank, world, method, False)
+
+
 @pytest.mark.parametrize("method", ["sketched", "fetchsgd"])
 def test_no_sync_accumulation_counts_optimizer_steps(method):
-    acc = run_world(_accumulate, 2, method, True)
-    one = run_world(_accumulate, 2, method, False)
+    acc, one = zip(*run_world(_accumulate_both, 2, method))
     for r in range(2):
         assert np.array_equal(acc[r]["params"], acc[0]["params"]), f"rank {r} differs"
         # Accumulated micro-batches are the one big batch, to the bit.
@@ -96,11 +99,21 @@ def _with_option(rank, world, method, option):
     return {"params": flat_params(ddp.module), "iters": iters, **counts(state)}
 
 
+OPTIONS = ["gradient_as_bucket_view", "static_graph"]
+
+
+def _each_option(rank, world, method):
+    return {option: _with_option(rank, world, method, option) for option in [None] + OPTIONS}
+
+
 @pytest.mark.parametrize("method", ["sketched", "fetchsgd"])
-@pytest.mark.parametrize("option", ["gradient_as_bucket_view", "static_graph"])
-def test_option_gives_the_run_without_it(option, method):
-    with_it = run_world(_with_option, 2, method, option)
-    without = run_world(_with_option, 2, method, None)
+def test_options_give_the_run_without_them(method):
+    ranks = run_world(_each_option, 2, method)
+    for option in OPTIONS:
+        _check_option(option, [r[option] for r in ranks], [r[None] for r in ranks])
+
+
+def _check_option(option, with_it, without):
     for r in range(2):
         assert np.array_equal(with_it[r]["params"], with_it[0]["params"]), f"rank {r} differs ({option})"
         assert np.array_equal(with_it[r]["params"], without[r]["params"]), f"rank {r}: {option} changed the result"
