@@ -23,7 +23,6 @@ import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from sketchsgd.local import run_local

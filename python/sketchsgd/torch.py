@@ -495,7 +495,7 @@ class SketchState:
         when = ("compression starts now" if self.iter == self.start_iter and self.iter > 0 else
                 f"compression starts at iteration {self.start_iter}")
         if self.momentum == 0.0:
-            why = (f"momentum applied after compression, as PowerSGD's users apply it, is not momentum "
+            why = ("momentum applied after compression, as PowerSGD's users apply it, is not momentum "
                    "correction: the error memory gets no momentum and the update lags (issue 27 measured "
                    "16 points lost for Sketched-SGD at 10x, and FetchSGD diverging)")
         else:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import sketchsgd.torch as st
-from test_hook import batch, flat_params, mlp, run_world, small_buckets, train
+from test_hook import flat_params, mlp, run_world, small_buckets, train
 
 LR = 0.05
 
