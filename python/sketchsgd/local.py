@@ -5,6 +5,7 @@ import datetime
 import multiprocessing
 import os
 import queue
+import signal
 import socket
 import traceback
 from typing import Any, Callable, List
@@ -53,6 +54,7 @@ def run_local(fn: Callable[..., Any], world: int, *args: Any, timeout: float = 1
     for p in procs:
         p.start()
     got = {}
+    killed = []
     try:
         for _ in range(world):
             rank, error, out = results.get(timeout=timeout)
@@ -60,12 +62,26 @@ def run_local(fn: Callable[..., Any], world: int, *args: Any, timeout: float = 1
     except queue.Empty:
         pass
     finally:
-        for p in procs:
+        for r, p in enumerate(procs):
             p.join(timeout=10)
             if p.is_alive():
                 p.kill()
+                p.join()
+                killed.append(r)
     missing = [r for r in range(world) if r not in got]
     errors = {r: e for r, (e, _) in got.items() if e is not None}
-    if missing or errors:
-        raise LocalRunError(f"ranks {missing} gave no result within {timeout} s; errors: {errors}")
+    # A rank that gave its result and then died by a signal (say SIGABRT on
+    # the way out) is a failure too, not a pass.
+    signalled = {r: _signal_name(-p.exitcode) for r, p in enumerate(procs)
+                 if r not in killed and p.exitcode is not None and p.exitcode < 0}
+    if missing or errors or signalled:
+        raise LocalRunError(f"ranks {missing} gave no result within {timeout} s; errors: {errors}"
+                            + (f"; died by a signal: {signalled}" if signalled else ""))
     return [got[r][1] for r in range(world)]
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

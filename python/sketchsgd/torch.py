@@ -3,9 +3,21 @@
 sketchsgd's aggregators (Count Sketches and the top-k baselines).
 
     import sketchsgd.torch
-    state = sketchsgd.torch.SketchState(process_group=None, method="sketched",
-                                        compression=10.0, seed=42)
+    optimizer = torch.optim.SGD(ddp_model.parameters(), lr=0.05, momentum=0.9)
+    state = sketchsgd.torch.attach(ddp_model, optimizer, method="sketched",
+                                   compression=10.0, seed=42)
+
+``attach`` moves the optimizer's momentum, Nesterov and weight decay into
+the hook (momentum must act before compression, on the error memory) and
+leaves the optimizer plain SGD. The manual path is
+
+    state = sketchsgd.torch.SketchState(None, method="sketched", compression=10.0,
+                                        seed=42, momentum=0.9)
     ddp_model.register_comm_hook(state, sketchsgd.torch.sketch_hook)
+    optimizer = torch.optim.SGD(ddp_model.parameters(), lr=0.05)  # no momentum here
+
+and momentum left in ``torch.optim.SGD`` there (as PowerSGD's users do) is
+a trap: the hook warns (MomentumWarning) when it finds it.
 
 Conventions follow PowerSGD's hook (torch.distributed.algorithms.
 ddp_comm_hooks.powerSGD_hook): plain allreduce for the first ``start_iter``
@@ -20,12 +32,16 @@ group's own ``allreduce``/``allgather`` futures, on the aggregator's memory
 in place. The result written back into the bucket is the aggregated
 gradient, averaged over the ranks, identical on every rank.
 """
+import atexit
 import collections
 import functools
+import gc
 import json
 import logging
 import threading
+import time
 import warnings
+import weakref
 from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 
 import numpy as np
@@ -35,7 +51,8 @@ import torch.distributed as dist
 from . import _core
 from .budget import BudgetError, Traffic, choose_sizes, gloo_allgather, gloo_allreduce
 
-__all__ = ["SketchState", "sketch_hook", "carry_step", "METHODS"]
+__all__ = ["SketchState", "sketch_hook", "carry_step", "attach", "MomentumWarning", "METHODS", "save_checkpoint",
+           "load_checkpoint", "pending_callbacks", "wait_for_callbacks"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +62,10 @@ METHODS = ("sketched", "global-sketch", "fetchsgd", "local-topk", "true-topk", "
 _NONFINITE = {"throw": "throw", "throw_error": "throw", "skip": "skip", "skip_step": "skip",
               "unchecked": "unchecked"}
 _CONFIG_BLOCK = 4096  # bytes of the configuration every rank exchanges once (a fixed size)
+
+
+class MomentumWarning(UserWarning):
+    """torch.optim.SGD has momentum on parameters the hook compresses (see ``attach``)."""
 
 
 class _Counters:
@@ -104,9 +125,107 @@ def _raise(error: BaseException) -> Generator:
     raise error
 
 
+# -- the callbacks gloo's threads run, and the interpreter's exit ------------------------------------------------
+#
+# Each round's continuation runs as a callback on one of gloo's worker threads
+# (threads Python did not create). Once it completes the bucket's future,
+# DDP's backward returns on the main thread, which may then reach the
+# interpreter's finalization while that gloo thread still has to take the
+# GIL twice: to return from ``set_result``/``set_exception`` (torch releases
+# the GIL while it marks a future complete) and when torch drops the callback
+# (it takes the GIL to decref it). A thread that asks for the GIL once
+# finalization has begun is ended with pthread_exit, whose unwinding through
+# torch's noexcept frames calls std::terminate ("terminate called without an
+# active exception": SIGABRT). It happened at the end of a run as after an
+# error (then the main thread has little left to do before it exits).
+#
+# _CALLBACKS holds a weak reference to every callback handed to a future and
+# not yet dropped; each one removes itself (set.discard: a C call, no Python
+# code runs after it on that thread) when torch drops the callback, which is
+# the last time that thread takes the GIL for it. An atexit function (atexit
+# runs before finalization begins) waits until the set is empty.
+_CALLBACKS: set = set()
+_EXIT_WAIT_S = 60.0
+
+
+def _on_done(future: torch.futures.Future, callback: Callable[[torch.futures.Future], None]) -> None:
+    """``future.add_done_callback(callback)``, with the callback tracked until
+    torch drops it (add_done_callback, unlike ``then``, makes no child future,
+    whose value would be one more Python object released after the fact)."""
+    _CALLBACKS.add(weakref.ref(callback, _CALLBACKS.discard))
+    future.add_done_callback(callback)
+
+
+def pending_callbacks() -> int:
+    """How many of the hook's callbacks gloo's threads have yet to run, or to let go of."""
+    return len(_CALLBACKS)
+
+
+def wait_for_callbacks(timeout: float = _EXIT_WAIT_S) -> bool:
+    """Waits (releasing the GIL) until gloo's threads have run and dropped every
+    callback of the hook; False if ``timeout`` seconds passed first. Runs at
+    exit (atexit), so that no gloo thread needs the GIL once the interpreter
+    finalizes."""
+    deadline = time.monotonic() + timeout
+    while _CALLBACKS:
+        if time.monotonic() >= deadline:
+            logger.warning("sketchsgd.torch: %d hook callbacks still pending after %.0f s "
+                           "(a collective that never completed?)", len(_CALLBACKS), timeout)
+            return False
+        time.sleep(0.0005)
+    return True
+
+
+atexit.register(wait_for_callbacks)
+
+
 def _mix(seed: int, index: int) -> int:
     """A per-bucket sketch seed (64 bits), the same on every rank."""
     return (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9 + 1) & 0xFFFFFFFFFFFFFFFF
+
+
+def _parse_decay(weight_decay: Any) -> Tuple[Any, Optional[Dict[int, float]], list]:
+    """SketchState's weight_decay: (what config() shows, id(parameter) -> decay
+    or None for one decay everywhere, the parameters to keep alive)."""
+    if isinstance(weight_decay, (int, float)):
+        if not float(weight_decay) >= 0.0:
+            raise ValueError(f"weight_decay must be non-negative, got {weight_decay}")
+        return float(weight_decay), None, []
+    by_id: Dict[int, float] = {}
+    params: list = []
+    counts: Dict[float, int] = collections.Counter()
+    try:
+        pairs = [(float(decay), list(group)) for decay, group in weight_decay]
+    except (TypeError, ValueError) as e:
+        raise TypeError("weight_decay is a float or a list of (decay, parameters) pairs; "
+                        f"got {type(weight_decay).__name__}") from e
+    for decay, group in pairs:
+        if not decay >= 0.0:
+            raise ValueError(f"weight_decay must be non-negative, got {decay}")
+        for p in group:
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"weight_decay: a group holds a {type(p).__name__}, not a parameter")
+            if id(p) in by_id:
+                raise ValueError("weight_decay: a parameter appears in two groups")
+            by_id[id(p)] = decay
+            params.append(p)
+            counts[decay] += 1
+    # What ranks compare (and checkpoints keep): each decay with its number of parameters.
+    return sorted(counts.items()), by_id, params
+
+
+def _sgd_momentum(params: List[torch.Tensor]) -> float:
+    """The momentum of a torch.optim.SGD that optimizes any of ``params`` (0.0 if
+    none is found). The hook does not see the optimizer; this looks through
+    the interpreter's objects, twice a run (at the first step and when
+    compression starts)."""
+    ids = {id(p) for p in params}
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.optim.SGD):
+            for group in obj.param_groups:
+                if group.get("momentum", 0.0) and any(id(p) in ids for p in group["params"]):
+                    return float(group["momentum"])
+    return 0.0
 
 
 class SketchState:
@@ -133,10 +252,17 @@ class SketchState:
         cols_per_k: columns per selected coordinate under ``compression`` (19).
         momentum: momentum correction: local momentum before compression (in
             sketch space for FetchSGD, rho), masked where updates are applied;
-            run plain SGD (no momentum) with it. Warm-up steps apply the same
-            momentum to the averaged gradient, so the user's optimizer stays
-            plain SGD throughout.
+            run plain SGD (no momentum) with it. Warm-up steps (and the
+            "dense" method, and buckets sent by plain allreduce) apply the
+            same momentum to the averaged gradient as torch.optim.SGD does,
+            so the user's optimizer stays plain SGD throughout.
         nesterov: Nesterov's form of that momentum.
+        weight_decay: L2 decay added to the gradient before the momentum, as
+            torch.optim.SGD adds it (``grad + weight_decay * param``): a float
+            for every parameter, or a list of ``(decay, parameters)`` pairs
+            (parameters in none get 0). Compressed buckets add it to each
+            rank's gradient before compression; warm-up, "dense" and plain
+            allreduce buckets to the averaged gradient.
         error_feedback: keep what compression left out and send it later.
         mask_momentum: zero the momentum, not only the error, where applied.
         dense_vectors: send gradients of 1-d and 0-d parameters (biases, norms)
@@ -160,7 +286,8 @@ class SketchState:
                  compression: Optional[float] = 10.0, seed: int = 42, start_iter: int = 10, *,
                  rows: Optional[int] = None, cols: Optional[int] = None, k: Optional[int] = None,
                  candidates_factor: Optional[int] = None, cols_per_k: float = 19.0, momentum: float = 0.0,
-                 nesterov: bool = False, error_feedback: bool = True, mask_momentum: bool = True,
+                 nesterov: bool = False, weight_decay: Any = 0.0, error_feedback: bool = True,
+                 mask_momentum: bool = True,
                  dense_vectors: bool = True, nonfinite: str = "throw", threads: Optional[int] = None) -> None:
         if method not in METHODS:
             hint = (" (gTop-k's merge tree is point-to-point, and gloo's send/recv give no futures to chain in "
@@ -177,6 +304,11 @@ class SketchState:
             raise ValueError("without compression, give k (and cols for the sketch methods)")
         if compression is not None and not compression > 0:
             raise ValueError(f"compression must be positive, got {compression}")
+        if not 0.0 <= float(momentum) < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if nesterov and float(momentum) == 0.0:
+            raise ValueError("nesterov needs a momentum")
+        decay_config, decay_by_id, decay_params = _parse_decay(weight_decay)
         self.process_group = process_group
         self.method = method
         self.compression_target = None if compression is None else float(compression)
@@ -189,6 +321,11 @@ class SketchState:
         self.cols_per_k = float(cols_per_k)
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
+        #: The weight decay as given: a float, or [(decay, parameters), ...].
+        self.weight_decay = weight_decay if decay_by_id is not None else float(weight_decay)
+        self._decay_config = decay_config
+        self._decay_by_id = decay_by_id  # id(parameter) -> decay; None: self.weight_decay for every one
+        self._decay_params = decay_params  # keeps those ids valid
         self.error_feedback = bool(error_feedback)
         self.mask_momentum = bool(mask_momentum)
         self.dense_vectors = bool(dense_vectors)
@@ -198,9 +335,15 @@ class SketchState:
         self.iter = 0
         self._plans: Dict[int, _Plan] = {}
         self._positions: Dict[int, int] = {}  # id(parameter) -> its position (see _signature)
+        self._params: Dict[int, torch.Tensor] = {}  # position -> the parameter
+        # The momentum the hook applies itself (warm-up, "dense", plain
+        # allreduce buckets): one buffer per parameter position, like
+        # torch.optim.SGD's, so it survives DDP's bucket rebuild.
         self._warm_momentum: Dict[int, torch.Tensor] = {}
+        self._momentum_checked: set = set()
         self._agreed = False
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when the last job of a step is done
         self._queue: collections.deque = collections.deque()
         self._busy = False
         self._held: List[Tuple[torch.futures.Future, BaseException]] = []  # failed jobs' futures, see _finish
@@ -227,7 +370,8 @@ class SketchState:
         return {"method": self.method, "compression": self.compression_target, "seed": self.seed,
                 "start_iter": self.start_iter, "rows": self.rows, "cols": self.cols, "k": self.k,
                 "candidates_factor": self.candidates_factor, "cols_per_k": self.cols_per_k,
-                "momentum": self.momentum, "nesterov": self.nesterov, "error_feedback": self.error_feedback,
+                "momentum": self.momentum, "nesterov": self.nesterov, "weight_decay": self._decay_config,
+                "error_feedback": self.error_feedback,
                 "mask_momentum": self.mask_momentum, "dense_vectors": self.dense_vectors,
                 "nonfinite": self.nonfinite, "version": 1}
 
@@ -317,6 +461,9 @@ class SketchState:
             self._refs_iter = self.iter
         signature = self._signature(bucket)  # also in warm-up: numbers the parameters in the model's order
         compressed = self.iter >= self.start_iter
+        if self.iter in (0, self.start_iter) and self.iter not in self._momentum_checked:
+            self._momentum_checked.add(self.iter)
+            self._check_optimizer_momentum()
         last = bucket.is_last()
         if last:
             self.iter += 1
@@ -324,13 +471,48 @@ class SketchState:
             job = self._job(buffer, index, signature, compressed)
         except Exception as e:  # noqa: BLE001 - through the future, like the jobs' own errors (see _finish)
             job = functools.partial(_raise, e)
-        return self._submit(job, last)
+        future = self._submit(job, last)
+        if last:
+            # Every bucket of the step is in the queue; wait (the GIL released)
+            # until the last one's collectives are done. Nothing is lost: the
+            # gradients are all computed, and DDP would wait for the futures
+            # next. What is gained: DDP's own collectives after the last
+            # bucket (find_unused_parameters' and static_graph's
+            # local-used-map allreduce, the next forward's broadcasts) are
+            # issued by this thread after every collective of the hook's, in
+            # the same order on every rank. Issued while the hook's rounds
+            # still went out from gloo's threads, they took another place in
+            # the group's sequence on each rank.
+            with self._idle:
+                while self._busy:
+                    self._idle.wait()
+        return future
+
+    def _check_optimizer_momentum(self) -> None:
+        """Warns if a torch.optim.SGD with momentum optimizes the parameters
+        this hook has seen (at the first step, and when compression starts)."""
+        found = _sgd_momentum(list(self._params.values()))
+        if found == 0.0 or self.method == "dense" and self.momentum == 0.0:
+            return
+        when = ("compression starts now" if self.iter == self.start_iter and self.iter > 0 else
+                f"compression starts at iteration {self.start_iter}")
+        if self.momentum == 0.0:
+            why = ("momentum applied after compression, as PowerSGD's users apply it, is not momentum "
+                   "correction: the error memory gets no momentum and the update lags (issue 27 measured "
+                   "16 points lost for Sketched-SGD at 10x, and FetchSGD diverging)")
+        else:
+            why = f"the hook has momentum {self.momentum} too, so momentum is applied twice"
+        self._warn(("momentum", self.iter),
+                   f"sketchsgd.torch: torch.optim.SGD has momentum {found} on the parameters this hook "
+                   f"compresses ({when}); {why}. Use sketchsgd.torch.attach(ddp_model, optimizer, ...), which "
+                   f"moves the optimizer's momentum into the hook, or give the hook momentum={found} and the "
+                   "optimizer momentum=0.", category=MomentumWarning)
 
     def _job(self, buffer: torch.Tensor, index: int, signature: Tuple,
              compressed: bool) -> Callable[[], Generator]:
         """What to do with this bucket this iteration (building its plan the first time)."""
         if not compressed:
-            return lambda: self._allreduce_job(buffer, index, self._warmup)
+            return lambda: self._allreduce_job(buffer, signature, self._warmup)
         plan = self._plans.get(index)
         if plan is None:
             if buffer.dtype != torch.float32 or buffer.device.type != "cpu":
@@ -347,9 +529,9 @@ class SketchState:
                 return lambda: self._split_job(buffer, signature, parts)
             self._warn(("layout", index), f"sketch_hook: bucket {index}'s layout differs from the one its state "
                                           "was built for (DDP rebuilt its buckets?); plain allreduce this step")
-            return lambda: self._allreduce_job(buffer, index, self._warmup)
+            return lambda: self._allreduce_job(buffer, signature, self._warmup)
         if plan.aggregator is None:
-            return lambda: self._allreduce_job(buffer, index, self._compressed, dense_equivalent=True)
+            return lambda: self._allreduce_job(buffer, signature, self._compressed, dense_equivalent=True)
         return lambda: self._compressed_job(buffer, plan)
 
     def _signature(self, bucket: dist.GradBucket) -> Tuple[Tuple[int, int, int], ...]:
@@ -357,8 +539,12 @@ class SketchState:
         order. Positions number the parameters in the order the hook first
         sees them: DDP's first iteration has one bucket of all parameters in
         the model's order, so a resumed job numbers them as the saved one did."""
-        return tuple((self._positions.setdefault(id(p), len(self._positions)), int(g.numel()), int(g.dim()))
-                     for p, g in zip(bucket.parameters(), bucket.gradients()))
+        out = []
+        for p, g in zip(bucket.parameters(), bucket.gradients()):
+            position = self._positions.setdefault(id(p), len(self._positions))
+            self._params[position] = p
+            out.append((position, int(g.numel()), int(g.dim())))
+        return tuple(out)
 
     def _covering(self, signature: Tuple) -> Optional[List[_Plan]]:
         """The plans whose parameters make up this bucket exactly (None if there are none such)."""
@@ -377,7 +563,7 @@ class SketchState:
             slices = [buffer[where[p][0]:where[p][0] + n] for p, n, _ in plan.signature]
             piece = torch.cat(slices)
             if plan.aggregator is None:
-                yield from self._allreduce_job(piece, plan.index, self._compressed, dense_equivalent=True)
+                yield from self._allreduce_job(piece, plan.signature, self._compressed, dense_equivalent=True)
             else:
                 yield from self._compressed_job(piece, plan)
             at = 0
@@ -386,14 +572,50 @@ class SketchState:
                 at += s.numel()
         return buffer
 
-    def _warn(self, key, message: str) -> None:
+    def _warn(self, key, message: str, category=RuntimeWarning) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, RuntimeWarning, stacklevel=4)
+            warnings.warn(message, category, stacklevel=4)
 
-    def _allreduce_job(self, buffer: torch.Tensor, index: int, counters: _Counters,
+    def _decay_of(self, position: int) -> float:
+        if self._decay_by_id is None:
+            return self.weight_decay
+        return self._decay_by_id.get(id(self._params[position]), 0.0)
+
+    def _add_decay(self, buffer: torch.Tensor, signature: Tuple) -> None:
+        """buffer += weight_decay * parameters, as torch.optim.SGD adds it."""
+        if self._decay_config == 0.0:
+            return
+        at = 0
+        for position, n, _ in signature:
+            decay = self._decay_of(position)
+            if decay != 0.0:
+                buffer[at:at + n].add_(self._params[position].detach().reshape(-1), alpha=decay)
+            at += n
+
+    def _add_momentum(self, buffer: torch.Tensor, signature: Tuple) -> None:
+        """The hook's own momentum on an averaged gradient, per parameter, as
+        torch.optim.SGD applies it (buffer = gradient the first time)."""
+        if self.momentum == 0.0:
+            return
+        at = 0
+        for position, n, _ in signature:
+            g = buffer[at:at + n]
+            at += n
+            m = self._warm_momentum.get(position)
+            if m is None or m.numel() != n:  # torch.optim.SGD's first step: the buffer is the gradient
+                m = self._warm_momentum[position] = g.clone()
+            else:
+                m.mul_(self.momentum).add_(g)
+            if self.nesterov:
+                g.add_(m, alpha=self.momentum)
+            else:
+                g.copy_(m)
+
+    def _allreduce_job(self, buffer: torch.Tensor, signature: Tuple, counters: _Counters,
                        dense_equivalent: bool = False) -> Generator:
-        """Plain allreduce (DDP's default: divide by W, then sum), with the warm-up momentum if any."""
+        """Plain allreduce (DDP's default: divide by W, then sum), then the
+        hook's weight decay and momentum if any."""
         buffer.div_(self.world_size)
         yield ("allreduce", buffer, counters)
         if dense_equivalent:
@@ -401,15 +623,8 @@ class SketchState:
                 self._dense_equivalent += gloo_allreduce(buffer.numel() * buffer.element_size(),
                                                          buffer.element_size(), self.world_size,
                                                          self.rank).bytes_sent
-        if self.momentum != 0.0:
-            m = self._warm_momentum.get(index)
-            if m is None or m.numel() != buffer.numel():
-                m = self._warm_momentum[index] = torch.zeros_like(buffer)
-            m.mul_(self.momentum).add_(buffer)
-            if self.nesterov:
-                buffer.add_(m, alpha=self.momentum)
-            else:
-                buffer.copy_(m)
+        self._add_decay(buffer, signature)
+        self._add_momentum(buffer, signature)
         return buffer
 
     def _compressed_job(self, buffer: torch.Tensor, plan: _Plan) -> Generator:
@@ -422,6 +637,9 @@ class SketchState:
             agg.check_fingerprints([int(t.item()) for t in everyone])
             plan.verified = True
         gradient = buffer.numpy()  # the bucket itself: no copy
+        dense = self.method == "dense"
+        if not dense:
+            self._add_decay(buffer, plan.signature)  # before compression: the momentum inside takes it in
         agg.begin(gradient)
         while True:
             r = agg.next()
@@ -438,10 +656,14 @@ class SketchState:
                 yield ("allgather", [gathered[i * n:(i + 1) * n] for i in range(world)], torch.from_numpy(r.block),
                        self._compressed)
         agg.write_update(gradient)
+        skipped = agg.update()["skipped"]
+        if dense and not skipped:  # the dense aggregation keeps no momentum: the hook's, as in warm-up
+            self._add_decay(buffer, plan.signature)
+            self._add_momentum(buffer, plan.signature)
         with self._lock:
             self._dense_equivalent += gloo_allreduce(4 * buffer.numel(), 4, world, self.rank).bytes_sent
             self._compressed_steps += 1
-            if agg.update()["skipped"]:
+            if skipped:
                 self._skipped += 1
         return buffer
 
@@ -462,6 +684,7 @@ class SketchState:
         with self._lock:
             if not self._queue:
                 self._busy = False
+                self._idle.notify_all()
                 return
             job, result, last = self._queue.popleft()
         try:
@@ -499,7 +722,10 @@ class SketchState:
                 future.set_result(v)
             else:
                 future.set_exception(e)
-        if not idle:
+        if idle:
+            with self._idle:
+                self._idle.notify_all()
+        else:
             self._start_next()
 
     def _advance(self, steps: Generator, result: torch.futures.Future, last: bool,
@@ -516,7 +742,7 @@ class SketchState:
             steps.close()
             self._finish(result, last, error=e)
             return
-        fut.then(lambda f: self._advance(steps, result, last, f))
+        _on_done(fut, lambda f: self._advance(steps, result, last, f))
 
     def _launch(self, op: tuple) -> torch.futures.Future:
         world, rank = self.world_size, self.rank
@@ -584,7 +810,7 @@ class SketchState:
             if self._busy:
                 raise RuntimeError("SketchState.state_dict: a step is in progress")
         return {
-            "version": 1,
+            "version": 2,
             "config": self.config(),
             "world": self.world_size,
             "rank": self.rank,
@@ -592,6 +818,7 @@ class SketchState:
             "buckets": {i: {"signature": [list(s) for s in p.signature], "options": p.options, "reason": p.reason,
                             "aggregator": None if p.aggregator is None else p.aggregator.save()}
                         for i, p in self._plans.items()},
+            # version 2: keyed by parameter position (version 1: by bucket index)
             "warmup_momentum": {i: m.clone() for i, m in self._warm_momentum.items()},
             "traffic": {"setup": self._setup.as_dict(), "warmup": self._warmup.as_dict(),
                         "compressed": self._compressed.as_dict(), "dense_equivalent": self._dense_equivalent,
@@ -604,18 +831,33 @@ class SketchState:
         bit-identically. Raises ValueError for another configuration and
         sketchsgd.ConfigMismatchError for another rank or world (nothing is
         changed then)."""
-        if state.get("version") != 1:
-            raise ValueError(f"SketchState.load_state_dict: unknown version {state.get('version')!r}")
+        version = state.get("version")
+        if version not in (1, 2):
+            raise ValueError(f"SketchState.load_state_dict: unknown version {version!r}")
         mine = self.config()
-        if state["config"] != mine:
-            diffs = ", ".join(f"{key}: saved {state['config'].get(key)!r}, here {mine.get(key)!r}"
-                              for key in sorted(set(mine) | set(state["config"]))
-                              if mine.get(key) != state["config"].get(key))
+        saved = dict({"weight_decay": 0.0}, **state["config"])  # saved before weight_decay existed: none
+        if saved != mine:
+            diffs = ", ".join(f"{key}: saved {saved.get(key)!r}, here {mine.get(key)!r}"
+                              for key in sorted(set(mine) | set(saved)) if mine.get(key) != saved.get(key))
             raise ValueError(f"SketchState.load_state_dict: another configuration ({diffs})")
         if state["world"] != self.world_size or state["rank"] != self.rank:
             raise _core.ConfigMismatchError(
                 f"SketchState.load_state_dict: saved by rank {state['rank']} of {state['world']}, "
                 f"loading on rank {self.rank} of {self.world_size}")
+        warm = {int(i): m for i, m in state["warmup_momentum"].items()}
+        if version == 1 and warm:  # per bucket then: split by the saved buckets' layouts
+            by_position = {}
+            for i, m in warm.items():
+                b = state["buckets"].get(i, state["buckets"].get(str(i)))
+                if b is None or sum(n for _, n, _ in b["signature"]) != m.numel():
+                    raise ValueError("SketchState.load_state_dict: a version 1 checkpoint taken during warm-up "
+                                     "(its momentum is kept per bucket, and the buckets are unknown); "
+                                     "take it again after start_iter, or restart the warm-up")
+                at = 0
+                for position, n, _ in b["signature"]:
+                    by_position[int(position)] = m[at:at + n]
+                    at += n
+            warm = by_position
         plans: Dict[int, _Plan] = {}
         for i, b in state["buckets"].items():
             plan = _Plan(int(i), tuple(tuple(s) for s in b["signature"]), b["options"], b["reason"])
@@ -625,7 +867,7 @@ class SketchState:
                 plan.aggregator.load(b["aggregator"])
             plans[int(i)] = plan
         self._plans = plans
-        self._warm_momentum = {int(i): m.clone() for i, m in state["warmup_momentum"].items()}
+        self._warm_momentum = {i: m.clone() for i, m in warm.items()}
         self.iter = int(state["iter"])
         t = state["traffic"]
         self._setup.load(t["setup"])
@@ -686,3 +928,197 @@ def sketch_hook(state: SketchState, bucket: dist.GradBucket) -> torch.futures.Fu
     the process group's futures, and the bucket comes back holding the
     aggregated gradient (averaged over ranks), identical on every rank."""
     return state.hook(bucket)
+
+
+_ADAM_LIKE = tuple(getattr(torch.optim, name) for name in ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SparseAdam")
+                   if hasattr(torch.optim, name))
+
+
+def attach(ddp_model: torch.nn.parallel.DistributedDataParallel, optimizer: torch.optim.Optimizer,
+           method: str = "sketched", **hook_options: Any) -> SketchState:
+    """Registers the sketch hook on ``ddp_model`` and moves ``optimizer``'s
+    momentum, Nesterov and weight decay into it; returns the hook's state.
+
+    The optimizer must be a ``torch.optim.SGD`` over ``ddp_model``'s
+    parameters, not yet stepped with momentum, whose param groups share one
+    momentum and one Nesterov setting (learning rates may differ, and so may
+    weight decays: each group's is applied to its parameters), with
+    ``dampening=0`` and ``maximize=False``. Its groups are then left with
+    ``momentum=0``, ``nesterov=False``, ``weight_decay=0``: plain SGD, whose
+    learning rate (and any scheduler of it) still applies. The result is
+    the documented manual path, bit for bit::
+
+        state = SketchState(process_group, method, momentum=m, nesterov=n, weight_decay=wd, **hook_options)
+        ddp_model.register_comm_hook(state, sketch_hook)  # and SGD without momentum or decay
+
+    Why: the hook's error feedback needs momentum before compression
+    (momentum correction); momentum left in the optimizer acts after it, on
+    the sparse update, as PowerSGD's users keep it: issue 27 measured
+    Sketched-SGD 16 points below allreduce at 10x that way, and FetchSGD
+    diverging.
+
+    Raises TypeError (not a DDP model, not SGD: Adam's moments cannot move
+    into the hook), ValueError (what this SGD has that the hook cannot take,
+    or momentum/nesterov/weight_decay among ``hook_options``: they come
+    from the optimizer) or RuntimeError (a hook already registered); the
+    model and the optimizer are then unchanged. ``hook_options`` are
+    SketchState's (process_group, compression, seed, start_iter, ...).
+    """
+    if not isinstance(ddp_model, torch.nn.parallel.DistributedDataParallel):
+        raise TypeError("sketchsgd.torch.attach: ddp_model must be a torch.nn.parallel.DistributedDataParallel, "
+                        f"got {type(ddp_model).__name__}")
+    given = sorted(key for key in ("momentum", "nesterov", "weight_decay") if key in hook_options)
+    if given:
+        raise ValueError(f"sketchsgd.torch.attach: {', '.join(given)} come from the optimizer (set them in "
+                         "torch.optim.SGD); to set them yourself, use SketchState and register_comm_hook")
+    if getattr(ddp_model, "_sketchsgd_state", None) is not None:
+        raise RuntimeError("sketchsgd.torch.attach: this DDP model already has the sketch hook; a model takes a "
+                           "communication hook once")
+    name = type(optimizer).__name__
+    if isinstance(optimizer, _ADAM_LIKE):
+        raise TypeError(f"sketchsgd.torch.attach: {name}'s first and second moments cannot move into the hook "
+                        "(its momentum acts before compression, on the error memory; per-coordinate second "
+                        "moments have no such place). Use torch.optim.SGD, whose momentum attach moves into the "
+                        f"hook, or keep {name} after compression: register the hook yourself with "
+                        "SketchState(..., momentum=0.0) and ddp_model.register_comm_hook")
+    if not isinstance(optimizer, torch.optim.SGD):
+        raise TypeError(f"sketchsgd.torch.attach takes torch.optim.SGD (its momentum, Nesterov and weight decay "
+                        f"move into the hook), not {name}; to keep {name} after compression, register the hook "
+                        "yourself with SketchState(..., momentum=0.0) and ddp_model.register_comm_hook")
+    groups = optimizer.param_groups
+    momenta = sorted({float(g["momentum"]) for g in groups})
+    if len(momenta) > 1:
+        raise ValueError(f"sketchsgd.torch.attach: the optimizer's param groups differ in momentum ({momenta}); "
+                         "the hook keeps one momentum: give every group the same")
+    momentum = momenta[0] if momenta else 0.0
+    nesterovs = {bool(g["nesterov"]) for g in groups}
+    if len(nesterovs) > 1:
+        raise ValueError("sketchsgd.torch.attach: the optimizer's param groups differ in nesterov; the hook "
+                         "keeps one momentum: give every group the same")
+    nesterov = nesterovs.pop() if nesterovs else False
+    for i, g in enumerate(groups):
+        if g.get("maximize", False):
+            raise ValueError(f"sketchsgd.torch.attach: param group {i} has maximize=True, which the hook does "
+                             "not take (negate the loss instead)")
+        if momentum != 0.0 and float(g.get("dampening", 0.0)) != 0.0:
+            raise ValueError(f"sketchsgd.torch.attach: param group {i} has dampening {g['dampening']}; the "
+                             "hook's momentum has none: use dampening=0")
+    own = {id(p) for p in ddp_model.parameters()}
+    outside = sum(1 for g in groups for p in g["params"] if id(p) not in own)
+    if outside:
+        raise ValueError(f"sketchsgd.torch.attach: the optimizer holds {outside} parameters that are not "
+                         "ddp_model's; the hook sees only the model's gradients")
+    if momentum != 0.0 and any(optimizer.state.get(p, {}).get("momentum_buffer") is not None
+                               for g in groups for p in g["params"]):
+        raise ValueError("sketchsgd.torch.attach: the optimizer already stepped with momentum (it holds momentum "
+                         "buffers, which the hook cannot take over); attach first, before the first step")
+    decays = {float(g["weight_decay"]) for g in groups}
+    in_optimizer = {id(p) for g in groups for p in g["params"]}
+    if len(decays) <= 1 and (decays == {0.0} or not decays or in_optimizer == own):
+        weight_decay: Any = decays.pop() if decays else 0.0
+    else:
+        weight_decay = [(float(g["weight_decay"]), list(g["params"])) for g in groups]
+    state = SketchState(method=method, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                        **hook_options)
+    ddp_model.register_comm_hook(state, sketch_hook)  # raises (changing nothing) if DDP has a hook already
+    ddp_model._sketchsgd_state = state
+    for g in groups:
+        g["momentum"], g["nesterov"], g["weight_decay"] = 0.0, False, 0.0
+    optimizer.defaults.update(momentum=0.0, nesterov=False, weight_decay=0.0)  # for groups added later
+    return state
+
+
+# -- checkpoints of every rank -----------------------------------------------------------------------------------
+#
+# One file per rank, in a folder every rank can write: rank<r>-of-<W>.iter<N>.pt holds that rank's model,
+# optimizer and hook state after N optimizer steps (the hook's iteration). Each rank keeps its two newest
+# files, so a rank killed while saving leaves the one before; loading takes the newest step that every rank
+# has (agreed by one allgather), so the ranks always restart from the same step.
+
+_CHECKPOINT_FORMAT = "sketchsgd.torch checkpoint"
+
+
+def _checkpoint_files(folder: str) -> Dict[Tuple[int, int], Dict[int, str]]:
+    """(world, rank) -> {iteration: path} of the checkpoint files in ``folder``."""
+    import os
+    import re
+    out: Dict[Tuple[int, int], Dict[int, str]] = collections.defaultdict(dict)
+    if not os.path.isdir(folder):
+        return out
+    for name in os.listdir(folder):
+        m = re.fullmatch(r"rank(\d+)-of-(\d+)\.iter(\d+)\.pt", name)
+        if m:
+            out[(int(m.group(2)), int(m.group(1)))][int(m.group(3))] = os.path.join(folder, name)
+    return out
+
+
+def save_checkpoint(folder: str, ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: SketchState, extra: Any = None) -> str:
+    """Saves this rank's model, optimizer and hook state (and ``extra``, say a
+    data loader's position) into ``folder`` as ``rank<r>-of-<W>.iter<N>.pt``;
+    call it on every rank between steps. The file is written under another
+    name and renamed, and the rank's older files but the newest one are
+    removed after: a rank killed meanwhile leaves a complete file. Returns the path."""
+    import os
+    rank, world = state.rank, state.world_size
+    blob = {"format": _CHECKPOINT_FORMAT, "version": 1, "world": world, "rank": rank, "iter": state.iter,
+            "hook": state.state_dict(),  # first: raises if a step is in progress
+            "model": getattr(ddp_model, "module", ddp_model).state_dict(), "optimizer": optimizer.state_dict(),
+            "extra": extra}
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"rank{rank}-of-{world}.iter{state.iter}.pt")
+    partial = path + ".partial"
+    with open(partial, "wb") as f:
+        torch.save(blob, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+    mine = _checkpoint_files(folder).get((world, rank), {})
+    for it in sorted(mine)[:-2]:  # keep the two newest: the other ranks may not have reached this one
+        os.remove(mine[it])
+    return path
+
+
+def load_checkpoint(folder: str, ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: SketchState) -> Optional[Dict[str, Any]]:
+    """Restores what ``save_checkpoint`` saved, on every rank (a collective:
+    call it on all ranks, after ``attach`` or ``register_comm_hook`` and
+    before the first step): the newest step every rank has a file of. The
+    job then continues bit-identically. Returns ``{"iter": N, "extra": ...}``,
+    or None when no rank has a checkpoint (a fresh start).
+
+    Raises ValueError on every rank when the files were written by another
+    world size (restarting at another size is elastic training, which the
+    hook's per-rank state does not support), and RuntimeError when the
+    ranks have no step in common or a file is not this rank's."""
+    rank, world = state.rank, state.world_size
+    files = _checkpoint_files(folder)
+    mine = files.get((world, rank), {})
+    other_worlds = sorted({w for w, _ in files if w != world})
+    newest = sorted(mine)[-2:]
+    # One allgather: each rank's two newest steps (-1: none) and whether files of another world exist.
+    row = torch.tensor([len(other_worlds)] + [-1] * (2 - len(newest)) + newest, dtype=torch.int64)
+    everyone = [torch.empty(3, dtype=torch.int64) for _ in range(world)]
+    dist.all_gather(everyone, row, group=state.process_group)
+    rows = [t.tolist() for t in everyone]
+    if all(r[1] == r[2] == -1 for r in rows):
+        if any(r[0] for r in rows):
+            raise ValueError(f"sketchsgd.torch.load_checkpoint: the checkpoint in {folder} was written by a job of "
+                             f"{' or '.join(map(str, other_worlds)) or 'another number of'} ranks; this job has "
+                             f"{world}. The hook's state is per rank: restart at the same world size (restarting "
+                             "at another size is elastic training, not supported)")
+        return None
+    common = set.intersection(*({i for i in r[1:] if i >= 0} for r in rows))
+    if not common:
+        raise RuntimeError(f"sketchsgd.torch.load_checkpoint: the ranks have no step in common in {folder} "
+                           f"(each rank's newest two: {[r[1:] for r in rows]}); restart from scratch or restore "
+                           "the files")
+    step = max(common)
+    blob = torch.load(mine[step], map_location="cpu")
+    if blob.get("format") != _CHECKPOINT_FORMAT or blob.get("rank") != rank or blob.get("world") != world:
+        raise RuntimeError(f"sketchsgd.torch.load_checkpoint: {mine[step]} is not rank {rank} of {world}'s "
+                           "checkpoint")
+    getattr(ddp_model, "module", ddp_model).load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    state.load_state_dict(blob["hook"])
+    return {"iter": blob["iter"], "extra": blob["extra"]}

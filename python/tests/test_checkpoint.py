@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Checkpoints of every rank (sketchsgd.torch.save_checkpoint and
+load_checkpoint): a job under torch.distributed.run --max-restarts 1 whose
+rank 1 is killed (SIGKILL) mid-run restarts from the files and ends
+bit-identical to the uninterrupted job; the ranks restart from a step they
+all have; a restart at another world size is refused on every rank."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+import sketchsgd.torch as st
+from sketchsgd.local import free_port
+from test_hook import flat_params, mlp, run_world, small_buckets, train
+
+STEPS = 12
+EVERY = 2
+KILL_AT = 7  # rank 1 dies before this step's backward, on the first attempt (one checkpoint step behind)
+
+WORKER = r"""
+import os, signal, sys
+import numpy as np, torch, torch.distributed as dist
+sys.path.insert(0, os.environ["TESTS"])
+import sketchsgd.torch as st
+from test_hook import batch, flat_params, mlp, small_buckets
+from torch import nn
+folder, out, steps, every, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+ddp = small_buckets(mlp(), 0.001)
+opt = torch.optim.SGD(ddp.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+state = st.attach(ddp, opt, method="fetchsgd", compression=10.0, seed=5, start_iter=3)
+resumed = st.load_checkpoint(folder, ddp, opt, state)
+first = 0 if resumed is None else resumed["extra"]["next_step"]
+attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+print(f"rank {rank} attempt {attempt} starts at step {first}", file=sys.stderr, flush=True)
+for it in range(first, steps):
+    x, y = batch(rank, it)
+    loss = nn.functional.cross_entropy(ddp(x), y)
+    opt.zero_grad()
+    if it == kill_at and rank == 1 and attempt == 0:
+        print(f"rank 1 attempt 0 kills itself at step {it}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    loss.backward()
+    opt.step()
+    if (it + 1) % every == 0:
+        st.save_checkpoint(folder, ddp, opt, state, extra={"next_step": it + 1})
+np.save(f"{out}.rank{rank}.npy", flat_params(ddp.module))
+dist.destroy_process_group()
+"""
+
+TESTS = str(pathlib.Path(__file__).resolve().parent)
+
+
+def _env(**more):
+    return dict(os.environ, TESTS=TESTS, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [TESTS] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]), **more)
+
+
+def _uninterrupted(tmp: pathlib.Path):
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp / "plain"), str(tmp / "plain"), str(STEPS),
+                               str(EVERY), "-1"],
+                              env=_env(RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-3000:]
+    return [np.load(tmp / f"plain.rank{r}.npy") for r in range(2)]
+
+
+def test_a_rank_killed_mid_run_restarts_bit_identically(tmp_path):
+    expected = _uninterrupted(tmp_path)
+    assert np.array_equal(expected[0], expected[1])
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--redirects", "1", "--tee", "1", "--nproc_per_node", "2",
+         "--max_restarts", "1", "--monitor_interval", "1", "--master_port", str(free_port()), str(worker),
+         str(tmp_path / "ckpt"), str(tmp_path / "killed"), str(STEPS), str(EVERY), str(KILL_AT)],
+        capture_output=True, text=True, timeout=240, env=_env())
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-4000:]
+    # The first attempt died (rank 1 by SIGKILL; torch.distributed.run reports whichever rank it saw fail
+    # first, rank 0's lost connection or rank 1's signal), the second resumed from the last step both ranks
+    # had saved.
+    assert f"rank 1 attempt 0 kills itself at step {KILL_AT}" in log, log[-4000:]
+    assert log.count("attempt 0 starts at step 0") == 2 and log.count("attempt 1 starts at step 6") == 2, log[-4000:]
+    assert "attempt 2" not in log, log[-4000:]
+    for r in range(2):
+        assert np.array_equal(np.load(tmp_path / f"killed.rank{r}.npy"), expected[r]), f"rank {r} differs"
+    # Each rank keeps its two newest files.
+    names = sorted(os.listdir(tmp_path / "ckpt"))
+    assert names == [f"rank{r}-of-2.iter{i}.pt" for r in range(2) for i in (10, 12)], names
+
+
+def _steps_and_sizes(rank, world, folder, phase):
+    ddp = small_buckets(mlp(), 0.001)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05, momentum=0.9)
+    state = st.attach(ddp, opt, method="sketched", compression=10.0, seed=3, start_iter=2)
+    if phase == "save":
+        for it in range(4):
+            train(ddp, opt, 1, rank, first=it)
+            st.save_checkpoint(folder, ddp, opt, state, extra={"next_step": it + 1})
+        if rank == 1:  # as if rank 1 died while writing step 4: ranks 0 and 1 have 3 in common
+            os.remove(os.path.join(folder, "rank1-of-2.iter4.pt"))
+        return None
+    try:
+        got = st.load_checkpoint(folder, ddp, opt, state)
+        return {"iter": state.iter, "next_step": got["extra"]["next_step"], "params": flat_params(ddp.module)}
+    except (ValueError, RuntimeError) as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def test_ranks_restart_from_a_common_step_and_another_world_size_is_refused(tmp_path):
+    folder = str(tmp_path / "ckpt")
+    run_world(_steps_and_sizes, 2, folder, "save")
+    loaded = run_world(_steps_and_sizes, 2, folder, "load")
+    assert [o["iter"] for o in loaded] == [3, 3] and [o["next_step"] for o in loaded] == [3, 3], loaded
+    assert np.array_equal(loaded[0]["params"], loaded[1]["params"])
+    for world in (1, 3):
+        for message in run_world(_steps_and_sizes, world, folder, "load"):
+            assert message.startswith("ValueError") and f"written by a job of 2 ranks; this job has {world}" in message
+    # No checkpoint at all: a fresh start, on every rank.
+    fresh = run_world(_fresh, 2, str(tmp_path / "empty"))
+    assert fresh == [None, None]
+
+
+def _fresh(rank, world, folder):
+    ddp = small_buckets(mlp(), 0.001)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    return st.load_checkpoint(folder, ddp, opt, st.attach(ddp, opt, start_iter=2))
