@@ -275,6 +275,10 @@ class SketchState:
             "unchecked" (no check round).
         threads: CPU threads of the aggregator's compute (default:
             torch.get_num_threads()); results do not depend on it.
+        slices: sketched and global-sketch: one sketch per slice of a
+            bucket's coordinates, each slice's table allreduced while the next
+            is sketched (``sketched_sgd_options::slices``: the same bytes, an
+            estimator per slice; 1, the default: one sketch).
 
     The state reports what this rank sent: ``stats()`` (bytes as gloo sends
     them: payload, and with TCP's preambles), ``compression()`` (a plain
@@ -288,7 +292,8 @@ class SketchState:
                  candidates_factor: Optional[int] = None, cols_per_k: float = 19.0, momentum: float = 0.0,
                  nesterov: bool = False, weight_decay: Any = 0.0, error_feedback: bool = True,
                  mask_momentum: bool = True,
-                 dense_vectors: bool = True, nonfinite: str = "throw", threads: Optional[int] = None) -> None:
+                 dense_vectors: bool = True, nonfinite: str = "throw", threads: Optional[int] = None,
+                 slices: int = 1) -> None:
         if method not in METHODS:
             hint = (" (gTop-k's merge tree is point-to-point, and gloo's send/recv give no futures to chain in "
                     "torch 1.13: carry its rounds with sketchsgd.torch.carry_step)" if method == "gtopk" else "")
@@ -304,6 +309,10 @@ class SketchState:
             raise ValueError("without compression, give k (and cols for the sketch methods)")
         if compression is not None and not compression > 0:
             raise ValueError(f"compression must be positive, got {compression}")
+        if int(slices) != slices or slices < 1:
+            raise ValueError(f"slices must be a positive integer, got {slices}")
+        if slices > 1 and method not in ("sketched", "global-sketch"):
+            raise ValueError(f"slices apply to sketched and global-sketch, not {method!r}")
         if not 0.0 <= float(momentum) < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if nesterov and float(momentum) == 0.0:
@@ -331,6 +340,7 @@ class SketchState:
         self.dense_vectors = bool(dense_vectors)
         self.nonfinite = _NONFINITE[nonfinite]
         self.threads = int(threads) if threads is not None else max(1, torch.get_num_threads())
+        self.slices = int(slices)
         #: Iterations seen (the last bucket of an iteration increments it), as PowerSGD's ``iter``.
         self.iter = 0
         self._plans: Dict[int, _Plan] = {}
@@ -373,7 +383,7 @@ class SketchState:
                 "momentum": self.momentum, "nesterov": self.nesterov, "weight_decay": self._decay_config,
                 "error_feedback": self.error_feedback,
                 "mask_momentum": self.mask_momentum, "dense_vectors": self.dense_vectors,
-                "nonfinite": self.nonfinite, "version": 1}
+                "nonfinite": self.nonfinite, "version": 1, **({"slices": self.slices} if self.slices != 1 else {})}
 
     @property
     def world_size(self) -> int:
@@ -440,6 +450,8 @@ class SketchState:
                 options.update({"rows": int(sizes["rows"]), "cols": int(sizes["cols"])})
             if self.method in ("sketched", "global-sketch"):
                 options["candidates_factor"] = int(sizes["candidates_factor"])
+                if self.slices > 1:  # no more slices than columns or coordinates
+                    options["slices"] = min(self.slices, int(sizes["cols"]), d - dense_count)
             if self.method != "fetchsgd":
                 options.update({"nesterov": self.nesterov, "error_feedback": self.error_feedback})
         plan = _Plan(index, signature, options)
@@ -647,7 +659,7 @@ class SketchState:
                 break
             if r.kind == "sum":
                 yield ("allreduce", torch.from_numpy(r.values if r.values is not None else r.counts),
-                       self._compressed)
+                       self._compressed, r.overlap)
             elif r.kind != "gather":  # the hook's methods have no root (carry_step carries every kind)
                 raise RuntimeError(f"sketch_hook: a {r.kind} round, which the hook does not carry")
             else:
@@ -729,25 +741,48 @@ class SketchState:
             self._start_next()
 
     def _advance(self, steps: Generator, result: torch.futures.Future, last: bool,
-                 done: Optional[torch.futures.Future]) -> None:
+                 done: Optional[torch.futures.Future], ready: Optional[tuple] = None) -> None:
+        """Launches the job's next round once ``done`` (its round before, if
+        any) has completed: ``ready`` if the job computed it while ``done``
+        was in flight, else the round it yields now. A round marked overlap
+        (a sliced sketch's table) stays in flight while the job computes its
+        next round; rounds still go out one at a time, in the job's order."""
+        in_flight = None
         try:
             if done is not None:
-                done.wait()  # raises if the collective failed
-            op = steps.send(None)
+                done.wait()  # completed (this is its callback): raises if the collective failed
+            op = ready if ready is not None else steps.send(None)
             fut = self._launch(op)
+            if not (op[0] == "allreduce" and len(op) > 3 and op[3]):
+                _on_done(fut, lambda f: self._advance(steps, result, last, f))
+                return
+            in_flight = fut
+            op = steps.send(None)  # computed while the overlapped round is carried
         except StopIteration as stop:
-            self._finish(result, last, value=stop.value)
-            return
+            outcome: Dict[str, Any] = {"value": stop.value}
         except BaseException as e:  # noqa: BLE001 - handed to DDP through the future
             steps.close()
-            self._finish(result, last, error=e)
+            outcome = {"error": e}
+        else:
+            _on_done(in_flight, lambda f: self._advance(steps, result, last, f, op))
             return
-        _on_done(fut, lambda f: self._advance(steps, result, last, f))
+        if in_flight is None:
+            self._finish(result, last, **outcome)
+        else:  # nothing of the job may run on once its future is set
+            _on_done(in_flight, lambda f: self._finish_after(f, result, last, outcome))
+
+    def _finish_after(self, done: torch.futures.Future, result: torch.futures.Future, last: bool,
+                      outcome: Dict[str, Any]) -> None:
+        try:
+            done.wait()
+        except BaseException as e:  # noqa: BLE001 - handed to DDP through the future
+            outcome = outcome if "error" in outcome else {"error": e}
+        self._finish(result, last, **outcome)
 
     def _launch(self, op: tuple) -> torch.futures.Future:
         world, rank = self.world_size, self.rank
         if op[0] == "allreduce":
-            _, tensor, counters = op
+            tensor, counters = op[1], op[2]
             traffic = gloo_allreduce(tensor.numel() * tensor.element_size(), tensor.element_size(), world, rank)
             work = dist.all_reduce(tensor, group=self.process_group, async_op=True)
         else:

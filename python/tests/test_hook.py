@@ -132,10 +132,10 @@ def planted_coefficients(model, rank, it):
     return out
 
 
-def _record_buckets(rank, world, method, iterations):
+def _record_buckets(rank, world, method, iterations, extra=None):
     model = Planted()
     ddp = small_buckets(model, 0.001)
-    state = st.SketchState(None, method=method, compression=8.0, seed=11, start_iter=2)
+    state = st.SketchState(None, method=method, compression=8.0, seed=11, start_iter=2, **(extra or {}))
     record = []
 
     def hook(s, bucket):
@@ -158,11 +158,16 @@ def _record_buckets(rank, world, method, iterations):
 
 
 @pytest.mark.parametrize("world", [2, 3])
-@pytest.mark.parametrize("method", ["sketched", "global-sketch", "fetchsgd", "local-topk"])
+@pytest.mark.parametrize("method", ["sketched", "global-sketch", "fetchsgd", "local-topk", "sketched:slices",
+                                    "global-sketch:slices"])
 def test_hook_equals_the_transport_driven_aggregator(method, world):
-    out = run_world(_record_buckets, world, method, 7)
+    """Sliced sketches' tables are carried while the next slice is sketched,
+    by the hook and by the transport-driven step alike: the same bits."""
+    name, _, sliced = method.partition(":")
+    out = run_world(_record_buckets, world, name, 7, {"slices": 3} if sliced else None)
     options = out[0]["options"]
     assert len(options) >= 2 and all(o is not None for o in options.values()), options
+    assert all(o.get("slices", 1) == (3 if sliced else 1) for o in options.values()), options
     for index, o in options.items():
         per_rank = [[(x, y) for i, x, y in r["record"] if i == index] for r in out]
         steps = len(per_rank[0])
