@@ -111,8 +111,8 @@ TEST_CASE("the registry's named methods are the named optimizers", "[optim][meth
                                               .dense = o.dense,
                                               .nonfinite = o.nonfinite});
     test::expect(make_optimizer(comm, o).fingerprint() == named.fingerprint(), "sketched_sgd's fingerprint");
-    auto dense = options_for("dense-bf16");
-    test::expect(make_optimizer(comm, dense).fingerprint() ==
+    auto bf16 = options_for("dense-bf16");
+    test::expect(make_optimizer(comm, bf16).fingerprint() ==
                      dense_sgd<float, T>(comm, {.dimension = d,
                                                 .learning_rate = 0.5F,
                                                 .momentum = 0.5F,
@@ -121,8 +121,8 @@ TEST_CASE("the registry's named methods are the named optimizers", "[optim][meth
                                                 .wire = wire_format::bfloat16})
                          .fingerprint(),
                  "dense_sgd's fingerprint");
-    dense.dense = {{.offset = 0, .length = 10}};
-    CHECK_THROWS_AS(make_optimizer(comm, dense), std::invalid_argument);
+    bf16.dense = {{.offset = 0, .length = 10}};
+    CHECK_THROWS_AS(make_optimizer(comm, bf16), std::invalid_argument);
   });
   any_optimizer<float> split = make_optimizer(0, 2, options_for("gtopk"));
   CHECK_THROWS_AS(split.step(registry_test::gradient(0, 0)), std::logic_error);

@@ -10,8 +10,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
-#include <ranges>
 #include <span>
 #include <type_traits>
 #include <variant>
@@ -334,7 +334,11 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
     };
     const double fair = static_cast<double>(count) / static_cast<double>(slices);
     for (std::size_t s = 0; s < slices; ++s) select(s, static_cast<std::uint64_t>(1.25 * fair + 4 * std::sqrt(fair)) + 16);
-    const auto magnitude = [](Value x) { return std::abs(static_cast<double>(x)); };
+    const auto least = [](const std::vector<Value>& values) {  // the smallest |value| (no std::views: clang 14)
+      double m = std::numeric_limits<double>::infinity();
+      for (const Value x : values) m = std::min(m, std::abs(static_cast<double>(x)));
+      return m;
+    };
     for (;;) {
       sparse_update<Value> all;  // in index order: slices ascend, each in index order
       for (const auto& k : kept) {
@@ -348,10 +352,10 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
         best = std::move(top);
       }
       double last = 0;  // the merged count-th magnitude (0 when fewer were kept: every cut slice is asked again)
-      if (best.values.size() == count) last = std::ranges::min(best.values | std::views::transform(magnitude));
+      if (best.values.size() == count) last = least(best.values);
       bool again = false;
       for (std::size_t s = 0; s < slices; ++s) {
-        if (!cut[s] || std::ranges::min(kept[s].values | std::views::transform(magnitude)) < last) continue;
+        if (!cut[s] || least(kept[s].values) < last) continue;
         select(s, count);
         again = true;
       }
