@@ -931,6 +931,10 @@ def carry_step(aggregator: _core.Aggregator, gradient: Any, group: Optional[dist
         if in_flight is not None:
             in_flight.wait()
             in_flight = None
+        if r.kind == "sum" and r.wire != "native":
+            raise ValueError(f"carry_step: a sum on a {r.wire} wire (dense-bf16/fp16) is sketchsgd's 16-bit ring, "
+                             "summed in float32 and rounded once per hop; torch.distributed's all_reduce would give "
+                             "other bits (gloo refuses bfloat16): carry it with sketchsgd's collectives")
         if r.kind == "sum":
             work = dist.all_reduce(torch.from_numpy(r.values if r.values is not None else r.counts), group=group,
                                    async_op=r.overlap)

@@ -40,11 +40,14 @@ struct round_view {
   int root = 0;
   std::uint64_t bytes = 0;  // of values/counts, or of this rank's block
   bool overlap = false;     // may be carried while the step computes, until the next round
+  std::string wire;         // sum of floats: "native", or the 16-bit format sketchsgd's ring would send
 };
 
 round_view make_round(const collective_round<float>& r, const py::object& owner) {
   static const char* const kinds[] = {"sum", "gather", "reduce", "broadcast"};
-  round_view v{.kind = kinds[static_cast<int>(r.kind)], .root = r.root, .overlap = r.overlap};
+  static const char* const wires[] = {"native", "bfloat16", "float16"};
+  round_view v{.kind = kinds[static_cast<int>(r.kind)], .root = r.root, .overlap = r.overlap,
+               .wire = wires[static_cast<int>(r.wire)]};
   const auto bytes = [&](std::span<std::byte> b) {
     return view(reinterpret_cast<std::uint8_t*>(b.data()), b.size(), owner);
   };
@@ -96,6 +99,7 @@ aggregator's memory; they and merge are valid until the next call of next().)doc
       .def_readonly("root", &round_view::root)
       .def_readonly("nbytes", &round_view::bytes)
       .def_readonly("overlap", &round_view::overlap)
+      .def_readonly("wire", &round_view::wire)
       .def("__repr__",
            [](const round_view& r) { return "Round(" + r.kind + ", " + std::to_string(r.bytes) + " bytes)"; });
 

@@ -344,6 +344,20 @@ def test_sliced_tables_are_marked_overlap_but_the_last():
     assert flags == [True, True, False, False]  # three tables, then the candidates' exact sum
 
 
+def _carry_a_16_bit_sum(rank, world):
+    agg = sketchsgd.Aggregator(rank, world, {"method": "dense-bf16", "dimension": 100, "nonfinite": "unchecked"})
+    try:
+        st.carry_step(agg, torch.ones(100))
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def test_carry_step_refuses_a_16_bit_wire_it_would_sum_otherwise():
+    for message in run_world(_carry_a_16_bit_sum, 2):
+        assert message is not None and "bfloat16 wire" in message, message
+
+
 def test_the_hook_refuses_gtopk_by_name():
     with pytest.raises(ValueError, match="carry_step"):
         st.SketchState(None, method="gtopk")
