@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <numeric>
 #include <span>
@@ -245,6 +246,28 @@ TEST_CASE("sliced sketches are refused where they cannot run, and ranks must agr
     }
   });
   CHECK(mismatches.load() == overlap_world);
+}
+
+TEST_CASE("a peer lost during an overlapped round: the step raises, the helper thread ends", "[optim][slices]") {
+  // Rank 1 agrees on the configuration and leaves; rank 0's first table is
+  // carried on the helper thread, fails there (the peer departed, or the
+  // 200 ms timeout), and step() rethrows it.
+  inproc_world world(2, {.timeout = std::chrono::milliseconds(200)});
+  std::atomic<bool> raised{false};
+  test::run_threads(2, [&](int r) {
+    auto t = world.transport(r);
+    communicator comm(t);
+    auto o = sliced_options(1, 4, 1);
+    o.nonfinite = nonfinite_policy::unchecked;  // the first round is then an overlapped table
+    sketched_sgd<float, inproc_transport> opt(comm, o);
+    if (r == 1) return;
+    try {
+      opt.step(sliced_gradient(0, 0));
+    } catch (const transport_error&) {  // timeout_error is one too
+      raised = true;
+    }
+  });  // the optimizer, and its helper thread, are gone without a hang or an abort
+  CHECK(raised.load());
 }
 
 #if defined(SKETCHSGD_TEST_HAVE_TCP)

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "sketchsgd/collective/collectives.hpp"
+#include "sketchsgd/detail/collective_pipeline.hpp"
 #include "sketchsgd/device.hpp"
 #include "sketchsgd/hash/multiply_shift.hpp"
 #include "sketchsgd/optim/concepts.hpp"
@@ -266,22 +267,16 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
   static std::vector<sketch_type> sketches(const options_type& o) {
     std::vector<sketch_type> all;
     for (std::size_t s = 0; s < o.slices; ++s) {
-      all.emplace_back(sketch_config{o.sketch.rows, share(o.sketch.cols, s, o.slices), o.sketch.seed + s});
+      all.emplace_back(sketch_config{o.sketch.rows, detail::part_of(o.sketch.cols, o.slices, s).size(), o.sketch.seed + s});
     }
     return all;
   }
-  /// Part `s` of `n` parts of [0, total): its first element, or its size as `share`.
-  static std::uint64_t start(std::uint64_t total, std::size_t s, std::size_t n) noexcept { return total * s / n; }
-  static std::uint64_t share(std::uint64_t total, std::size_t s, std::size_t n) noexcept {
-    return start(total, s + 1, n) - start(total, s, n);
-  }
   /// Slice `s` of v's sparse coordinates (compact numbering) into its sketch, as keys from 0.
   void sketch_slice(std::size_t s, const context& c) {
-    const std::uint64_t lo = start(c.split->sparse_count(), s, sketches_.size());
-    const std::uint64_t hi = lo + share(c.split->sparse_count(), s, sketches_.size());
+    const auto [lo, hi] = detail::part_of(c.split->sparse_count(), sketches_.size(), s);
     for (const auto& seg : c.split->segments()) {
-      const std::uint64_t a = std::max(seg.compact, lo);
-      const std::uint64_t b = std::min(seg.compact + seg.length, hi);
+      const std::uint64_t a = std::max<std::uint64_t>(seg.compact, lo);
+      const std::uint64_t b = std::min<std::uint64_t>(seg.compact + seg.length, hi);
       if (a < b) sketches_[s].accumulate(this->v().subspan(seg.global + (a - seg.compact), b - a), a - lo, c.device->exec);
     }
   }
@@ -324,8 +319,8 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
     std::vector<sparse_update<Value>> kept(slices);
     std::vector<bool> cut(slices, false);  // kept fewer than both its coordinates and count
     const auto select = [&](std::size_t s, std::uint64_t want) {
-      const std::uint64_t lo = start(d, s, slices);
-      const std::uint64_t n = share(d, s, slices);
+      const auto [lo, end] = detail::part_of(d, slices, s);
+      const std::uint64_t n = end - lo;
       const std::uint64_t most = std::min<std::uint64_t>(n, count);
       want = std::min(want, most);
       kept[s] = opt_.recovery.template select<ops>(sketches_[s], n, want, scratch.subspan(lo, n), *c.device, c.step);
