@@ -22,6 +22,9 @@
 // u = m u + g; v += u, the method's memory floor and, for sketches, the
 // scatter into a table of the step's size; compute as a multiple of the
 // floor and of the fused pass; and the process's minor page faults a step.
+// `--gradient bfloat16|float16` hands the optimizer the same gradient rounded
+// to 16 bits (read in place, never copied to float32); the floors stay
+// float32's (tell the runs apart with --label).
 // Bad values are refused with exit status 2 (examples/common/cli.hpp).
 
 #include <algorithm>
@@ -68,6 +71,7 @@ struct settings {
   bool overlap = false;          // sketched_sgd_options::overlap_rows
   std::size_t slices = 1;        // sketched_sgd_options::slices
   std::string sketch_allreduce;  // global-sketch: ring or rd (recursive doubling); empty: the default
+  std::string gradient = "float32";  // or bfloat16, float16: the type step() reads
 };
 
 settings parse(int argc, char** argv) {
@@ -109,6 +113,8 @@ settings parse(int argc, char** argv) {
       s.threads = cli::integer(key, v, 1U, 1024U);
     else if (key == "--slices")
       s.slices = cli::integer<std::size_t>(key, v, 1, 1024);
+    else if (key == "--gradient")
+      s.gradient = cli::choice(key, v, {"float32", "bfloat16", "float16"});
     else if (key == "--sketch-allreduce")
       s.sketch_allreduce = cli::choice(key, v, {"ring", "rd"});
     else
@@ -186,6 +192,21 @@ void run(Transport& t, const settings& s) {
                                   .slices = s.slices,
                                   .sketch_allreduce = table});
 
+  std::vector<bfloat16_t> g_bf16;
+  std::vector<float16_t> g_fp16;
+  const auto round_into = [&](auto& out) {
+    out.reserve(g.size());
+    for (const float x : g) out.emplace_back(x);
+  };
+  if (s.gradient == "bfloat16") round_into(g_bf16);
+  if (s.gradient == "float16") round_into(g_fp16);
+  if (s.gradient != "float32") std::vector<float>().swap(g);  // only the 16-bit gradient stays in memory
+  const auto step = [&]() -> const model_update<float>& {
+    if (!g_bf16.empty()) return opt.step(std::span<const bfloat16_t>(g_bf16));
+    if (!g_fp16.empty()) return opt.step(std::span<const float16_t>(g_fp16));
+    return opt.step(g);
+  };
+
   std::vector<double> total;
   std::vector<double> compute;
   std::vector<double> communicate;
@@ -201,7 +222,7 @@ void run(Transport& t, const settings& s) {
   for (int i = 0; i < s.warmup + s.steps; ++i) {
     barrier(comm);  // every step starts together: times are not skewed by the previous one
     const double faults_before = minor_faults();
-    opt.step(g);
+    step();
     if (i < s.warmup) continue;
     faults.push_back(minor_faults() - faults_before);
     const auto& st = opt.stats().last_step_time;

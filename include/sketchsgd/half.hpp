@@ -5,9 +5,11 @@
 /// 16-bit floating-point formats as bits: bfloat16 (8 exponent bits, the
 /// float32 range with 8 significant bits) and IEEE binary16 (5 exponent bits,
 /// 11 significant bits), with exact, portable conversions to and from float.
-/// What the 16-bit wire of `allreduce` (`wire_format`) carries.
+/// What the 16-bit wire of `allreduce` (`wire_format`) carries, and the
+/// storage types of 16-bit gradients (`bfloat16_t`, `float16_t`).
 
 #include <bit>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 
@@ -81,6 +83,53 @@ enum class wire_format : std::uint8_t {
   }
   return std::bit_cast<float>(sign | ((exponent + 112U) << 23U) | (mantissa << 13U));
 }
+
+/// A bfloat16 value as stored (torch.bfloat16's bits): the 16-bit storage
+/// type of 16-bit gradients, read as float exactly. Arithmetic happens in
+/// float, never in this type.
+struct bfloat16_t {
+  std::uint16_t bits;  ///< sign, 8 exponent bits, 7 mantissa bits
+
+  bfloat16_t() = default;
+  /// `x` rounded to nearest, ties to even.
+  constexpr explicit bfloat16_t(float x) noexcept : bits(to_bfloat16(x)) {}
+  /// The value, exactly.
+  constexpr explicit operator float() const noexcept { return from_bfloat16(bits); }
+  /// The value of `b` as stored bits.
+  static constexpr bfloat16_t from_bits(std::uint16_t b) noexcept {
+    bfloat16_t h{};
+    h.bits = b;
+    return h;
+  }
+};
+
+/// An IEEE binary16 value as stored (torch.float16's and NumPy's float16
+/// bits): the other 16-bit storage type of gradients, read as float exactly.
+struct float16_t {
+  std::uint16_t bits;  ///< sign, 5 exponent bits, 10 mantissa bits
+
+  float16_t() = default;
+  /// `x` rounded to nearest, ties to even (beyond 65,504: infinity).
+  constexpr explicit float16_t(float x) noexcept : bits(to_float16(x)) {}
+  /// The value, exactly.
+  constexpr explicit operator float() const noexcept { return from_float16(bits); }
+  /// The value of `b` as stored bits.
+  static constexpr float16_t from_bits(std::uint16_t b) noexcept {
+    float16_t h{};
+    h.bits = b;
+    return h;
+  }
+};
+
+/// The 16-bit storage types a float optimizer takes gradients in.
+template <class T>
+concept half_float = std::same_as<T, bfloat16_t> || std::same_as<T, float16_t>;
+
+/// The format of a storage type: `native` for the arithmetic types.
+template <class T>
+inline constexpr wire_format storage_format =
+    std::same_as<T, bfloat16_t> ? wire_format::bfloat16
+                                : (std::same_as<T, float16_t> ? wire_format::float16 : wire_format::native);
 
 namespace detail {
 

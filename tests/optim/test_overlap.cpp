@@ -252,10 +252,10 @@ TEST_CASE("a peer lost during an overlapped round: the step raises, the helper t
   // Rank 1 agrees on the configuration and leaves; rank 0's first table is
   // carried on the helper thread, fails there (the peer departed, or the
   // 200 ms timeout), and step() rethrows it.
-  inproc_world world(2, {.timeout = std::chrono::milliseconds(200)});
+  inproc_world peers(2, {.timeout = std::chrono::milliseconds(200)});
   std::atomic<bool> raised{false};
   test::run_threads(2, [&](int r) {
-    auto t = world.transport(r);
+    auto t = peers.transport(r);
     communicator comm(t);
     auto o = sliced_options(1, 4, 1);
     o.nonfinite = nonfinite_policy::unchecked;  // the first round is then an overlapped table

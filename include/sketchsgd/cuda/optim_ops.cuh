@@ -58,6 +58,9 @@ struct device_ops<cuda_t> {
   using buffer = device_buffer<T>;
   template <class T>
   using span = device_span<T>;
+  /// A gradient as the caller holds it: values of V on the device.
+  template <class V>
+  using gradient = device_span<const V>;
   using execution = cuda_execution;
 
   /// The stream, workspace and staging buffers of one optimizer.

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "sketchsgd/optim/concepts.hpp"
+#include "sketchsgd/optim/gradient.hpp"
 
 namespace sketchsgd {
 
@@ -28,6 +29,8 @@ namespace sketchsgd {
 /// @tparam Gradient the gradient the held optimizers take.
 template <sketch_value Value, class Gradient = std::span<const Value>>
 class any_optimizer {
+  static constexpr bool host_float = std::is_same_v<Gradient, std::span<const float>>;  // 16-bit steps too
+
  public:
   using value_type = Value;        ///< the value type
   using gradient_type = Gradient;  ///< what `step` takes
@@ -50,6 +53,20 @@ class any_optimizer {
   /// See `composed_optimizer::step_rounds`: the step's rounds, for the
   /// caller to carry; then `last_update()` holds the update.
   [[nodiscard]] round_generator<Value> step_rounds(Gradient g) { return self_->step_rounds(g); }
+  /// The same with a 16-bit gradient, for host float optimizers (see
+  /// `composed_optimizer::takes_16_bit`); one that takes none throws
+  /// std::logic_error.
+  const model_update<Value>& step(std::span<const bfloat16_t> g) requires host_float { return self_->step16(g); }
+  /// The same with float16 values.
+  const model_update<Value>& step(std::span<const float16_t> g) requires host_float { return self_->step16(g); }
+  /// `step_rounds` of a bfloat16 gradient (see `step`).
+  [[nodiscard]] round_generator<Value> step_rounds(std::span<const bfloat16_t> g) requires host_float {
+    return self_->step_rounds16(g);
+  }
+  /// `step_rounds` of a float16 gradient (see `step`).
+  [[nodiscard]] round_generator<Value> step_rounds(std::span<const float16_t> g) requires host_float {
+    return self_->step_rounds16(g);
+  }
   /// See `composed_optimizer::last_update`.
   [[nodiscard]] const model_update<Value>& last_update() const { return self_->last_update(); }
   /// See `composed_optimizer::stats`.
@@ -74,6 +91,8 @@ class any_optimizer {
     virtual ~held() = default;
     virtual const model_update<Value>& step(Gradient g) = 0;
     virtual round_generator<Value> step_rounds(Gradient g) = 0;
+    virtual const model_update<Value>& step16(gradient_span<Value> g) = 0;
+    virtual round_generator<Value> step_rounds16(gradient_span<Value> g) = 0;
     [[nodiscard]] virtual const model_update<Value>& last_update() const = 0;
     [[nodiscard]] virtual const comm_stats& stats() const = 0;
     virtual void set_learning_rate(Value eta) = 0;
@@ -96,6 +115,18 @@ class any_optimizer {
     round_generator<Value> step_rounds(Gradient g) override {
       if constexpr (requires { opt.step_rounds(g); }) return opt.step_rounds(g);
       lacks("split-phase form");
+    }
+    const model_update<Value>& step16(gradient_span<Value> g) override {
+      return g.visit([&](auto typed) -> const model_update<Value>& {
+        if constexpr (requires { opt.step(typed); }) return opt.step(typed);
+        lacks("step taking this 16-bit gradient (a transport, and an aggregation that takes gradient_span)");
+      });
+    }
+    round_generator<Value> step_rounds16(gradient_span<Value> g) override {
+      return g.visit([&](auto typed) -> round_generator<Value> {
+        if constexpr (requires { opt.step_rounds(typed); }) return opt.step_rounds(typed);
+        lacks("split-phase step taking this 16-bit gradient (an aggregation that takes gradient_span)");
+      });
     }
     [[nodiscard]] const model_update<Value>& last_update() const override {
       if constexpr (requires { opt.last_update(); }) return opt.last_update();

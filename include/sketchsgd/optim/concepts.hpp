@@ -74,6 +74,8 @@ template <class A>
 using context_of = step_context<typename A::value_type, typename A::device_type>;
 template <class A>
 using gradient_of = typename device_ops<typename A::device_type>::template span<const typename A::value_type>;
+template <class A>
+using any_gradient_of = typename device_ops<typename A::device_type>::template gradient<typename A::value_type>;
 template <class Sketch>
 using ops_of = device_ops<typename Sketch::device_type>;
 
@@ -101,13 +103,15 @@ concept describe_hook = !probed<P> || requires { &hook_probe<P>::describe; } ||
 /// An aggregation policy: what is communicated and how, with its memory.
 /// Required: `value_type` (a `sketch_value`), `device_type`, `options_type`,
 /// `name`, a constructor from (options, `step_context`), `accumulate(gradient,
-/// context)`, `source()` (whence the dense coordinates) and `rounds(context,
+/// context)`, `source()` (whence the dense coordinates: a span, or the
+/// `gradient_span` it was given) and `rounds(context,
 /// out)`, a coroutine that yields each collective (rounds.hpp) and fills
 /// `out`. Optional, with the driver's defaults: `kind` (`custom`),
 /// `averages_itself()` (false: the driver divides by W),
 /// `learning_rate_in_error()` (false), `finish_dense(values, context)`
 /// (nothing), `for_each_state(visitor)` (no state), `describe(fingerprint&)`
-/// (nothing to add).
+/// (nothing to add). An `accumulate` that takes a `gradient_span<float>`
+/// takes 16-bit gradients too (`composed_optimizer::step`).
 template <class A>
 concept aggregation_policy =
     sketch_value<typename A::value_type> && device<typename A::device_type> &&
@@ -116,7 +120,7 @@ concept aggregation_policy =
       requires std::constructible_from<A, const typename A::options_type&, const detail::context_of<A>&>;
       { A::name } -> std::convertible_to<const char*>;
       a.accumulate(gradient, c);
-      { ca.source() } -> std::convertible_to<detail::gradient_of<A>>;
+      { ca.source() } -> std::convertible_to<detail::any_gradient_of<A>>;
       { a.rounds(c, out) } -> std::same_as<round_generator<typename A::value_type>>;
     } &&
     detail::averages_itself_hook<A> && detail::learning_rate_in_error_hook<A> &&
@@ -163,7 +167,7 @@ concept recovery_policy =
 /// and device, for device and host (update rules') sections alike.
 template <class Ops, class Value>
 concept device_operations =
-    requires(typename Ops::execution e, typename Ops::context& c, typename Ops::template span<const Value> x,
+    requires(typename Ops::execution e, typename Ops::context& c, typename Ops::template gradient<Value> x,
              typename Ops::template span<Value> y, std::span<Value> host, const detail::coordinate_split& split,
              const model_update<Value>& u, Value factor) {
       static_cast<typename Ops::context>(typename Ops::context{e});  // as the driver builds it

@@ -75,12 +75,12 @@ class coordinate_split {
     }
   }
 
-  /// Copies the dense coordinates of `x` (in range order) into `out`.
-  template <class T>
-  void gather_dense(std::span<const T> x, std::span<T> out) const noexcept {
+  /// Copies the dense coordinates of `x` (in range order) into `out`, as T.
+  template <class T, class U>
+  void gather_dense(std::span<const U> x, std::span<T> out) const noexcept {
     std::size_t at = 0;
     for (const dense_range& r : dense_) {
-      for (std::uint64_t i = 0; i < r.length; ++i) out[at++] = x[r.offset + i];
+      for (std::uint64_t i = 0; i < r.length; ++i) out[at++] = static_cast<T>(x[r.offset + i]);
     }
   }
 

@@ -20,6 +20,7 @@
 #include "sketchsgd/device.hpp"
 #include "sketchsgd/execution.hpp"
 #include "sketchsgd/optim/coordinates.hpp"
+#include "sketchsgd/optim/gradient.hpp"
 #include "sketchsgd/optim/update.hpp"
 #include "sketchsgd/sketch/count_sketch.hpp"
 #include "sketchsgd/sketch/topk.hpp"
@@ -37,6 +38,9 @@ struct device_ops<cpu_t> {
   using buffer = std::vector<T>;
   template <class T>
   using span = std::span<T>;
+  /// A gradient as the caller holds it (16-bit storage too, for float).
+  template <class V>
+  using gradient = gradient_span<V>;
   /// How kernels run, as options give it.
   using execution = cpu_execution;
   /// What every call runs with (CUDA: stream, workspace, staging).
@@ -50,17 +54,25 @@ struct device_ops<cpu_t> {
 
   /// u <- m u + g;  v <- v + s x (error feedback) or v <- s x, where x = u,
   /// or g + m u with `nesterov`; s = 1 leaves v += u bit for bit. Element by
-  /// element, so the threads of `c.exec` split it with the same bits.
+  /// element, so the threads of `c.exec` split it with the same bits. A
+  /// 16-bit g is read as V on the fly (exactly): the same bits as from its
+  /// values in V.
   template <class V>
-  static void momentum_error(span<V> u, span<V> v, span<const V> g, V m, V s, bool feedback, bool nesterov,
+  static void momentum_error(span<V> u, span<V> v, gradient<V> g, V m, V s, bool feedback, bool nesterov,
+                             context& c) {
+    g.visit([&](auto typed) { momentum_error(u, v, typed, m, s, feedback, nesterov, c); });
+  }
+  template <class V, class G>
+  static void momentum_error(span<V> u, span<V> v, span<const G> g, V m, V s, bool feedback, bool nesterov,
                              context& c) {
     const auto run = [&](auto with_feedback, auto with_nesterov, std::size_t begin, std::size_t end) {
       V* const up = u.data();
       V* const vp = v.data();
-      const V* const gp = g.data();
+      const G* const gp = g.data();
       for (std::size_t i = begin; i < end; ++i) {
-        up[i] = m * up[i] + gp[i];
-        const V x = with_nesterov ? gp[i] + m * up[i] : up[i];
+        const V gi = static_cast<V>(gp[i]);
+        up[i] = m * up[i] + gi;
+        const V x = with_nesterov ? gi + m * up[i] : up[i];
         vp[i] = with_feedback ? vp[i] + s * x : s * x;
       }
     };
@@ -98,6 +110,10 @@ struct device_ops<cpu_t> {
   static void gather_dense(span<const V> x, const coordinate_split& split, std::span<V> out, context&) noexcept {
     split.gather_dense(x, out);
   }
+  template <class V>
+  static void gather_dense(gradient<V> x, const coordinate_split& split, std::span<V> out, context&) noexcept {
+    x.visit([&](auto typed) { split.gather_dense(typed, out); });
+  }
   /// The sparse coordinates of x, renumbered contiguously, into `out`.
   template <class V>
   static void compact(span<const V> x, const coordinate_split& split, span<V> out, context&) noexcept {
@@ -108,8 +124,15 @@ struct device_ops<cpu_t> {
   }
   /// `out` becomes a host copy of x (one pass: no zero-fill first).
   template <class V>
-  static void assign(span<const V> x, std::vector<V>& out, context&) {
-    out.assign(x.begin(), x.end());
+  static void assign(gradient<V> x, std::vector<V>& out, context&) {
+    x.visit([&](auto typed) {
+      if constexpr (std::is_same_v<typename decltype(typed)::value_type, V>) {
+        out.assign(typed.begin(), typed.end());
+      } else {
+        out.resize(typed.size());
+        std::transform(typed.begin(), typed.end(), out.begin(), [](auto h) { return static_cast<V>(h); });
+      }
+    });
   }
   /// Copies host values into a state section, and a host view of one.
   template <class V>
@@ -129,12 +152,14 @@ struct device_ops<cpu_t> {
   static void unstage(std::span<V>, span<V>, context&) noexcept {}
 
   template <class V>
-  static std::int64_t count_nonfinite(span<const V> x, context&) noexcept {
-    std::int64_t bad = 0;
-    if constexpr (std::is_floating_point_v<V>) {
-      for (const V e : x) bad += std::isfinite(e) ? 0 : 1;
-    }
-    return bad;
+  static std::int64_t count_nonfinite(gradient<V> x, context&) noexcept {
+    return x.visit([](auto typed) {
+      std::int64_t bad = 0;
+      if constexpr (std::is_floating_point_v<V>) {
+        for (const auto e : typed) bad += std::isfinite(static_cast<V>(e)) ? 0 : 1;
+      }
+      return bad;
+    });
   }
   /// x /= w, element by element (how averages are taken everywhere).
   template <class V>
@@ -154,10 +179,17 @@ struct device_ops<cpu_t> {
   template <class Sketch, class V>
   static void sketch(Sketch& s, span<const V> x, const coordinate_split& split, std::size_t first, std::size_t count,
                      context& c) {
-    for (const auto& seg : split.segments()) {
-      s.accumulate_rows(x.subspan(static_cast<std::size_t>(seg.global), static_cast<std::size_t>(seg.length)),
-                        seg.compact, first, count, c.exec);
-    }
+    sketch(s, gradient<V>(x), split, first, count, c);
+  }
+  template <class Sketch, class V>
+  static void sketch(Sketch& s, gradient<V> x, const coordinate_split& split, std::size_t first, std::size_t count,
+                     context& c) {
+    x.visit([&](auto typed) {
+      for (const auto& seg : split.segments()) {
+        s.accumulate_rows(typed.subspan(static_cast<std::size_t>(seg.global), static_cast<std::size_t>(seg.length)),
+                          seg.compact, first, count, c.exec);
+      }
+    });
   }
   template <class Sketch>
   static void zero(Sketch& s, context&) noexcept {

@@ -114,6 +114,12 @@ class composed_optimizer {
                 "composed_optimizer: the device's operations are not device_operations (sketchsgd/optim/concepts.hpp)");
   static constexpr bool external = std::is_same_v<Transport, external_collectives>;
   using comm_type = typename detail::communicator_of<Transport>::type;
+  using any_gradient = typename ops::template gradient<typename Aggregation::value_type>;
+  static constexpr bool takes_any_gradient =
+      requires(Aggregation& a, any_gradient g, const detail::step_context<typename Aggregation::value_type,
+                                                                          typename Aggregation::device_type>& c) {
+        a.accumulate(g, c);
+      };
 
  public:
   /// The value type.
@@ -130,6 +136,13 @@ class composed_optimizer {
   using round_type = collective_round<value_type>;
   /// The split-phase form of a step.
   using step_generator = round_generator<value_type>;
+  /// Whether `step` and `step_rounds` also take 16-bit gradients
+  /// (`bfloat16_t`, `float16_t`): a float optimizer on the CPU whose
+  /// aggregation's `accumulate` takes a `gradient_span` (every named one).
+  /// Each value is read as float exactly, on the fly: the result has the bits
+  /// of the step on those values as floats, and no float copy is made.
+  static constexpr bool takes_16_bit =
+      std::is_same_v<device_type, cpu_t> && std::is_same_v<value_type, float> && takes_any_gradient;
 
   /// Sets up the optimizer over `comm` and checks, with one allgather, that
   /// every rank has the same configuration.
@@ -149,29 +162,15 @@ class composed_optimizer {
   /// nonfinite_error (on every rank) under `throw_error`;
   /// transport_error/timeout_error from the transport.
   const model_update<value_type>& step(gradient_type gradient) requires(!external) {
-    auto rounds = step_rounds(gradient);
-    bool in_flight = false;  // an overlapped round on the carrier's thread
-    try {
-      while (const round_type* r = rounds.next()) {
-        if (std::exchange(in_flight, false)) carrier_->wait();  // rounds are carried in order, one at a time
-        if (r->overlap) {
-          if (!carrier_) carrier_ = std::make_unique<detail::round_carrier>();
-          carrier_->start([this, round = *r] { detail::run_round(*comm_, round); });
-          in_flight = true;
-        } else {
-          detail::run_round(*comm_, *r);
-        }
-      }
-    } catch (...) {
-      if (in_flight) {
-        try {
-          carrier_->wait();
-        } catch (...) {  // NOLINT(bugprone-empty-catch): the step's own error is the one to report
-        }
-      }
-      throw;
-    }
-    return update_;
+    return carry(step_rounds(gradient));
+  }
+  /// The same with a 16-bit gradient (see `takes_16_bit`).
+  const model_update<value_type>& step(std::span<const bfloat16_t> gradient) requires(!external && takes_16_bit) {
+    return carry(step_rounds(gradient));
+  }
+  /// The same with a float16 gradient.
+  const model_update<value_type>& step(std::span<const float16_t> gradient) requires(!external && takes_16_bit) {
+    return carry(step_rounds(gradient));
   }
 
   /// The same step in split phase: each `next()` returns the next round,
@@ -183,12 +182,14 @@ class composed_optimizer {
   /// an exception would).
   /// @throws std::invalid_argument at once for a gradient of the wrong size;
   /// from `next()` whatever `step` throws.
-  [[nodiscard]] step_generator step_rounds(gradient_type gradient) {
-    if (gradient.size() != opt_.dimension) {
-      throw std::invalid_argument(std::string(name_) + "::step: gradient has " + std::to_string(gradient.size()) +
-                                  " values, expected " + std::to_string(opt_.dimension));
-    }
-    return run(gradient);
+  [[nodiscard]] step_generator step_rounds(gradient_type gradient) { return start(gradient); }
+  /// The same with a 16-bit gradient (see `takes_16_bit`).
+  [[nodiscard]] step_generator step_rounds(std::span<const bfloat16_t> gradient) requires takes_16_bit {
+    return start(gradient);
+  }
+  /// The same with a float16 gradient.
+  [[nodiscard]] step_generator step_rounds(std::span<const float16_t> gradient) requires takes_16_bit {
+    return start(gradient);
   }
 
   /// The last step's update.
@@ -315,8 +316,44 @@ class composed_optimizer {
     if constexpr (external) external_counters_ = external_counters_ + detail::modeled_bytes(r, rank_, world_);
   }
 
+  /// Carries a step's rounds over the transport: an overlapped round on the
+  /// carrier's thread while the step computes on.
+  const model_update<value_type>& carry(step_generator rounds) requires(!external) {
+    bool in_flight = false;  // an overlapped round on the carrier's thread
+    try {
+      while (const round_type* r = rounds.next()) {
+        if (std::exchange(in_flight, false)) carrier_->wait();  // rounds are carried in order, one at a time
+        if (r->overlap) {
+          if (!carrier_) carrier_ = std::make_unique<detail::round_carrier>();
+          carrier_->start([this, round = *r] { detail::run_round(*comm_, round); });
+          in_flight = true;
+        } else {
+          detail::run_round(*comm_, *r);
+        }
+      }
+    } catch (...) {
+      if (in_flight) {
+        try {
+          carrier_->wait();
+        } catch (...) {  // NOLINT(bugprone-empty-catch): the step's own error is the one to report
+        }
+      }
+      throw;
+    }
+    return update_;
+  }
+
+  /// Checks the gradient's size and starts the step.
+  step_generator start(any_gradient gradient) {
+    if (gradient.size() != opt_.dimension) {
+      throw std::invalid_argument(std::string(name_) + "::step: gradient has " + std::to_string(gradient.size()) +
+                                  " values, expected " + std::to_string(opt_.dimension));
+    }
+    return run(gradient);
+  }
+
   /// The step as a coroutine: see the class comment.
-  step_generator run(gradient_type gradient) {
+  step_generator run(any_gradient gradient) {
     accounting_.begin(counters());
     update_.indices.clear();  // keeps the capacity
     update_.values.clear();
@@ -336,7 +373,11 @@ class composed_optimizer {
     accounting_.lap(&step_timing::communicate);
     if (!update_.skipped) {
       const auto c = context();
-      agg_.accumulate(gradient, c);
+      if constexpr (takes_any_gradient) {
+        agg_.accumulate(gradient, c);
+      } else {  // a policy that takes its value type only
+        agg_.accumulate(gradient.native(), c);
+      }
       ops::gather_dense(agg_.source(), split_, std::span<value_type>(dense_values_), device_);
       accounting_.lap(&step_timing::local);
       auto rounds = agg_.rounds(c, update_);

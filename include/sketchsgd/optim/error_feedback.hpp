@@ -81,8 +81,9 @@ class error_memory {
   error_memory(const error_feedback<Value>& o, std::uint64_t d, typename ops::context& c)
       : opt_(o), u_(ops::template zeros<Value>(d, c)), v_(ops::template zeros<Value>(d, c)) {}
 
-  /// The step's first phase: momentum and error feedback with gradient g.
-  void accumulate(typename ops::template span<const Value> g, const step_context<Value, Device>& c) {
+  /// The step's first phase: momentum and error feedback with gradient g
+  /// (a 16-bit g is read as float on the fly).
+  void accumulate(typename ops::template gradient<Value> g, const step_context<Value, Device>& c) {
     const Value s = opt_.learning_rate_in_error ? c.learning_rate : Value{1};
     ops::momentum_error(span(u_), span(v_), g, opt_.momentum, s, opt_.enabled, opt_.nesterov, *c.device);
   }

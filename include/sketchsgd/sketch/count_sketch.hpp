@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstddef>
+#include <concepts>
 #include <cstdint>
 #include <limits>
 #include <span>
@@ -25,6 +26,7 @@
 #include "sketchsgd/device.hpp"
 #include "sketchsgd/error.hpp"
 #include "sketchsgd/execution.hpp"
+#include "sketchsgd/half.hpp"
 #include "sketchsgd/hash/multiply_shift.hpp"
 #include "sketchsgd/sketch/sketch_config.hpp"
 
@@ -127,22 +129,15 @@ class count_sketch<Value, HashFamily, cpu_t> {
   /// `offset + x.size()` overflows 64 bits.
   void accumulate_rows(std::span<const Value> x, std::uint64_t offset, std::size_t first_row, std::size_t row_count,
                        cpu_execution exec = {}) {
-    if (first_row > rows() || row_count > rows() - first_row) {
-      throw std::invalid_argument("count_sketch::accumulate_rows: rows " + std::to_string(first_row) + " + " +
-                                  std::to_string(row_count) + " outside a table of " + std::to_string(rows()));
-    }
-    check_key_range(offset, x.size());
-    if (row_count == 0) return;
-    const std::size_t parts = part_count(x.size());
-    const unsigned workers = detail::useful_workers(exec.resolved_threads(), x.size() * row_count, min_parallel_items);
-    if (parts > 1) {
-      accumulate_in_parts(x, offset, parts, workers);
-    } else if (workers <= 1) {
-      accumulate_serial(row_data(static_cast<std::uint32_t>(first_row)), x, offset, first_row, row_count);
-    } else {  // whole rows per thread
-      for_rows_parallel(x.size(), first_row, row_count, exec,
-                        [&](std::uint32_t r) { scatter_row(table_.data() + std::size_t{r} * cols(), r, x, offset); });
-    }
+    accumulate_rows_of(x, offset, first_row, row_count, exec);
+  }
+  /// The same with 16-bit storage values (a float sketch), each read as
+  /// float exactly: the same cells as from those values as floats.
+  template <half_float H>
+    requires std::same_as<Value, float>
+  void accumulate_rows(std::span<const H> x, std::uint64_t offset, std::size_t first_row, std::size_t row_count,
+                       cpu_execution exec = {}) {
+    accumulate_rows_of(x, offset, first_row, row_count, exec);
   }
 
   /// Adds the sparse vector with `values[n]` at coordinate `indices[n]`
@@ -309,18 +304,42 @@ class count_sketch<Value, HashFamily, cpu_t> {
     });
   }
 
+  /// `accumulate_rows` of values stored as In.
+  template <class In>
+  void accumulate_rows_of(std::span<const In> x, std::uint64_t offset, std::size_t first_row, std::size_t row_count,
+                          cpu_execution exec) {
+    if (first_row > rows() || row_count > rows() - first_row) {
+      throw std::invalid_argument("count_sketch::accumulate_rows: rows " + std::to_string(first_row) + " + " +
+                                  std::to_string(row_count) + " outside a table of " + std::to_string(rows()));
+    }
+    check_key_range(offset, x.size());
+    if (row_count == 0) return;
+    const std::size_t parts = part_count(x.size());
+    const unsigned workers = detail::useful_workers(exec.resolved_threads(), x.size() * row_count, min_parallel_items);
+    if (parts > 1) {
+      accumulate_in_parts(x, offset, parts, workers);
+    } else if (workers <= 1) {
+      accumulate_serial(row_data(static_cast<std::uint32_t>(first_row)), x, offset, first_row, row_count);
+    } else {  // whole rows per thread
+      for_rows_parallel(x.size(), first_row, row_count, exec,
+                        [&](std::uint32_t r) { scatter_row(table_.data() + std::size_t{r} * cols(), r, x, offset); });
+    }
+  }
+
   /// Adds `x` (coordinates from `offset`) to `t`, row `r`'s cells, in
   /// coordinate order.
-  void scatter_row(Value* t, std::uint32_t r, std::span<const Value> x, std::uint64_t offset) const noexcept {
-    const Value* const xs = x.data();
+  template <class In>
+  void scatter_row(Value* t, std::uint32_t r, std::span<const In> x, std::uint64_t offset) const noexcept {
+    const In* const xs = x.data();
     hash_.row(r).for_each(offset, x.size(), [t, xs](std::uint64_t i, bucket_sign bs) {
-      t[bs.bucket] = detail::cell_add(t[bs.bucket], detail::signed_value(bs.sign, xs[i]));
+      t[bs.bucket] = detail::cell_add(t[bs.bucket], detail::signed_value(bs.sign, static_cast<Value>(xs[i])));
     });
   }
 
   /// Rows `first .. first + count` of `x` into `t` (those rows' cells) on
   /// one thread.
-  void accumulate_serial(Value* t, std::span<const Value> x, std::uint64_t offset, std::size_t first,
+  template <class In>
+  void accumulate_serial(Value* t, std::span<const In> x, std::uint64_t offset, std::size_t first,
                          std::size_t count) const noexcept {
     for (std::size_t r = 0; r < count; ++r) {
       scatter_row(t + r * cols(), static_cast<std::uint32_t>(first + r), x, offset);
@@ -343,7 +362,8 @@ class count_sketch<Value, HashFamily, cpu_t> {
   /// (pairs, then pairs of pairs, ...) onto the table. Every cell's value is
   /// thus the same for any thread count; threads take parts as they come
   /// free, so a slow or descheduled thread delays only the parts it holds.
-  void accumulate_in_parts(std::span<const Value> x, std::uint64_t offset, std::size_t parts, unsigned workers) {
+  template <class In>
+  void accumulate_in_parts(std::span<const In> x, std::uint64_t offset, std::size_t parts, unsigned workers) {
     const std::size_t c = cols();
     part_tables_.tables.resize(parts - 1);
     for (auto& t : part_tables_.tables) t.resize(c);

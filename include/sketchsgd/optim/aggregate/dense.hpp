@@ -52,8 +52,8 @@ class dense_aggregation {
     }
   }
 
-  void accumulate(typename ops::template span<const Value> g, const context& /*c*/) noexcept { gradient_ = g; }
-  [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return gradient_; }
+  void accumulate(typename ops::template gradient<Value> g, const context& /*c*/) noexcept { gradient_ = g; }
+  [[nodiscard]] typename ops::template gradient<Value> source() const noexcept { return gradient_; }
 
   round_generator<Value> rounds(const context& c, model_update<Value>& out) {
     out.dense = true;
@@ -71,7 +71,7 @@ class dense_aggregation {
 
  private:
   options_type opt_;
-  typename ops::template span<const Value> gradient_{};
+  typename ops::template gradient<Value> gradient_{};
 };
 
 }  // namespace sketchsgd

@@ -94,8 +94,8 @@ class fetch_aggregation {
         scratch_(ops::template zeros<Value>(c.split->sparse_count(), *c.device)),
         dense_momentum_(static_cast<std::size_t>(c.split->dense_count()), Value{}) {}
 
-  void accumulate(typename ops::template span<const Value> g, const context& /*c*/) noexcept { gradient_ = g; }
-  [[nodiscard]] typename ops::template span<const Value> source() const noexcept { return gradient_; }
+  void accumulate(typename ops::template gradient<Value> g, const context& /*c*/) noexcept { gradient_ = g; }
+  [[nodiscard]] typename ops::template gradient<Value> source() const noexcept { return gradient_; }
 
   round_generator<Value> rounds(const context& c, model_update<Value>& out) {
     auto& dev = *c.device;
@@ -188,7 +188,7 @@ class fetch_aggregation {
   sketch_type s_e_;
   typename ops::template buffer<Value> scratch_;
   std::vector<Value> dense_momentum_;
-  typename ops::template span<const Value> gradient_{};
+  typename ops::template gradient<Value> gradient_{};
 };
 
 }  // namespace sketchsgd
