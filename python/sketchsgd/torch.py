@@ -62,6 +62,7 @@ METHODS = ("sketched", "global-sketch", "fetchsgd", "local-topk", "true-topk", "
 _NONFINITE = {"throw": "throw", "throw_error": "throw", "skip": "skip", "skip_step": "skip",
               "unchecked": "unchecked"}
 _CONFIG_BLOCK = 4096  # bytes of the configuration every rank exchanges once (a fixed size)
+_BUCKET_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the aggregators read in place
 
 
 class MomentumWarning(UserWarning):
@@ -527,9 +528,9 @@ class SketchState:
             return lambda: self._allreduce_job(buffer, signature, self._warmup)
         plan = self._plans.get(index)
         if plan is None:
-            if buffer.dtype != torch.float32 or buffer.device.type != "cpu":
+            if buffer.dtype not in _BUCKET_DTYPES or buffer.device.type != "cpu":
                 raise TypeError(f"sketch_hook: bucket {index} holds {buffer.dtype} on {buffer.device}; "
-                                "this build compresses float32 CPU buckets (gloo)")
+                                "this build compresses float32, bfloat16 and float16 CPU buckets (gloo)")
             plan = self._make_plan(index, signature)
             self._plans[index] = plan
             if plan.options is None:
@@ -616,7 +617,7 @@ class SketchState:
             at += n
             m = self._warm_momentum.get(position)
             if m is None or m.numel() != n:  # torch.optim.SGD's first step: the buffer is the gradient
-                m = self._warm_momentum[position] = g.clone()
+                m = self._warm_momentum[position] = g.to(torch.float32, copy=True)  # float32 for 16-bit too
             else:
                 m.mul_(self.momentum).add_(g)
             if self.nesterov:
@@ -629,7 +630,12 @@ class SketchState:
         """Plain allreduce (DDP's default: divide by W, then sum), then the
         hook's weight decay and momentum if any."""
         buffer.div_(self.world_size)
-        yield ("allreduce", buffer, counters)
+        if buffer.dtype == torch.bfloat16:  # gloo cannot sum bfloat16: a float32 copy (warm-up, fallback only)
+            wide = buffer.float()
+            yield ("allreduce", wide, counters)
+            buffer.copy_(wide)
+        else:
+            yield ("allreduce", buffer, counters)
         if dense_equivalent:
             with self._lock:
                 self._dense_equivalent += gloo_allreduce(buffer.numel() * buffer.element_size(),
@@ -648,7 +654,7 @@ class SketchState:
             yield ("allgather", everyone, mine, self._setup)
             agg.check_fingerprints([int(t.item()) for t in everyone])
             plan.verified = True
-        gradient = buffer.numpy()  # the bucket itself: no copy
+        gradient = buffer  # the bucket itself, of any dtype in _BUCKET_DTYPES: never copied
         dense = self.method == "dense"
         if not dense:
             self._add_decay(buffer, plan.signature)  # before compression: the momentum inside takes it in
@@ -673,7 +679,8 @@ class SketchState:
             self._add_decay(buffer, plan.signature)
             self._add_momentum(buffer, plan.signature)
         with self._lock:
-            self._dense_equivalent += gloo_allreduce(4 * buffer.numel(), 4, world, self.rank).bytes_sent
+            self._dense_equivalent += gloo_allreduce(buffer.numel() * buffer.element_size(), buffer.element_size(),
+                                                     world, self.rank).bytes_sent
             self._compressed_steps += 1
             if skipped:
                 self._skipped += 1
@@ -915,8 +922,9 @@ class SketchState:
 
 
 def carry_step(aggregator: _core.Aggregator, gradient: Any, group: Optional[dist.ProcessGroup] = None) -> None:
-    """One split-phase step of ``aggregator`` on this rank's ``gradient`` (float32
-    array or CPU tensor, used in place), every round carried at once over
+    """One split-phase step of ``aggregator`` on this rank's ``gradient`` (a float32
+    or float16 array, or a float32, bfloat16 or float16 CPU tensor, used in
+    place: 16-bit values are read as float, never copied), every round carried at once over
     torch.distributed: a sum by all_reduce, a gather by all_gather, a reduce by
     reduce (a merging one, gTop-k's, by sketchsgd's binomial tree of send and
     recv), a broadcast by broadcast. Every method and topology; afterwards

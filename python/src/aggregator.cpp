@@ -26,7 +26,7 @@ struct py_aggregator {
   int world;
   any_optimizer<float> impl;
   std::optional<round_generator<float>> rounds;
-  py::object gradient = py::none();
+  gradient_values gradient;
 };
 
 /// A round as Python sees it.
@@ -125,16 +125,17 @@ unchecked), average, threads.)doc")
       .def(
           "begin",
           [](py_aggregator& a, const py::object& g) {
-            const f32_array gradient = f32_view(g, "Aggregator.begin");
-            if (gradient.ndim() != 1) throw std::invalid_argument("Aggregator.begin: the gradient must be 1-d");
-            const std::span<const float> values(gradient.data(), static_cast<std::size_t>(gradient.size()));
+            gradient_values gradient = gradient_view(g, "Aggregator.begin", false);
             a.rounds.reset();
-            a.rounds.emplace(a.impl.step_rounds(values));
-            a.gradient = gradient;
+            a.rounds.emplace(gradient.visit([&](auto values) {
+              return a.impl.step_rounds(std::span<const typename decltype(values)::element_type>(values));
+            }));
+            a.gradient = std::move(gradient);
           },
           py::arg("gradient"),
-          "Starts a step on this rank's gradient (float32 array or CPU tensor, d values, used in place: keep it "
-          "unchanged until next() returns None).")
+          "Starts a step on this rank's gradient (d values: a float32 or float16 array, or a float32, bfloat16 or "
+          "float16 CPU tensor; 16-bit values are read as float in place, never copied; keep it unchanged until "
+          "next() returns None).")
       .def(
           "next",
           [](py::object self) -> py::object {
@@ -146,12 +147,12 @@ unchecked), average, threads.)doc")
               r = a.rounds->next();
             } catch (...) {
               a.rounds.reset();
-              a.gradient = py::none();
+              a.gradient = {};
               throw;
             }
             if (r != nullptr) return py::cast(make_round(*r, self));
             a.rounds.reset();
-            a.gradient = py::none();
+            a.gradient = {};
             return py::none();
           },
           "Runs the step to its next round and returns it (a Round), or None when the step is done. Raises "
@@ -160,19 +161,17 @@ unchecked), average, threads.)doc")
       .def(
           "write_update",
           [](const py_aggregator& a, const py::object& target) {
-            f32_array out = f32_view(target, "Aggregator.write_update");
-            if (out.ndim() != 1 || static_cast<std::uint64_t>(out.size()) != a.options.dimension) {
-              throw std::invalid_argument("Aggregator.write_update: expected a 1-d float32 array of " +
-                                          std::to_string(a.options.dimension) + " values");
+            const gradient_values out = gradient_view(target, "Aggregator.write_update", true);
+            if (out.size != a.options.dimension) {
+              throw std::invalid_argument("Aggregator.write_update: expected " + std::to_string(a.options.dimension) +
+                                          " values, got " + std::to_string(out.size));
             }
-            const std::span<float> o(out.mutable_data(), static_cast<std::size_t>(out.size()));
             py::gil_scoped_release release;
-            write_update(a.impl.last_update(), o);
+            out.visit([&](auto o) { write_update(a.impl.last_update(), o); });
           },
           py::arg("out"),
-          "Writes the last aggregated gradient into out (d float32 values, array or CPU tensor, in place): zeros "
-          "off its support, "
-          "all zeros when the step was skipped.")
+          "Writes the last aggregated gradient into out (d values in place, of any dtype begin() takes; 16-bit "
+          "rounded to nearest): zeros off its support, all zeros when the step was skipped.")
       .def(
           "update",
           [](const py_aggregator& a) {

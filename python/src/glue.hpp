@@ -29,6 +29,32 @@ using f32_array = py::array_t<float, py::array::c_style>;
 /// @throws py::type_error naming `what` for anything that would need a copy.
 f32_array f32_view(const py::handle& x, const char* what);
 
+/// A 1-d C-contiguous CPU array of gradient values as Python holds it,
+/// viewed in place: float32 (NumPy or torch), float16 (NumPy or torch) or
+/// bfloat16 (torch, which NumPy cannot hold).
+struct gradient_values {
+  void* data = nullptr;
+  std::size_t size = 0;
+  wire_format format = wire_format::native;
+  py::object owner = py::none();  // keeps the memory alive
+
+  /// f(std::span<T>) with T float, bfloat16_t or float16_t; its result.
+  template <class F>
+  decltype(auto) visit(F&& f) const {
+    if (format == wire_format::bfloat16) return f(std::span<bfloat16_t>(static_cast<bfloat16_t*>(data), size));
+    if (format == wire_format::float16) return f(std::span<float16_t>(static_cast<float16_t*>(data), size));
+    return f(std::span<float>(static_cast<float*>(data), size));
+  }
+  /// "float32", "bfloat16" or "float16".
+  [[nodiscard]] const char* dtype() const noexcept;
+};
+
+/// `x` viewed as gradient values (see `gradient_values`).
+/// @throws py::type_error naming `what` for anything else: another dtype, a
+/// tensor off the CPU, one not C-contiguous or not 1-d, or (`writable`) a
+/// read-only array.
+gradient_values gradient_view(const py::handle& x, const char* what, bool writable);
+
 /// Reads a method's options (the dict `sketchsgd.Aggregator` takes) with the
 /// aggregated gradient as the update; unknown keys are refused by name.
 method_options<float> parse_options(const py::dict& d);
@@ -50,8 +76,10 @@ py::array_t<T> copy_of(std::span<const T> values) {
   return a;
 }
 
-/// Writes `u` (sparse or dense; zeros when skipped) into `out` of d values.
-void write_update(const model_update<float>& u, std::span<float> out);
+/// Writes `u` (sparse or dense; zeros when skipped) into `out` of d values,
+/// rounded to nearest for 16-bit T.
+template <class T>
+void write_update(const model_update<float>& u, std::span<T> out);
 
 /// Statistics as a dict.
 py::dict stats_dict(const comm_stats& s);

@@ -86,9 +86,11 @@ method_options<float> parse_options(const py::dict& d) {
   return o;
 }
 
-void write_update(const model_update<float>& u, std::span<float> out) {
+template <class T>
+void write_update(const model_update<float>& u, std::span<T> out) {
+  const auto as_t = [](float x) { return T(x); };
   if (u.skipped) {
-    std::fill(out.begin(), out.end(), 0.0F);
+    std::fill(out.begin(), out.end(), T(0.0F));
     return;
   }
   if (u.dense) {
@@ -96,15 +98,69 @@ void write_update(const model_update<float>& u, std::span<float> out) {
       throw std::invalid_argument("write_update: a dense update of " + std::to_string(u.values.size()) +
                                   " values for an output of " + std::to_string(out.size()));
     }
-    std::copy(u.values.begin(), u.values.end(), out.begin());
+    std::transform(u.values.begin(), u.values.end(), out.begin(), as_t);
     return;
   }
   if (!u.indices.empty() && u.indices.back() >= out.size()) {
     throw std::invalid_argument("write_update: index " + std::to_string(u.indices.back()) + " outside an output of " +
                                 std::to_string(out.size()));
   }
-  std::fill(out.begin(), out.end(), 0.0F);
-  for (std::size_t j = 0; j < u.indices.size(); ++j) out[u.indices[j]] = u.values[j];
+  std::fill(out.begin(), out.end(), T(0.0F));
+  for (std::size_t j = 0; j < u.indices.size(); ++j) out[u.indices[j]] = as_t(u.values[j]);
+}
+template void write_update(const model_update<float>&, std::span<float>);
+template void write_update(const model_update<float>&, std::span<bfloat16_t>);
+template void write_update(const model_update<float>&, std::span<float16_t>);
+
+const char* gradient_values::dtype() const noexcept {
+  static const char* const names[] = {"float32", "bfloat16", "float16"};
+  return names[static_cast<int>(format)];
+}
+
+gradient_values gradient_view(const py::handle& x, const char* what, bool writable) {
+  const auto refuse = [&](const std::string& why) {
+    throw py::type_error(std::string(what) + ": " + why + " (gradients are used in place, never copied), got " +
+                         std::string(py::repr(x)).substr(0, 80));
+  };
+  gradient_values v;
+  v.owner = py::reinterpret_borrow<py::object>(x);
+  const std::string module = py::str(py::type::of(x).attr("__module__"));
+  if (module.rfind("torch", 0) == 0 && py::hasattr(x, "data_ptr")) {  // torch.Tensor, nn.Parameter
+    if (std::string(py::str(x.attr("device").attr("type"))) != "cpu") {
+      throw py::type_error(std::string(what) + ": a tensor on " + std::string(py::str(x.attr("device"))) +
+                           "; this build takes CPU tensors (docs/python.md)");
+    }
+    const std::string dtype = py::str(x.attr("dtype"));
+    if (dtype == "torch.float32") {
+      v.format = wire_format::native;
+    } else if (dtype == "torch.bfloat16") {
+      v.format = wire_format::bfloat16;
+    } else if (dtype == "torch.float16") {
+      v.format = wire_format::float16;
+    } else {
+      refuse("expected a float32, bfloat16 or float16 tensor");
+    }
+    if (x.attr("dim")().cast<int>() != 1 || !x.attr("is_contiguous")().cast<bool>()) {
+      refuse("expected a 1-d contiguous tensor");
+    }
+    v.data = reinterpret_cast<void*>(x.attr("data_ptr")().cast<std::uintptr_t>());
+    v.size = x.attr("numel")().cast<std::size_t>();
+    return v;
+  }
+  if (!py::isinstance<py::array>(x)) refuse("expected a 1-d C-contiguous NumPy array or CPU tensor");
+  const auto a = py::reinterpret_borrow<py::array>(x);
+  if (a.dtype().is(py::dtype::of<float>())) {
+    v.format = wire_format::native;
+  } else if (a.dtype().kind() == 'f' && a.itemsize() == 2) {
+    v.format = wire_format::float16;
+  } else {
+    refuse("expected a float32 or float16 array");
+  }
+  if (a.ndim() != 1 || (a.flags() & py::array::c_style) == 0) refuse("expected a 1-d C-contiguous array");
+  if (writable && !a.writeable()) refuse("the array is read-only");
+  v.data = const_cast<void*>(a.data());
+  v.size = static_cast<std::size_t>(a.size());
+  return v;
 }
 
 py::dict stats_dict(const comm_stats& s) {
