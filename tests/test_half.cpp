@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -64,6 +65,13 @@ TEST_CASE("every float16 and bfloat16 value converts to float and back unchanged
     CAPTURE(h);
     const float f16 = from_float16(bits);
     const float b16 = from_bfloat16(bits);
+    const std::uint32_t e = (h >> 10U) & 0x1FU;
+    const std::uint32_t m = h & 0x3FFU;
+    if (e != 0x1FU) {  // the value by its definition, in double: (e ? 1024 + m : m) 2^(max(e, 1) - 25)
+      const double magnitude = std::ldexp(e != 0 ? 1024.0 + m : m, static_cast<int>(std::max(e, 1U)) - 25);
+      REQUIRE(static_cast<double>(f16) == ((h & 0x8000U) != 0 ? -magnitude : magnitude));
+      REQUIRE(std::signbit(f16) == ((h & 0x8000U) != 0));
+    }
     if ((h & 0x7C00U) == 0x7C00U && (h & 0x03FFU) != 0) {
       REQUIRE(std::isnan(f16));
       REQUIRE((to_float16(f16) & 0x7E00U) == 0x7E00U);  // stays a (quiet) NaN

@@ -71,17 +71,21 @@ enum class wire_format : std::uint8_t {
   return static_cast<std::uint16_t>(sign | (rounded >> 13U));
 }
 
-/// The float of IEEE binary16 bits `h` (exact).
+/// The float of IEEE binary16 bits `h` (exact). Branch-free, so loops that
+/// read float16 gradients vectorize: the bits move into float32's places
+/// and the exponent is rebiased; infinity and NaN get the rest of the bias,
+/// and a subnormal is renormalized by one exact float subtraction.
 [[nodiscard]] constexpr float from_float16(std::uint16_t h) noexcept {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000U) << 16U;
-  const std::uint32_t exponent = (h >> 10U) & 0x1FU;
-  const std::uint32_t mantissa = h & 0x03FFU;
-  if (exponent == 0x1FU) return std::bit_cast<float>(sign | 0x7F800000U | (mantissa << 13U));  // Inf, NaN
-  if (exponent == 0) {
-    const float magnitude = static_cast<float>(mantissa) * 0x1.0p-24F;  // subnormal or zero: exact
-    return sign != 0 ? -magnitude : magnitude;
-  }
-  return std::bit_cast<float>(sign | ((exponent + 112U) << 23U) | (mantissa << 13U));
+  constexpr std::uint32_t exponent_mask = 0x7C00U << 13U;
+  std::uint32_t o = (static_cast<std::uint32_t>(h) & 0x7FFFU) << 13U;
+  const std::uint32_t exponent = o & exponent_mask;
+  const std::uint32_t special = 0U - static_cast<std::uint32_t>(exponent == exponent_mask);  // Inf, NaN
+  const std::uint32_t small = 0U - static_cast<std::uint32_t>(exponent == 0);               // zero, subnormal
+  o += (112U << 23U) + (special & (112U << 23U));
+  const std::uint32_t renormalized =
+      std::bit_cast<std::uint32_t>(std::bit_cast<float>(o + (1U << 23U)) - std::bit_cast<float>(113U << 23U));
+  o = (small & renormalized) | (~small & o);
+  return std::bit_cast<float>(o | (static_cast<std::uint32_t>(h & 0x8000U) << 16U));
 }
 
 /// A bfloat16 value as stored (torch.bfloat16's bits): the 16-bit storage
