@@ -82,6 +82,8 @@ class any_optimizer {
   void save(std::ostream& os) const { self_->save(os); }
   /// See `composed_optimizer::load`.
   void load(std::istream& is) { self_->load(is); }
+  /// See `composed_optimizer::load_redivided`.
+  void load_redivided(std::span<std::istream* const> old) { self_->load_redivided(old); }
 
  private:
   struct held {
@@ -100,6 +102,7 @@ class any_optimizer {
     virtual void check_fingerprints(std::span<const std::uint64_t> all) const = 0;
     virtual void save(std::ostream& os) const = 0;
     virtual void load(std::istream& is) = 0;
+    virtual void load_redivided(std::span<std::istream* const> old) = 0;
   };
   template <class O>
   struct model final : held {
@@ -144,6 +147,10 @@ class any_optimizer {
     }
     void save(std::ostream& os) const override { opt.save(os); }
     void load(std::istream& is) override { opt.load(is); }
+    void load_redivided(std::span<std::istream* const> old) override {
+      if constexpr (requires { opt.load_redivided(old); }) return opt.load_redivided(old);
+      lacks("load_redivided");
+    }
     O opt;
   };
   std::unique_ptr<held> self_;

@@ -190,6 +190,14 @@ constexpr optimizer_kind kind() noexcept {
   if constexpr (requires { A::kind; }) return A::kind;
   return optimizer_kind::custom;
 }
+/// How many of the aggregation's first state sections are its rank's own
+/// memory, summed over the ranks (error memories): `load_redivided` divides
+/// their sum among a new world. The other sections are the same on every rank.
+template <class A>
+constexpr std::size_t rank_sections() noexcept {
+  if constexpr (requires { A::rank_sections; }) return A::rank_sections;
+  return 0;
+}
 template <class A>
 bool averages_itself(const A& a) noexcept {
   if constexpr (requires { a.averages_itself(); }) return a.averages_itself();

@@ -251,6 +251,63 @@ class composed_optimizer {
     accounting_.stats().skipped_steps = 0;
   }
 
+  /// Restores, on this rank, the states that every rank of a job of another
+  /// world size saved (`save`, given in rank order; the configuration the
+  /// same but for W): the ranks' own memories (error feedback's u and v)
+  /// are summed over the old ranks and divided evenly among this world, so
+  /// their sum, the gradient mass not yet applied, is kept (to rounding);
+  /// the rest (the update rule's state, FetchSGD's sketches, the step
+  /// count) is the same on every old rank, checked, and taken as it is.
+  /// Every new rank reads all old states and gets the same result.
+  /// @throws config_mismatch_error for another configuration or kind, old
+  /// states out of rank order or from different steps, or a section that
+  /// should be the same on every rank and is not (a root topology keeps its
+  /// server's state on the root alone); serialization_error for malformed
+  /// bytes. The state is then unchanged.
+  void load_redivided(std::span<std::istream* const> old) requires std::is_floating_point_v<value_type> {
+    if (old.empty()) throw std::invalid_argument(std::string(name_) + " load_redivided: no states given");
+    const auto old_world = static_cast<int>(old.size());
+    std::uint64_t steps = 0;
+    for (int r = 0; r < old_world; ++r) {
+      detail::state_header expected = header(0);
+      expected.fingerprint = fingerprint_at(old_world);
+      expected.rank = static_cast<std::uint32_t>(r);
+      expected.world = static_cast<std::uint32_t>(old_world);
+      const std::uint64_t s = detail::read_state_header(*old[static_cast<std::size_t>(r)], expected, name_);
+      if (r > 0 && s != steps) {
+        throw config_mismatch_error(std::string(name_) + " load_redivided: rank " + std::to_string(r) + " saved after " +
+                                    std::to_string(s) + " steps, rank 0 after " + std::to_string(steps));
+      }
+      steps = s;
+    }
+    constexpr std::size_t own = detail::hooks::rank_sections<Aggregation>();
+    std::vector<std::vector<value_type>> read;
+    for_each_state([&](auto s) {
+      const std::size_t section = read.size();
+      std::vector<value_type>& mine = read.emplace_back(s.size());
+      std::vector<value_type> other(s.size());
+      detail::read_state_section(*old[0], std::span<value_type>(mine), name_);
+      for (std::size_t r = 1; r < old.size(); ++r) {
+        detail::read_state_section(*old[r], std::span<value_type>(other), name_);
+        if (section < own) {
+          for (std::size_t i = 0; i < mine.size(); ++i) mine[i] += other[i];
+        } else if (other != mine) {
+          throw config_mismatch_error(std::string(name_) + " load_redivided: state section " + std::to_string(section) +
+                                      " differs between old ranks 0 and " + std::to_string(r) +
+                                      ", though every rank should hold the same (a root topology's server state "
+                                      "lives on the root alone)");
+        }
+      }
+      if (section < own) {
+        for (value_type& x : mine) x /= static_cast<value_type>(world_);
+      }
+    });
+    std::size_t at = 0;
+    for_each_state([&](auto s) { ops::upload(std::span<const value_type>(read[at++]), s, device_); });
+    accounting_.stats().steps = steps;
+    accounting_.stats().skipped_steps = 0;
+  }
+
  protected:
   /// For the named optimizers: their kind, name and version-1 fingerprint.
   composed_optimizer(comm_type& comm, options_type options, detail::named_identity id) requires(!external)
@@ -276,7 +333,8 @@ class composed_optimizer {
       detail::bad_option(name_, "this update rule needs the learning rate outside the error memory");
     }
     version_ = id.name != nullptr ? 1 : 2;
-    fingerprint_ = id.name != nullptr ? id.fingerprint(split_, world_) : composed_fingerprint();
+    named_fingerprint_ = std::move(id.fingerprint);
+    fingerprint_ = fingerprint_at(world_);
     if constexpr (!external) detail::agree_on_fingerprint(*comm_, fingerprint_, name_);
     accounting_.stats().dense_ring_bytes_per_step =
         detail::dense_ring_bytes(opt_.dimension, world_, sizeof(value_type));
@@ -430,13 +488,18 @@ class composed_optimizer {
             version_};
   }
 
+  /// The fingerprint of this configuration in a world of `world` ranks.
+  [[nodiscard]] std::uint64_t fingerprint_at(int world) const {
+    return version_ == 1 ? named_fingerprint_(split_, world) : composed_fingerprint(world);
+  }
+
   /// Version 2: every field of the driver and of each policy.
-  [[nodiscard]] std::uint64_t composed_fingerprint() const {
+  [[nodiscard]] std::uint64_t composed_fingerprint(int world) const {
     detail::fingerprint f;
     f.add(std::uint8_t{2}).add(kind_).add(wire::value_type_code<value_type>).add(opt_.dimension).add(opt_.average);
     f.add(split_.dense().size());
     for (const dense_range& r : split_.dense()) f.add(r.offset).add(r.length);
-    f.add(opt_.nonfinite).add(world_);
+    f.add(opt_.nonfinite).add(world);
     detail::hooks::describe(agg_, f);
     detail::hooks::describe(rule_, f);
     return f.value();
@@ -457,6 +520,7 @@ class composed_optimizer {
   std::int64_t bad_ = 0;                  // non-finite values across the ranks
   comm_counters external_counters_;
   std::uint8_t version_ = 2;
+  std::function<std::uint64_t(const detail::coordinate_split&, int)> named_fingerprint_;  // version 1
   std::uint64_t fingerprint_ = 0;
   model_update<value_type> update_;
   std::unique_ptr<detail::round_carrier> carrier_;  // carries overlapped rounds; started with the first

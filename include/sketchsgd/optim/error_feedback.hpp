@@ -96,6 +96,9 @@ class error_memory {
   void finish_dense(std::span<Value> /*values*/, const step_context<Value, Device>& c) {
     ops::zero_ranges(span(v_), *c.split, *c.device);
   }
+  /// u and v, the state's first two sections, are this rank's own: summed
+  /// over the ranks, re-divided when the world changes (`load_redivided`).
+  static constexpr std::size_t rank_sections = 2;
   /// Whether eta sits in the memory (v <- v + eta x).
   [[nodiscard]] bool learning_rate_in_error() const noexcept { return opt_.learning_rate_in_error; }
   /// Where the dense coordinates are read: v.
