@@ -876,12 +876,7 @@ class SketchState:
         version = state.get("version")
         if version not in (1, 2):
             raise ValueError(f"SketchState.load_state_dict: unknown version {version!r}")
-        mine = self.config()
-        saved = dict({"weight_decay": 0.0}, **state["config"])  # saved before weight_decay existed: none
-        if saved != mine:
-            diffs = ", ".join(f"{key}: saved {saved.get(key)!r}, here {mine.get(key)!r}"
-                              for key in sorted(set(mine) | set(saved)) if mine.get(key) != saved.get(key))
-            raise ValueError(f"SketchState.load_state_dict: another configuration ({diffs})")
+        self._check_config(state, "load_state_dict")
         if state["world"] != self.world_size or state["rank"] != self.rank:
             raise _core.ConfigMismatchError(
                 f"SketchState.load_state_dict: saved by rank {state['rank']} of {state['world']}, "
@@ -900,14 +895,57 @@ class SketchState:
                     by_position[int(position)] = m[at:at + n]
                     at += n
             warm = by_position
+        plans = self._plans_of(state, lambda agg, i: agg.load(state["buckets"][i]["aggregator"]))
+        self._adopt(state, plans, warm)
+
+    def load_redivided(self, states: List[Dict[str, Any]]) -> None:
+        """Restores the ``state_dict()`` of every rank of a job of another world
+        size (a list in rank order) on this rank: each bucket's error memories
+        are summed over the saved ranks and divided evenly among this world,
+        so their sum, the gradient mass not yet applied, is kept; what every
+        rank holds alike (FetchSGD's sketches, warm-up momentum, the
+        iteration) is taken from saved rank 0, as are the traffic counters.
+        The buckets keep their saved sizes (chosen for the old world's
+        allreduce bytes). Raises ValueError for another configuration or
+        states that do not make up one world at one iteration, and what
+        Aggregator.load_redivided raises; nothing is changed then."""
+        world = len(states)
+        if (world == 0 or [s.get("rank") for s in states] != list(range(world))
+                or any(s.get("world") != world or s.get("version") != 2 for s in states)):
+            raise ValueError("SketchState.load_redivided: expected the version 2 state_dict() of every rank of one "
+                             f"world, in rank order; got ranks {[s.get('rank') for s in states]} of worlds "
+                             f"{sorted({s.get('world') for s in states})}")
+        if any(s["iter"] != states[0]["iter"] for s in states):
+            raise ValueError("SketchState.load_redivided: the ranks saved at different iterations "
+                             f"{[s['iter'] for s in states]}")
+        for s in states:
+            self._check_config(s, "load_redivided")
+        first = states[0]
+        plans = self._plans_of(first, lambda agg, i: agg.load_redivided(
+            [s["buckets"][i]["aggregator"] for s in states]))
+        self._adopt(first, plans, {int(i): m for i, m in first["warmup_momentum"].items()})
+
+    def _check_config(self, state: Dict[str, Any], who: str) -> None:
+        mine = self.config()
+        saved = dict({"weight_decay": 0.0}, **state["config"])  # saved before weight_decay existed: none
+        if saved != mine:
+            diffs = ", ".join(f"{key}: saved {saved.get(key)!r}, here {mine.get(key)!r}"
+                              for key in sorted(set(mine) | set(saved)) if mine.get(key) != saved.get(key))
+            raise ValueError(f"SketchState.{who}: another configuration ({diffs})")
+
+    def _plans_of(self, state: Dict[str, Any], restore: Callable) -> Dict[int, _Plan]:
+        """The saved buckets' plans, each aggregator built here and restored by ``restore(aggregator, key)``."""
         plans: Dict[int, _Plan] = {}
         for i, b in state["buckets"].items():
             plan = _Plan(int(i), tuple(tuple(s) for s in b["signature"]), b["options"], b["reason"])
             if b["options"] is not None:
                 plan.options = dict(b["options"], threads=self.threads)  # threads do not change results
                 plan.aggregator = _core.Aggregator(self.rank, self.world_size, plan.options)
-                plan.aggregator.load(b["aggregator"])
+                restore(plan.aggregator, i)
             plans[int(i)] = plan
+        return plans
+
+    def _adopt(self, state: Dict[str, Any], plans: Dict[int, _Plan], warm: Dict[int, torch.Tensor]) -> None:
         self._plans = plans
         self._warm_momentum = {i: m.clone() for i, m in warm.items()}
         self.iter = int(state["iter"])
@@ -1099,6 +1137,31 @@ def _checkpoint_files(folder: str) -> Dict[Tuple[int, int], Dict[int, str]]:
     return out
 
 
+def _load_resized(folder: str, files: Dict[Tuple[int, int], Dict[int, str]], ddp_model: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer, state: SketchState) -> Dict[str, Any]:
+    """load_checkpoint from the files of another world size (see there)."""
+    complete = []  # (step, old world) with a file of that step from every old rank
+    for old in sorted({w for w, _ in files if w != state.world_size}):
+        steps = [set(files.get((old, r), {})) for r in range(old)]
+        common = set.intersection(*steps) if steps else set()
+        if common:
+            complete.append((max(common), old))
+    if not complete:
+        raise ValueError(f"sketchsgd.torch.load_checkpoint: the files in {folder} are of worlds "
+                         f"{sorted({w for w, _ in files})}, and none has a step every one of its ranks saved; "
+                         "restore the files or restart from scratch")
+    step, old = max(complete)
+    blobs = [torch.load(files[(old, r)][step], map_location="cpu") for r in range(old)]
+    for r, blob in enumerate(blobs):
+        if blob.get("format") != _CHECKPOINT_FORMAT or blob.get("rank") != r or blob.get("world") != old:
+            raise RuntimeError(f"sketchsgd.torch.load_checkpoint: {files[(old, r)][step]} is not rank {r} of "
+                               f"{old}'s checkpoint")
+    state.load_redivided([b["hook"] for b in blobs])  # first: it checks everything before changing anything
+    getattr(ddp_model, "module", ddp_model).load_state_dict(blobs[0]["model"])
+    optimizer.load_state_dict(blobs[0]["optimizer"])
+    return {"iter": blobs[0]["iter"], "extra": blobs[0]["extra"], "resized_from": old}
+
+
 def save_checkpoint(folder: str, ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     state: SketchState, extra: Any = None) -> str:
     """Saves this rank's model, optimizer and hook state (and ``extra``, say a
@@ -1134,10 +1197,15 @@ def load_checkpoint(folder: str, ddp_model: torch.nn.Module, optimizer: torch.op
     job then continues bit-identically. Returns ``{"iter": N, "extra": ...}``,
     or None when no rank has a checkpoint (a fresh start).
 
-    Raises ValueError on every rank when the files were written by another
-    world size (restarting at another size is elastic training, which the
-    hook's per-rank state does not support), and RuntimeError when the
-    ranks have no step in common or a file is not this rank's."""
+    When no rank has a file of this world size but every rank of another
+    world left one of a common step (the newest such, on a folder every
+    rank reads), the job resumes from those at this size: the model and the
+    optimizer from old rank 0's file, the hook's state re-divided
+    (``SketchState.load_redivided``: error memories summed and split evenly,
+    their sum kept); the result then also holds ``"resized_from": W``, and
+    ``extra`` is old rank 0's (re-shard your data yourself). Raises
+    RuntimeError when the ranks have no step in common or a file is not
+    this rank's, and ValueError when no world's files make up a step."""
     rank, world = state.rank, state.world_size
     files = _checkpoint_files(folder)
     mine = files.get((world, rank), {})
@@ -1150,10 +1218,7 @@ def load_checkpoint(folder: str, ddp_model: torch.nn.Module, optimizer: torch.op
     rows = [t.tolist() for t in everyone]
     if all(r[1] == r[2] == -1 for r in rows):
         if any(r[0] for r in rows):
-            raise ValueError(f"sketchsgd.torch.load_checkpoint: the checkpoint in {folder} was written by a job of "
-                             f"{' or '.join(map(str, other_worlds)) or 'another number of'} ranks; this job has "
-                             f"{world}. The hook's state is per rank: restart at the same world size (restarting "
-                             "at another size is elastic training, not supported)")
+            return _load_resized(folder, files, ddp_model, optimizer, state)
         return None
     common = set.intersection(*({i for i in r[1:] if i >= 0} for r in rows))
     if not common:

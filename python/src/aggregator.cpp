@@ -217,6 +217,20 @@ unchecked), average, threads.)doc")
           "Restores save()'s bytes (same rank, world and configuration; ConfigMismatchError or "
           "SerializationError otherwise, and the state is then unchanged).")
       .def(
+          "load_redivided",
+          [](py_aggregator& a, const std::vector<py::bytes>& states) {
+            std::vector<std::istringstream> streams;
+            streams.reserve(states.size());
+            for (const auto& b : states) streams.emplace_back(std::string(b));
+            std::vector<std::istream*> in;
+            for (auto& s : streams) in.push_back(&s);
+            a.impl.load_redivided(in);
+          },
+          py::arg("states"),
+          "Restores save()'s bytes of every rank of a world of another size (in rank order): the error memories "
+          "summed and divided evenly among this world (their sum kept), the rest checked equal and taken. "
+          "ConfigMismatchError or SerializationError otherwise, and the state is then unchanged.")
+      .def(
           "stats", [](const py_aggregator& a) { return stats_dict(a.impl.stats()); },
           "Steps (skipped_steps: those skipped for a non-finite gradient), bytes by sketchsgd's own "
           "collectives' model, and time by phase (local, compress, communicate = carrying the rounds, recover).");

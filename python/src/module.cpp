@@ -141,7 +141,7 @@ gradient_values gradient_view(const py::handle& x, const char* what, bool writab
       refuse("expected a float32, bfloat16 or float16 tensor");
     }
     if (x.attr("dim")().cast<int>() != 1 || !x.attr("is_contiguous")().cast<bool>()) {
-      refuse("expected a 1-d contiguous tensor");
+      refuse("expected a 1-d contiguous float32, bfloat16 or float16 tensor");
     }
     v.data = reinterpret_cast<void*>(x.attr("data_ptr")().cast<std::uintptr_t>());
     v.size = x.attr("numel")().cast<std::size_t>();
@@ -156,7 +156,7 @@ gradient_values gradient_view(const py::handle& x, const char* what, bool writab
   } else {
     refuse("expected a float32 or float16 array");
   }
-  if (a.ndim() != 1 || (a.flags() & py::array::c_style) == 0) refuse("expected a 1-d C-contiguous array");
+  if (a.ndim() != 1 || (a.flags() & py::array::c_style) == 0) refuse("expected a 1-d C-contiguous float32 or float16 array");
   if (writable && !a.writeable()) refuse("the array is read-only");
   v.data = const_cast<void*>(a.data());
   v.size = static_cast<std::size_t>(a.size());

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // sketchsgd._core.CountSketch (float32, multiply-shift hashes) and a dense
 // top-k: thin bindings over count_sketch, top_k and the wire format. Inputs
-// are float32 arrays or CPU tensors, used in place.
+// are float32 arrays or CPU tensors (accumulate: 16-bit too), used in place.
 
 #include <cstring>
 
@@ -68,13 +68,16 @@ sketch(x) + sketch(y) == sketch(x + y).)doc")
       .def(
           "accumulate",
           [](sketch_t& s, const py::object& x, std::uint64_t offset, unsigned threads) {
-            f32_array keep;
-            const auto xs = in(x, keep, "CountSketch.accumulate");
+            const gradient_values xs = gradient_view(x, "CountSketch.accumulate", false);
             py::gil_scoped_release release;
-            s.accumulate(xs, offset, cpu_execution{threads});
+            xs.visit([&](auto values) {
+              using E = typename decltype(values)::element_type;
+              s.accumulate_rows(std::span<const E>(values), offset, 0, s.rows(), cpu_execution{threads});
+            });
           },
           py::arg("x"), py::arg("offset") = 0, py::arg("threads") = 1,
-          "Adds x (coordinates offset, offset+1, ...) to the sketch.")
+          "Adds x (coordinates offset, offset+1, ...) to the sketch: a float32 or float16 array, or a float32, "
+          "bfloat16 or float16 CPU tensor, read in place (16-bit values as floats, exactly).")
       .def(
           "accumulate_sparse",
           [](sketch_t& s, const py::array_t<std::int64_t, py::array::c_style>& indices, const py::object& values) {

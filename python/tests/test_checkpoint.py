@@ -3,7 +3,8 @@
 load_checkpoint): a job under torch.distributed.run --max-restarts 1 whose
 rank 1 is killed (SIGKILL) mid-run restarts from the files and ends
 bit-identical to the uninterrupted job; the ranks restart from a step they
-all have; a restart at another world size is refused on every rank."""
+all have; a restart at another world size resumes with the hook's state
+re-divided (error memories summed and split evenly: their sum kept)."""
 
 import os
 import pathlib
@@ -11,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 import sketchsgd.torch as st
@@ -112,20 +114,23 @@ def _steps_and_sizes(rank, world, folder, phase):
         return None
     try:
         got = st.load_checkpoint(folder, ddp, opt, state)
-        return {"iter": state.iter, "next_step": got["extra"]["next_step"], "params": flat_params(ddp.module)}
+        return {"iter": state.iter, "next_step": got["extra"]["next_step"], "params": flat_params(ddp.module),
+                "resized_from": got.get("resized_from")}
     except (ValueError, RuntimeError) as e:
         return f"{type(e).__name__}: {e}"
 
 
-def test_ranks_restart_from_a_common_step_and_another_world_size_is_refused(tmp_path):
+def test_ranks_restart_from_a_common_step_and_at_another_world_size(tmp_path):
     folder = str(tmp_path / "ckpt")
     run_world(_steps_and_sizes, 2, folder, "save")
     loaded = run_world(_steps_and_sizes, 2, folder, "load")
     assert [o["iter"] for o in loaded] == [3, 3] and [o["next_step"] for o in loaded] == [3, 3], loaded
     assert np.array_equal(loaded[0]["params"], loaded[1]["params"])
-    for world in (1, 3):
-        for message in run_world(_steps_and_sizes, world, folder, "load"):
-            assert message.startswith("ValueError") and f"written by a job of 2 ranks; this job has {world}" in message
+    assert [o["resized_from"] for o in loaded] == [None, None]
+    for world in (1, 3):  # the newest step both old ranks saved, re-divided
+        for o in run_world(_steps_and_sizes, world, folder, "load"):
+            assert o["resized_from"] == 2 and o["iter"] == 3 and o["next_step"] == 3, o
+            assert np.array_equal(o["params"], loaded[0]["params"])
     # No checkpoint at all: a fresh start, on every rank.
     fresh = run_world(_fresh, 2, str(tmp_path / "empty"))
     assert fresh == [None, None]
@@ -135,3 +140,52 @@ def _fresh(rank, world, folder):
     ddp = small_buckets(mlp(), 0.001)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
     return st.load_checkpoint(folder, ddp, opt, st.attach(ddp, opt, start_iter=2))
+
+
+# -- another world size: the hook's state re-divided -------------------------------------------------------------
+
+def _sections(blob: bytes):
+    """The float32 sections of an Aggregator.save() state (docs/serialization.md)."""
+    out, at = [], 40
+    while at < len(blob):
+        count = int(np.frombuffer(blob, np.uint64, 1, at)[0])
+        out.append(np.frombuffer(blob, np.float32, count, at + 16).astype(np.float64))
+        at += 16 + 4 * count
+    return out
+
+
+def _elastic(rank, world, folder, phase, method):
+    ddp = small_buckets(mlp(), 0.001)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05, momentum=0.9)
+    state = st.attach(ddp, opt, method=method, compression=10.0, seed=3, start_iter=2)
+    if phase == "save":
+        train(ddp, opt, 5, rank)
+        st.save_checkpoint(folder, ddp, opt, state)
+        return {i: p.aggregator.save() for i, p in state._plans.items() if p.aggregator is not None}
+    got = st.load_checkpoint(folder, ddp, opt, state)
+    saved = {i: p.aggregator.save() for i, p in state._plans.items() if p.aggregator is not None}
+    train(ddp, opt, 3, rank, first=5)
+    return {"resized_from": got["resized_from"], "iter": state.iter, "saved": saved, "params": flat_params(ddp.module)}
+
+
+@pytest.mark.parametrize("method", ["sketched", "fetchsgd"])
+@pytest.mark.parametrize("worlds", [(3, 2), (2, 3)])
+def test_another_world_size_keeps_the_error_memories_sum_and_goes_on(tmp_path, worlds, method):
+    old_world, new_world = worlds
+    folder = str(tmp_path / "ckpt")
+    before = run_world(_elastic, old_world, folder, "save", method)
+    after = run_world(_elastic, new_world, folder, "load", method)
+    for o in after:
+        assert o["resized_from"] == old_world and o["iter"] == 8 and np.all(np.isfinite(o["params"])), o["iter"]
+        assert np.array_equal(o["params"], after[0]["params"])  # the new ranks stay identical
+    assert set(after[0]["saved"]) == set(before[0]) and before[0]
+    for bucket in before[0]:
+        old = [_sections(b[bucket]) for b in before]
+        new = [_sections(o["saved"][bucket]) for o in after]
+        for s in range(len(old[0])):
+            if method == "sketched" and s < 2:  # u, v: each rank's own; their sum kept
+                want, got = sum(x[s] for x in old), sum(x[s] for x in new)
+                assert np.abs(want).max() > 0
+                assert np.allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max()), (bucket, s)
+            else:  # the same on every rank (FetchSGD's sketches, dense momentum): taken as it is
+                assert all(np.array_equal(x[s], old[0][s]) for x in new), (bucket, s)

@@ -80,6 +80,15 @@ def test_16_bit_gradients_give_the_float32_bits_of_their_values():
         assert not bad, f"differ from the float32 path: {bad} (seed {SEED})"
 
 
+def test_a_count_sketch_reads_16_bit_values_as_floats():
+    g = gradient(0, 0, torch.bfloat16)
+    for values in (g, g.half(), g.half().numpy()):
+        s, t = sketchsgd.CountSketch(3, 256, seed=2), sketchsgd.CountSketch(3, 256, seed=2)
+        s.accumulate(values, offset=7)
+        t.accumulate(torch.as_tensor(values).float(), offset=7)
+        assert s == t
+
+
 def test_what_cannot_be_read_in_place_is_refused():
     agg = sketchsgd.Aggregator(0, 1, options("sketched"))
     for bad, why in [(torch.zeros(D, dtype=torch.float64), "float32, bfloat16 or float16"),

@@ -109,7 +109,9 @@ concept describe_hook = !probed<P> || requires { &hook_probe<P>::describe; } ||
 /// `out`. Optional, with the driver's defaults: `kind` (`custom`),
 /// `averages_itself()` (false: the driver divides by W),
 /// `learning_rate_in_error()` (false), `finish_dense(values, context)`
-/// (nothing), `for_each_state(visitor)` (no state), `describe(fingerprint&)`
+/// (nothing), `for_each_state(visitor)` (no state), a static `rank_sections`
+/// (0: how many first state sections are the rank's own, summed over ranks,
+/// which `load_redivided` re-divides), `describe(fingerprint&)`
 /// (nothing to add). An `accumulate` that takes a `gradient_span<float>`
 /// takes 16-bit gradients too (`composed_optimizer::step`).
 template <class A>
