@@ -156,7 +156,9 @@ gradient_values gradient_view(const py::handle& x, const char* what, bool writab
   } else {
     refuse("expected a float32 or float16 array");
   }
-  if (a.ndim() != 1 || (a.flags() & py::array::c_style) == 0) refuse("expected a 1-d C-contiguous float32 or float16 array");
+  if (a.ndim() != 1 || (a.flags() & py::array::c_style) == 0) {
+    refuse("expected a 1-d C-contiguous float32 or float16 array");
+  }
   if (writable && !a.writeable()) refuse("the array is read-only");
   v.data = const_cast<void*>(a.data());
   v.size = static_cast<std::size_t>(a.size());

@@ -275,8 +275,9 @@ class composed_optimizer {
       expected.world = static_cast<std::uint32_t>(old_world);
       const std::uint64_t s = detail::read_state_header(*old[static_cast<std::size_t>(r)], expected, name_);
       if (r > 0 && s != steps) {
-        throw config_mismatch_error(std::string(name_) + " load_redivided: rank " + std::to_string(r) + " saved after " +
-                                    std::to_string(s) + " steps, rank 0 after " + std::to_string(steps));
+        throw config_mismatch_error(std::string(name_) + " load_redivided: rank " + std::to_string(r) +
+                                    " saved after " + std::to_string(s) + " steps, rank 0 after " +
+                                    std::to_string(steps));
       }
       steps = s;
     }
