@@ -84,6 +84,8 @@ class any_optimizer {
   void load(std::istream& is) { self_->load(is); }
   /// See `composed_optimizer::load_redivided`.
   void load_redivided(std::span<std::istream* const> old) { self_->load_redivided(old); }
+  /// See `composed_optimizer::load_survivors`.
+  void load_survivors(std::span<std::istream* const> states) { self_->load_survivors(states); }
 
  private:
   struct held {
@@ -103,6 +105,7 @@ class any_optimizer {
     virtual void save(std::ostream& os) const = 0;
     virtual void load(std::istream& is) = 0;
     virtual void load_redivided(std::span<std::istream* const> old) = 0;
+    virtual void load_survivors(std::span<std::istream* const> states) = 0;
   };
   template <class O>
   struct model final : held {
@@ -150,6 +153,10 @@ class any_optimizer {
     void load_redivided(std::span<std::istream* const> old) override {
       if constexpr (requires { opt.load_redivided(old); }) return opt.load_redivided(old);
       lacks("load_redivided");
+    }
+    void load_survivors(std::span<std::istream* const> states) override {
+      if constexpr (requires { opt.load_survivors(states); }) return opt.load_survivors(states);
+      lacks("load_survivors");
     }
     O opt;
   };

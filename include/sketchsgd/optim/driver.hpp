@@ -7,11 +7,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <functional>
 #include <istream>
 #include <memory>
 #include <ostream>
 #include <span>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -265,48 +267,17 @@ class composed_optimizer {
   /// server's state on the root alone); serialization_error for malformed
   /// bytes. The state is then unchanged.
   void load_redivided(std::span<std::istream* const> old) requires std::is_floating_point_v<value_type> {
-    if (old.empty()) throw std::invalid_argument(std::string(name_) + " load_redivided: no states given");
-    const auto old_world = static_cast<int>(old.size());
-    std::uint64_t steps = 0;
-    for (int r = 0; r < old_world; ++r) {
-      detail::state_header expected = header(0);
-      expected.fingerprint = fingerprint_at(old_world);
-      expected.rank = static_cast<std::uint32_t>(r);
-      expected.world = static_cast<std::uint32_t>(old_world);
-      const std::uint64_t s = detail::read_state_header(*old[static_cast<std::size_t>(r)], expected, name_);
-      if (r > 0 && s != steps) {
-        throw config_mismatch_error(std::string(name_) + " load_redivided: rank " + std::to_string(r) +
-                                    " saved after " + std::to_string(s) + " steps, rank 0 after " +
-                                    std::to_string(steps));
-      }
-      steps = s;
-    }
-    constexpr std::size_t own = detail::hooks::rank_sections<Aggregation>();
-    std::vector<std::vector<value_type>> read;
-    for_each_state([&](auto s) {
-      const std::size_t section = read.size();
-      std::vector<value_type>& mine = read.emplace_back(s.size());
-      std::vector<value_type> other(s.size());
-      detail::read_state_section(*old[0], std::span<value_type>(mine), name_);
-      for (std::size_t r = 1; r < old.size(); ++r) {
-        detail::read_state_section(*old[r], std::span<value_type>(other), name_);
-        if (section < own) {
-          for (std::size_t i = 0; i < mine.size(); ++i) mine[i] += other[i];
-        } else if (other != mine) {
-          throw config_mismatch_error(std::string(name_) + " load_redivided: state section " + std::to_string(section) +
-                                      " differs between old ranks 0 and " + std::to_string(r) +
-                                      ", though every rank should hold the same (a root topology's server state "
-                                      "lives on the root alone)");
-        }
-      }
-      if (section < own) {
-        for (value_type& x : mine) x /= static_cast<value_type>(world_);
-      }
-    });
-    std::size_t at = 0;
-    for_each_state([&](auto s) { ops::upload(std::span<const value_type>(read[at++]), s, device_); });
-    accounting_.stats().steps = steps;
-    accounting_.stats().skipped_steps = 0;
+    redivide(old, true);
+  }
+
+  /// `load_redivided` from the states of some ranks of the old world only
+  /// (its survivors, in any order: each header names its rank and world):
+  /// their memories summed and divided evenly among this world. What the
+  /// missing ranks held of the memories is lost; the rest is whole.
+  /// @throws as `load_redivided`, and config_mismatch_error for states of
+  /// different worlds or a rank given twice.
+  void load_survivors(std::span<std::istream* const> states) requires std::is_floating_point_v<value_type> {
+    redivide(states, false);
   }
 
  protected:
@@ -487,6 +458,77 @@ class composed_optimizer {
             static_cast<std::uint32_t>(world_),
             const_cast<composed_optimizer*>(this)->section_count(),
             version_};
+  }
+
+  /// load_redivided (`complete`: every old rank, in rank order) and
+  /// load_survivors: see there.
+  void redivide(std::span<std::istream* const> old, bool complete) {
+    if (old.empty()) throw std::invalid_argument(std::string(name_) + " load_redivided: no states given");
+    int old_world = static_cast<int>(old.size());
+    std::vector<bool> seen;
+    std::uint64_t steps = 0;
+    int first_rank = 0;
+    for (std::size_t i = 0; i < old.size(); ++i) {
+      std::string head(detail::state_header_bytes, '\0');
+      old[i]->read(head.data(), static_cast<std::streamsize>(head.size()));
+      if (static_cast<std::size_t>(old[i]->gcount()) != head.size()) detail::bad_state(name_, "truncated header");
+      const auto* b = reinterpret_cast<const std::byte*>(head.data());
+      const auto rank = static_cast<int>(wire::load_le<std::uint32_t>(b + 24));
+      const auto world = static_cast<int>(wire::load_le<std::uint32_t>(b + 28));
+      if (!complete) {
+        if (i == 0) old_world = world;
+        if (seen.empty()) seen.assign(static_cast<std::size_t>(std::max(old_world, 1)), false);
+        if (rank < 0 || rank >= old_world) {
+          throw config_mismatch_error(std::string(name_) + " load_survivors: a state of rank " + std::to_string(rank) +
+                                      " of " + std::to_string(world) + " among states of a world of " +
+                                      std::to_string(old_world));
+        }
+        if (seen[static_cast<std::size_t>(rank)]) {
+          throw config_mismatch_error(std::string(name_) + " load_survivors: rank " + std::to_string(rank) +
+                                      " of " + std::to_string(world) + " is given twice");
+        }
+      }
+      detail::state_header expected = header(0);
+      expected.fingerprint = fingerprint_at(old_world);
+      expected.rank = static_cast<std::uint32_t>(complete ? static_cast<int>(i) : rank);
+      expected.world = static_cast<std::uint32_t>(old_world);
+      std::istringstream checked(head);
+      const std::uint64_t s = detail::read_state_header(checked, expected, name_);
+      if (!complete) seen[static_cast<std::size_t>(rank)] = true;
+      if (i > 0 && s != steps) {
+        throw config_mismatch_error(std::string(name_) + " load_redivided: rank " + std::to_string(rank) +
+                                    " saved after " + std::to_string(s) + " steps, rank " +
+                                    std::to_string(first_rank) + " after " + std::to_string(steps));
+      }
+      if (i == 0) first_rank = rank;
+      steps = s;
+    }
+    constexpr std::size_t own = detail::hooks::rank_sections<Aggregation>();
+    std::vector<std::vector<value_type>> read;
+    for_each_state([&](auto s) {
+      const std::size_t section = read.size();
+      std::vector<value_type>& mine = read.emplace_back(s.size());
+      std::vector<value_type> other(s.size());
+      detail::read_state_section(*old[0], std::span<value_type>(mine), name_);
+      for (std::size_t r = 1; r < old.size(); ++r) {
+        detail::read_state_section(*old[r], std::span<value_type>(other), name_);
+        if (section < own) {
+          for (std::size_t i = 0; i < mine.size(); ++i) mine[i] += other[i];
+        } else if (other != mine) {
+          throw config_mismatch_error(std::string(name_) + " load_redivided: state section " + std::to_string(section) +
+                                      " differs between the old ranks' states 0 and " + std::to_string(r) +
+                                      ", though every rank should hold the same (a root topology's server state "
+                                      "lives on the root alone)");
+        }
+      }
+      if (section < own) {
+        for (value_type& x : mine) x /= static_cast<value_type>(world_);
+      }
+    });
+    std::size_t at = 0;
+    for_each_state([&](auto s) { ops::upload(std::span<const value_type>(read[at++]), s, device_); });
+    accounting_.stats().steps = steps;
+    accounting_.stats().skipped_steps = 0;
   }
 
   /// The fingerprint of this configuration in a world of `world` ranks.

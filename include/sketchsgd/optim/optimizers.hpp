@@ -10,6 +10,7 @@
 #include "sketchsgd/optim/any_optimizer.hpp"
 #include "sketchsgd/optim/checkpoint.hpp"
 #include "sketchsgd/optim/dense_sgd.hpp"
+#include "sketchsgd/optim/elastic.hpp"
 #include "sketchsgd/optim/fetch_sgd.hpp"
 #include "sketchsgd/optim/global_sketch_sgd.hpp"
 #include "sketchsgd/optim/methods.hpp"
