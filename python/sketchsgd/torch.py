@@ -44,7 +44,6 @@ import warnings
 import weakref
 from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -469,8 +468,9 @@ class SketchState:
         index = bucket.index()
         if self._refs_iter != self.iter:  # a new iteration: the one before last is long done
             with self._lock:
-                dropped, self._refs_previous, self._refs_current = self._refs_previous, self._refs_current, []
-            del dropped
+                dropped = self._refs_previous
+                self._refs_previous, self._refs_current = self._refs_current, []
+            dropped.clear()  # the works die here, outside the lock
             self._refs_iter = self.iter
         signature = self._signature(bucket)  # also in warm-up: numbers the parameters in the model's order
         compressed = self.iter >= self.start_iter
