@@ -88,53 +88,6 @@ enum class wire_format : std::uint8_t {
   return std::bit_cast<float>(o | (static_cast<std::uint32_t>(h & 0x8000U) << 16U));
 }
 
-/// A bfloat16 value as stored (torch.bfloat16's bits): the 16-bit storage
-/// type of 16-bit gradients, read as float exactly. Arithmetic happens in
-/// float, never in this type.
-struct bfloat16_t {
-  std::uint16_t bits;  ///< sign, 8 exponent bits, 7 mantissa bits
-
-  bfloat16_t() = default;
-  /// `x` rounded to nearest, ties to even.
-  constexpr explicit bfloat16_t(float x) noexcept : bits(to_bfloat16(x)) {}
-  /// The value, exactly.
-  constexpr explicit operator float() const noexcept { return from_bfloat16(bits); }
-  /// The value of `b` as stored bits.
-  static constexpr bfloat16_t from_bits(std::uint16_t b) noexcept {
-    bfloat16_t h{};
-    h.bits = b;
-    return h;
-  }
-};
-
-/// An IEEE binary16 value as stored (torch.float16's and NumPy's float16
-/// bits): the other 16-bit storage type of gradients, read as float exactly.
-struct float16_t {
-  std::uint16_t bits;  ///< sign, 5 exponent bits, 10 mantissa bits
-
-  float16_t() = default;
-  /// `x` rounded to nearest, ties to even (beyond 65,504: infinity).
-  constexpr explicit float16_t(float x) noexcept : bits(to_float16(x)) {}
-  /// The value, exactly.
-  constexpr explicit operator float() const noexcept { return from_float16(bits); }
-  /// The value of `b` as stored bits.
-  static constexpr float16_t from_bits(std::uint16_t b) noexcept {
-    float16_t h{};
-    h.bits = b;
-    return h;
-  }
-};
-
-/// The 16-bit storage types a float optimizer takes gradients in.
-template <class T>
-concept half_float = std::same_as<T, bfloat16_t> || std::same_as<T, float16_t>;
-
-/// The format of a storage type: `native` for the arithmetic types.
-template <class T>
-inline constexpr wire_format storage_format =
-    std::same_as<T, bfloat16_t> ? wire_format::bfloat16
-                                : (std::same_as<T, float16_t> ? wire_format::float16 : wire_format::native);
-
 namespace detail {
 
 /// Float to and from a 16-bit wire format, one type per format.
@@ -152,4 +105,39 @@ struct wire_codec<wire_format::float16> {
 };
 
 }  // namespace detail
+
+/// A 16-bit floating-point value as stored (torch's bfloat16 and float16
+/// bits): the storage types of 16-bit gradients, read as float exactly.
+/// Arithmetic happens in float, never in these types.
+template <wire_format Format>
+struct half_value {
+  std::uint16_t bits;  ///< the format's bits
+
+  half_value() = default;
+  /// `x` rounded to nearest, ties to even (float16: beyond 65,504, infinity).
+  constexpr explicit half_value(float x) noexcept : bits(detail::wire_codec<Format>::encode(x)) {}
+  /// The value, exactly.
+  constexpr explicit operator float() const noexcept { return detail::wire_codec<Format>::decode(bits); }
+  /// The value of `b` as stored bits.
+  static constexpr half_value from_bits(std::uint16_t b) noexcept {
+    half_value h{};
+    h.bits = b;
+    return h;
+  }
+};
+/// bfloat16 as stored: sign, 8 exponent bits, 7 mantissa bits.
+using bfloat16_t = half_value<wire_format::bfloat16>;
+/// IEEE binary16 as stored (NumPy's float16 too): sign, 5 exponent bits, 10 mantissa bits.
+using float16_t = half_value<wire_format::float16>;
+
+/// The 16-bit storage types a float optimizer takes gradients in.
+template <class T>
+concept half_float = std::same_as<T, bfloat16_t> || std::same_as<T, float16_t>;
+
+/// The format of a storage type: `native` for the arithmetic types.
+template <class T>
+inline constexpr wire_format storage_format =
+    std::same_as<T, bfloat16_t> ? wire_format::bfloat16
+                                : (std::same_as<T, float16_t> ? wire_format::float16 : wire_format::native);
+
 }  // namespace sketchsgd

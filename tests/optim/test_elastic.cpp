@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "optim_harness.hpp"
+#include "registry_cases.hpp"
 #include "sketchsgd/optim/methods.hpp"
 #include "sketchsgd/sketchsgd.hpp"
 
@@ -26,23 +27,9 @@ namespace elastic_test {
 
 constexpr std::uint64_t d = 2000;
 
-std::vector<float> gradient(int r, std::uint64_t s) {
-  std::vector<float> g(d);
-  splitmix64 rng(mix64(s * 389 + static_cast<std::uint64_t>(r) + 17));
-  for (auto& x : g) x = static_cast<float>(2.0 * test::uniform01(rng) - 1.0 + (rng.next_below(40) == 0 ? 5.0 : 0.0));
-  return g;
-}
+std::vector<float> gradient(int r, std::uint64_t s) { return test::spiky_gradient(d, r, s); }
 
-method_options<float> options_for(std::string_view method) {
-  return {.method = std::string(method),
-          .dimension = d,
-          .k = 20,
-          .sketch = {.rows = 3, .cols = 300, .seed = 4},
-          .learning_rate = 0.3F,
-          .momentum = 0.9F,
-          .average = true,
-          .dense = {{.offset = 0, .length = 8}}};
-}
+method_options<float> options_for(std::string_view method) { return test::memory_options(method, d); }
 
 /// The sum over `states` of each of the first two sections (u and v).
 std::vector<std::vector<double>> memory_sums(const std::vector<std::string>& states) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "optim_harness.hpp"
+#include "registry_cases.hpp"
 #include "sketchsgd/optim/methods.hpp"
 #include "sketchsgd/sketchsgd.hpp"
 
@@ -26,17 +27,13 @@ using T = inproc_transport;
 constexpr std::uint64_t d = 3000;
 constexpr int world = 3;
 
-/// Rank r's gradient at step s as H: noise, a few spikes, and (for
-/// float16) values in its subnormal range.
+/// Rank r's gradient at step s as H, one value in 97 scaled by 1e-6
+/// (float16 subnormals, bfloat16 small normals).
 template <class H>
 std::vector<H> gradient(int r, std::uint64_t s) {
+  const std::vector<float> f = test::spiky_gradient(d, r, s);
   std::vector<H> g(d);
-  splitmix64 rng(mix64(s * 131 + static_cast<std::uint64_t>(r) + 7));
-  for (std::size_t i = 0; i < g.size(); ++i) {
-    double x = 2.0 * test::uniform01(rng) - 1.0 + (rng.next_below(50) == 0 ? 6.0 : 0.0);
-    if (i % 97 == 0) x *= 1e-6;  // float16 subnormals, bfloat16 small normals
-    g[i] = H(static_cast<float>(x));
-  }
+  for (std::size_t i = 0; i < g.size(); ++i) g[i] = H(i % 97 == 0 ? f[i] * 1e-6F : f[i]);
   return g;
 }
 
@@ -47,18 +44,7 @@ std::vector<float> widened(const std::vector<H>& g) {
   return f;
 }
 
-method_options<float> options_for(std::string_view method) {
-  method_options<float> o{.method = std::string(method),
-                          .dimension = d,
-                          .k = 20,
-                          .sketch = {.rows = 3, .cols = 400, .seed = 11},
-                          .learning_rate = 0.5F,
-                          .momentum = 0.5F,
-                          .average = true,
-                          .nonfinite = nonfinite_policy::skip_step};
-  if (!is_dense_method(method)) o.dense = {{.offset = 0, .length = 10}};
-  return o;
-}
+method_options<float> options_for(std::string_view method) { return test::registry_options(method, d); }
 
 /// Every rank's updates over three steps with gradients of H (float: the
 /// widened 16-bit values), transport-driven or in split phase.

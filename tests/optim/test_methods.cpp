@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "optim_harness.hpp"
+#include "registry_cases.hpp"
 #include "sketchsgd/optim/methods.hpp"
 #include "sketchsgd/sketchsgd.hpp"
 
@@ -22,26 +23,8 @@ namespace registry_test {
 using T = inproc_transport;
 constexpr std::uint64_t d = 3000;
 
-/// Rank r's gradient at step s: noise plus a few spikes.
-std::vector<float> gradient(int r, std::uint64_t s) {
-  std::vector<float> g(d);
-  splitmix64 rng(mix64(s * 131 + static_cast<std::uint64_t>(r) + 7));
-  for (auto& x : g) x = static_cast<float>(2.0 * test::uniform01(rng) - 1.0 + (rng.next_below(50) == 0 ? 6.0 : 0.0));
-  return g;
-}
-
-method_options<float> options_for(std::string_view method) {
-  method_options<float> o{.method = std::string(method),
-                          .dimension = d,
-                          .k = 20,
-                          .sketch = {.rows = 3, .cols = 400, .seed = 11},
-                          .learning_rate = 0.5F,
-                          .momentum = 0.5F,
-                          .average = true,
-                          .nonfinite = nonfinite_policy::skip_step};
-  if (!is_dense_method(method)) o.dense = {{.offset = 0, .length = 10}};
-  return o;
-}
+std::vector<float> gradient(int r, std::uint64_t s) { return test::spiky_gradient(d, r, s); }
+method_options<float> options_for(std::string_view method) { return test::registry_options(method, d); }
 
 /// Every rank's updates over three steps, transport-driven or in split phase
 /// (its rounds carried with sketchsgd's collectives).

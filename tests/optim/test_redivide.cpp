@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "optim_harness.hpp"
+#include "registry_cases.hpp"
 #include "sketchsgd/optim/methods.hpp"
 #include "sketchsgd/sketchsgd.hpp"
 
@@ -26,24 +27,9 @@ namespace redivide_test {
 
 constexpr std::uint64_t d = 2000;
 
-std::vector<float> gradient(int r, std::uint64_t s) {
-  std::vector<float> g(d);
-  splitmix64 rng(mix64(s * 977 + static_cast<std::uint64_t>(r) + 3));
-  for (auto& x : g) x = static_cast<float>(2.0 * test::uniform01(rng) - 1.0 + (rng.next_below(40) == 0 ? 5.0 : 0.0));
-  return g;
-}
+std::vector<float> gradient(int r, std::uint64_t s) { return test::spiky_gradient(d, r, s); }
 
-method_options<float> options_for(std::string_view method) {
-  method_options<float> o{.method = std::string(method),
-                          .dimension = d,
-                          .k = 20,
-                          .sketch = {.rows = 3, .cols = 300, .seed = 9},
-                          .learning_rate = 0.3F,
-                          .momentum = 0.9F,
-                          .average = true};
-  if (!is_dense_method(method)) o.dense = {{.offset = 0, .length = 8}};
-  return o;
-}
+method_options<float> options_for(std::string_view method) { return test::memory_options(method, d); }
 
 /// A saved state: its step count and sections.
 struct parsed {
