@@ -63,6 +63,7 @@ struct config {
   double compression = 0;  // 0: take rows/cols/k as given
   std::uint64_t rows = 1;
   std::size_t slices = 1;
+  std::string gradient = "float32";  // or bfloat16, float16: the gradient rounded, as a 16-bit model's
   std::uint64_t cols = 0;
   std::size_t k = 0;
   std::size_t candidates = 4;  // P (global-sketch: 0 unless --P is given)
@@ -91,6 +92,8 @@ const char* usage =
     "  --topology allreduce|root      Sketched-SGD / FetchSGD / global-sketch aggregation (allreduce)\n"
     "  --slices S                     Sketched-SGD / global-sketch: one sketch per slice of the parameters,\n"
     "                                 each allreduced while the next is sketched (1)\n"
+    "  --gradient float32|bfloat16|float16   hand the optimizer each gradient rounded to 16 bits, as a\n"
+    "                                 16-bit model would (read in place, no float32 copy) (float32)\n"
     "  --update sgd|adam|adam-lazy    the rule applied to the aggregated gradient (sgd: momentum SGD as the\n"
     "                                 paper's method has it; adam: Adam with dense moments, adam-lazy: with\n"
     "                                 moments only where the update is; no local momentum with either Adam)\n"
@@ -140,6 +143,8 @@ config parse(int argc, char** argv) {
       c.compression = cli::real(arg, v, 1, 10000, false, false, "X times fewer bytes than dense");
     else if (arg == "--rows")
       c.rows = cli::integer<std::uint64_t>(arg, v, 1, sketchsgd::sketch_config::max_rows);
+    else if (arg == "--gradient")
+      c.gradient = cli::choice(arg, v, {"float32", "bfloat16", "float16"});
     else if (arg == "--slices")
       c.slices = cli::integer<std::size_t>(arg, v, 1, 1024, "sketches, one per slice of the parameters");
     else if (arg == "--cols")
@@ -296,6 +301,16 @@ double since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+/// A step on `grad` rounded to a 16-bit type (into `rounded`), as a 16-bit
+/// model would hand it over.
+template <class Optimizer, class Half>
+const sketchsgd::model_update<float>& step_16_bit(Optimizer& opt, const std::vector<float>& grad,
+                                                  std::vector<Half>& rounded) {
+  rounded.resize(grad.size());
+  for (std::size_t i = 0; i < grad.size(); ++i) rounded[i] = Half(grad[i]);
+  return opt.step(std::span<const Half>(rounded));
+}
+
 /// One worker's whole run. Every rank trains; rank 0 evaluates and reports.
 template <class Transport>
 summary train_rank(Transport& transport, const config& c0, const fmnist::fashion_mnist& data) {
@@ -348,6 +363,8 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
   std::vector<float> params(d);
   model.init(params, c.seed);
   std::vector<float> grad(d);
+  std::vector<sketchsgd::bfloat16_t> grad_bf16;  // the gradient rounded (--gradient)
+  std::vector<sketchsgd::float16_t> grad_fp16;
   std::vector<float> images(c.batch * 784);
   std::vector<std::uint8_t> labels(c.batch);
   const std::size_t steps_per_epoch = shard / c.batch;
@@ -417,7 +434,13 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
       }
       loss_sum += model.loss_and_gradient(params, images.data(), labels.data(), c.batch, grad);
       ++loss_count;
-      opt.step(grad).apply(std::span<float>(params));
+      if (c.gradient == "bfloat16") {
+        step_16_bit(opt, grad, grad_bf16).apply(std::span<float>(params));
+      } else if (c.gradient == "float16") {
+        step_16_bit(opt, grad, grad_fp16).apply(std::span<float>(params));
+      } else {
+        opt.step(grad).apply(std::span<float>(params));
+      }
       ++step;
       if (c.eval_every != 0 && step % c.eval_every == 0 && s + 1 != this_epoch) evaluate(epoch, step);
     }
