@@ -507,12 +507,16 @@ class composed_optimizer {
     std::vector<std::vector<value_type>> read;
     for_each_state([&](auto s) {
       const std::size_t section = read.size();
+      const bool per_rank = [&] {  // (no comparison with a constant 0: nvcc -Werror calls it pointless)
+        if constexpr (own == 0) return false;
+        else return section < own;
+      }();
       std::vector<value_type>& mine = read.emplace_back(s.size());
       std::vector<value_type> other(s.size());
       detail::read_state_section(*old[0], std::span<value_type>(mine), name_);
       for (std::size_t r = 1; r < old.size(); ++r) {
         detail::read_state_section(*old[r], std::span<value_type>(other), name_);
-        if (section < own) {
+        if (per_rank) {
           for (std::size_t i = 0; i < mine.size(); ++i) mine[i] += other[i];
         } else if (other != mine) {
           throw config_mismatch_error(std::string(name_) + " load_redivided: state section " + std::to_string(section) +
@@ -521,7 +525,7 @@ class composed_optimizer {
                                       "lives on the root alone)");
         }
       }
-      if (section < own) {
+      if (per_rank) {
         for (value_type& x : mine) x /= static_cast<value_type>(world_);
       }
     });
