@@ -175,6 +175,25 @@ TEST_CASE("survivors one commit apart resume from the older; no commit at all is
     any_optimizer<float> opt = make_optimizer(comm, o);
     CHECK_THROWS_AS(resume_resized(comm, opt, elastic_commit{}), std::logic_error);
   });
+  // More than one commit apart: rank 1 committed after the first step only,
+  // rank 0 after every step and twice after the last (it holds steps 3 and 3):
+  // no step both hold, refused on both before any state moves.
+  std::vector<elastic_commit> apart(2);
+  test::on_inproc(2, [&](int r, inproc_transport& t) {
+    communicator comm(t);
+    any_optimizer<float> opt = make_optimizer(comm, o);
+    for (std::uint64_t s = 0; s < 3; ++s) {
+      (void)opt.step(gradient(r, s));
+      if (r == 0 || s == 0) apart[static_cast<std::size_t>(r)].commit(opt);
+    }
+    if (r == 0) apart[0].commit(opt);
+  });
+  test::on_inproc(2, [&](int r, inproc_transport& t) {
+    communicator comm(t);
+    any_optimizer<float> opt = make_optimizer(comm, o);
+    CHECK_THROWS_WITH(resume_resized(comm, opt, apart[static_cast<std::size_t>(r)]),
+                      Catch::Contains("not of step 1"));
+  });
   elastic_commit none;
   any_optimizer<float> opt = make_optimizer(0, 1, o);
   CHECK_THROWS_AS(none.restore(opt), std::logic_error);

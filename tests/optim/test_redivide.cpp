@@ -163,6 +163,17 @@ TEST_CASE("re-division refuses states it cannot use and leaves the state as it w
     CHECK_THROWS_AS(attempt({old[0], old[1], old[2].substr(0, old[2].size() - 5)}), serialization_error);
     CHECK_THROWS_WITH(attempt({old[0], old[1], later[2]}), Catch::Contains("after 3 steps, rank 0 after 2"));
     CHECK_THROWS_AS(attempt({}), std::invalid_argument);
+    const auto survivors = [&](const std::vector<std::string>& states) {
+      std::vector<std::istringstream> streams;
+      for (const auto& b : states) streams.emplace_back(b);
+      std::vector<std::istream*> in;
+      for (auto& st : streams) in.push_back(&st);
+      opt.load_survivors(in);
+    };
+    CHECK_THROWS_WITH(survivors({old[2], old[0], old[2]}), Catch::Contains("rank 2 of 3 is given twice"));
+    std::string outside = old[1];
+    outside[24] = 7;  // rank 7 of 3
+    CHECK_THROWS_WITH(survivors({old[0], outside}), Catch::Contains("a state of rank 7 of 3"));
     std::ostringstream after;
     opt.save(after);
     CHECK(after.str() == before.str());
