@@ -2,19 +2,19 @@
 #pragma once
 
 /// @file
-/// `tcp_transport`: the rendezvous, the full mesh of connections, and the
-/// I/O thread that writes each peer's frame queue and reads its frames into
-/// the mailbox (overview in tcp.hpp).
+/// `tcp_transport`: the rendezvous that builds the full mesh of connections,
+/// and the read loop that takes each peer's frames into the mailbox, over the
+/// links of links.hpp, which write the frame queues and fail peers (overview
+/// in tcp.hpp).
 
 #include "sketchsgd/transport/tcp/asio.hpp"
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
+#include <exception>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -23,6 +23,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "sketchsgd/detail/mailbox.hpp"
@@ -31,6 +32,7 @@
 #include "sketchsgd/transport/tcp/environment.hpp"
 #include "sketchsgd/transport/tcp/framing.hpp"
 #include "sketchsgd/transport/tcp/handshake.hpp"
+#include "sketchsgd/transport/tcp/links.hpp"
 #include "sketchsgd/transport/tcp/options.hpp"
 #include "sketchsgd/transport/tcp/request.hpp"
 #include "sketchsgd/transport/tcp/stream.hpp"
@@ -39,7 +41,7 @@
 namespace sketchsgd {
 
 /// A rank of a TCP job: a Tier-1 transport.
-class tcp_transport {
+class tcp_transport : private detail::tcp_links {
  public:
   /// A pending send or receive. Must not outlive its transport.
   using request = detail::tcp_request<tcp_transport>;
@@ -51,7 +53,7 @@ class tcp_transport {
   /// finish within
   /// `options.connect_timeout`; transport_error if it fails.
   tcp_transport(tcp_endpoint root, int rank, int size, std::string secret, tcp_options options = {})
-      : options_(std::move(options)), root_(std::move(root)), rank_(rank), size_(size), secret_(std::move(secret)) {
+      : tcp_links(std::move(options), rank, size), root_(std::move(root)), secret_(std::move(secret)) {
     if (size < 1) throw std::invalid_argument("tcp_transport: size must be at least 1, got " + std::to_string(size));
     if (rank < 0 || rank >= size) {
       throw std::invalid_argument("tcp_transport: rank must be in [0, " + std::to_string(size) + "), got " +
@@ -166,85 +168,6 @@ class tcp_transport {
   template <class T>
   using awaitable = boost::asio::awaitable<T>;
   using listen_entry = std::pair<std::string, std::uint16_t>;
-
-  struct peer_link {
-    std::unique_ptr<detail::tcp_stream> stream;
-    std::deque<detail::tcp_outgoing_frame> queue;
-    bool writing = false;
-    bool up = false;
-    std::string failure;  // non-empty once the peer failed
-  };
-
-  // ---- requests (called by request) ----------------------------------------------
-  /// Waits until `op` is done, or its peer or the transport failed, or
-  /// `deadline`; false at the deadline.
-  /// @throws transport_error if the peer failed or the size was wrong.
-  bool settle(detail::transfer& op, std::chrono::steady_clock::time_point deadline) {
-    std::unique_lock lock(mutex_);
-    auto& peer = peers_[static_cast<std::size_t>(op.peer)];
-    const bool settled =
-        changed_.wait_until(lock, deadline, [&] { return op.done || !peer.failure.empty() || !broken_.empty(); });
-    if (!settled) return false;
-    if (op.done) {
-      if (!op.error.empty()) throw transport_error(op.error);
-      return true;
-    }
-    throw transport_error("tcp_transport: rank " + std::to_string(op.peer) +
-                          " failed: " + (peer.failure.empty() ? broken_ : peer.failure));
-  }
-
-  /// Withdraws receive `op`, whose request is going away.
-  void withdraw(const std::shared_ptr<detail::transfer>& op) noexcept {
-    std::unique_lock lock(mutex_);
-    // A read straight into the buffer must end before the buffer is
-    // released. It ends when the data arrives or the link fails; a peer that
-    // stalls mid-body is failed after the timeout, and closing its link ends
-    // the read.
-    const auto not_receiving = [&] { return !op->receiving; };
-    if (!changed_.wait_until(lock, std::chrono::steady_clock::now() + options_.timeout, not_receiving)) {
-      fail_peer_locked(op->peer, "receive withdrawn while its data was still arriving after " +
-                                     std::to_string(options_.timeout.count()) + " ms");
-      changed_.wait(lock, not_receiving);
-    }
-    if (!op->done) mailbox_.withdraw(op);
-  }
-
-  // ---- I/O thread ------------------------------------------------------------
-  void run_io() {
-    for (;;) {
-      try {
-        io_.run();
-        return;
-      } catch (const std::exception& e) {
-        break_all(std::string("I/O thread error: ") + e.what());
-      }
-    }
-  }
-
-  void shutdown() {
-    boost::asio::post(io_, [this] {
-      close_acceptor();
-      for (auto& p : peers_) {
-        if (p.stream) p.stream->close();
-      }
-      io_.stop();
-    });
-    if (io_thread_.joinable()) io_thread_.join();
-  }
-
-  void close_acceptor() {
-    if (acceptor_) {
-      boost::system::error_code ignored;
-      acceptor_->close(ignored);
-    }
-  }
-
-  void log(const std::string& message) const {
-    try {
-      options_.log("sketchsgd tcp rank " + std::to_string(rank_) + ": " + message);
-    } catch (...) {  // a failing logger must not take the transport down
-    }
-  }
 
   // ---- rendezvous (on the I/O thread) ------------------------------------------
   awaitable<void> bootstrap() {
@@ -518,123 +441,14 @@ class tcp_transport {
     throw transport_error(why);
   }
 
-  void enqueue_locked(int dst, tcp_protocol::frame_type type, tag_t tag, std::span<const std::byte> payload,
-                      std::shared_ptr<detail::transfer> state, std::vector<std::byte> owned = {}) {
-    auto& peer = peers_[static_cast<std::size_t>(dst)];
-    detail::tcp_outgoing_frame& o = peer.queue.emplace_back();
-    o.owned = std::move(owned);
-    o.payload = o.owned.empty() ? payload : std::span<const std::byte>(o.owned);
-    o.header = tcp_protocol::frame_header{type, tag, o.payload.size()}.encode();
-    o.state = std::move(state);
-    if (peer.up && !peer.writing) {
-      peer.writing = true;
-      boost::asio::post(io_, [this, dst] { write_next(dst); });
-    }
-  }
-
-  void write_next(int dst) {
-    auto& peer = peers_[static_cast<std::size_t>(dst)];
-    std::array<boost::asio::const_buffer, 2> buffers;
-    {
-      const std::lock_guard lock(mutex_);
-      if (peer.queue.empty() || !peer.failure.empty()) {
-        peer.writing = false;
-        return;
-      }
-      buffers = peer.queue.front().buffers();  // deque: stays put while we push at the back
-    }
-    peer.stream->async_write(buffers, [this, dst](const boost::system::error_code& ec, std::size_t) {
-      auto& p = peers_[static_cast<std::size_t>(dst)];
-      if (ec) {
-        fail_peer(dst, "write failed: " + ec.message());
-        return;
-      }
-      {
-        const std::lock_guard lock(mutex_);
-        if (p.queue.front().state) p.queue.front().state->done = true;
-        p.queue.pop_front();
-        changed_.notify_all();
-      }
-      write_next(dst);
-    });
-  }
-
-  // ---- failure -------------------------------------------------------------------
-  void fail_peer(int r, const std::string& why) {
-    const std::lock_guard lock(mutex_);
-    fail_peer_locked(r, why);
-  }
-
-  /// Marks peer `r` failed (a clean goodbye too: later operations with it
-  /// must fail), errors its queued sends and closes its socket.
-  void fail_peer_locked(int r, const std::string& why, bool quiet = false) {
-    auto& peer = peers_[static_cast<std::size_t>(r)];
-    if (!peer.failure.empty()) return;
-    peer.failure = why;
-    if (broken_.empty() && !quiet && !closing_) log("rank " + std::to_string(r) + " failed: " + why);
-    for (auto& o : peer.queue) {
-      if (o.state && !o.state->done) {
-        o.state->done = true;
-        o.state->error = "tcp_transport: send to rank " + std::to_string(r) + " failed: " + why;
-      }
-    }
-    if (peer.stream) {
-      boost::asio::post(io_, [this, r] { peers_[static_cast<std::size_t>(r)].stream->close(); });
-    }
-    changed_.notify_all();
-  }
-
-  /// Fails every peer and closes every connection, so the other ranks see
-  /// this rank fail at once instead of waiting out their own timeouts.
-  void break_all(const std::string& why) {
-    const std::lock_guard lock(mutex_);
-    if (broken_.empty()) broken_ = why;
-    for (int r = 0; r < size_; ++r) {
-      if (r != rank_) fail_peer_locked(r, "transport broken: " + why);
-    }
-    changed_.notify_all();
-  }
-
-  void check_peer(int peer, const char* what) const {
-    if (peer < 0 || peer >= size_) {
-      throw std::invalid_argument(std::string("tcp_transport::") + what + ": rank must be in [0, " +
-                                  std::to_string(size_) + "), got " + std::to_string(peer));
-    }
-    if (peer == rank_) {
-      throw std::invalid_argument(std::string("tcp_transport::") + what + ": a rank cannot message itself");
-    }
-  }
-
-  void check_alive_locked(int peer) const {
-    if (!broken_.empty()) throw transport_error("tcp_transport: transport broken: " + broken_ + "; recreate it");
-    const auto& p = peers_[static_cast<std::size_t>(peer)];
-    if (!p.failure.empty()) {
-      throw transport_error("tcp_transport: rank " + std::to_string(peer) + " failed: " + p.failure);
-    }
-  }
-
-  tcp_options options_;
   tcp_endpoint root_;
-  int rank_;
-  int size_;
   std::string secret_;
 
-  std::unique_ptr<boost::asio::ssl::context> tls_context_;  // set when options_.tls is enabled
-  boost::asio::io_context io_;
-  std::thread io_thread_;
-  std::unique_ptr<tcp::acceptor> acceptor_;
   std::uint16_t listen_port_ = 0;
   std::string listen_host_;
   std::vector<listen_entry> listen_table_;  // rank 0, during rendezvous
   bool table_received_ = false;             // I/O thread only
-
-  mutable std::mutex mutex_;
-  std::condition_variable changed_;
-  std::vector<peer_link> peers_;
-  int connected_ = 0;
-  std::string broken_;  // non-empty once the whole transport failed
-  bool closing_ = false;
-  detail::mailbox mailbox_{"tcp_transport", options_.max_buffered_bytes};
+  int connected_ = 0;                       // guarded by mutex_
 };
 
 static_assert(transport<tcp_transport>);
