@@ -4,13 +4,19 @@
 // Shared by the tests that run every method of the registry: a gradient of
 // noise and spikes, and one set of options that every method takes.
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "sketchsgd/hash/seed_mixer.hpp"
 #include "sketchsgd/optim/methods.hpp"
+#include "sketchsgd/optim/state_io.hpp"
 #include "test_support.hpp"
 
 namespace sketchsgd::test {
@@ -47,6 +53,39 @@ inline method_options<float> memory_options(std::string_view method, std::uint64
   o.momentum = 0.9F;
   o.nonfinite = nonfinite_policy::throw_error;
   return o;
+}
+
+/// Elastic tests: the sum over `states` (optimizer states, `save`'s bytes) of each of the first two sections (u and v).
+inline std::vector<std::vector<double>> memory_sums(const std::vector<std::string>& states) {
+  std::vector<std::vector<double>> sums;
+  for (const auto& bytes : states) {
+    if (bytes.empty()) continue;  // a newcomer's: nothing
+    std::size_t at = detail::state_header_bytes;
+    for (std::size_t s = 0; s < 2; ++s) {
+      std::uint64_t count = 0;
+      std::memcpy(&count, bytes.data() + at, 8);
+      std::vector<float> x(count);
+      std::memcpy(x.data(), bytes.data() + at + 16, count * sizeof(float));
+      at += 16 + count * sizeof(float);
+      if (sums.size() <= s) sums.emplace_back(count, 0.0);
+      for (std::size_t i = 0; i < count; ++i) sums[s][i] += x[i];
+    }
+  }
+  return sums;
+}
+
+/// The largest |got - want| over both sums, relative to the largest
+/// |want| of each (infinity when a sum is all zero or the shapes differ).
+inline double sums_gap(const std::vector<std::vector<double>>& want, const std::vector<std::vector<double>>& got) {
+  if (want.size() != got.size()) return std::numeric_limits<double>::infinity();
+  double gap = 0;
+  for (std::size_t s = 0; s < want.size(); ++s) {
+    double scale = 0;
+    for (const double x : want[s]) scale = std::max(scale, std::abs(x));
+    if (scale == 0 || want[s].size() != got[s].size()) return std::numeric_limits<double>::infinity();
+    for (std::size_t i = 0; i < want[s].size(); ++i) gap = std::max(gap, std::abs(got[s][i] - want[s][i]) / scale);
+  }
+  return gap;
 }
 
 }  // namespace sketchsgd::test

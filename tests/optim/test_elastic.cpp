@@ -25,37 +25,16 @@ using namespace sketchsgd;
 
 namespace elastic_test {
 
+using test::memory_sums;
+
 constexpr std::uint64_t d = 2000;
 
 std::vector<float> gradient(int r, std::uint64_t s) { return test::spiky_gradient(d, r, s); }
 
 method_options<float> options_for(std::string_view method) { return test::memory_options(method, d); }
 
-/// The sum over `states` of each of the first two sections (u and v).
-std::vector<std::vector<double>> memory_sums(const std::vector<std::string>& states) {
-  std::vector<std::vector<double>> sums;
-  for (const auto& bytes : states) {
-    std::size_t at = detail::state_header_bytes;
-    for (std::size_t s = 0; s < 2; ++s) {
-      std::uint64_t count = 0;
-      std::memcpy(&count, bytes.data() + at, 8);
-      std::vector<float> x(count);
-      std::memcpy(x.data(), bytes.data() + at + 16, count * sizeof(float));
-      at += 16 + count * sizeof(float);
-      if (sums.size() <= s) sums.emplace_back(count, 0.0);
-      for (std::size_t i = 0; i < count; ++i) sums[s][i] += x[i];
-    }
-  }
-  return sums;
-}
-
 void check_equal_sums(const std::vector<std::vector<double>>& want, const std::vector<std::vector<double>>& got) {
-  for (std::size_t s = 0; s < want.size(); ++s) {
-    double scale = 0;
-    for (const double x : want[s]) scale = std::max(scale, std::abs(x));
-    REQUIRE(scale > 0);
-    for (std::size_t i = 0; i < want[s].size(); ++i) REQUIRE(std::abs(got[s][i] - want[s][i]) <= 1e-5 * scale);
-  }
+  REQUIRE(test::sums_gap(want, got) <= 1e-5);
 }
 
 std::string saved(const any_optimizer<float>& opt) {

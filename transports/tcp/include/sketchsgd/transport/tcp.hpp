@@ -25,10 +25,17 @@
 /// connection or a timed-out wait fails the peer (or the whole transport),
 /// which closes connections so that the other ranks fail fast too.
 ///
+/// Elastic jobs: a `tcp_rendezvous` (tcp/rendezvous.hpp) outlives the
+/// workers and forms each generation of the world; a `tcp_elastic_member`
+/// (tcp/elastic.hpp) joins the next generation when its world broke or
+/// grows, renumbered, over a fresh mesh (docs/reliability.md, "Elastic").
+///
 /// The parts, one job each, are under sketchsgd/transport/tcp/; the wire
 /// format is tcp_protocol.hpp, and the matching of receives to messages is
 /// the core's detail/mailbox.hpp, shared with inproc.
 
+#include "sketchsgd/transport/tcp/elastic.hpp"
 #include "sketchsgd/transport/tcp/options.hpp"
+#include "sketchsgd/transport/tcp/rendezvous.hpp"
 #include "sketchsgd/transport/tcp/transport.hpp"
 #include "sketchsgd/transport/tcp_protocol.hpp"
