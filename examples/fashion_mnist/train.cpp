@@ -18,6 +18,7 @@
 #include <exception>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
@@ -80,7 +81,10 @@ const char* usage =
     "fashion_mnist [options]\n"
     "  --method dense|dense-bf16|dense-fp16|true-topk|local-topk|gtopk|sketched|fetchsgd|global-sketch\n"
     "                                      (sketched; dense-bf16/fp16: the sum in 16 bits on the wire)\n"
-    "  --transport inproc|tcp|mpi     inproc runs --workers threads (inproc)\n"
+    "  --transport inproc|tcp|tcp-elastic|mpi   inproc runs --workers threads (inproc); tcp-elastic: this\n"
+    "                                 process is a worker of an elastic job (SKETCHSGD_RENDEZVOUS=host:port of\n"
+    "                                 a sketchsgd_rendezvous, and its secret): it re-forms when a worker dies\n"
+    "                                 or one joins, and the run lasts the steps of --epochs at --workers\n"
     "  --workers W                    in-process workers, at least 2 (4); tcp/mpi take the launcher's\n"
     "                                 world (--workers, if given, must match it)\n"
     "  --compression X                choose cols and k for about X times fewer bytes than dense, X >= 1\n"
@@ -136,7 +140,7 @@ config parse(int argc, char** argv) {
     if (arg == "--method")
       c.method = cli::choice(arg, v, sketchsgd::method_names);
     else if (arg == "--transport")
-      c.transport = cli::choice(arg, v, {"inproc", "tcp", "mpi"});
+      c.transport = cli::choice(arg, v, {"inproc", "tcp", "tcp-elastic", "mpi"});
     else if (arg == "--workers")
       c.workers = cli::integer(arg, v, 2, 65536, "a world of one worker communicates nothing");
     else if (arg == "--compression")
@@ -206,12 +210,23 @@ config parse(int argc, char** argv) {
     g.refuse({"--cols-per-k", "--budget-workers"}, "without --compression");
   }
   if (g.has("--global-batch")) g.refuse({"--batch"}, "with --global-batch, which sets the batch of each worker");
+  if (c.transport == "tcp-elastic") {
+    g.refuse({"--global-batch", "--csv"},
+             "to --transport tcp-elastic (each worker keeps its batch; the summary line reports)");
+  }
+  if (c.transport == "tcp-elastic" && std::getenv("SKETCHSGD_RENDEZVOUS") == nullptr) {
+    throw cli::usage_error(
+        "--transport tcp-elastic: SKETCHSGD_RENDEZVOUS is not set; start a sketchsgd_rendezvous and give the workers "
+        "its host:port (examples/fashion_mnist/elastic.sh)");
+  }
   if (c.transport != "mpi") g.refuse({"--native-collectives"}, "to --transport " + c.transport + " (MPI only)");
   if (sketchsgd::is_dense_method(c.method)) g.refuse({"--no-mask"}, "to --method " + c.method + " (no error feedback)");
   if (c.update != "sgd")
     g.refuse({"--momentum", "--no-mask"}, "with --update " + c.update + " (Adam keeps its own moments)");
 #if !defined(FMNIST_HAVE_TCP)
-  if (c.transport == "tcp") throw cli::usage_error("--transport tcp: not built into this program (no sketchsgd::tcp)");
+  if (c.transport == "tcp" || c.transport == "tcp-elastic") {
+    throw cli::usage_error("--transport " + c.transport + ": not built into this program (no sketchsgd::tcp)");
+  }
 #endif
 #if !defined(FMNIST_HAVE_MPI)
   if (c.transport == "mpi") throw cli::usage_error("--transport mpi: not built into this program (no sketchsgd::mpi)");
@@ -311,6 +326,68 @@ const sketchsgd::model_update<float>& step_16_bit(Optimizer& opt, const std::vec
   return opt.step(std::span<const Half>(rounded));
 }
 
+/// The optimizer `c` asks for, on `comm`, for a model of `d` parameters
+/// whose `biases` are sent dense (but with the dense methods).
+template <class Transport>
+sketchsgd::any_optimizer<float> make_trainer_optimizer(sketchsgd::communicator<Transport>& comm, const config& c,
+                                                       std::size_t d,
+                                                       const std::vector<sketchsgd::dense_range>& biases) {
+  const bool adam = c.update != "sgd";  // no local momentum with Adam
+  return sketchsgd::make_optimizer(
+      comm, sketchsgd::method_options<float>{
+                .method = c.method,
+                .dimension = d,
+                .k = c.k,
+                .sketch = {.rows = c.rows, .cols = c.cols, .seed = c.seed * 7919 + 17},
+                .candidates_factor = c.candidates,
+                .learning_rate = c.lr,
+                .momentum = adam ? 0.0F : c.momentum,
+                .mask_momentum = c.mask,
+                .average = true,
+                .topology = c.topology == "root" ? sketchsgd::topology::root : sketchsgd::topology::allreduce,
+                .dense = sketchsgd::is_dense_method(c.method) ? std::vector<sketchsgd::dense_range>{} : biases,
+                .nonfinite = sketchsgd::nonfinite_policy::skip_step,
+                .slices = c.slices,
+                .update = !adam                ? sketchsgd::update_choice::sgd
+                          : c.update == "adam" ? sketchsgd::update_choice::adam
+                                               : sketchsgd::update_choice::adam_lazy});
+}
+
+/// A step on `grad`, handed over as `gradient` says (float32, or rounded
+/// to bfloat16 or float16 into the buffer of that type).
+template <class Optimizer>
+const sketchsgd::model_update<float>& take_step(Optimizer& opt, const std::string& gradient,
+                                                const std::vector<float>& grad,
+                                                std::vector<sketchsgd::bfloat16_t>& bf16,
+                                                std::vector<sketchsgd::float16_t>& fp16) {
+  if (gradient == "bfloat16") return step_16_bit(opt, grad, bf16);
+  if (gradient == "float16") return step_16_bit(opt, grad, fp16);
+  return opt.step(grad);
+}
+
+/// Worker `rank`'s shard of `world`: a disjoint share of one seeded
+/// shuffle of the training set.
+std::vector<std::size_t> shard_of(std::size_t examples, std::uint64_t seed, int rank, int world) {
+  const std::size_t shard = examples / static_cast<std::size_t>(world);
+  std::vector<std::size_t> order(examples);
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  sketchsgd::splitmix64 shuffle(seed);
+  for (std::size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[shuffle.next_below(i + 1)]);
+  return {order.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(rank) * shard),
+          order.begin() + static_cast<std::ptrdiff_t>((static_cast<std::size_t>(rank) + 1) * shard)};
+}
+
+/// Batch `s` of the shuffled shard `mine` into `images` and `labels`.
+void fill_batch(const fmnist::fashion_mnist& data, const std::vector<std::size_t>& mine, std::size_t s,
+                std::size_t batch, std::vector<float>& images, std::vector<std::uint8_t>& labels) {
+  for (std::size_t b = 0; b < batch; ++b) {
+    const std::size_t example = mine[s * batch + b];
+    std::copy_n(data.train.images.begin() + static_cast<std::ptrdiff_t>(example * 784), 784,
+                images.begin() + static_cast<std::ptrdiff_t>(b * 784));
+    labels[b] = data.train.labels[example];
+  }
+}
+
 /// One worker's whole run. Every rank trains; rank 0 evaluates and reports.
 template <class Transport>
 summary train_rank(Transport& transport, const config& c0, const fmnist::fashion_mnist& data) {
@@ -330,35 +407,11 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
   }
   config c = c0;
   fmnist::choose_budget(c, d, dense, c.budget_workers != 0 ? c.budget_workers : world);
-  const bool adam = c.update != "sgd";  // no local momentum with Adam
-  auto opt = sketchsgd::make_optimizer(
-      comm, sketchsgd::method_options<float>{
-                .method = c.method,
-                .dimension = d,
-                .k = c.k,
-                .sketch = {.rows = c.rows, .cols = c.cols, .seed = c.seed * 7919 + 17},
-                .candidates_factor = c.candidates,
-                .learning_rate = c.lr,
-                .momentum = adam ? 0.0F : c.momentum,
-                .mask_momentum = c.mask,
-                .average = true,
-                .topology = c.topology == "root" ? sketchsgd::topology::root : sketchsgd::topology::allreduce,
-                .dense = sketchsgd::is_dense_method(c.method) ? std::vector<sketchsgd::dense_range>{} : biases,
-                .nonfinite = sketchsgd::nonfinite_policy::skip_step,
-                .slices = c.slices,
-                .update = !adam                ? sketchsgd::update_choice::sgd
-                          : c.update == "adam" ? sketchsgd::update_choice::adam
-                                               : sketchsgd::update_choice::adam_lazy});
+  auto opt = make_trainer_optimizer(comm, c, d, biases);
 
   // A disjoint shard per worker, from one seeded shuffle of the training set.
-  const std::size_t shard = data.train.size() / static_cast<std::size_t>(world);
-  std::vector<std::size_t> order(data.train.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  sketchsgd::splitmix64 shuffle(c.seed);
-  for (std::size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[shuffle.next_below(i + 1)]);
-  std::vector<std::size_t> mine(
-      order.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(rank) * shard),
-      order.begin() + static_cast<std::ptrdiff_t>((static_cast<std::size_t>(rank) + 1) * shard));
+  std::vector<std::size_t> mine = shard_of(data.train.size(), c.seed, rank, world);
+  const std::size_t shard = mine.size();
 
   std::vector<float> params(d);
   model.init(params, c.seed);
@@ -426,21 +479,10 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
     const std::size_t this_epoch =
         c.max_steps == 0 ? steps_per_epoch : std::min<std::size_t>(steps_per_epoch, c.max_steps - step);
     for (std::size_t s = 0; s < this_epoch; ++s) {
-      for (std::size_t b = 0; b < c.batch; ++b) {
-        const std::size_t example = mine[s * c.batch + b];
-        std::copy_n(data.train.images.begin() + static_cast<std::ptrdiff_t>(example * 784), 784,
-                    images.begin() + static_cast<std::ptrdiff_t>(b * 784));
-        labels[b] = data.train.labels[example];
-      }
+      fill_batch(data, mine, s, c.batch, images, labels);
       loss_sum += model.loss_and_gradient(params, images.data(), labels.data(), c.batch, grad);
       ++loss_count;
-      if (c.gradient == "bfloat16") {
-        step_16_bit(opt, grad, grad_bf16).apply(std::span<float>(params));
-      } else if (c.gradient == "float16") {
-        step_16_bit(opt, grad, grad_fp16).apply(std::span<float>(params));
-      } else {
-        opt.step(grad).apply(std::span<float>(params));
-      }
+      take_step(opt, c.gradient, grad, grad_bf16, grad_fp16).apply(std::span<float>(params));
       ++step;
       if (c.eval_every != 0 && step % c.eval_every == 0 && s + 1 != this_epoch) evaluate(epoch, step);
     }
@@ -458,6 +500,125 @@ void print_summary(const config& c, const summary& s) {
       static_cast<unsigned long long>(c.seed), s.workers, s.batch, s.k, static_cast<unsigned long long>(s.cols));
 }
 
+#if defined(FMNIST_HAVE_TCP)
+/// Seconds on the wall clock (for logs another process compares with).
+double wall_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+/// --transport tcp-elastic: this process is one worker of an elastic job
+/// (sketchsgd/transport/tcp/elastic.hpp). It joins a generation of the world
+/// through the rendezvous, trains, and when the world breaks (a worker died)
+/// or grows (one waits to join: checked every 10 steps), joins the next
+/// generation and resumes from the newest step every survivor committed:
+/// the optimizer's memories re-divided (`resume_resized`), the parameters
+/// from rank 0, a survivor. The run lasts the steps of --epochs epochs at
+/// --workers, whatever the world becomes; the sketch and k stay those of
+/// --workers. Whoever is rank 0 at the end evaluates and prints the summary
+/// (its bytes: what it sent in every generation it was in).
+int train_elastic(const config& c0, const fmnist::fashion_mnist& data) {
+  sketchsgd::tcp_elastic_options eo;
+  eo.transport.timeout = std::chrono::seconds(30);
+  auto me = sketchsgd::tcp_elastic_member::from_environment(eo);
+  const fmnist::mlp model({784, 256, 128, 10});
+  const std::size_t d = model.parameter_count();
+  std::vector<sketchsgd::dense_range> biases;
+  std::size_t dense = 0;
+  for (const auto& [offset, length] : model.bias_ranges()) {
+    biases.push_back({offset, length});
+    dense += length;
+  }
+  config c = c0;
+  fmnist::choose_budget(c, d, dense, c.budget_workers != 0 ? c.budget_workers : c.workers);
+  const std::size_t epoch_steps = data.train.size() / static_cast<std::size_t>(c.workers) / c.batch;
+  const std::uint64_t total =
+      c.max_steps != 0 ? std::min<std::uint64_t>(c.max_steps, c.epochs * epoch_steps) : c.epochs * epoch_steps;
+  std::vector<float> params(d);
+  model.init(params, c.seed);
+  std::map<std::uint64_t, std::vector<float>> params_at;  // at the last two commits
+  sketchsgd::elastic_commit commit;
+  std::vector<float> grad(d);
+  std::vector<sketchsgd::bfloat16_t> grad_bf16;
+  std::vector<sketchsgd::float16_t> grad_fp16;
+  std::vector<float> images(c.batch * 784);
+  std::vector<std::uint8_t> labels(c.batch);
+  std::uint64_t step = 0;
+  std::uint64_t bytes = 0;  // sent by this rank in every generation, the steps taken again included
+  double dense_bytes = 0;   // what a dense ring allreduce would have sent for those steps
+  const auto t0 = std::chrono::steady_clock::now();
+  for (;;) {
+    sketchsgd::tcp_transport& t = me->join();
+    const auto& place = *me->membership();
+    const int rank = t.rank();
+    const int world = t.size();
+    std::fprintf(stderr, "elastic: generation %llu: rank %d of %d%s, wall %.3f\n",
+                 static_cast<unsigned long long>(place.generation), rank, world, place.newcomer ? " (newcomer)" : "",
+                 wall_seconds());
+    try {
+      sketchsgd::communicator comm(t, {.algorithm = sketchsgd::allreduce_algorithm::portable});
+      auto opt = make_trainer_optimizer(comm, c, d, biases);
+      std::int64_t committed = commit.empty() ? 0 : 1;
+      sketchsgd::allreduce(comm, std::span<std::int64_t>(&committed, 1));
+      if (committed > 0) {
+        const sketchsgd::resize_report r = sketchsgd::resume_resized(comm, opt, commit);
+        step = static_cast<std::uint64_t>(r.steps);
+        if (const auto at = params_at.find(step); at != params_at.end()) params = at->second;
+        sketchsgd::broadcast(comm, std::span<float>(params), 0);  // rank 0 is a survivor
+        std::fprintf(stderr, "elastic: resumed at step %llu, W = %d from W = %d (%d ranks' memories), wall %.3f\n",
+                     static_cast<unsigned long long>(step), world, r.old_world, r.contributors, wall_seconds());
+      }
+      const std::vector<std::size_t> shard = shard_of(data.train.size(), c.seed, rank, world);
+      const std::size_t per_epoch = shard.size() / c.batch;
+      std::vector<std::size_t> mine;
+      std::size_t shuffled = std::numeric_limits<std::size_t>::max();
+      const std::uint64_t bytes_before = bytes;
+      while (step < total) {
+        if (step % 10 == 0 && sketchsgd::reform_agreed(comm, *me)) break;
+        const std::size_t epoch = step / per_epoch + 1;
+        if (epoch !=
+            shuffled) {  // the epoch's order of this rank's shard: each epoch shuffles the last's, as train_rank
+          mine = shard;
+          for (std::size_t e = 1; e <= epoch; ++e) {
+            sketchsgd::splitmix64 rng(sketchsgd::mix64(c.seed ^ (e << 16U) ^ static_cast<std::uint64_t>(rank)));
+            for (std::size_t i = mine.size() - 1; i > 0; --i) std::swap(mine[i], mine[rng.next_below(i + 1)]);
+          }
+          shuffled = epoch;
+        }
+        fill_batch(data, mine, step % per_epoch, c.batch, images, labels);
+        (void)model.loss_and_gradient(params, images.data(), labels.data(), c.batch, grad);
+        take_step(opt, c.gradient, grad, grad_bf16, grad_fp16).apply(std::span<float>(params));
+        ++step;
+        bytes = bytes_before + opt.stats().total.bytes_sent;
+        dense_bytes += opt.stats().dense_ring_bytes_per_step;
+        commit.commit(opt);
+        params_at[step] = params;
+        params_at.erase(step - 2);
+        if (rank == 0 && step % 10 == 0) {  // progress, for whoever waits on it (elastic.sh)
+          std::fprintf(stderr, "elastic: step %llu, W = %d\n", static_cast<unsigned long long>(step), world);
+        }
+        if (rank == 0 && c.eval_every != 0 && step % c.eval_every == 0 && !c.quiet) {
+          const auto e = model.evaluate(params, data.test);
+          std::printf("step %llu: W = %d, test accuracy %.2f%%, %.1f s\n", static_cast<unsigned long long>(step), world,
+                      100 * e.accuracy, since(t0));
+          std::fflush(stdout);
+        }
+      }
+      if (step < total) continue;  // the world re-forms at this step boundary
+      if (rank == 0) {
+        const auto e = model.evaluate(params, data.test);
+        print_summary(c, {e.accuracy, e.loss, bytes, bytes == 0 ? 0.0 : dense_bytes / static_cast<double>(bytes),
+                          since(t0), step, world, c.batch, c.k, c.cols});
+      }
+      sketchsgd::barrier(comm);  // nobody leaves while another still expects data
+      return 0;
+    } catch (const sketchsgd::transport_error& e) {
+      std::fprintf(stderr, "elastic: generation %llu failed at step %llu: %s\n",
+                   static_cast<unsigned long long>(place.generation), static_cast<unsigned long long>(step), e.what());
+    }
+  }
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -474,6 +635,10 @@ int main(int argc, char** argv) try {
     return 0;
   }
 #if defined(FMNIST_HAVE_TCP)
+  if (c.transport == "tcp-elastic") {
+    check_run(c, c.workers, 1, data.train.size());
+    return train_elastic(c, data);
+  }
   if (c.transport == "tcp") {
     sketchsgd::tcp_options options;
     options.timeout = std::chrono::minutes(5);

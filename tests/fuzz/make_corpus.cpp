@@ -18,6 +18,7 @@
 #include "optimizer_zoo.hpp"
 #include "sketchsgd/optim/checkpoint.hpp"
 #include "sketchsgd/serialize/count_sketch_format.hpp"
+#include "sketchsgd/transport/tcp/membership.hpp"
 #include "sketchsgd/transport/tcp_protocol.hpp"
 
 namespace {
@@ -135,6 +136,24 @@ void table_seeds() {
   }
 }
 
+void membership_seeds() {
+  namespace m = sketchsgd::tcp_membership;
+  const auto seed = [](std::uint8_t kind, const std::vector<std::byte>& payload) {
+    std::vector<std::byte> bytes{std::byte{kind}};
+    bytes.insert(bytes.end(), payload.begin(), payload.end());
+    return bytes;
+  };
+  write("tcp_membership", "join_newcomer", seed(0, m::encode(m::join_request{0, -1, "worker-7"})));
+  write("tcp_membership", "join_survivor", seed(0, m::encode(m::join_request{3, 2, "host-a:4242"})));
+  write("tcp_membership", "assignment_rank0",
+        seed(1, m::encode(m::assignment{.generation = 1, .rank = 0, .size = 4, .root_host = "127.0.0.1"})));
+  write("tcp_membership", "assignment_rank2",
+        seed(1, m::encode(m::assignment{
+                    .generation = 5, .rank = 2, .size = 3, .newcomer = true, .root_host = "::1", .root_port = 40001})));
+  write("tcp_membership", "listening", seed(2, m::encode_listening(7, 29500)));
+  write("tcp_membership", "notice", seed(3, m::encode_notice(2)));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -149,5 +168,6 @@ int main(int argc, char** argv) {
   frame_seeds();
   handshake_seeds();
   table_seeds();
+  membership_seeds();
   return 0;
 }

@@ -10,7 +10,6 @@
 #include <cstring>
 #include <limits>
 #include <string>
-#include <string>
 #include <string_view>
 #include <vector>
 

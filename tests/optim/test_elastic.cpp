@@ -123,7 +123,7 @@ TEST_CASE("a rank dies: the survivors re-form from their commits, and a newcomer
     });
     for (int r = 1; r < 4; ++r) CHECK(last[static_cast<std::size_t>(r)] == last[0]);
     if (has_memory) check_equal_sums(memory_sums(before_join), memory_sums(after_join));  // nothing lost
-    if (!has_memory) {  // FetchSGD: everything replicated, every member the same
+    if (!has_memory) {               // FetchSGD: everything replicated, every member the same
       for (int r = 1; r < 4; ++r) {  // past the header, which names the rank
         CHECK(after_join[static_cast<std::size_t>(r)].substr(detail::state_header_bytes) ==
               after_join[0].substr(detail::state_header_bytes));
@@ -170,8 +170,7 @@ TEST_CASE("survivors one commit apart resume from the older; no commit at all is
   test::on_inproc(2, [&](int r, inproc_transport& t) {
     communicator comm(t);
     any_optimizer<float> opt = make_optimizer(comm, o);
-    CHECK_THROWS_WITH(resume_resized(comm, opt, apart[static_cast<std::size_t>(r)]),
-                      Catch::Contains("not of step 1"));
+    CHECK_THROWS_WITH(resume_resized(comm, opt, apart[static_cast<std::size_t>(r)]), Catch::Contains("not of step 1"));
   });
   elastic_commit none;
   any_optimizer<float> opt = make_optimizer(0, 1, o);

@@ -34,6 +34,7 @@
 #include "sketchsgd/optim/elastic.hpp"
 #include "sketchsgd/sketchsgd.hpp"
 #include "sketchsgd/transport/tcp.hpp"
+#include "test_pki.hpp"
 
 using namespace sketchsgd;
 using namespace std::chrono_literals;
@@ -113,7 +114,8 @@ TEST_CASE("elastic tcp: a world forms, loses a member, re-forms renumbered, and 
   });
   // Survivors keep their order: old rank 0 stays 0, old rank 2 becomes 1.
   for (int i = 0; i < 3; ++i) {
-    if (i != leaver) CHECK(second_rank[static_cast<std::size_t>(i)] == (first_rank[static_cast<std::size_t>(i)] == 0 ? 0 : 1));
+    if (i != leaver)
+      CHECK(second_rank[static_cast<std::size_t>(i)] == (first_rank[static_cast<std::size_t>(i)] == 0 ? 0 : 1));
   }
 
   // A newcomer asks; the world learns it at a step boundary, agrees, and grows.
@@ -138,7 +140,8 @@ TEST_CASE("elastic tcp: a world forms, loses a member, re-forms renumbered, and 
   });
 }
 
-TEST_CASE("elastic tcp: too few workers, a full world and a silent member are bounded waits", "[tcp][elastic][failure]") {
+TEST_CASE("elastic tcp: too few workers, a full world and a silent member are bounded waits",
+          "[tcp][elastic][failure]") {
   SECTION("fewer than min_workers: refused after join_timeout") {
     tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, quiet_rendezvous(3, 4));
     test::run_threads(2, [&](int i) {
@@ -286,9 +289,7 @@ std::uint64_t fnv(std::span<const float> x) {
   return h;
 }
 
-void write_file(const fs::path& p, const std::string& bytes) {
-  std::ofstream(p, std::ios::binary) << bytes;
-}
+void write_file(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
 std::string read_file(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
@@ -427,7 +428,8 @@ TEST_CASE("elastic tcp: a SIGKILLed rank, training resumes at W = 3, a newcomer 
   const auto deadline = std::chrono::steady_clock::now() + 60s;
   bool shrunk = false;
   while (!shrunk && std::chrono::steady_clock::now() < deadline) {
-    for (int i = 0; i < 4 && !shrunk; ++i) shrunk = !lines_with(dir / ("w" + std::to_string(i) + ".txt"), "resumed 2").empty();
+    for (int i = 0; i < 4 && !shrunk; ++i)
+      shrunk = !lines_with(dir / ("w" + std::to_string(i) + ".txt"), "resumed 2").empty();
     std::this_thread::sleep_for(20ms);
   }
   REQUIRE(shrunk);
@@ -555,5 +557,38 @@ TEST_CASE("elastic tcp: a rank that dies during the re-division: the others re-f
     got.push_back(after[static_cast<std::size_t>(i)]);
   }
   REQUIRE(got.size() == 3);
-  CHECK(test::sums_gap(test::memory_sums(given), test::memory_sums(got)) <= 1e-5);  // the three survivors' memories, whole
+  CHECK(test::sums_gap(test::memory_sums(given), test::memory_sums(got)) <=
+        1e-5);  // the three survivors' memories, whole
+}
+
+TEST_CASE("elastic tcp+tls: a world re-forms over TLS; a member without the job's certificate is refused",
+          "[tcp][elastic][tls]") {
+  auto ro = quiet_rendezvous(1, 3);
+  ro.tls = test::pki().job;
+  tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, ro);
+  auto with_tls = [](const tcp_tls_options& files) {
+    auto o = quiet_member();
+    o.transport.tls = files;
+    return o;
+  };
+  // A stranger with the secret but a certificate from another CA: refused in the TLS handshake.
+  CHECK_THROWS_AS(tcp_elastic_member({"127.0.0.1", rdv.port()}, job_secret, "stranger", with_tls(test::pki().stranger)),
+                  transport_error);
+  // Without TLS at all: the rendezvous speaks TLS first, so no handshake completes.
+  auto plain = quiet_member();
+  plain.transport.handshake_timeout = 1s;
+  CHECK_THROWS(tcp_elastic_member({"127.0.0.1", rdv.port()}, job_secret, "plain", plain));
+  std::vector<std::unique_ptr<tcp_elastic_member>> m;
+  for (int i = 0; i < 3; ++i)
+    m.push_back(std::make_unique<tcp_elastic_member>(tcp_endpoint{"127.0.0.1", rdv.port()}, job_secret,
+                                                     "w" + std::to_string(i), with_tls(test::pki().job)));
+  test::run_threads(3, [&](int i) { CHECK(sum_of_ranks(m[static_cast<std::size_t>(i)]->join()) == triangle(3)); });
+  m[2].reset();
+  test::run_threads(2, [&](int i) {
+    auto& me = *m[static_cast<std::size_t>(i)];
+    CHECK_THROWS_AS(sum_of_ranks(*me.transport()), transport_error);
+    tcp_transport& t = me.join();  // the new generation's mesh: TLS again
+    CHECK(t.size() == 2);
+    CHECK(sum_of_ranks(t) == triangle(2));
+  });
 }

@@ -23,6 +23,9 @@
 
 #include "sketchsgd/transport/tcp/asio.hpp"
 
+#include <unistd.h>
+
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -37,6 +40,7 @@
 
 #include "sketchsgd/collective/collectives.hpp"
 #include "sketchsgd/error.hpp"
+#include "sketchsgd/transport/tcp/environment.hpp"
 #include "sketchsgd/transport/tcp/membership.hpp"
 #include "sketchsgd/transport/tcp/options.hpp"
 #include "sketchsgd/transport/tcp/stream.hpp"
@@ -90,6 +94,25 @@ class tcp_elastic_member {
       throw;
     }
   }
+  /// Builds the member from the environment: SKETCHSGD_RENDEZVOUS
+  /// (host:port of the `tcp_rendezvous`), SKETCHSGD_SECRET (or
+  /// SKETCHSGD_SECRET_FILE) and SKETCHSGD_NAME (default: host name and
+  /// process id).
+  /// @throws std::invalid_argument naming a missing or malformed variable;
+  /// what the constructor throws.
+  static std::unique_ptr<tcp_elastic_member> from_environment(tcp_elastic_options o = {}) {
+    const std::string who = "tcp_elastic_member";
+    tcp_endpoint at = detail::read_tcp_endpoint(who, "SKETCHSGD_RENDEZVOUS", 1);
+    std::string secret = detail::read_tcp_secret(who);
+    std::string name = detail::environment_variable("SKETCHSGD_NAME");
+    if (name.empty()) {
+      std::array<char, 65> host{};
+      if (::gethostname(host.data(), host.size() - 1) != 0) host[0] = '\0';
+      name = (std::string(host.data()) + ":" + std::to_string(::getpid())).substr(0, 64);
+      if (name.front() == ':') name = "pid" + name;
+    }
+    return std::make_unique<tcp_elastic_member>(std::move(at), std::move(secret), std::move(name), std::move(o));
+  }
   tcp_elastic_member(const tcp_elastic_member&) = delete;
   tcp_elastic_member& operator=(const tcp_elastic_member&) = delete;
   /// Leaves the world (the transport says goodbye) and the rendezvous.
@@ -112,9 +135,8 @@ class tcp_elastic_member {
         const std::lock_guard lock(mutex_);
         assigned_.reset();
       }
-      send(tcp_membership::message::join,
-           tcp_membership::encode(tcp_membership::join_request{
-               place_ ? place_->generation : 0, place_ ? place_->rank : -1, name_}));
+      send(tcp_membership::message::join, tcp_membership::encode(tcp_membership::join_request{
+                                              place_ ? place_->generation : 0, place_ ? place_->rank : -1, name_}));
       place_ = wait_for_assignment(deadline);
       tcp_options t = o_.transport;
       t.connect_timeout = std::min(t.connect_timeout, remaining(deadline));

@@ -104,7 +104,8 @@ inline std::string get_text(std::span<const std::byte> b, std::size_t at, const 
   if (at >= b.size()) malformed(what, "no text");
   const auto n = static_cast<std::size_t>(b[at]);
   if (n == 0 || n > max_name_bytes) malformed(what, "text of " + std::to_string(n) + " bytes");
-  if (b.size() != at + 1 + n) malformed(what, std::to_string(b.size()) + " bytes, expected " + std::to_string(at + 1 + n));
+  if (b.size() != at + 1 + n)
+    malformed(what, std::to_string(b.size()) + " bytes, expected " + std::to_string(at + 1 + n));
   return {reinterpret_cast<const char*>(b.data() + at + 1), n};
 }
 

@@ -123,10 +123,10 @@ class tcp_rendezvous {
 
   struct member {
     std::unique_ptr<detail::tcp_stream> stream;
-    std::string host;                                 // its address, as seen here
+    std::string host;                                  // its address, as seen here
     std::optional<tcp_membership::join_request> asks;  // while it waits for a place
-    std::uint64_t arrival = 0;                        // order of its request
-    std::uint64_t generation = 0;                     // the generation it has a rank in (0: none)
+    std::uint64_t arrival = 0;                         // order of its request
+    std::uint64_t generation = 0;                      // the generation it has a rank in (0: none)
     int rank = -1;
     std::deque<std::vector<std::byte>> out;  // encoded frames
     bool writing = false;
@@ -268,7 +268,8 @@ class tcp_rendezvous {
       if (m->asks) waiting.push_back(m);
     if (waiting.empty() || !forming_since_) return;  // only newcomers: the running world re-forms when it agrees
     const int n = static_cast<int>(waiting.size());
-    const bool all_old = std::all_of(world_.begin(), world_.end(), [](const member_ptr& m) { return m->gone || m->asks; });
+    const bool all_old =
+        std::all_of(world_.begin(), world_.end(), [](const member_ptr& m) { return m->gone || m->asks; });
     const bool settled = generation_ > 0 || n >= o_.max_workers || now - last_arrival_ >= o_.settle;
     const auto deadline = *forming_since_ + o_.join_timeout;
     if (n >= o_.min_workers && all_old && settled) return form(std::move(waiting));
@@ -309,9 +310,12 @@ class tcp_rendezvous {
     pending_.assign(waiting.size(), {});
     for (std::size_t r = 0; r < waiting.size(); ++r) {
       member& m = *waiting[r];
-      pending_[r] = {.generation = generation_ + 1, .rank = static_cast<std::int32_t>(r),
-                     .size = static_cast<std::int32_t>(waiting.size()), .newcomer = !old_member(m) || m.fresh,
-                     .root_host = waiting[0]->host, .root_port = 0};
+      pending_[r] = {.generation = generation_ + 1,
+                     .rank = static_cast<std::int32_t>(r),
+                     .size = static_cast<std::int32_t>(waiting.size()),
+                     .newcomer = !old_member(m) || m.fresh,
+                     .root_host = waiting[0]->host,
+                     .root_port = 0};
       m.asks.reset();
     }
     ++generation_;
@@ -368,9 +372,8 @@ class tcp_rendezvous {
 
   void send(const member_ptr& m, tcp_membership::message kind, const std::vector<std::byte>& payload) {
     if (m->gone) return;
-    const auto header = tcp_protocol::frame_header{tcp_protocol::frame_type::data, static_cast<tag_t>(kind),
-                                                   payload.size()}
-                            .encode();
+    const auto header =
+        tcp_protocol::frame_header{tcp_protocol::frame_type::data, static_cast<tag_t>(kind), payload.size()}.encode();
     std::vector<std::byte> frame(header.begin(), header.end());
     frame.insert(frame.end(), payload.begin(), payload.end());
     m->out.push_back(std::move(frame));
@@ -384,11 +387,12 @@ class tcp_rendezvous {
       return;
     }
     m->writing = true;
-    m->stream->async_write(boost::asio::buffer(m->out.front()), [this, m](const boost::system::error_code& ec, std::size_t) {
-      if (ec) return drop(m);
-      m->out.pop_front();
-      write_next(m);
-    });
+    m->stream->async_write(boost::asio::buffer(m->out.front()),
+                           [this, m](const boost::system::error_code& ec, std::size_t) {
+                             if (ec) return drop(m);
+                             m->out.pop_front();
+                             write_next(m);
+                           });
   }
 
   /// Closes `m`'s connection; its reader then ends and calls on_gone.
@@ -407,8 +411,8 @@ class tcp_rendezvous {
   std::thread thread_;
 
   // The I/O thread's alone.
-  std::vector<member_ptr> members_;      // every authenticated connection
-  std::vector<member_ptr> world_;        // the newest generation, by rank
+  std::vector<member_ptr> members_;                  // every authenticated connection
+  std::vector<member_ptr> world_;                    // the newest generation, by rank
   std::vector<tcp_membership::assignment> pending_;  // its assignments
   std::uint64_t generation_ = 0;
   std::uint64_t arrivals_ = 0;
