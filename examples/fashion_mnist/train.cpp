@@ -247,6 +247,17 @@ void size_for_world(config& c, int world) {
   c.batch = c.global_batch / static_cast<std::size_t>(world);
 }
 
+/// The model's biases, which every sparse method sends dense: their ranges
+/// and how many coordinates they hold.
+std::pair<std::vector<sketchsgd::dense_range>, std::size_t> dense_biases(const fmnist::mlp& model) {
+  std::pair<std::vector<sketchsgd::dense_range>, std::size_t> out;
+  for (const auto& [offset, length] : model.bias_ranges()) {
+    out.first.push_back({offset, length});
+    out.second += length;
+  }
+  return out;
+}
+
 /// Refuses, before anything is allocated, a run that cannot work: a world
 /// too large for the training set, a sketch or k the model cannot take, or
 /// more memory than the machine has. `world` ranks in all, `here` of them in
@@ -270,8 +281,7 @@ void check_run(const config& c0, int world, int here, std::size_t train_examples
 
   const fmnist::mlp model({784, 256, 128, 10});
   const std::size_t d = model.parameter_count();
-  std::size_t dense = 0;
-  for (const auto& range : model.bias_ranges()) dense += range.second;
+  const std::size_t dense = dense_biases(model).second;
   config c = c0;
   fmnist::choose_budget(c, d, dense, c.budget_workers != 0 ? c.budget_workers : world);
   if (!sketchsgd::is_dense_method(c.method)) {
@@ -399,12 +409,9 @@ summary train_rank(Transport& transport, const config& c0, const fmnist::fashion
                                                                   : sketchsgd::allreduce_algorithm::portable});
   const fmnist::mlp model({784, 256, 128, 10});
   const std::size_t d = model.parameter_count();
-  std::vector<sketchsgd::dense_range> biases;
-  std::size_t dense = 0;
-  for (const auto& [offset, length] : model.bias_ranges()) {
-    biases.push_back({offset, length});
-    dense += length;
-  }
+  const auto biases_of_model = dense_biases(model);  // no structured binding: lambdas may capture these
+  const std::vector<sketchsgd::dense_range>& biases = biases_of_model.first;
+  const std::size_t dense = biases_of_model.second;
   config c = c0;
   fmnist::choose_budget(c, d, dense, c.budget_workers != 0 ? c.budget_workers : world);
   auto opt = make_trainer_optimizer(comm, c, d, biases);
@@ -522,12 +529,9 @@ int train_elastic(const config& c0, const fmnist::fashion_mnist& data) {
   auto me = sketchsgd::tcp_elastic_member::from_environment(eo);
   const fmnist::mlp model({784, 256, 128, 10});
   const std::size_t d = model.parameter_count();
-  std::vector<sketchsgd::dense_range> biases;
-  std::size_t dense = 0;
-  for (const auto& [offset, length] : model.bias_ranges()) {
-    biases.push_back({offset, length});
-    dense += length;
-  }
+  const auto biases_of_model = dense_biases(model);  // no structured binding: lambdas may capture these
+  const std::vector<sketchsgd::dense_range>& biases = biases_of_model.first;
+  const std::size_t dense = biases_of_model.second;
   config c = c0;
   fmnist::choose_budget(c, d, dense, c.budget_workers != 0 ? c.budget_workers : c.workers);
   const std::size_t epoch_steps = data.train.size() / static_cast<std::size_t>(c.workers) / c.batch;

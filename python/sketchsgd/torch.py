@@ -1137,15 +1137,21 @@ def _checkpoint_files(folder: str) -> Dict[Tuple[int, int], Dict[int, str]]:
     return out
 
 
-def _load_resized(folder: str, files: Dict[Tuple[int, int], Dict[int, str]], ddp_model: torch.nn.Module,
-                  optimizer: torch.optim.Optimizer, state: SketchState) -> Dict[str, Any]:
-    """load_checkpoint from the files of another world size (see there)."""
-    complete = []  # (step, old world) with a file of that step from every old rank
-    for old in sorted({w for w, _ in files if w != state.world_size}):
+def _complete_steps(files: Dict[Tuple[int, int], Dict[int, str]], world: int) -> List[Tuple[int, int]]:
+    """(newest step, world) of each world but ``world`` whose every rank saved that step."""
+    complete = []
+    for old in sorted({w for w, _ in files if w != world}):
         steps = [set(files.get((old, r), {})) for r in range(old)]
         common = set.intersection(*steps) if steps else set()
         if common:
             complete.append((max(common), old))
+    return complete
+
+
+def _load_resized(folder: str, files: Dict[Tuple[int, int], Dict[int, str]], ddp_model: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer, state: SketchState) -> Dict[str, Any]:
+    """load_checkpoint from the files of another world size (see there)."""
+    complete = _complete_steps(files, state.world_size)
     if not complete:
         raise ValueError(f"sketchsgd.torch.load_checkpoint: the files in {folder} are of worlds "
                          f"{sorted({w for w, _ in files})}, and none has a step every one of its ranks saved; "
@@ -1197,9 +1203,11 @@ def load_checkpoint(folder: str, ddp_model: torch.nn.Module, optimizer: torch.op
     job then continues bit-identically. Returns ``{"iter": N, "extra": ...}``,
     or None when no rank has a checkpoint (a fresh start).
 
-    When no rank has a file of this world size but every rank of another
-    world left one of a common step (the newest such, on a folder every
-    rank reads), the job resumes from those at this size: the model and the
+    When no rank has a file of this world size, or another world's ranks
+    all saved a newer step than this world's newest common one (a job that
+    went 3 -> 2 -> 3 workers), and every rank of that world left a file of
+    that step (the newest such, on a folder every rank reads), the job
+    resumes from those at this size: the model and the
     optimizer from old rank 0's file, the hook's state re-divided
     (``SketchState.load_redivided``: error memories summed and split evenly,
     their sum kept); the result then also holds ``"resized_from": W``, and
@@ -1210,17 +1218,23 @@ def load_checkpoint(folder: str, ddp_model: torch.nn.Module, optimizer: torch.op
     files = _checkpoint_files(folder)
     mine = files.get((world, rank), {})
     other_worlds = sorted({w for w, _ in files if w != world})
+    elsewhere = max((step for step, _ in _complete_steps(files, world)), default=-1)
     newest = sorted(mine)[-2:]
-    # One allgather: each rank's two newest steps (-1: none) and whether files of another world exist.
-    row = torch.tensor([len(other_worlds)] + [-1] * (2 - len(newest)) + newest, dtype=torch.int64)
-    everyone = [torch.empty(3, dtype=torch.int64) for _ in range(world)]
+    # One allgather: whether files of another world exist, the newest step one
+    # of them completed, and each rank's two newest steps (-1: none).
+    row = torch.tensor([len(other_worlds), elsewhere] + [-1] * (2 - len(newest)) + newest, dtype=torch.int64)
+    everyone = [torch.empty(4, dtype=torch.int64) for _ in range(world)]
     dist.all_gather(everyone, row, group=state.process_group)
     rows = [t.tolist() for t in everyone]
-    if all(r[1] == r[2] == -1 for r in rows):
+    if all(r[2] == r[3] == -1 for r in rows):
         if any(r[0] for r in rows):
             return _load_resized(folder, files, ddp_model, optimizer, state)
         return None
-    common = set.intersection(*({i for i in r[1:] if i >= 0} for r in rows))
+    common = set.intersection(*({i for i in r[2:] if i >= 0} for r in rows))
+    # A world of another size that went on after this world's files (3 -> 2 -> 3)
+    # holds the newer state: resume from it, never from this world's older files.
+    if max(r[1] for r in rows) > max(common, default=-1):
+        return _load_resized(folder, files, ddp_model, optimizer, state)
     if not common:
         raise RuntimeError(f"sketchsgd.torch.load_checkpoint: the ranks have no step in common in {folder} "
                            f"(each rank's newest two: {[r[1:] for r in rows]}); restart from scratch or restore "

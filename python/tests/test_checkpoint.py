@@ -4,7 +4,10 @@ load_checkpoint): a job under torch.distributed.run --max-restarts 1 whose
 rank 1 is killed (SIGKILL) mid-run restarts from the files and ends
 bit-identical to the uninterrupted job; the ranks restart from a step they
 all have; a restart at another world size resumes with the hook's state
-re-divided (error memories summed and split evenly: their sum kept)."""
+re-divided (error memories summed and split evenly: their sum kept), also
+3 -> 2 -> 3 from the newest files; and torch.distributed.run with elastic
+membership (three agents, one SIGKILLed, one joining later) takes a job
+from 3 workers to 2 and back to 3 through those files."""
 
 import os
 import pathlib
@@ -164,8 +167,12 @@ def _elastic(rank, world, folder, phase, method):
         return {i: p.aggregator.save() for i, p in state._plans.items() if p.aggregator is not None}
     got = st.load_checkpoint(folder, ddp, opt, state)
     saved = {i: p.aggregator.save() for i, p in state._plans.items() if p.aggregator is not None}
+    resumed_at = state.iter
     train(ddp, opt, 3, rank, first=5)
-    return {"resized_from": got["resized_from"], "iter": state.iter, "saved": saved, "params": flat_params(ddp.module)}
+    if phase == "carry":  # go on and save at this size too
+        st.save_checkpoint(folder, ddp, opt, state)
+    return {"resized_from": got.get("resized_from"), "resumed_at": resumed_at, "iter": state.iter, "saved": saved,
+            "params": flat_params(ddp.module)}
 
 
 @pytest.mark.parametrize("method", ["sketched", "fetchsgd"])
@@ -189,3 +196,116 @@ def test_another_world_size_keeps_the_error_memories_sum_and_goes_on(tmp_path, w
                 assert np.allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max()), (bucket, s)
             else:  # the same on every rank (FetchSGD's sketches, dense momentum): taken as it is
                 assert all(np.array_equal(x[s], old[0][s]) for x in new), (bucket, s)
+
+
+def test_a_world_that_shrank_and_grew_back_resumes_from_the_newest_files(tmp_path):
+    # 3 ranks save after 5 steps; 2 ranks resume from them and save after 8; 3 ranks again must resume from the
+    # 2 ranks' newer files (re-divided), not from their own world's older ones.
+    folder = str(tmp_path / "ckpt")
+    run_world(_elastic, 3, folder, "save", "sketched")
+    shrunk = run_world(_elastic, 2, folder, "carry", "sketched")
+    assert [(o["resized_from"], o["resumed_at"], o["iter"]) for o in shrunk] == [(3, 5, 8)] * 2
+    grown = run_world(_elastic, 3, folder, "load", "sketched")
+    for o in grown:
+        assert o["resized_from"] == 2 and o["resumed_at"] == 8, (o["resized_from"], o["resumed_at"])
+        assert np.array_equal(o["params"], grown[0]["params"])
+
+
+# -- torch.distributed.run with elastic membership: 3 -> 2 -> 3 workers -------------------------------------------
+
+ELASTIC_WORKER = r"""
+import os, sys, time
+import numpy as np, torch, torch.distributed as dist
+sys.path.insert(0, os.environ["TESTS"])
+import sketchsgd.torch as st
+from test_hook import batch, flat_params, mlp, small_buckets
+from torch import nn
+folder, out, steps, kill_at, grow_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+ddp = small_buckets(mlp(), 0.001)
+opt = torch.optim.SGD(ddp.parameters(), lr=0.05, momentum=0.9)
+state = st.attach(ddp, opt, method="sketched", compression=10.0, seed=5, start_iter=2)
+resumed = st.load_checkpoint(folder, ddp, opt, state)
+it = 0 if resumed is None else resumed["extra"]["next_step"]
+print(f"world {world} rank {rank} starts at step {it} resized_from {None if resumed is None else resumed.get('resized_from')}",
+      file=sys.stderr, flush=True)
+def hold(why):  # wait, in collectives, until this world ends: a peer dies, or the agent restarts us
+    print(f"world {world} rank {rank} holds at step {it}: {why}", file=sys.stderr, flush=True)
+    for _ in range(600):
+        dist.barrier()
+        time.sleep(0.2)
+    raise SystemExit("held too long")
+while it < steps:
+    if world == 3 and resumed is None and it == kill_at:
+        hold("waiting to lose a worker")
+    if world == 2 and it == grow_at:
+        hold("waiting for a worker to join")
+    x, y = batch(rank, it)
+    loss = nn.functional.cross_entropy(ddp(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    it += 1
+    st.save_checkpoint(folder, ddp, opt, state, extra={"next_step": it})
+np.save(f"{out}.rank{rank}.npy", flat_params(ddp.module))
+print(f"world {world} rank {rank} done", file=sys.stderr, flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_torchrun_elastic_3_to_2_to_3_resumes_with_the_memories_redivided(tmp_path):
+    import signal
+    import time
+    from datetime import timedelta
+    worker = tmp_path / "elastic_worker.py"
+    worker.write_text(ELASTIC_WORKER)
+    port = free_port()
+    # The rendezvous store lives here, not in an agent, so that any agent can be killed.
+    store = torch.distributed.TCPStore("127.0.0.1", port, None, True, timedelta(seconds=300), wait_for_workers=False)
+    logs = []
+
+    def agent(name):
+        log = open(tmp_path / f"{name}.log", "w")
+        logs.append(tmp_path / f"{name}.log")
+        return subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--redirects", "2", "--tee", "2",  # stderr; 0 (the default) and 3 fail on Python 3.11
+             "--nnodes", "2:3", "--nproc_per_node", "1",
+             "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "sketchsgd-elastic",
+             "--rdzv_conf", "is_host=false,last_call_timeout=5,join_timeout=120", "--max_restarts", "3", "--monitor_interval", "1",
+             str(worker), str(tmp_path / "ckpt"), str(tmp_path / "final"), "24", "6", "12"],
+            stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+
+    def text():
+        return "".join(p.read_text() for p in logs)
+
+    def wait_for(what, count, limit):
+        deadline = time.monotonic() + limit
+        while text().count(what) < count:
+            assert time.monotonic() < deadline, f"no {count} x '{what}' within {limit} s:\n" + text()[-6000:]
+            time.sleep(0.2)
+
+    agents = [agent(f"agent{i}") for i in range(3)]
+    try:
+        wait_for("holds at step 6: waiting to lose a worker", 3, 90)
+        os.killpg(agents[2].pid, signal.SIGKILL)  # the third agent and its worker
+        agents[2].wait()
+        wait_for("holds at step 12: waiting for a worker to join", 2, 90)
+        agents.append(agent("agent3"))
+        for a in (agents[0], agents[1], agents[3]):
+            assert a.wait(timeout=240) == 0, text()[-6000:]
+    finally:
+        for a in agents:
+            if a.poll() is None:
+                os.killpg(a.pid, signal.SIGKILL)
+    del store
+    log = text()
+    assert log.count("starts at step 0 resized_from None") == 3, log[-6000:]
+    assert log.count("world 2 rank 0 starts at step 6 resized_from 3") == 1, log[-6000:]
+    assert log.count("starts at step 6 resized_from 3") == 2, log[-6000:]
+    assert log.count("starts at step 12 resized_from 2") == 3, log[-6000:]
+    assert log.count(" done") == 3, log[-6000:]
+    final = [np.load(tmp_path / f"final.rank{r}.npy") for r in range(3)]
+    assert all(np.isfinite(f).all() for f in final)
+    assert np.array_equal(final[1], final[0]) and np.array_equal(final[2], final[0])

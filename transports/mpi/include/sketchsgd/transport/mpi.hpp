@@ -9,6 +9,10 @@
 ///
 /// The caller initializes and finalizes MPI (MPI_Init_thread); destroy the
 /// transport before MPI_Finalize. One thread per rank calls the transport.
+///
+/// Not elastic: Open MPI 4.1 as Debian builds it has no ULFM, so a dead rank
+/// ends the job (the survivors fail fast, as the launcher stops them) and no
+/// world re-forms; elastic jobs use TCP (transport/tcp/elastic.hpp).
 
 #include <mpi.h>
 
