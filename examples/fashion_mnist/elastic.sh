@@ -11,8 +11,9 @@
 #   (SEEDS: "1 2 3"; flags: --method sketched --compression 10)
 # KILL_AT and JOIN_AT (400, 800; multiples of 10, the steps rank 0 reports
 # progress at) move the kill and the join (ctest's smoke run: 20 and 40 with
-# --max-steps 200). Exits 1 if a run fails, prints no result, or (killed)
-# does not go 4 -> 3 -> 4; 77 without the data.
+# --max-steps 200); RUNS ("plain killed") picks the runs (ctest: killed).
+# Exits 1 if a run fails, prints no result, or (killed) does not go
+# 4 -> 3 -> 4; 77 without the data.
 set -euo pipefail
 build="${1:?usage: $0 BUILD_DIR OUT_DIR [SEEDS] [trainer flags...]}"
 out="${2:?usage: $0 BUILD_DIR OUT_DIR [SEEDS] [trainer flags...]}"
@@ -100,7 +101,6 @@ run() {  # run SEED plain|killed
 failed=0
 
 for seed in $seeds; do
-  run "$seed" plain
-  run "$seed" killed
+  for kind in ${RUNS:-plain killed}; do run "$seed" "$kind"; done
 done
 exit $failed

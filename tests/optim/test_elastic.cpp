@@ -132,7 +132,7 @@ TEST_CASE("a rank dies: the survivors re-form from their commits, and a newcomer
   }
 }
 
-TEST_CASE("survivors one commit apart resume from the older; no commit at all is refused", "[optim][elastic]") {
+TEST_CASE("survivors one commit apart resume from the older, and no commit at all is refused", "[optim][elastic]") {
   using namespace elastic_test;
   const auto o = options_for("sketched");
   std::vector<elastic_commit> commits(2);

@@ -85,7 +85,7 @@ TEMPLATE_TEST_CASE("dense top_k equals the sort-based reference", "[topk]", floa
   }
 }
 
-TEST_CASE("NaN is never selected; infinities and signed zeros are ordered by magnitude", "[topk]") {
+TEST_CASE("NaN is never selected, and infinities and signed zeros are ordered by magnitude", "[topk]") {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float inf = std::numeric_limits<float>::infinity();
   const std::vector<float> x = {nan, -0.0F, 3.0F, -inf, nan, 0.0F, -3.0F, 1e-40F, -nan};

@@ -48,7 +48,7 @@ tcp_rendezvous_options quiet_rendezvous(int min_workers = 1, int max_workers = 6
   tcp_rendezvous_options o;
   o.min_workers = min_workers;
   o.max_workers = max_workers;
-  o.join_timeout = 3s;
+  o.join_timeout = 1500ms;
   o.settle = 300ms;
   o.log = [](const std::string&) {};
   return o;
@@ -158,13 +158,13 @@ TEST_CASE("elastic tcp: too few workers, a full world and a silent member are bo
     test::run_threads(3, [&](int i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50 * i));  // arrival order
       auto o = quiet_member();
-      o.join_timeout = 3s;
+      o.join_timeout = 1500ms;
       tcp_elastic_member me({"127.0.0.1", rdv.port()}, job_secret, "w" + std::to_string(i), o);
       try {
         tcp_transport& t = me.join();
         CHECK(t.size() == 2);
         ++placed;
-        std::this_thread::sleep_for(3500ms);  // stay while the third waits
+        std::this_thread::sleep_for(2000ms);  // stay while the third waits
       } catch (const timeout_error&) {
         CHECK(i == 2);
         ++timed_out;
@@ -187,7 +187,7 @@ TEST_CASE("elastic tcp: too few workers, a full world and a silent member are bo
       CHECK(t.size() == 2);
     });
     const auto waited = std::chrono::steady_clock::now() - start;
-    CHECK(waited >= 2900ms);  // the join_timeout of 3 s
+    CHECK(waited >= 1400ms);  // the join_timeout of 1.5 s
     CHECK(waited < 8s);
     INFO("silent member was rank " << silent);
     CHECK_THROWS_AS(m[2]->join(), transport_error);  // left out: refused, its connection closed
@@ -561,7 +561,7 @@ TEST_CASE("elastic tcp: a rank that dies during the re-division: the others re-f
         1e-5);  // the three survivors' memories, whole
 }
 
-TEST_CASE("elastic tcp+tls: a world re-forms over TLS; a member without the job's certificate is refused",
+TEST_CASE("elastic tcp+tls: a world re-forms over TLS, and a member without the job's certificate is refused",
           "[tcp][elastic][tls]") {
   auto ro = quiet_rendezvous(1, 3);
   ro.tls = test::pki().job;
