@@ -79,7 +79,15 @@ class tcp_elastic_member {
     if (secret_.empty()) throw std::invalid_argument("tcp_elastic_member: the job secret must not be empty");
     (void)tcp_membership::encode(tcp_membership::join_request{0, -1, name_});  // checks the name
     if (o_.transport.tls.enabled()) tls_ = detail::make_tls_context(o_.transport.tls);
-    thread_ = std::thread([this] { io_.run(); });
+    thread_ = std::thread([this] {
+      try {
+        io_.run();
+      } catch (const std::exception& e) {  // never std::terminate from this thread: the next join() reports it
+        const std::lock_guard lock(mutex_);
+        lost_ = std::string("I/O thread error: ") + e.what();
+        changed_.notify_all();
+      }
+    });
     try {
       auto connected = boost::asio::co_spawn(io_, connect(std::move(rendezvous)), boost::asio::use_future);
       if (connected.wait_for(o_.transport.handshake_timeout + std::chrono::seconds(1)) != std::future_status::ready) {
