@@ -219,6 +219,28 @@ TEST_CASE("tcp: a rank that departs mid-collective fails the others promptly", "
   }
 }
 
+TEST_CASE("tcp: a send request dropped before it completed is written whole before its buffer is let go",
+          "[transport][failure][tcp]") {
+  // The bytes of a send are written from the caller's buffer, not copied: a
+  // request dropped early (a collective unwinding from a peer's failure
+  // drops its sends) must keep the I/O thread off the buffer once it is
+  // gone. Here the buffer is overwritten at once after the drop, while
+  // 32 MiB are still on their way: the receiver must see none of it.
+  std::size_t wrong = 0;
+  run_tcp(2, [&](tcp_transport& t) {
+    std::vector<std::byte> data(std::size_t{32} << 20U, std::byte{1});
+    if (t.rank() == 0) {
+      { auto dropped = t.isend(1, 7, data); }
+      std::fill(data.begin(), data.end(), std::byte{2});
+    } else {
+      std::vector<std::byte> got(data.size());
+      t.irecv(0, 7, got).wait();
+      wrong = static_cast<std::size_t>(std::count_if(got.begin(), got.end(), [](std::byte b) { return b != std::byte{1}; }));
+    }
+  });
+  CHECK(wrong == 0);
+}
+
 TEST_CASE("tcp: a stranger without the secret is refused, logged, and the job goes on", "[transport][failure][tcp]") {
   std::promise<std::uint16_t> port_promise;
   auto port = port_promise.get_future().share();

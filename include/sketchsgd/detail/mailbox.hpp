@@ -33,6 +33,7 @@ struct transfer {
   std::span<std::byte> buffer;  ///< receives: where the message goes
   bool is_recv = true;          ///< a receive, else a send
   bool receiving = false;       ///< being filled outside the mailbox (read straight into `buffer`)
+  bool sending = false;         ///< sends: its bytes are being written by an I/O thread
   bool done = false;            ///< completed, with `error` or without
   std::string error;            ///< non-empty: completed with this error
 };

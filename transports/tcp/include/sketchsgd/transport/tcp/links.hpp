@@ -67,8 +67,23 @@ class tcp_links {
       if (!op.error.empty()) throw transport_error(op.error);
       return true;
     }
+    // A failed send is done once no write reads its buffer any more: the
+    // failure closed the socket, which ends a write in progress at once.
+    if (!op.is_recv) changed_.wait(lock, [&] { return op.done; });
     throw transport_error("tcp_transport: rank " + std::to_string(op.peer) +
                           " failed: " + (peer.failure.empty() ? broken_ : peer.failure));
+  }
+
+  /// Waits until send `op`, whose request is going away, no longer reads its
+  /// buffer: written, or failed and out of the I/O thread's hands.
+  void abandon(const std::shared_ptr<transfer>& op) noexcept {
+    std::unique_lock lock(mutex_);
+    const auto done = [&] { return op->done; };
+    if (!changed_.wait_until(lock, std::chrono::steady_clock::now() + options_.timeout, done)) {
+      fail_peer_locked(op->peer, "send dropped while its data was still queued after " +
+                                     std::to_string(options_.timeout.count()) + " ms");
+      changed_.wait(lock, done);
+    }
   }
 
   /// Withdraws receive `op`, whose request is going away.
@@ -160,18 +175,23 @@ class tcp_links {
         return;
       }
       buffers = peer.queue.front().buffers();  // deque: stays put while we push at the back
+      if (peer.queue.front().state) peer.queue.front().state->sending = true;
     }
     peer.stream->async_write(buffers, [this, dst](const boost::system::error_code& ec, std::size_t) {
       auto& p = peers_[static_cast<std::size_t>(dst)];
-      if (ec) {
-        fail_peer(dst, "write failed: " + ec.message());
-        return;
-      }
       {
         const std::lock_guard lock(mutex_);
-        if (p.queue.front().state) p.queue.front().state->done = true;
-        p.queue.pop_front();
+        if (auto& state = p.queue.front().state) {
+          state->sending = false;
+          state->done = true;
+          if (ec && state->error.empty()) state->error = "tcp_transport: send to rank " + std::to_string(dst) + " failed";
+        }
         changed_.notify_all();
+        if (ec) {
+          fail_peer_locked(dst, "write failed: " + ec.message());
+          return;
+        }
+        p.queue.pop_front();
       }
       write_next(dst);
     });
@@ -193,7 +213,9 @@ class tcp_links {
     if (broken_.empty() && !quiet && !closing_) log("rank " + std::to_string(r) + " failed: " + why);
     for (auto& o : peer.queue) {
       if (o.state && !o.state->done) {
-        o.state->done = true;
+        // The frame being written is done when its write ends, which
+        // closing the socket below brings about.
+        o.state->done = !o.state->sending;
         o.state->error = "tcp_transport: send to rank " + std::to_string(r) + " failed: " + why;
       }
     }

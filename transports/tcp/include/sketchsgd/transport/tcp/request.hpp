@@ -4,7 +4,8 @@
 /// @file
 /// The request a TCP transport hands back for a send or receive: a move-only
 /// handle that waits with the transport's timeout and, when dropped,
-/// withdraws a pending receive so that its buffer is never written after.
+/// withdraws a pending receive or waits out a pending send, so that its
+/// buffer is never touched after.
 
 #include <chrono>
 #include <memory>
@@ -20,7 +21,7 @@ namespace sketchsgd::detail {
 /// under its own lock. Must not outlive its owner.
 /// @tparam Owner `tcp_transport`, a parameter only so that this header needs
 /// none of it: it gives `timeout()` and, to its request, `settle(op,
-/// deadline)`, `withdraw(op)` and `break_all(why)`.
+/// deadline)`, `withdraw(op)`, `abandon(op)` and `break_all(why)`.
 template <class Owner>
 class tcp_request {
  public:
@@ -37,8 +38,9 @@ class tcp_request {
   }
   tcp_request(const tcp_request&) = delete;
   tcp_request& operator=(const tcp_request&) = delete;
-  /// A receive still pending is withdrawn, so its buffer is never written
-  /// after the request is gone.
+  /// A receive still pending is withdrawn and a send still pending waited
+  /// for (failed after the timeout), so its buffer is never touched after
+  /// the request is gone.
   ~tcp_request() { cancel(); }
 
   /// Waits up to the transport's timeout.
@@ -51,6 +53,7 @@ class tcp_request {
                               std::to_string(state_->peer) + " tag " + std::to_string(state_->tag) +
                               " timed out after " + std::to_string(owner_->timeout().count()) + " ms";
       owner_->break_all(why);
+      cancel();  // a send's buffer is released before the caller hears of it
       throw timeout_error("tcp_transport: " + why);
     }
   }
@@ -69,7 +72,11 @@ class tcp_request {
 
   void cancel() noexcept {
     if (!state_ || owner_ == nullptr) return;
-    if (state_->is_recv) owner_->withdraw(state_);
+    if (state_->is_recv) {
+      owner_->withdraw(state_);
+    } else {
+      owner_->abandon(state_);
+    }
     state_.reset();
   }
 
