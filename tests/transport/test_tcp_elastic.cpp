@@ -194,6 +194,23 @@ TEST_CASE("elastic tcp: too few workers, a full world and a silent member are bo
   }
 }
 
+TEST_CASE("elastic tcp: every member gone, a newcomer forms the next generation alone", "[tcp][elastic]") {
+  tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, quiet_rendezvous(1, 4));
+  {
+    std::vector<std::unique_ptr<tcp_elastic_member>> m;
+    for (int i = 0; i < 2; ++i)
+      m.push_back(std::make_unique<tcp_elastic_member>(tcp_endpoint{"127.0.0.1", rdv.port()}, job_secret,
+                                                       "w" + std::to_string(i), quiet_member()));
+    test::run_threads(2, [&](int i) { (void)m[static_cast<std::size_t>(i)]->join(); });
+  }
+  tcp_elastic_member late({"127.0.0.1", rdv.port()}, job_secret, "late", quiet_member());
+  const auto start = std::chrono::steady_clock::now();
+  CHECK(late.join().size() == 1);
+  CHECK(std::chrono::steady_clock::now() - start < 5s);  // before this, it waited out join_timeout and gave up
+  CHECK(late.membership()->generation == 2);
+  CHECK(late.membership()->newcomer);
+}
+
 TEST_CASE("elastic tcp: a wrong secret is refused and the job goes on", "[tcp][elastic][failure]") {
   std::vector<std::string> logged;
   std::mutex log_mutex;

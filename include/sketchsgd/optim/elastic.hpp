@@ -9,8 +9,9 @@
 /// members' commits and re-divides them (`load_survivors`): the error
 /// memories the survivors held are summed and split evenly among the new
 /// world, the rest (update rule, FetchSGD's sketches, step count) is taken
-/// whole. Re-forming the transport is the caller's (a new inproc_world, a
-/// new TCP rendezvous of the survivors).
+/// whole. The transport re-forms apart: `tcp_elastic_member`
+/// (transport/tcp/elastic.hpp) or `inproc_elastic_member`
+/// (transport/inproc_elastic.hpp).
 
 #include <algorithm>
 #include <array>

@@ -40,6 +40,7 @@
 
 #include "sketchsgd/collective/collectives.hpp"
 #include "sketchsgd/error.hpp"
+#include "sketchsgd/transport/elastic.hpp"
 #include "sketchsgd/transport/tcp/environment.hpp"
 #include "sketchsgd/transport/tcp/membership.hpp"
 #include "sketchsgd/transport/tcp/options.hpp"
@@ -294,15 +295,5 @@ class tcp_elastic_member {
   std::string refused_;
   std::string lost_;
 };
-
-/// Whether any rank of `comm` was asked to re-form (`reform_requested`):
-/// one allreduce of a flag, so that every rank leaves the generation at the
-/// same step boundary.
-/// @throws what the allreduce throws.
-inline bool reform_agreed(communicator<tcp_transport>& comm, const tcp_elastic_member& me) {
-  std::int32_t flag = me.reform_requested() ? 1 : 0;
-  allreduce(comm, std::span<std::int32_t>(&flag, 1));  // a sum: the number of ranks asked
-  return flag != 0;
-}
 
 }  // namespace sketchsgd

@@ -266,7 +266,11 @@ class tcp_rendezvous {
     std::vector<member_ptr> waiting;
     for (const auto& m : members_)
       if (m->asks) waiting.push_back(m);
-    if (waiting.empty() || !forming_since_) return;  // only newcomers: the running world re-forms when it agrees
+    if (waiting.empty()) return;
+    if (!forming_since_) {  // only newcomers: the running world re-forms when it agrees; none is left: they form one
+      if (!std::all_of(world_.begin(), world_.end(), [](const member_ptr& m) { return m->gone; })) return;
+      forming_since_ = now;
+    }
     const int n = static_cast<int>(waiting.size());
     const bool all_old =
         std::all_of(world_.begin(), world_.end(), [](const member_ptr& m) { return m->gone || m->asks; });
