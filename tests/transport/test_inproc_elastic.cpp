@@ -2,8 +2,8 @@
 // The elastic in-process world (transport/inproc_elastic.hpp): the rules of
 // the TCP rendezvous, with ranks as threads. A world forms, loses a member,
 // re-forms renumbered and grows when a newcomer waits; min_workers,
-// max_workers and a silent member are bounded waits; and the whole elastic
-// loop of docs/reliability.md trains Sketched-SGD and FetchSGD at W = 4, a
+// max_workers and a silent member are bounded waits; and `run_elastic`
+// (optim/elastic_loop.hpp) trains Sketched-SGD and FetchSGD at W = 4, a
 // thread dies mid-run, the three survivors resume with their error memories'
 // sum kept, a newcomer brings the world back to 4, and every rank ends with
 // the same parameters.
@@ -26,6 +26,7 @@
 #include "../optim/registry_cases.hpp"
 #include "conformance.hpp"
 #include "sketchsgd/optim/elastic.hpp"
+#include "sketchsgd/optim/elastic_loop.hpp"
 #include "sketchsgd/sketchsgd.hpp"
 #include "sketchsgd/transport/inproc_elastic.hpp"
 
@@ -183,6 +184,7 @@ TEST_CASE("elastic inproc: a thread dies mid-run, training resumes at W = 3, a n
   using namespace inproc_elastic_test;
   constexpr std::uint64_t d = 4000;
   constexpr std::int64_t total_steps = 40;
+  struct thread_ends {};  // thrown by the step of the thread that dies
   for (const std::string_view method : {"sketched", "fetchsgd"}) {
     INFO(method);
     const method_options<float> o = test::memory_options(method, d);
@@ -193,53 +195,35 @@ TEST_CASE("elastic inproc: a thread dies mid-run, training resumes at W = 3, a n
     std::map<std::uint64_t, std::vector<std::string>> before, after;  // by generation: the states given and got
     std::map<std::uint64_t, int> sizes;
     std::set<std::vector<float>> finals;
-    std::atomic<bool> shrunk{false};
+    std::vector<elastic_run_report> reports;
     std::vector<std::string> errors;
+    std::atomic<bool> shrunk{false};
+    using comm_t = communicator<inproc_transport>;
     const auto worker = [&](bool dies) {
       try {
         inproc_elastic_member me(job);
         std::vector<float> x(d, 0.0F);
-        std::map<std::int64_t, std::vector<float>> x_at;  // the parameters at the last two commits
-        elastic_commit commit;
-        for (bool done = false; !done;) {
-          communicator comm(me.join());
-          const inproc_assignment place = *me.membership();
-          try {
-            any_optimizer<float> opt = make_optimizer(comm, o);
-            std::int64_t anyone = commit.empty() ? 0 : 1;
-            allreduce(comm, std::span<std::int64_t>(&anyone, 1));
-            std::int64_t step = 0;
-            if (anyone > 0) {
-              const resize_report r = resume_resized(comm, opt, commit);
-              step = r.steps;
-              std::ostringstream got;
-              opt.save(got);
-              {
-                const std::lock_guard lock(mutex);
-                const std::string* gave = commit.at(step);
-                before[place.generation].push_back(gave != nullptr ? *gave : "");
-                after[place.generation].push_back(got.str());
-                sizes[place.generation] = place.size;
-              }
-              x = x_at.contains(step) ? x_at[step] : std::vector<float>(d, 0.0F);
-              broadcast(comm, std::span<float>(x), 0);  // rank 0 is a survivor: a newcomer gets the parameters
-              if (place.size == 3) shrunk = true;
-            }
-            while (step < total_steps && !reform_agreed(comm, me)) {
-              (void)opt.step(test::spiky_gradient(d, comm.rank(), static_cast<std::uint64_t>(step)));
-              opt.last_update().apply(std::span<float>(x), 0.1F);
-              ++step;
-              commit.commit(opt);
-              x_at[step] = x;
-              x_at.erase(step - 2);
-              if (dies && step == 8) return;  // the thread ends: its member departs, as a killed process
-            }
-            done = step >= total_steps;
-          } catch (const transport_error&) {  // a rank died: re-form
-          }
-        }
+        const auto make = [&](comm_t& comm) { return make_optimizer(comm, o); };
+        const auto reset = [&](comm_t&, any_optimizer<float>& opt, const elastic_generation& g) {
+          if (!g.resumed) return;
+          std::ostringstream got;
+          opt.save(got);
+          const std::lock_guard lock(mutex);
+          before[g.generation].push_back(g.brought != nullptr ? *g.brought : "");
+          after[g.generation].push_back(got.str());
+          sizes[g.generation] = g.size;
+          if (g.size == 3) shrunk = true;
+        };
+        const auto step = [&](comm_t& comm, any_optimizer<float>& opt, std::int64_t s) {
+          if (dies && s == 8) throw thread_ends{};  // its member departs, as a killed process's
+          (void)opt.step(test::spiky_gradient(d, comm.rank(), static_cast<std::uint64_t>(s)));
+          opt.last_update().apply(std::span<float>(x), 0.1F);
+        };
+        const elastic_run_report r = run_elastic(me, std::span<float>(x), total_steps, make, step, reset);
         const std::lock_guard lock(mutex);
         finals.insert(x);
+        reports.push_back(r);
+      } catch (const thread_ends&) {
       } catch (const std::exception& e) {
         const std::lock_guard lock(mutex);
         errors.emplace_back(e.what());
@@ -256,6 +240,11 @@ TEST_CASE("elastic inproc: a thread dies mid-run, training resumes at W = 3, a n
     for (const auto& e : errors) UNSCOPED_INFO(e);
 
     REQUIRE(finals.size() == 1);  // every rank that finished ends with the same parameters
+    REQUIRE(reports.size() == 4);
+    for (const auto& r : reports) {
+      CHECK(r.steps == total_steps);
+      CHECK(r.world == 4);
+    }
     REQUIRE(before.size() == 2);  // two changes: 4 -> 3, 3 -> 4
     const auto shrink = before.begin()->first;
     const auto grow = std::next(before.begin())->first;
@@ -273,4 +262,17 @@ TEST_CASE("elastic inproc: a thread dies mid-run, training resumes at W = 3, a n
       }
     }
   }
+}
+
+TEST_CASE("run_elastic refuses agree_every below 1", "[inproc][elastic]") {
+  inproc_elastic_world job;
+  inproc_elastic_member me(job);
+  std::vector<float> x(4, 0.0F);
+  const auto make = [](communicator<inproc_transport>& comm) {
+    return make_optimizer(comm, test::memory_options("sketched", 4));
+  };
+  const auto step = [](auto&, auto&, std::int64_t) {};
+  CHECK_THROWS_AS(run_elastic(me, std::span<float>(x), 1, make, step, no_elastic_reset{},
+                              elastic_run_options{.agree_every = 0, .allreduce = {}}),
+                  std::invalid_argument);
 }

@@ -32,6 +32,7 @@
 #include "../optim/registry_cases.hpp"
 #include "conformance.hpp"
 #include "sketchsgd/optim/elastic.hpp"
+#include "sketchsgd/optim/elastic_loop.hpp"
 #include "sketchsgd/sketchsgd.hpp"
 #include "sketchsgd/transport/tcp.hpp"
 #include "test_pki.hpp"
@@ -324,7 +325,7 @@ std::pair<int, int> threads_and_sockets() {
   return {threads, sockets};
 }
 
-/// One worker process: trains Sketched-SGD elastically until `total_steps`,
+/// One worker process: trains Sketched-SGD with `run_elastic` until `total_steps`,
 /// reporting each generation, each resume (with the states it gave and got)
 /// and, at the end, its parameters' hash and what it leaked. The worker
 /// holding rank 1 of the first generation SIGKILLs itself after step 8.
@@ -335,52 +336,34 @@ std::pair<int, int> threads_and_sockets() {
   try {
     const method_options<float> o = test::memory_options("sketched", model_size);
     std::vector<float> x(model_size, 0.0F);
-    std::map<std::int64_t, std::vector<float>> x_at;  // the parameters at the last two commits
-    elastic_commit commit;
     {
       tcp_elastic_member me({"127.0.0.1", port}, job_secret, name, quiet_member());
-      for (bool done = false; !done;) {
-        communicator comm(me.join());
-        const auto& place = *me.membership();
-        report << "gen " << place.generation << " rank " << place.rank << " size " << place.size << " newcomer "
-               << place.newcomer << " t " << now_ms() << std::endl;
-        try {
-          any_optimizer<float> opt = make_optimizer(comm, o);
-          std::int64_t anyone = commit.empty() ? 0 : 1;
-          allreduce(comm, std::span<std::int64_t>(&anyone, 1));
-          std::int64_t step = 0;
-          if (anyone > 0) {
-            const resize_report r = resume_resized(comm, opt, commit);
-            step = r.steps;
-            const std::string* gave = commit.at(step);
-            write_file(dir / ("before-" + std::to_string(place.generation) + "-" + name), gave ? *gave : "");
-            std::ostringstream got;
-            opt.save(got);
-            write_file(dir / ("after-" + std::to_string(place.generation) + "-" + name), got.str());
-            x = x_at.contains(step) ? x_at[step] : std::vector<float>(model_size, 0.0F);
-            broadcast(comm, std::span<float>(x), 0);  // rank 0 is a survivor: newcomers get the parameters
-            report << "resumed " << place.generation << " steps " << step << " old_world " << r.old_world
-                   << " contributors " << r.contributors << " t " << now_ms() << std::endl;
-          }
-          while (step < total_steps && !reform_agreed(comm, me)) {
-            (void)opt.step(test::spiky_gradient(model_size, comm.rank(), static_cast<std::uint64_t>(step)));
-            opt.last_update().apply(std::span<float>(x), 0.1F);
-            ++step;
-            commit.commit(opt);
-            x_at[step] = x;
-            x_at.erase(step - 2);
-            if (place.generation == 1 && place.rank == 1 && step == 8) {
-              report << "killed t " << now_ms() << std::endl;
-              ::kill(::getpid(), SIGKILL);
-            }
-            std::this_thread::sleep_for(40ms);
-          }
-          done = step >= total_steps;
-          if (done) report << "done steps " << step << " hash " << fnv(x) << std::endl;
-        } catch (const transport_error& e) {  // a rank died: re-form
-          report << "failed " << place.generation << ": " << e.what() << std::endl;
+      using comm_t = communicator<tcp_transport>;
+      const auto make = [&](comm_t& comm) { return make_optimizer(comm, o); };
+      const auto reset = [&](comm_t&, any_optimizer<float>& opt, const elastic_generation& g) {
+        report << "gen " << g.generation << " rank " << g.rank << " size " << g.size << " newcomer " << g.newcomer
+               << " t " << now_ms() << std::endl;
+        if (!g.resumed) return;
+        write_file(dir / ("before-" + std::to_string(g.generation) + "-" + name), g.brought ? *g.brought : "");
+        std::ostringstream got;
+        opt.save(got);
+        write_file(dir / ("after-" + std::to_string(g.generation) + "-" + name), got.str());
+        report << "resumed " << g.generation << " steps " << g.step << " old_world " << g.resumed->old_world
+               << " contributors " << g.resumed->contributors << " t " << now_ms() << std::endl;
+      };
+      std::uint64_t generation = 0;
+      const auto step = [&](comm_t& comm, any_optimizer<float>& opt, std::int64_t s) {
+        if (s > 0) std::this_thread::sleep_for(40ms);
+        generation = me.membership()->generation;
+        if (generation == 1 && comm.rank() == 1 && s == 8) {  // after its eighth commit
+          report << "killed t " << now_ms() << std::endl;
+          ::kill(::getpid(), SIGKILL);
         }
-      }
+        (void)opt.step(test::spiky_gradient(model_size, comm.rank(), static_cast<std::uint64_t>(s)));
+        opt.last_update().apply(std::span<float>(x), 0.1F);
+      };
+      const elastic_run_report r = run_elastic(me, std::span<float>(x), total_steps, make, step, reset);
+      report << "done steps " << r.steps << " hash " << fnv(x) << std::endl;
     }
     const auto [threads, sockets] = threads_and_sockets();
     report << "leaks threads " << threads << " sockets " << sockets << std::endl;

@@ -20,12 +20,15 @@
 namespace sketchsgd {
 
 /// A worker of an elastic job: `join()` leaves the current generation of
-/// the world and returns its transport in the next one; `reform_requested()`
-/// says whether its generation was asked to re-form (a worker waits to
-/// join, or a member left).
+/// the world and returns its transport in the next one; `membership()`
+/// points to its place there (`generation`, `rank`, `size`, `newcomer`);
+/// `reform_requested()` says whether its generation was asked to re-form (a
+/// worker waits to join, or a member left).
 template <class M>
 concept elastic_member = requires(M& m, const M& cm) {
   requires transport<std::remove_reference_t<decltype(m.join())>>;
+  { cm.membership()->generation } -> std::convertible_to<std::uint64_t>;
+  { cm.membership()->newcomer } -> std::convertible_to<bool>;
   { cm.reform_requested() } -> std::convertible_to<bool>;
 };
 
