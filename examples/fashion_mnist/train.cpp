@@ -539,87 +539,76 @@ int train_elastic(const config& c0, const fmnist::fashion_mnist& data) {
       c.max_steps != 0 ? std::min<std::uint64_t>(c.max_steps, c.epochs * epoch_steps) : c.epochs * epoch_steps;
   std::vector<float> params(d);
   model.init(params, c.seed);
-  std::map<std::uint64_t, std::vector<float>> params_at;  // at the last two commits
-  sketchsgd::elastic_commit commit;
   std::vector<float> grad(d);
   std::vector<sketchsgd::bfloat16_t> grad_bf16;
   std::vector<sketchsgd::float16_t> grad_fp16;
   std::vector<float> images(c.batch * 784);
   std::vector<std::uint8_t> labels(c.batch);
-  std::uint64_t step = 0;
-  std::uint64_t bytes = 0;  // sent by this rank in every generation, the steps taken again included
-  double dense_bytes = 0;   // what a dense ring allreduce would have sent for those steps
+  std::uint64_t bytes = 0;         // sent by this rank in every generation, the steps taken again included
+  std::uint64_t bytes_before = 0;  // in the generations before this one
+  double dense_bytes = 0;          // what a dense ring allreduce would have sent for those steps
+  int rank = 0;
+  int world = 0;
+  std::vector<std::size_t> shard;  // this rank's examples in this generation
+  std::size_t per_epoch = 0;
+  std::vector<std::size_t> mine;  // the current epoch's order of them
+  std::size_t shuffled = 0;       // the epoch `mine` is for (0: none)
   const auto t0 = std::chrono::steady_clock::now();
-  for (;;) {
-    sketchsgd::tcp_transport& t = me->join();
-    const auto& place = *me->membership();
-    const int rank = t.rank();
-    const int world = t.size();
+  using comm_t = sketchsgd::communicator<sketchsgd::tcp_transport>;
+  const auto make = [&](comm_t& comm) { return make_trainer_optimizer(comm, c, d, biases); };
+  const auto reset = [&](comm_t&, auto&, const sketchsgd::elastic_generation& g) {
     std::fprintf(stderr, "elastic: generation %llu: rank %d of %d%s, wall %.3f\n",
-                 static_cast<unsigned long long>(place.generation), rank, world, place.newcomer ? " (newcomer)" : "",
+                 static_cast<unsigned long long>(g.generation), g.rank, g.size, g.newcomer ? " (newcomer)" : "",
                  wall_seconds());
-    try {
-      sketchsgd::communicator comm(t, {.algorithm = sketchsgd::allreduce_algorithm::portable});
-      auto opt = make_trainer_optimizer(comm, c, d, biases);
-      std::int64_t committed = commit.empty() ? 0 : 1;
-      sketchsgd::allreduce(comm, std::span<std::int64_t>(&committed, 1));
-      if (committed > 0) {
-        const sketchsgd::resize_report r = sketchsgd::resume_resized(comm, opt, commit);
-        step = static_cast<std::uint64_t>(r.steps);
-        if (const auto at = params_at.find(step); at != params_at.end()) params = at->second;
-        sketchsgd::broadcast(comm, std::span<float>(params), 0);  // rank 0 is a survivor
-        std::fprintf(stderr, "elastic: resumed at step %llu, W = %d from W = %d (%d ranks' memories), wall %.3f\n",
-                     static_cast<unsigned long long>(step), world, r.old_world, r.contributors, wall_seconds());
-      }
-      const std::vector<std::size_t> shard = shard_of(data.train.size(), c.seed, rank, world);
-      const std::size_t per_epoch = shard.size() / c.batch;
-      std::vector<std::size_t> mine;
-      std::size_t shuffled = std::numeric_limits<std::size_t>::max();
-      const std::uint64_t bytes_before = bytes;
-      while (step < total) {
-        if (step % 10 == 0 && sketchsgd::reform_agreed(comm, *me)) break;
-        const std::size_t epoch = step / per_epoch + 1;
-        if (epoch !=
-            shuffled) {  // the epoch's order of this rank's shard: each epoch shuffles the last's, as train_rank
-          mine = shard;
-          for (std::size_t e = 1; e <= epoch; ++e) {
-            sketchsgd::splitmix64 rng(sketchsgd::mix64(c.seed ^ (e << 16U) ^ static_cast<std::uint64_t>(rank)));
-            for (std::size_t i = mine.size() - 1; i > 0; --i) std::swap(mine[i], mine[rng.next_below(i + 1)]);
-          }
-          shuffled = epoch;
-        }
-        fill_batch(data, mine, step % per_epoch, c.batch, images, labels);
-        (void)model.loss_and_gradient(params, images.data(), labels.data(), c.batch, grad);
-        take_step(opt, c.gradient, grad, grad_bf16, grad_fp16).apply(std::span<float>(params));
-        ++step;
-        bytes = bytes_before + opt.stats().total.bytes_sent;
-        dense_bytes += opt.stats().dense_ring_bytes_per_step;
-        commit.commit(opt);
-        params_at[step] = params;
-        params_at.erase(step - 2);
-        if (rank == 0 && step % 10 == 0) {  // progress, for whoever waits on it (elastic.sh)
-          std::fprintf(stderr, "elastic: step %llu, W = %d\n", static_cast<unsigned long long>(step), world);
-        }
-        if (rank == 0 && c.eval_every != 0 && step % c.eval_every == 0 && !c.quiet) {
-          const auto e = model.evaluate(params, data.test);
-          std::printf("step %llu: W = %d, test accuracy %.2f%%, %.1f s\n", static_cast<unsigned long long>(step), world,
-                      100 * e.accuracy, since(t0));
-          std::fflush(stdout);
-        }
-      }
-      if (step < total) continue;  // the world re-forms at this step boundary
-      if (rank == 0) {
-        const auto e = model.evaluate(params, data.test);
-        print_summary(c, {e.accuracy, e.loss, bytes, bytes == 0 ? 0.0 : dense_bytes / static_cast<double>(bytes),
-                          since(t0), step, world, c.batch, c.k, c.cols});
-      }
-      sketchsgd::barrier(comm);  // nobody leaves while another still expects data
-      return 0;
-    } catch (const sketchsgd::transport_error& e) {
-      std::fprintf(stderr, "elastic: generation %llu failed at step %llu: %s\n",
-                   static_cast<unsigned long long>(place.generation), static_cast<unsigned long long>(step), e.what());
+    if (g.resumed) {
+      std::fprintf(stderr, "elastic: resumed at step %lld, W = %d from W = %d (%d ranks' memories), wall %.3f\n",
+                   static_cast<long long>(g.step), g.size, g.resumed->old_world, g.resumed->contributors,
+                   wall_seconds());
     }
+    rank = g.rank;
+    world = g.size;
+    shard = shard_of(data.train.size(), c.seed, rank, world);
+    per_epoch = shard.size() / c.batch;
+    shuffled = 0;
+    bytes_before = bytes;
+  };
+  const auto step = [&](comm_t&, auto& opt, std::int64_t s) {
+    const auto at = static_cast<std::size_t>(s);
+    const std::size_t epoch = at / per_epoch + 1;
+    if (epoch != shuffled) {  // the epoch's order of this rank's shard: each epoch shuffles the last's, as train_rank
+      mine = shard;
+      for (std::size_t e = 1; e <= epoch; ++e) {
+        sketchsgd::splitmix64 rng(sketchsgd::mix64(c.seed ^ (e << 16U) ^ static_cast<std::uint64_t>(rank)));
+        for (std::size_t i = mine.size() - 1; i > 0; --i) std::swap(mine[i], mine[rng.next_below(i + 1)]);
+      }
+      shuffled = epoch;
+    }
+    fill_batch(data, mine, at % per_epoch, c.batch, images, labels);
+    (void)model.loss_and_gradient(params, images.data(), labels.data(), c.batch, grad);
+    take_step(opt, c.gradient, grad, grad_bf16, grad_fp16).apply(std::span<float>(params));
+    bytes = bytes_before + opt.stats().total.bytes_sent;
+    dense_bytes += opt.stats().dense_ring_bytes_per_step;
+    const auto taken = static_cast<unsigned long long>(s + 1);
+    if (rank == 0 && taken % 10 == 0)
+      std::fprintf(stderr, "elastic: step %llu, W = %d\n", taken, world);  // elastic.sh waits on it
+    if (rank == 0 && c.eval_every != 0 && taken % c.eval_every == 0 && !c.quiet) {
+      const auto e = model.evaluate(params, data.test);
+      std::printf("step %llu: W = %d, test accuracy %.2f%%, %.1f s\n", taken, world, 100 * e.accuracy, since(t0));
+      std::fflush(stdout);
+    }
+  };
+  sketchsgd::elastic_run_options o;
+  o.agree_every = 10;
+  o.allreduce = {.algorithm = sketchsgd::allreduce_algorithm::portable};
+  o.log = [](const std::string& m) { std::fprintf(stderr, "elastic: %s\n", m.c_str()); };
+  const sketchsgd::elastic_run_report r =
+      sketchsgd::run_elastic(*me, std::span<float>(params), static_cast<std::int64_t>(total), make, step, reset, o);
+  if (rank == 0) {
+    const auto e = model.evaluate(params, data.test);
+    print_summary(c, {e.accuracy, e.loss, bytes, bytes == 0 ? 0.0 : dense_bytes / static_cast<double>(bytes), since(t0),
+                      static_cast<std::uint64_t>(r.steps), r.world, c.batch, c.k, c.cols});
   }
+  return 0;
 }
 #endif
 

@@ -27,4 +27,5 @@
 #include "sketchsgd/sketch/topk.hpp"
 #include "sketchsgd/transport/concepts.hpp"
 #include "sketchsgd/transport/inproc.hpp"
+#include "sketchsgd/transport/inproc_elastic.hpp"
 #include "sketchsgd/version.hpp"

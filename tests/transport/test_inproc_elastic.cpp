@@ -273,6 +273,6 @@ TEST_CASE("run_elastic refuses agree_every below 1", "[inproc][elastic]") {
   };
   const auto step = [](auto&, auto&, std::int64_t) {};
   CHECK_THROWS_AS(run_elastic(me, std::span<float>(x), 1, make, step, no_elastic_reset{},
-                              elastic_run_options{.agree_every = 0, .allreduce = {}}),
+                              elastic_run_options{.agree_every = 0, .allreduce = {}, .log = {}}),
                   std::invalid_argument);
 }

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <span>
@@ -52,6 +53,9 @@ struct elastic_run_options {
   std::int64_t agree_every = 1;
   /// The allreduce options of every generation's communicator.
   allreduce_options allreduce{};
+  /// Told why a generation ended early (the `transport_error`'s message,
+  /// with the generation and the step); none when empty.
+  std::function<void(const std::string&)> log;
 };
 
 /// How `run_elastic` ended.
@@ -134,7 +138,11 @@ elastic_run_report run_elastic(Member& me, std::span<float> parameters, std::int
       } catch (const transport_error&) {  // a rank died after the last step: the run is done all the same
       }
       return report;
-    } catch (const transport_error&) {  // a rank died: the next generation
+    } catch (const transport_error& e) {  // a rank died: the next generation
+      if (o.log) {
+        o.log("generation " + std::to_string(g.generation) + " failed at step " + std::to_string(steps) + ": " +
+              e.what());
+      }
     }
   }
 }

@@ -11,6 +11,7 @@
 #include "sketchsgd/optim/checkpoint.hpp"
 #include "sketchsgd/optim/dense_sgd.hpp"
 #include "sketchsgd/optim/elastic.hpp"
+#include "sketchsgd/optim/elastic_loop.hpp"
 #include "sketchsgd/optim/fetch_sgd.hpp"
 #include "sketchsgd/optim/global_sketch_sgd.hpp"
 #include "sketchsgd/optim/methods.hpp"
