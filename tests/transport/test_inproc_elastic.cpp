@@ -25,6 +25,7 @@
 
 #include "../optim/registry_cases.hpp"
 #include "conformance.hpp"
+#include "elastic_scenarios.hpp"
 #include "sketchsgd/optim/elastic.hpp"
 #include "sketchsgd/optim/elastic_loop.hpp"
 #include "sketchsgd/sketchsgd.hpp"
@@ -40,77 +41,22 @@ inproc_elastic_options quick(int min_workers = 1, int max_workers = 64) {
   o.min_workers = min_workers;
   o.max_workers = max_workers;
   o.join_timeout = 1500ms;
-  o.settle = 50ms;
+  o.settle = 200ms;  // above the 50 ms between arrivals in elastic_full_world_is_a_bounded_wait
   o.transport.timeout = 1s;
   return o;
 }
 
-/// One allreduce over the generation: every rank adds its rank + 1.
-std::int64_t sum_of_ranks(inproc_transport& t) {
-  communicator comm(t);
-  std::int64_t x = comm.rank() + 1;
-  allreduce(comm, std::span<std::int64_t>(&x, 1));
-  return x;
+/// Makes members of `job`.
+auto members_of(inproc_elastic_world& job) {
+  return [&job](const std::string&) { return std::make_unique<inproc_elastic_member>(job); };
 }
-
-std::int64_t triangle(int n) { return static_cast<std::int64_t>(n) * (n + 1) / 2; }
 
 }  // namespace inproc_elastic_test
 
 TEST_CASE("elastic inproc: a world forms, loses a member, re-forms renumbered, and grows", "[inproc][elastic]") {
   using namespace inproc_elastic_test;
   inproc_elastic_world job(quick(1, 4));
-  std::vector<std::unique_ptr<inproc_elastic_member>> members;
-  for (int i = 0; i < 3; ++i) members.push_back(std::make_unique<inproc_elastic_member>(job));
-  std::vector<int> first_rank(3);
-  test::run_threads(3, [&](int i) {
-    inproc_transport& t = members[static_cast<std::size_t>(i)]->join();
-    first_rank[static_cast<std::size_t>(i)] = t.rank();
-    CHECK(t.size() == 3);
-    CHECK(sum_of_ranks(t) == triangle(3));
-  });
-  CHECK(job.generation() == std::pair<std::uint64_t, int>{1, 3});
-
-  // The member holding rank 1 departs; the others' next collective fails and they re-form.
-  const int leaver = static_cast<int>(std::find(first_rank.begin(), first_rank.end(), 1) - first_rank.begin());
-  members[static_cast<std::size_t>(leaver)].reset();
-  std::vector<int> second_rank(3, -1);
-  test::run_threads(3, [&](int i) {
-    if (i == leaver) return;
-    auto& me = *members[static_cast<std::size_t>(i)];
-    CHECK(me.reform_requested());
-    CHECK_THROWS_AS(sum_of_ranks(*me.transport()), transport_error);
-    inproc_transport& t = me.join();
-    second_rank[static_cast<std::size_t>(i)] = t.rank();
-    CHECK(t.size() == 2);
-    CHECK(me.membership()->generation == 2);
-    CHECK_FALSE(me.membership()->newcomer);
-    CHECK(sum_of_ranks(t) == triangle(2));
-  });
-  for (int i = 0; i < 3; ++i) {  // survivors keep their order: old rank 0 stays 0, old rank 2 becomes 1
-    if (i != leaver)
-      CHECK(second_rank[static_cast<std::size_t>(i)] == (first_rank[static_cast<std::size_t>(i)] == 0 ? 0 : 1));
-  }
-
-  // A newcomer asks; the world learns it at a step boundary, agrees, and grows.
-  members[static_cast<std::size_t>(leaver)] = std::make_unique<inproc_elastic_member>(job);
-  test::run_threads(3, [&](int i) {
-    auto& me = *members[static_cast<std::size_t>(i)];
-    if (i != leaver) {
-      communicator comm(*me.transport());
-      int boundaries = 0;
-      while (!reform_agreed(comm, me)) {
-        REQUIRE(++boundaries < 500);
-        std::this_thread::sleep_for(2ms);
-      }
-    }
-    inproc_transport& t = me.join();
-    CHECK(t.size() == 3);
-    CHECK(me.membership()->generation == 3);
-    CHECK(me.membership()->newcomer == (i == leaver));
-    if (i == leaver) CHECK(t.rank() == 2);  // newcomers come after the survivors
-    CHECK(sum_of_ranks(t) == triangle(3));
-  });
+  test::elastic_forms_loses_and_grows(members_of(job), [&] { return job.generation(); });
 }
 
 TEST_CASE("elastic inproc: too few workers, a full world and a silent member are bounded waits",
@@ -127,51 +73,15 @@ TEST_CASE("elastic inproc: too few workers, a full world and a silent member are
   }
   SECTION("more than max_workers: the last to arrive waits, then gives up") {
     inproc_elastic_world job(quick(1, 2));
-    std::atomic<int> placed{0};
-    std::atomic<int> timed_out{0};
-    test::run_threads(3, [&](int i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20 * i));  // arrival order
-      inproc_elastic_member me(job);
-      try {
-        inproc_transport& t = me.join();
-        CHECK(t.size() == 2);
-        ++placed;
-        std::this_thread::sleep_for(2000ms);  // stay while the third waits
-      } catch (const timeout_error&) {
-        CHECK(i == 2);
-        ++timed_out;
-      }
-    });
-    CHECK(placed == 2);
-    CHECK(timed_out == 1);
+    test::elastic_full_world_is_a_bounded_wait(members_of(job));
   }
   SECTION("a member that never asks is left out after join_timeout") {
     inproc_elastic_world job(quick(1, 4));
-    std::vector<std::unique_ptr<inproc_elastic_member>> m;
-    for (int i = 0; i < 3; ++i) m.push_back(std::make_unique<inproc_elastic_member>(job));
-    test::run_threads(3, [&](int i) { (void)m[static_cast<std::size_t>(i)]->join(); });
-    const auto start = std::chrono::steady_clock::now();
-    test::run_threads(2, [&](int i) {  // members 0 and 1 re-form; member 2 stays silent (as if stopped)
-      CHECK(m[static_cast<std::size_t>(i)]->join().size() == 2);
-    });
-    const auto waited = std::chrono::steady_clock::now() - start;
-    CHECK(waited >= 1400ms);  // the join_timeout of 1.5 s
-    CHECK(waited < 5s);
-    CHECK_THROWS_WITH(m[2]->join(), Catch::Contains("left out of generation 2"));
+    test::elastic_silent_member_is_left_out(members_of(job));
   }
   SECTION("every member gone: a newcomer forms the next generation alone") {
     inproc_elastic_world job(quick(1, 4));
-    {
-      std::vector<std::unique_ptr<inproc_elastic_member>> m;
-      for (int i = 0; i < 2; ++i) m.push_back(std::make_unique<inproc_elastic_member>(job));
-      test::run_threads(2, [&](int i) { (void)m[static_cast<std::size_t>(i)]->join(); });
-    }
-    inproc_elastic_member late(job);
-    const auto start = std::chrono::steady_clock::now();
-    CHECK(late.join().size() == 1);
-    CHECK(std::chrono::steady_clock::now() - start < 1s);  // no join_timeout waited out
-    CHECK(late.membership()->generation == 2);
-    CHECK(late.membership()->newcomer);
+    test::elastic_newcomer_after_all_left(members_of(job));
   }
   SECTION("options out of range are refused") {
     CHECK_THROWS_AS(inproc_elastic_world(quick(0, 4)), std::invalid_argument);

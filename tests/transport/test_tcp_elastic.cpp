@@ -31,6 +31,7 @@
 
 #include "../optim/registry_cases.hpp"
 #include "conformance.hpp"
+#include "elastic_scenarios.hpp"
 #include "sketchsgd/optim/elastic.hpp"
 #include "sketchsgd/optim/elastic_loop.hpp"
 #include "sketchsgd/sketchsgd.hpp"
@@ -64,81 +65,21 @@ tcp_elastic_options quiet_member() {
   return o;
 }
 
-/// One allreduce over the generation: every rank adds its rank + 1.
-std::int64_t sum_of_ranks(tcp_transport& t) {
-  communicator comm(t);
-  std::int64_t x = comm.rank() + 1;
-  allreduce(comm, std::span<std::int64_t>(&x, 1));
-  return x;
-}
+using test::sum_of_ranks;
+using test::triangle;
 
-std::int64_t triangle(int n) { return static_cast<std::int64_t>(n) * (n + 1) / 2; }
+/// Makes members of `rdv`'s job, named as asked.
+auto members_of(const tcp_rendezvous& rdv, tcp_elastic_options o = quiet_member()) {
+  return [&rdv, o](const std::string& name) {
+    return std::make_unique<tcp_elastic_member>(tcp_endpoint{"127.0.0.1", rdv.port()}, job_secret, name, o);
+  };
+}
 
 }  // namespace
 
 TEST_CASE("elastic tcp: a world forms, loses a member, re-forms renumbered, and grows", "[tcp][elastic]") {
   tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, quiet_rendezvous(1, 4));
-  std::vector<std::unique_ptr<tcp_elastic_member>> members;
-  for (int i = 0; i < 3; ++i) {
-    members.push_back(std::make_unique<tcp_elastic_member>(tcp_endpoint{"127.0.0.1", rdv.port()}, job_secret,
-                                                           "worker-" + std::to_string(i), quiet_member()));
-  }
-  std::vector<int> first_rank(3);
-  test::run_threads(3, [&](int i) {
-    tcp_transport& t = members[static_cast<std::size_t>(i)]->join();
-    first_rank[static_cast<std::size_t>(i)] = t.rank();
-    CHECK(t.size() == 3);
-    CHECK(sum_of_ranks(t) == triangle(3));
-  });
-  CHECK(rdv.generation() == std::pair<std::uint64_t, int>{1, 3});
-  const std::vector<int> sorted = [&] {
-    auto s = first_rank;
-    std::sort(s.begin(), s.end());
-    return s;
-  }();
-  CHECK(sorted == std::vector<int>{0, 1, 2});
-
-  // The member holding rank 1 leaves; the others' next collective fails and they re-form.
-  const int leaver = static_cast<int>(std::find(first_rank.begin(), first_rank.end(), 1) - first_rank.begin());
-  members[static_cast<std::size_t>(leaver)].reset();
-  std::vector<int> second_rank(3, -1);
-  test::run_threads(3, [&](int i) {
-    if (i == leaver) return;
-    auto& me = *members[static_cast<std::size_t>(i)];
-    CHECK_THROWS_AS(sum_of_ranks(*me.transport()), transport_error);
-    tcp_transport& t = me.join();
-    second_rank[static_cast<std::size_t>(i)] = t.rank();
-    CHECK(t.size() == 2);
-    CHECK(me.membership()->generation == 2);
-    CHECK_FALSE(me.membership()->newcomer);
-    CHECK(sum_of_ranks(t) == triangle(2));
-  });
-  // Survivors keep their order: old rank 0 stays 0, old rank 2 becomes 1.
-  for (int i = 0; i < 3; ++i) {
-    if (i != leaver)
-      CHECK(second_rank[static_cast<std::size_t>(i)] == (first_rank[static_cast<std::size_t>(i)] == 0 ? 0 : 1));
-  }
-
-  // A newcomer asks; the world learns it at a step boundary, agrees, and grows.
-  members[static_cast<std::size_t>(leaver)] = std::make_unique<tcp_elastic_member>(
-      tcp_endpoint{"127.0.0.1", rdv.port()}, job_secret, "newcomer", quiet_member());
-  test::run_threads(3, [&](int i) {
-    auto& me = *members[static_cast<std::size_t>(i)];
-    if (i != leaver) {
-      communicator comm(*me.transport());
-      int boundaries = 0;
-      while (!reform_agreed(comm, me)) {
-        REQUIRE(++boundaries < 500);  // the notice arrives within 5 s
-        std::this_thread::sleep_for(10ms);
-      }
-    }
-    tcp_transport& t = me.join();
-    CHECK(t.size() == 3);
-    CHECK(me.membership()->generation == 3);
-    CHECK(me.membership()->newcomer == (i == leaver));
-    if (i == leaver) CHECK(t.rank() == 2);  // newcomers come after the survivors
-    CHECK(sum_of_ranks(t) == triangle(3));
-  });
+  test::elastic_forms_loses_and_grows(members_of(rdv), [&] { return rdv.generation(); });
 }
 
 TEST_CASE("elastic tcp: too few workers, a full world and a silent member are bounded waits",
@@ -154,62 +95,18 @@ TEST_CASE("elastic tcp: too few workers, a full world and a silent member are bo
   }
   SECTION("more than max_workers: the last to arrive waits, then gives up") {
     tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, quiet_rendezvous(1, 2));
-    std::atomic<int> placed{0};
-    std::atomic<int> timed_out{0};
-    test::run_threads(3, [&](int i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50 * i));  // arrival order
-      auto o = quiet_member();
-      o.join_timeout = 1500ms;
-      tcp_elastic_member me({"127.0.0.1", rdv.port()}, job_secret, "w" + std::to_string(i), o);
-      try {
-        tcp_transport& t = me.join();
-        CHECK(t.size() == 2);
-        ++placed;
-        std::this_thread::sleep_for(2000ms);  // stay while the third waits
-      } catch (const timeout_error&) {
-        CHECK(i == 2);
-        ++timed_out;
-      }
-    });
-    CHECK(placed == 2);
-    CHECK(timed_out == 1);
+    auto o = quiet_member();
+    o.join_timeout = 1500ms;
+    test::elastic_full_world_is_a_bounded_wait(members_of(rdv, o));
   }
   SECTION("a member that never asks is left out after join_timeout") {
     tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, quiet_rendezvous(1, 4));
-    std::vector<std::unique_ptr<tcp_elastic_member>> m;
-    for (int i = 0; i < 3; ++i)
-      m.push_back(std::make_unique<tcp_elastic_member>(tcp_endpoint{"127.0.0.1", rdv.port()}, job_secret,
-                                                       "w" + std::to_string(i), quiet_member()));
-    test::run_threads(3, [&](int i) { (void)m[static_cast<std::size_t>(i)]->join(); });
-    const int silent = m[2]->transport()->rank();
-    const auto start = std::chrono::steady_clock::now();
-    test::run_threads(2, [&](int i) {  // members 0 and 1 re-form; member 2 stays silent (as if stopped)
-      tcp_transport& t = m[static_cast<std::size_t>(i)]->join();
-      CHECK(t.size() == 2);
-    });
-    const auto waited = std::chrono::steady_clock::now() - start;
-    CHECK(waited >= 1400ms);  // the join_timeout of 1.5 s
-    CHECK(waited < 8s);
-    INFO("silent member was rank " << silent);
-    CHECK_THROWS_AS(m[2]->join(), transport_error);  // left out: refused, its connection closed
+    test::elastic_silent_member_is_left_out(members_of(rdv));
   }
-}
-
-TEST_CASE("elastic tcp: every member gone, a newcomer forms the next generation alone", "[tcp][elastic]") {
-  tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, quiet_rendezvous(1, 4));
-  {
-    std::vector<std::unique_ptr<tcp_elastic_member>> m;
-    for (int i = 0; i < 2; ++i)
-      m.push_back(std::make_unique<tcp_elastic_member>(tcp_endpoint{"127.0.0.1", rdv.port()}, job_secret,
-                                                       "w" + std::to_string(i), quiet_member()));
-    test::run_threads(2, [&](int i) { (void)m[static_cast<std::size_t>(i)]->join(); });
+  SECTION("every member gone: a newcomer forms the next generation alone") {
+    tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, quiet_rendezvous(1, 4));
+    test::elastic_newcomer_after_all_left(members_of(rdv));  // before, it waited out its join_timeout
   }
-  tcp_elastic_member late({"127.0.0.1", rdv.port()}, job_secret, "late", quiet_member());
-  const auto start = std::chrono::steady_clock::now();
-  CHECK(late.join().size() == 1);
-  CHECK(std::chrono::steady_clock::now() - start < 5s);  // before this, it waited out join_timeout and gave up
-  CHECK(late.membership()->generation == 2);
-  CHECK(late.membership()->newcomer);
 }
 
 TEST_CASE("elastic tcp: a wrong secret is refused and the job goes on", "[tcp][elastic][failure]") {

@@ -69,134 +69,68 @@ class inproc_elastic_world {
  public:
   /// A job with no member yet.
   /// @throws std::invalid_argument unless 1 <= min_workers <= max_workers.
-  explicit inproc_elastic_world(inproc_elastic_options o = {}) : o_(o) {
-    if (o_.min_workers < 1 || o_.max_workers < o_.min_workers) {
-      throw std::invalid_argument("inproc_elastic_world: need 1 <= min_workers <= max_workers, got " +
-                                  std::to_string(o_.min_workers) + " and " + std::to_string(o_.max_workers));
-    }
-  }
+  explicit inproc_elastic_world(inproc_elastic_options o = {})
+      : o_(o), roster_("inproc_elastic_world", o.min_workers, o.max_workers, o.join_timeout, o.settle) {}
   inproc_elastic_world(const inproc_elastic_world&) = delete;
   inproc_elastic_world& operator=(const inproc_elastic_world&) = delete;
 
   /// The newest generation formed (0: none yet) and its world size.
   [[nodiscard]] std::pair<std::uint64_t, int> generation() const {
     const std::lock_guard lock(mutex_);
-    return {generation_, static_cast<int>(world_.size())};
+    return {roster_.generation(), static_cast<int>(roster_.world().size())};
   }
 
  private:
   friend class inproc_elastic_member;
   using clock = std::chrono::steady_clock;
 
-  struct member {
-    std::optional<std::uint64_t> asks;       // its arrival number while it waits for a place
-    std::uint64_t generation = 0;            // the generation it has a rank in (0: none)
-    int rank = -1;                           // its rank there
+  struct member : detail::elastic_seat {
     std::optional<inproc_assignment> given;  // a place, until join() takes it
     std::shared_ptr<inproc_world> world;     // the place's world, until join() takes it
     std::string refusal;                     // why its join is refused, until join() reports it
     bool left_out = false;                   // silent past join_timeout: every later join is refused
-    bool gone = false;
   };
   using member_ptr = std::shared_ptr<member>;
 
-  [[nodiscard]] bool old_member(const member& m) const noexcept {
-    return generation_ > 0 && m.generation == generation_;
-  }
-
   /// Records `m`'s request for a place.
-  void ask_locked(const member_ptr& m) {
-    m->asks = ++arrivals_;
-    last_arrival_ = clock::now();
-    if (old_member(*m) || generation_ == 0) {
-      if (!forming_since_) forming_since_ = last_arrival_;
-      reform_wanted_ = true;
-    } else if (static_cast<int>(world_.size()) < o_.max_workers) {
-      reform_wanted_ = true;  // a newcomer waits for the next step boundary
-    }
+  void ask_locked(member& m) {
+    if (roster_.ask(m) || !roster_.full()) reform_wanted_ = true;  // a newcomer waits for the next step boundary
   }
 
-  /// Forms the next generation when its members are all there or the wait
-  /// is over, or refuses them; returns when to look again.
+  /// Applies the roster's verdict; returns when to look again.
   clock::time_point evaluate_locked() {
-    const auto now = clock::now();
-    std::vector<member_ptr> waiting;
-    for (const auto& m : members_)
-      if (m->asks) waiting.push_back(m);
-    if (waiting.empty()) return clock::time_point::max();
-    if (!forming_since_) {  // only newcomers: the running world re-forms when it agrees; none is left: they form one
-      if (!std::all_of(world_.begin(), world_.end(), [](const member_ptr& m) { return m->gone; })) {
-        return clock::time_point::max();
-      }
-      forming_since_ = now;
-    }
-    const int n = static_cast<int>(waiting.size());
-    const bool all_old =
-        std::all_of(world_.begin(), world_.end(), [](const member_ptr& m) { return m->gone || m->asks; });
-    const bool settled = generation_ > 0 || n >= o_.max_workers || now - last_arrival_ >= o_.settle;
-    const auto deadline = *forming_since_ + o_.join_timeout;
-    if (n >= o_.min_workers && ((all_old && settled) || now >= deadline)) {
-      form(std::move(waiting));
-      return clock::time_point::max();
-    }
-    if (now >= deadline) {
-      for (const auto& m : waiting) {
-        m->asks.reset();
-        m->refusal = "only " + std::to_string(n) + " worker(s) asked within join_timeout; min_workers is " +
-                     std::to_string(o_.min_workers);
-      }
-      forming_since_.reset();
-      changed_.notify_all();
-      return clock::time_point::max();
-    }
-    return all_old && n >= o_.min_workers ? std::min(deadline, last_arrival_ + o_.settle) : deadline;
-  }
-
-  void form(std::vector<member_ptr> waiting) {
-    std::stable_sort(waiting.begin(), waiting.end(), [&](const member_ptr& a, const member_ptr& b) {
-      const bool sa = old_member(*a);
-      const bool sb = old_member(*b);
-      if (sa != sb) return sa;
-      return sa ? a->rank < b->rank : *a->asks < *b->asks;
-    });
-    if (static_cast<int>(waiting.size()) > o_.max_workers) waiting.resize(static_cast<std::size_t>(o_.max_workers));
-    for (const auto& m : world_) {
-      if (!m->gone && !m->asks) {  // silent past join_timeout
+    auto v = roster_.evaluate(members_);
+    using kind = detail::elastic_roster<member>::verdict::kind;
+    if (v.what == kind::refuse) {
+      for (const auto& m : v.members) m->refusal = v.why;
+    } else if (v.what == kind::form) {
+      for (const auto& m : v.left_out) {
         m->left_out = true;
-        m->refusal = "left out of generation " + std::to_string(generation_ + 1) +
+        m->refusal = "left out of generation " + std::to_string(roster_.generation()) +
                      ": did not ask to re-form within join_timeout";
-        m->generation = 0;
       }
+      const int n = static_cast<int>(v.members.size());
+      auto world = std::make_shared<inproc_world>(n, o_.transport);
+      for (int r = 0; r < n; ++r) {
+        member& m = *v.members[static_cast<std::size_t>(r)];
+        m.given = inproc_assignment{.generation = roster_.generation(),
+                                    .rank = r,
+                                    .size = n,
+                                    .newcomer = v.newcomer[static_cast<std::size_t>(r)]};
+        m.world = world;
+      }
+      reform_wanted_ = false;
     }
-    const int n = static_cast<int>(waiting.size());
-    auto world = std::make_shared<inproc_world>(n, o_.transport);
-    for (int r = 0; r < n; ++r) {
-      member& m = *waiting[static_cast<std::size_t>(r)];
-      m.given = inproc_assignment{.generation = generation_ + 1, .rank = r, .size = n, .newcomer = !old_member(m)};
-      m.world = world;
-      m.asks.reset();
-    }
-    ++generation_;
-    for (int r = 0; r < n; ++r) {
-      waiting[static_cast<std::size_t>(r)]->generation = generation_;
-      waiting[static_cast<std::size_t>(r)]->rank = r;
-    }
-    world_ = std::move(waiting);
-    forming_since_.reset();
-    reform_wanted_ = false;
-    changed_.notify_all();
+    if (v.what != kind::wait) changed_.notify_all();
+    return v.until;
   }
 
   inproc_elastic_options o_;
   mutable std::mutex mutex_;         // guards everything below
   std::condition_variable changed_;  // a place given, a refusal, a member gone
   std::vector<member_ptr> members_;  // every member alive
-  std::vector<member_ptr> world_;    // the newest generation's members, by rank
-  std::uint64_t generation_ = 0;
-  std::uint64_t arrivals_ = 0;
-  clock::time_point last_arrival_{};
-  std::optional<clock::time_point> forming_since_;  // the first old member's request
-  bool reform_wanted_ = false;                      // the newest generation was asked to re-form
+  detail::elastic_roster<member> roster_;
+  bool reform_wanted_ = false;  // the newest generation was asked to re-form
 };
 
 /// A thread's worker in an `inproc_elastic_world` (see the file comment); an
@@ -218,7 +152,7 @@ class inproc_elastic_member {
     const std::lock_guard lock(world_->mutex_);
     me_->gone = true;
     std::erase(world_->members_, me_);
-    if (world_->old_member(*me_)) world_->reform_wanted_ = true;
+    if (world_->roster_.old_member(*me_)) world_->reform_wanted_ = true;
     (void)world_->evaluate_locked();
     world_->changed_.notify_all();
   }
@@ -234,7 +168,7 @@ class inproc_elastic_member {
     auto& w = *world_;
     std::unique_lock lock(w.mutex_);
     if (me_->left_out) throw transport_error("inproc_elastic_member: " + me_->refusal);
-    w.ask_locked(me_);
+    w.ask_locked(*me_);
     const auto deadline = inproc_elastic_world::clock::now() + w.o_.join_timeout;
     for (;;) {
       const auto wake = w.evaluate_locked();
@@ -263,7 +197,7 @@ class inproc_elastic_member {
   /// to join, or a member left); agree on it with `reform_agreed`.
   [[nodiscard]] bool reform_requested() const {
     const std::lock_guard lock(world_->mutex_);
-    return world_->reform_wanted_ && world_->old_member(*me_);
+    return world_->reform_wanted_ && world_->roster_.old_member(*me_);
   }
 
  private:

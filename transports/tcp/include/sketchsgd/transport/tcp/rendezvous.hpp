@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "sketchsgd/error.hpp"
+#include "sketchsgd/transport/elastic.hpp"
 #include "sketchsgd/transport/tcp/membership.hpp"
 #include "sketchsgd/transport/tcp/options.hpp"
 #include "sketchsgd/transport/tcp/stream.hpp"
@@ -71,12 +72,12 @@ class tcp_rendezvous {
   /// @throws std::invalid_argument for bad options or TLS files;
   /// boost::system::system_error if it cannot listen there.
   tcp_rendezvous(const tcp_endpoint& at, std::string secret, tcp_rendezvous_options o = {})
-      : o_(std::move(o)), secret_(std::move(secret)), acceptor_(io_), timer_(io_) {
+      : o_(std::move(o)),
+        secret_(std::move(secret)),
+        acceptor_(io_),
+        timer_(io_),
+        roster_("tcp_rendezvous", o_.min_workers, o_.max_workers, o_.join_timeout, o_.settle) {
     if (secret_.empty()) throw std::invalid_argument("tcp_rendezvous: the job secret must not be empty");
-    if (o_.min_workers < 1 || o_.max_workers < o_.min_workers) {
-      throw std::invalid_argument("tcp_rendezvous: need 1 <= min_workers <= max_workers, got " +
-                                  std::to_string(o_.min_workers) + " and " + std::to_string(o_.max_workers));
-    }
     if (!o_.log) o_.log = [](const std::string& m) { std::cerr << m << '\n'; };
     if (o_.tls.enabled()) tls_ = detail::make_tls_context(o_.tls);
     tcp::resolver resolver(io_);
@@ -121,16 +122,11 @@ class tcp_rendezvous {
   using tcp = boost::asio::ip::tcp;
   using clock = std::chrono::steady_clock;
 
-  struct member {
+  struct member : detail::elastic_seat {
     std::unique_ptr<detail::tcp_stream> stream;
-    std::string host;                                  // its address, as seen here
-    std::optional<tcp_membership::join_request> asks;  // while it waits for a place
-    std::uint64_t arrival = 0;                         // order of its request
-    std::uint64_t generation = 0;                      // the generation it has a rank in (0: none)
-    int rank = -1;
+    std::string host;                        // its address, as seen here
     std::deque<std::vector<std::byte>> out;  // encoded frames
     bool writing = false;
-    bool gone = false;
     bool close_when_sent = false;
     bool fresh = false;  // a newcomer of a generation that failed to form: still without state
   };
@@ -200,32 +196,27 @@ class tcp_rendezvous {
     if (m->asks) throw transport_error("a second join while the first waits");
     log(j.name + " asks to join (was rank " + std::to_string(j.rank) + " of generation " +
         std::to_string(j.generation) + ")");
-    m->asks = std::move(j);
-    m->arrival = ++arrivals_;
-    last_arrival_ = clock::now();
-    if (old_member(*m) || generation_ == 0) {
-      if (!forming_since_) forming_since_ = clock::now();
-      notify_world();  // members still in a step learn that the world re-forms
-    } else if (static_cast<int>(world_.size()) < o_.max_workers) {
-      notify_world();  // a newcomer waits for the next step boundary
-    }
+    // Members still in a step learn that the world re-forms; a newcomer
+    // waits for the next step boundary.
+    if (roster_.ask(*m) || !roster_.full()) notify_world();
     evaluate();
   }
 
   void on_listening(const member_ptr& m, std::uint64_t g, std::uint16_t port) {
-    if (m != awaiting_root_ || g != generation_) throw transport_error("an unexpected listening message");
+    if (m != awaiting_root_ || g != roster_.generation()) throw transport_error("an unexpected listening message");
     awaiting_root_.reset();
-    for (std::size_t r = 1; r < world_.size(); ++r) {
+    const auto& world = roster_.world();
+    for (std::size_t r = 1; r < world.size(); ++r) {
       auto a = pending_[r];
       a.root_host = m->host;
       a.root_port = port;
-      send(world_[r], tcp_membership::message::assignment, tcp_membership::encode(a));
+      send(world[r], tcp_membership::message::assignment, tcp_membership::encode(a));
     }
-    log("generation " + std::to_string(g) + " formed: " + std::to_string(world_.size()) + " ranks, rank 0 at " +
+    log("generation " + std::to_string(g) + " formed: " + std::to_string(world.size()) + " ranks, rank 0 at " +
         m->host + ":" + std::to_string(port));
     publish();
     if (std::any_of(members_.begin(), members_.end(), [](const member_ptr& x) { return x->asks.has_value(); }) &&
-        static_cast<int>(world_.size()) < o_.max_workers) {
+        !roster_.full()) {
       notify_world();
     }
     evaluate();
@@ -237,25 +228,20 @@ class tcp_rendezvous {
     if (m == awaiting_root_) {
       // The new rank 0 left before it listened: the others of its generation
       // ask again at once (they are its survivors).
-      log("rank 0 of generation " + std::to_string(generation_) + " left before it listened");
+      log("rank 0 of generation " + std::to_string(roster_.generation()) + " left before it listened");
       abort_formation();
-    } else if (old_member(*m)) {
+    } else if (roster_.old_member(*m)) {
       notify_world();
     }
     evaluate();
   }
 
-  [[nodiscard]] bool old_member(const member& m) const noexcept {
-    return generation_ > 0 && m.generation == generation_;
-  }
-
-  /// Forms the next generation when its members are all there, or the wait
-  /// is over; else waits for the next event or the deadline.
+  /// Acts on the roster's verdict: forms the next generation, refuses its
+  /// members, or waits for the next event or the deadline.
   void evaluate() {
-    const auto now = clock::now();
     if (awaiting_root_) {
-      if (now >= root_deadline_) {
-        log("rank 0 of generation " + std::to_string(generation_) + " did not listen within join_timeout");
+      if (clock::now() >= root_deadline_) {
+        log("rank 0 of generation " + std::to_string(roster_.generation()) + " did not listen within join_timeout");
         const member_ptr root = awaiting_root_;
         abort_formation();
         drop(root);
@@ -263,77 +249,44 @@ class tcp_rendezvous {
         return arm(root_deadline_);
       }
     }
-    std::vector<member_ptr> waiting;
-    for (const auto& m : members_)
-      if (m->asks) waiting.push_back(m);
-    if (waiting.empty()) return;
-    if (!forming_since_) {  // only newcomers: the running world re-forms when it agrees; none is left: they form one
-      if (!std::all_of(world_.begin(), world_.end(), [](const member_ptr& m) { return m->gone; })) return;
-      forming_since_ = now;
+    auto v = roster_.evaluate(members_);
+    using kind = detail::elastic_roster<member>::verdict::kind;
+    if (v.what == kind::wait) {
+      if (v.until != clock::time_point::max()) arm(v.until);
+    } else if (v.what == kind::refuse) {
+      log(v.why);
+      for (const auto& m : v.members) send(m, tcp_membership::message::refusal, tcp_membership::encode_refusal(v.why));
+    } else {
+      form(v);
     }
-    const int n = static_cast<int>(waiting.size());
-    const bool all_old =
-        std::all_of(world_.begin(), world_.end(), [](const member_ptr& m) { return m->gone || m->asks; });
-    const bool settled = generation_ > 0 || n >= o_.max_workers || now - last_arrival_ >= o_.settle;
-    const auto deadline = *forming_since_ + o_.join_timeout;
-    if (n >= o_.min_workers && all_old && settled) return form(std::move(waiting));
-    if (now >= deadline) {
-      if (n >= o_.min_workers) return form(std::move(waiting));
-      const std::string why = "only " + std::to_string(n) + " worker(s) asked within join_timeout; min_workers is " +
-                              std::to_string(o_.min_workers);
-      log(why);
-      for (const auto& m : waiting) {
-        m->asks.reset();
-        send(m, tcp_membership::message::refusal, tcp_membership::encode_refusal(why));
-      }
-      forming_since_.reset();
-      return;
-    }
-    arm(all_old && n >= o_.min_workers ? std::min(deadline, last_arrival_ + o_.settle) : deadline);
   }
 
-  void form(std::vector<member_ptr> waiting) {
-    std::stable_sort(waiting.begin(), waiting.end(), [&](const member_ptr& a, const member_ptr& b) {
-      const bool sa = old_member(*a);
-      const bool sb = old_member(*b);
-      if (sa != sb) return sa;
-      return sa ? a->rank < b->rank : a->arrival < b->arrival;
-    });
-    if (static_cast<int>(waiting.size()) > o_.max_workers) waiting.resize(static_cast<std::size_t>(o_.max_workers));
-    for (const auto& m : world_) {
-      if (!m->gone && !m->asks) {  // silent past join_timeout: left out
-        log("rank " + std::to_string(m->rank) + " of generation " + std::to_string(generation_) +
-            " did not ask within join_timeout and is left out");
-        send(m, tcp_membership::message::refusal,
-             tcp_membership::encode_refusal("left out of generation " + std::to_string(generation_ + 1) +
-                                            ": did not ask to re-form within join_timeout"));
-        m->close_when_sent = true;
-        m->generation = 0;
-      }
+  void form(const detail::elastic_roster<member>::verdict& v) {
+    const std::uint64_t g = roster_.generation();
+    for (const auto& m : v.left_out) {
+      log("rank " + std::to_string(m->rank) + " of generation " + std::to_string(g - 1) +
+          " did not ask within join_timeout and is left out");
+      send(m, tcp_membership::message::refusal,
+           tcp_membership::encode_refusal("left out of generation " + std::to_string(g) +
+                                          ": did not ask to re-form within join_timeout"));
+      m->close_when_sent = true;
     }
-    pending_.assign(waiting.size(), {});
-    for (std::size_t r = 0; r < waiting.size(); ++r) {
-      member& m = *waiting[r];
-      pending_[r] = {.generation = generation_ + 1,
+    const auto& world = v.members;
+    pending_.assign(world.size(), {});
+    for (std::size_t r = 0; r < world.size(); ++r) {
+      member& m = *world[r];
+      pending_[r] = {.generation = g,
                      .rank = static_cast<std::int32_t>(r),
-                     .size = static_cast<std::int32_t>(waiting.size()),
-                     .newcomer = !old_member(m) || m.fresh,
-                     .root_host = waiting[0]->host,
+                     .size = static_cast<std::int32_t>(world.size()),
+                     .newcomer = v.newcomer[r] || m.fresh,
+                     .root_host = world[0]->host,
                      .root_port = 0};
-      m.asks.reset();
+      m.fresh = false;
     }
-    ++generation_;
-    for (std::size_t r = 0; r < waiting.size(); ++r) {
-      waiting[r]->fresh = false;
-      waiting[r]->generation = generation_;
-      waiting[r]->rank = static_cast<int>(r);
-    }
-    world_ = std::move(waiting);
-    forming_since_.reset();
     noticed_ = false;
-    awaiting_root_ = world_[0];
+    awaiting_root_ = world[0];
     root_deadline_ = clock::now() + o_.join_timeout;
-    send(world_[0], tcp_membership::message::assignment, tcp_membership::encode(pending_[0]));
+    send(world[0], tcp_membership::message::assignment, tcp_membership::encode(pending_[0]));
     arm(root_deadline_);
   }
 
@@ -341,23 +294,20 @@ class tcp_rendezvous {
   /// other members are its survivors and ask again, as if they had.
   void abort_formation() {
     awaiting_root_.reset();
-    forming_since_ = clock::now();
-    for (std::size_t r = 0; r < world_.size(); ++r) {
-      const auto& m = world_[r];
-      if (m->gone || r == 0) continue;
-      m->asks = tcp_membership::join_request{generation_, static_cast<std::int32_t>(r), "rank " + std::to_string(r)};
-      m->fresh = pending_[r].newcomer;
-      m->arrival = ++arrivals_;
-    }
-    world_[0]->generation = 0;
+    const auto& world = roster_.world();
+    for (std::size_t r = 1; r < world.size(); ++r) world[r]->fresh = pending_[r].newcomer;
+    roster_.reform_without(0);
   }
 
   /// Tells the running generation, once, to re-form at its next step boundary.
   void notify_world() {
-    if (noticed_ || generation_ == 0 || awaiting_root_) return;
+    if (noticed_ || roster_.generation() == 0 || awaiting_root_) return;
     noticed_ = true;
-    for (const auto& m : world_)
-      if (!m->gone && !m->asks) send(m, tcp_membership::message::notice, tcp_membership::encode_notice(generation_));
+    for (const auto& m : roster_.world()) {
+      if (!m->gone && !m->asks) {
+        send(m, tcp_membership::message::notice, tcp_membership::encode_notice(roster_.generation()));
+      }
+    }
   }
 
   void arm(clock::time_point at) {
@@ -369,8 +319,8 @@ class tcp_rendezvous {
 
   void publish() {
     const std::lock_guard lock(mutex_);
-    published_generation_ = generation_;
-    published_size_ = static_cast<int>(world_.size());
+    published_generation_ = roster_.generation();
+    published_size_ = static_cast<int>(roster_.world().size());
     formed_.notify_all();
   }
 
@@ -416,13 +366,9 @@ class tcp_rendezvous {
 
   // The I/O thread's alone.
   std::vector<member_ptr> members_;                  // every authenticated connection
-  std::vector<member_ptr> world_;                    // the newest generation, by rank
-  std::vector<tcp_membership::assignment> pending_;  // its assignments
-  std::uint64_t generation_ = 0;
-  std::uint64_t arrivals_ = 0;
-  std::optional<clock::time_point> forming_since_;  // a re-forming began (its first member asked)
-  clock::time_point last_arrival_{};
-  member_ptr awaiting_root_;  // the new rank 0, until it says where it listens
+  detail::elastic_roster<member> roster_;            // the generations and the rules that form them
+  std::vector<tcp_membership::assignment> pending_;  // the newest generation's assignments
+  member_ptr awaiting_root_;                         // the new rank 0, until it says where it listens
   clock::time_point root_deadline_{};
   bool noticed_ = false;  // the newest generation was told to re-form
 
