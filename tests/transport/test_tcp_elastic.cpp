@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -23,6 +24,7 @@
 #include <fstream>
 #include <iomanip>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -106,6 +108,64 @@ TEST_CASE("elastic tcp: too few workers, a full world and a silent member are bo
   SECTION("every member gone: a newcomer forms the next generation alone") {
     tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, quiet_rendezvous(1, 4));
     test::elastic_newcomer_after_all_left(members_of(rdv));  // before, it waited out its join_timeout
+  }
+}
+
+using protocol_messages = std::vector<std::pair<tcp_membership::message, std::vector<std::byte>>>;
+
+/// An authenticated member that sends `messages`, then reads until the
+/// rendezvous hangs up, which sets `hung_up`. (A coroutine function: a
+/// lambda coroutine's captures die with the lambda.)
+boost::asio::awaitable<void> send_and_wait_for_hang_up(std::uint16_t port, protocol_messages messages, bool& hung_up) {
+  boost::asio::ip::tcp::socket s(co_await boost::asio::this_coro::executor);
+  co_await s.async_connect({boost::asio::ip::make_address("127.0.0.1"), port}, boost::asio::use_awaitable);
+  detail::tcp_stream stream(std::move(s));
+  co_await tcp_membership::connect_member(stream, job_secret);
+  for (const auto& [kind, body] : messages) co_await tcp_membership::write_message(stream, kind, body);
+  try {
+    for (;;) (void)co_await tcp_membership::read_message(stream);
+  } catch (const std::exception&) {
+    hung_up = true;
+  }
+}
+
+/// Whether the rendezvous at `port` hangs up on a member that sends `messages`.
+bool breaks_protocol(std::uint16_t port, protocol_messages messages) {
+  boost::asio::io_context io;
+  bool hung_up = false;
+  boost::asio::co_spawn(io, send_and_wait_for_hang_up(port, std::move(messages), hung_up), boost::asio::detached);
+  io.run_for(10s);
+  return hung_up;
+}
+
+TEST_CASE("elastic tcp: a member that breaks the protocol is dropped, logged, and the job goes on",
+          "[tcp][elastic][failure]") {
+  std::vector<std::string> logged;
+  std::mutex log_mutex;
+  auto o = quiet_rendezvous(2, 2);
+  o.log = [&](const std::string& m) {
+    const std::lock_guard lock(log_mutex);
+    logged.push_back(m);
+  };
+  tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, o);
+  using tcp_membership::message;
+  const auto join = tcp_membership::encode(tcp_membership::join_request{0, -1, "rogue"});
+  CHECK(breaks_protocol(rdv.port(), {{message::join, join}, {message::join, join}}));
+  CHECK(breaks_protocol(rdv.port(), {{message::notice, tcp_membership::encode_notice(1)}}));
+  CHECK(breaks_protocol(rdv.port(), {{message::listening, tcp_membership::encode_listening(1, 4242)}}));
+  CHECK(breaks_protocol(rdv.port(), {{message::join, std::vector<std::byte>(3, std::byte{0xFF})}}));
+  test::run_threads(2, [&](int i) {
+    tcp_elastic_member me({"127.0.0.1", rdv.port()}, job_secret, "w" + std::to_string(i), quiet_member());
+    CHECK(sum_of_ranks(me.join()) == triangle(2));
+  });
+  CHECK(rdv.wait_for_generation(1, 1s));
+  CHECK_FALSE(rdv.wait_for_generation(2, 50ms));
+  const std::lock_guard lock(log_mutex);
+  for (const char* why : {"a second join while the first waits", "a member may send only join and listening messages",
+                          "an unexpected listening message", "malformed"}) {
+    INFO(why);
+    CHECK(std::any_of(logged.begin(), logged.end(),
+                      [&](const std::string& m) { return m.find(why) != std::string::npos; }));
   }
 }
 
