@@ -126,9 +126,12 @@ elastic_run_report run_elastic(Member& me, std::span<float> parameters, std::int
         step(comm, opt, steps);
         ++steps;
         commit.commit(opt);
-        auto& kept = parameters_at[steps];
+        // The parameters at this commit, in the buffer of the one two steps
+        // back, which no member resumes from any more: no allocation a step.
+        auto node = parameters_at.extract(steps - 2);
+        std::vector<float> kept = node.empty() ? std::vector<float>() : std::move(node.mapped());
         kept.assign(parameters.begin(), parameters.end());
-        parameters_at.erase(steps - 2);
+        parameters_at.insert_or_assign(steps, std::move(kept));
       }
       if (steps < total_steps) continue;  // the world re-forms at this step boundary
       report.steps = steps;
