@@ -94,7 +94,7 @@ const char* usage =
     "  --budget-workers W0            under --compression, size the sketch and k for a world of W0 and keep\n"
     "                                 those sizes whatever the world is (scaling studies)\n"
     "  --topology allreduce|root      Sketched-SGD / FetchSGD / global-sketch aggregation (allreduce)\n"
-    "  --slices S                     Sketched-SGD / global-sketch: one sketch per slice of the parameters,\n"
+    "  --slices S                     sketch methods: one sketch per slice of the parameters,\n"
     "                                 each allreduced while the next is sketched (1)\n"
     "  --gradient float32|bfloat16|float16   hand the optimizer each gradient rounded to 16 bits, as a\n"
     "                                 16-bit model would (read in place, no float32 copy) (float32)\n"
@@ -196,14 +196,11 @@ config parse(int argc, char** argv) {
   }
   if (!sketchsgd::is_sketch_method(c.method)) {
     const std::string no_sketch = "to --method " + c.method + " (no sketch)";
-    g.refuse({"--cols", "--topology"}, no_sketch);
+    g.refuse({"--cols", "--topology", "--slices"}, no_sketch);
     // True top-k under --compression takes Sketched-SGD's k, which --rows and --P shape.
     if (c.method != "true-topk" || !g.has("--compression")) g.refuse({"--rows", "--P"}, no_sketch);
   }
   if (c.method == "fetchsgd") g.refuse({"--P"}, "to --method fetchsgd (it has no second round)");
-  if (c.method != "sketched" && c.method != "global-sketch") {
-    g.refuse({"--slices"}, "to --method " + c.method + " (Sketched-SGD and global-sketch SGD only)");
-  }
   if (g.has("--compression")) {
     g.refuse({"--cols", "--k"}, "with --compression, which chooses cols and k (give one or the other)");
   } else {

@@ -275,7 +275,7 @@ class SketchState:
             "unchecked" (no check round).
         threads: CPU threads of the aggregator's compute (default:
             torch.get_num_threads()); results do not depend on it.
-        slices: sketched and global-sketch: one sketch per slice of a
+        slices: sketched, global-sketch and fetchsgd: one sketch per slice of a
             bucket's coordinates, each slice's table allreduced while the next
             is sketched (``sketched_sgd_options::slices``: the same bytes, an
             estimator per slice; 1, the default: one sketch).
@@ -311,8 +311,8 @@ class SketchState:
             raise ValueError(f"compression must be positive, got {compression}")
         if int(slices) != slices or slices < 1:
             raise ValueError(f"slices must be a positive integer, got {slices}")
-        if slices > 1 and method not in ("sketched", "global-sketch"):
-            raise ValueError(f"slices apply to sketched and global-sketch, not {method!r}")
+        if slices > 1 and method not in ("sketched", "global-sketch", "fetchsgd"):
+            raise ValueError(f"slices apply to the sketch methods (sketched, global-sketch, fetchsgd), not {method!r}")
         if not 0.0 <= float(momentum) < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if nesterov and float(momentum) == 0.0:
@@ -448,10 +448,10 @@ class SketchState:
                             "momentum": self.momentum, "mask_momentum": self.mask_momentum})
             if self.method in ("sketched", "global-sketch", "fetchsgd"):
                 options.update({"rows": int(sizes["rows"]), "cols": int(sizes["cols"])})
-            if self.method in ("sketched", "global-sketch"):
-                options["candidates_factor"] = int(sizes["candidates_factor"])
                 if self.slices > 1:  # no more slices than columns or coordinates
                     options["slices"] = min(self.slices, int(sizes["cols"]), d - dense_count)
+            if self.method in ("sketched", "global-sketch"):
+                options["candidates_factor"] = int(sizes["candidates_factor"])
             if self.method != "fetchsgd":
                 options.update({"nesterov": self.nesterov, "error_feedback": self.error_feedback})
         plan = _Plan(index, signature, options)

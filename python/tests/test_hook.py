@@ -159,7 +159,7 @@ def _record_buckets(rank, world, method, iterations, extra=None):
 
 @pytest.mark.parametrize("world", [2, 3])
 @pytest.mark.parametrize("method", ["sketched", "global-sketch", "fetchsgd", "local-topk", "sketched:slices",
-                                    "global-sketch:slices"])
+                                    "global-sketch:slices", "fetchsgd:slices"])
 def test_hook_equals_the_transport_driven_aggregator(method, world):
     """Sliced sketches' tables are carried while the next slice is sketched,
     by the hook and by the transport-driven step alike: the same bits."""
@@ -300,7 +300,8 @@ def test_state_dict_round_trip_continues_bit_identically(method):
 # -- carry_step: every round kind over gloo, gTop-k and the root topologies included -----------------------------
 
 CARRIED = [("sketched", {"topology": "root", "root": 1}), ("fetchsgd", {"topology": "root"}), ("gtopk", {}),
-           ("local-topk", {}), ("sketched", {}), ("sketched", {"slices": 3}), ("global-sketch", {"slices": 3})]
+           ("local-topk", {}), ("sketched", {}), ("sketched", {"slices": 3}), ("global-sketch", {"slices": 3}),
+           ("fetchsgd", {"slices": 3})]
 
 
 def _carried(rank, world, configs, grads):

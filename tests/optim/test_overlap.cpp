@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <numeric>
 #include <span>
+#include <sstream>
 #include <type_traits>
 #include <vector>
 
@@ -270,14 +271,178 @@ TEST_CASE("a peer lost during an overlapped round: the step raises, the helper t
   CHECK(raised.load());
 }
 
+
+namespace {
+
+fetch_sgd_options<float> fetch_sliced_options(std::uint64_t rows, std::size_t slices, unsigned threads) {
+  return {.dimension = sliced_d,
+          .sketch = {.rows = rows, .cols = 1500, .seed = 3},
+          .k = 400,  // more than a slice's first share: slices are asked again
+          .momentum = 0.5F,
+          .exec = cpu_execution{threads},
+          .slices = slices};
+}
+
+/// FetchSGD on sliced sketches, step by step from the ranks' summed
+/// gradients: slice s of the sum sketched alone (keys from 0, its share of
+/// the columns, seed + s); S_u <- rho S_u + S_g and S_e <- S_e + S_u on every
+/// slice's cells (eta = 1); Delta the k largest |estimate| of S_e over all
+/// slices, ties to the lower index; the cells of supp(Delta) zeroed in S_e and
+/// S_u of its slice.
+std::vector<model_update<float>> fetch_sliced_reference(const fetch_sgd_options<float>& o, std::uint64_t steps) {
+  std::vector<count_sketch<float>> s_u;
+  std::vector<count_sketch<float>> s_e;
+  std::vector<std::size_t> lo;
+  for (std::size_t s = 0; s <= o.slices; ++s) lo.push_back(sliced_d * s / o.slices);
+  for (std::size_t s = 0; s < o.slices; ++s) {
+    const std::uint64_t cols = o.sketch.cols * (s + 1) / o.slices - o.sketch.cols * s / o.slices;
+    s_u.emplace_back(sketch_config{o.sketch.rows, cols, o.sketch.seed + s});
+    s_e.emplace_back(sketch_config{o.sketch.rows, cols, o.sketch.seed + s});
+  }
+  std::vector<model_update<float>> out;
+  for (std::uint64_t step = 0; step < steps; ++step) {
+    std::vector<float> sum(sliced_d, 0.0F);
+    for (int r = 0; r < overlap_world; ++r) {
+      const auto g = sliced_gradient(r, step);
+      for (std::size_t i = 0; i < sliced_d; ++i) sum[i] += g[i];
+    }
+    std::vector<float> estimate(sliced_d);
+    for (std::size_t s = 0; s < o.slices; ++s) {
+      count_sketch<float> s_g(s_u[s].config());
+      s_g.accumulate(std::span<const float>(sum).subspan(lo[s], lo[s + 1] - lo[s]));
+      auto u = s_u[s].table();
+      auto e = s_e[s].table();
+      for (std::size_t j = 0; j < u.size(); ++j) {
+        u[j] = o.momentum * u[j] + s_g.table()[j];
+        e[j] = e[j] + u[j];
+      }
+      for (std::size_t i = lo[s]; i < lo[s + 1]; ++i) estimate[i] = s_e[s].estimate(i - lo[s]);
+    }
+    std::vector<std::uint64_t> order(sliced_d);
+    std::iota(order.begin(), order.end(), std::uint64_t{0});
+    std::stable_sort(order.begin(), order.end(),
+                     [&](std::uint64_t a, std::uint64_t b) { return std::abs(estimate[a]) > std::abs(estimate[b]); });
+    order.resize(o.k);
+    std::sort(order.begin(), order.end());
+    model_update<float> delta;
+    for (const std::uint64_t i : order) {
+      delta.indices.push_back(i);
+      delta.values.push_back(estimate[i]);
+      const auto s = static_cast<std::size_t>(std::upper_bound(lo.begin(), lo.end(), i) - lo.begin() - 1);
+      const std::uint64_t key[] = {i - lo[s]};
+      s_e[s].zero_buckets_of(key);
+      s_u[s].zero_buckets_of(key);
+    }
+    out.push_back(std::move(delta));
+  }
+  return out;
+}
+
+/// Each rank's FetchSGD updates over `steps`, transport-driven (slices
+/// carried while the next is sketched), in split phase (carried by hand), or
+/// restored from a checkpoint taken after two steps.
+enum class fetch_run { driven, split_phase, resumed };
+template <class Run>
+std::vector<std::vector<model_update<float>>> fetch_sliced_updates(Run run_world, const fetch_sgd_options<float>& o,
+                                                                   fetch_run how, std::uint64_t steps) {
+  std::vector<std::vector<model_update<float>>> out(overlap_world);
+  run_world([&](int r, auto& t) {
+    using Tr = std::remove_reference_t<decltype(t)>;
+    communicator comm(t);
+    auto& mine = out[static_cast<std::size_t>(r)];
+    if (how == fetch_run::split_phase) {
+      using traits = detail::fetch_sgd_traits<float, multiply_shift, cpu_t>;
+      composed_optimizer<traits::aggregation, traits::update_rule> opt(r, overlap_world, traits::compose(o, o.exec));
+      for (std::uint64_t s = 0; s < steps; ++s) {
+        const auto g = sliced_gradient(r, s);
+        auto rounds = opt.step_rounds(g);
+        while (auto* round = rounds.next()) detail::run_round(comm, *round);
+        mine.push_back(opt.last_update());
+      }
+      return;
+    }
+    fetch_sgd<float, Tr> opt(comm, o);
+    std::uint64_t s = 0;
+    if (how == fetch_run::resumed) {
+      for (; s < 2; ++s) mine.push_back(opt.step(sliced_gradient(r, s)));
+      std::stringstream saved;
+      opt.save(saved);
+      fetch_sgd<float, Tr> restored(comm, o);
+      restored.load(saved);
+      for (; s < steps; ++s) mine.push_back(restored.step(sliced_gradient(r, s)));
+      return;
+    }
+    for (; s < steps; ++s) mine.push_back(opt.step(sliced_gradient(r, s)));
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("FetchSGD on sliced sketches: momentum and error slice by slice, Delta their top k, each table carried "
+          "while the next is sketched",
+          "[optim][overlap][slices][fetchsgd]") {
+  const auto inproc = [](auto body) { on_inproc(overlap_world, body); };
+  constexpr std::uint64_t steps = 5;
+  for (const std::uint64_t rows : {1U, 3U}) {
+    for (const std::size_t slices : {2U, 4U, 7U}) {
+      const unsigned threads = slices == 4 ? 2 : 1;
+      CAPTURE(rows, slices, threads);
+      const auto o = fetch_sliced_options(rows, slices, threads);
+      const auto expected = fetch_sliced_reference(o, steps);
+      for (const fetch_run how : {fetch_run::driven, fetch_run::split_phase, fetch_run::resumed}) {
+        CAPTURE(static_cast<int>(how));
+        const auto got = fetch_sliced_updates(inproc, o, how, steps);
+        for (std::uint64_t s = 0; s < steps; ++s) {
+          CAPTURE(s);
+          for (int r = 0; r < overlap_world; ++r) check_updates(got[static_cast<std::size_t>(r)][s], expected[s]);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("FetchSGD's slices are refused where they cannot run, and ranks must agree on them",
+          "[optim][slices][fetchsgd]") {
+  const auto make = [](const fetch_sgd_options<float>& o) {
+    on_inproc(1, [&](int, auto& t) {
+      communicator comm(t);
+      fetch_sgd<float, inproc_transport> opt(comm, o);
+    });
+  };
+  auto o = fetch_sliced_options(1, 0, 1);
+  CHECK_THROWS_AS(make(o), std::invalid_argument);
+  o.slices = 1501;  // more slices than columns
+  CHECK_THROWS_AS(make(o), std::invalid_argument);
+  o.slices = 2;
+  o.topology = topology::root;
+  CHECK_THROWS_AS(make(o), std::invalid_argument);
+  std::atomic<int> mismatches{0};
+  on_inproc(overlap_world, [&](int r, auto& t) {
+    communicator comm(t);
+    try {
+      fetch_sgd<float, inproc_transport> opt(comm, fetch_sliced_options(1, r == 1 ? 2 : 1, 1));
+    } catch (const config_mismatch_error&) {
+      mismatches.fetch_add(1);
+    }
+  });
+  CHECK(mismatches.load() == overlap_world);
+}
+
 #if defined(SKETCHSGD_TEST_HAVE_TCP)
-TEST_CASE("sliced sketches over tcp: the helper thread drives the transport", "[optim][tcp][slices]") {
+TEST_CASE("sliced sketches over tcp (Sketched-SGD and FetchSGD): the helper thread drives the transport", "[optim][tcp][slices]") {
   const auto over_tcp = [](auto body) { on_tcp(overlap_world, body); };
   const auto o = sliced_options(1, 4, 2);
   const auto driven = sliced_updates(over_tcp, o, false);
   for (std::uint64_t s = 0; s < 4; ++s) {
     const auto expected = sliced_reference(o, s);
     for (int r = 0; r < overlap_world; ++r) check_updates(driven[static_cast<std::size_t>(r)][s], expected);
+  }
+  const auto f = fetch_sliced_options(3, 4, 2);
+  const auto fetch_expected = fetch_sliced_reference(f, 4);
+  const auto fetch_driven = fetch_sliced_updates(over_tcp, f, fetch_run::driven, 4);
+  for (std::uint64_t s = 0; s < 4; ++s) {
+    for (int r = 0; r < overlap_world; ++r) check_updates(fetch_driven[static_cast<std::size_t>(r)][s], fetch_expected[s]);
   }
 }
 #endif

@@ -46,6 +46,8 @@ struct fetch_sgd_options {
   nonfinite_policy nonfinite = nonfinite_policy::throw_error;
   /// Threads for the CPU kernels.
   cpu_execution exec{};
+  /// See `fetch_aggregation::options_type::slices`.
+  std::size_t slices = 1;
 };
 
 namespace detail {
@@ -67,7 +69,8 @@ struct fetch_sgd_traits {
                                                     .momentum = o.momentum,
                                                     .reset = o.reset,
                                                     .topology = o.topology,
-                                                    .root = o.root},
+                                                    .root = o.root,
+                                                    .slices = o.slices},
                                                    {}, exec);
   }
   static std::uint64_t fingerprint(const options_type& o, const coordinate_split& split, int world) {
@@ -78,6 +81,7 @@ struct fetch_sgd_traits {
     f.add(o.dense.size());
     for (const dense_range& r : split.dense()) f.add(r.offset).add(r.length);
     f.add(o.nonfinite).add(world);
+    if (o.slices > 1) f.add(std::uint64_t{0x736C69636573}).add(o.slices);  // only then: fingerprints stay
     return f.value();
   }
 };

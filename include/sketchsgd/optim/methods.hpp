@@ -69,7 +69,7 @@ struct method_options {
   nonfinite_policy nonfinite = nonfinite_policy::throw_error;     ///< what a NaN or Inf does
   cpu_execution exec{};                                           ///< threads for the CPU kernels
   bool overlap_rows = false;                                      ///< see `sketched_aggregation::options_type`
-  std::size_t slices = 1;                                         ///< see `sketched_aggregation::options_type`
+  std::size_t slices = 1;                                         ///< see `sketched_aggregation::options_type` (FetchSGD too)
   std::optional<allreduce_algorithm> sketch_allreduce{};          ///< the table's allreduce (sketched, global-sketch)
   any_recovery recovery{};                                        ///< what a summed sketch yields
   update_choice update = update_choice::sgd;                      ///< the update rule
@@ -126,6 +126,7 @@ typename A::options_type aggregation_options(const method_options<Value>& o) {
     a.momentum = o.momentum;
     a.mask_momentum = o.mask_momentum;
     a.learning_rate_in_error = o.update == update_choice::sgd;
+    a.slices = o.slices;
   }
   return a;
 }
@@ -182,7 +183,7 @@ any_optimizer<Value> make_named(const method_options<Value>& o, communicator<Tra
   if (o.method == "gtopk") return make(std::type_identity<gtopk_sgd<Value, Transport>>{}, {});
   if (o.method == "fetchsgd") {
     return make(std::type_identity<fetch_sgd<Value, Transport>>{},
-                {.sketch = o.sketch, .topology = o.topology, .root = o.root});
+                {.sketch = o.sketch, .topology = o.topology, .root = o.root, .slices = o.slices});
   }
   const sketched_sgd_options<Value> s{.sketch = o.sketch,
                                       .candidates_factor = o.candidates_factor,

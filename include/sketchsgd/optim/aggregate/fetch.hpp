@@ -41,6 +41,12 @@ enum class fetch_reset {
 /// every rank; with the root topology it lives at the root, which broadcasts
 /// Delta (k 4-byte indices and k values). Dense coordinates are summed every
 /// step and get the same momentum rho in a dense, replicated buffer.
+///
+/// With `slices` = S > 1 the sketches are S tables, one per slice of the
+/// sparse coordinates (as `sketched_aggregation`'s slices): each slice's S_i
+/// is summed while the next slice is sketched, momentum and error run on
+/// every slice's cells alike (the same as on one table of all of them), and
+/// Delta is the top k over all slices' estimates of S_e.
 /// @tparam Value a `sketch_value`.
 /// @tparam HashFamily a `hash_family`.
 /// @tparam Recovery a recovery policy.
@@ -78,6 +84,12 @@ class fetch_aggregation {
     sketchsgd::topology topology = sketchsgd::topology::allreduce;
     /// The root of the `root` topology.
     int root = 0;
+    /// Overlap sketching with the table's sum (allreduce topology, CPU,
+    /// top-k recovery): one sketch per slice of the sparse coordinates, with
+    /// the slice's share of the columns, each summed on a helper thread
+    /// while the next is sketched; the same bytes, another estimator (see
+    /// `sketched_aggregation::options_type::slices`). 1: one sketch.
+    std::size_t slices = 1;
   };
   /// @cond POLICY_HOOKS
   // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
@@ -88,9 +100,9 @@ class fetch_aggregation {
 
   fetch_aggregation(const options_type& o, const context& c)
       : opt_(checked(o, c)),
-        s_g_(o.sketch),
-        s_u_(o.sketch),
-        s_e_(o.sketch),
+        s_g_(detail::slice_sketches<sketch_type>(o.sketch, o.slices)),
+        s_u_(detail::slice_sketches<sketch_type>(o.sketch, o.slices)),
+        s_e_(detail::slice_sketches<sketch_type>(o.sketch, o.slices)),
         scratch_(ops::template zeros<Value>(c.split->sparse_count(), *c.device)),
         dense_momentum_(static_cast<std::size_t>(c.split->dense_count()), Value{}) {}
 
@@ -100,12 +112,26 @@ class fetch_aggregation {
   round_generator<Value> rounds(const context& c, model_update<Value>& out) {
     auto& dev = *c.device;
     const bool root = opt_.topology == topology::root;
-    ops::zero(s_g_, dev);
-    ops::sketch(s_g_, gradient_, *c.split, 0, s_g_.rows(), dev);
-    c.lap(&step_timing::compress);
-    const std::span<Value> table = ops::stage(s_g_.table(), dev);
-    co_yield root ? reduce_round(table, opt_.root) : sum_round(table);
-    ops::unstage(table, s_g_.table(), dev);
+    for (sketch_type& s : s_g_) ops::zero(s, dev);
+    if (s_g_.size() > 1) {
+      if constexpr (std::is_same_v<Device, cpu_t>) {  // slices are refused on devices
+        // Each slice's table is carried while the next slice is sketched (not the last's).
+        for (std::size_t s = 0; s < s_g_.size(); ++s) {
+          detail::sketch_slice(s_g_, s, gradient_, *c.split, dev.exec);
+          c.lap(&step_timing::compress);
+          auto sum = sum_round(s_g_[s].table());
+          sum.overlap = s + 1 < s_g_.size();
+          co_yield sum;
+        }
+      }
+    } else {
+      sketch_type& whole = s_g_.front();
+      ops::sketch(whole, gradient_, *c.split, 0, whole.rows(), dev);
+      c.lap(&step_timing::compress);
+      const std::span<Value> table = ops::stage(whole.table(), dev);
+      co_yield root ? reduce_round(table, opt_.root) : sum_round(table);
+      ops::unstage(table, whole.table(), dev);
+    }
     if (!root || c.rank == opt_.root) server_step(c, out);
     c.lap(&step_timing::recover);
     if (root) {  // the root broadcasts Delta: k 4-byte indices and k values
@@ -135,57 +161,70 @@ class fetch_aggregation {
   }
   [[nodiscard]] bool learning_rate_in_error() const noexcept { return opt_.learning_rate_in_error; }
   [[nodiscard]] bool averages_itself() const noexcept { return true; }
-  /// The state: S_u, S_e, the dense coordinates' momentum.
+  /// The state: S_u, S_e (slice by slice), the dense coordinates' momentum.
   template <class F>
   void for_each_state(F&& f) {
-    f(s_u_.table());
-    f(s_e_.table());
+    for (sketch_type& s : s_u_) f(s.table());
+    for (sketch_type& s : s_e_) f(s.table());
     f(std::span<Value>(dense_momentum_));
   }
   void describe(detail::fingerprint& f) const {
     f.add(HashFamily::id).add(opt_.sketch.rows).add(opt_.sketch.cols).add(opt_.sketch.seed).add(opt_.k);
     f.add(opt_.momentum).add(opt_.reset).add(opt_.mask_momentum).add(opt_.learning_rate_in_error);
     f.add(opt_.topology).add(opt_.root);
+    if (opt_.slices > 1) f.add(std::uint64_t{0x736C69636573}).add(opt_.slices);  // only then: fingerprints stay
     opt_.recovery.describe(f);
   }
   /// @endcond
   /// The error sketch S_e (meaningful on every rank with the allreduce
-  /// topology, at the root otherwise).
-  [[nodiscard]] const sketch_type& error_sketch() const noexcept { return s_e_; }
+  /// topology, at the root otherwise); with slices, slice 0's.
+  [[nodiscard]] const sketch_type& error_sketch() const noexcept { return s_e_.front(); }
+  /// The error sketches S_e, one per slice (one with `slices` = 1).
+  [[nodiscard]] std::span<const sketch_type> error_sketches() const noexcept { return s_e_; }
 
  private:
   static const options_type& checked(const options_type& o, const context& c) {
     detail::check_sketch_aggregation<HashFamily>(o, c);
+    detail::check_slices<Device>(c.name, o.slices, o.sketch.cols, c.split->sparse_count(), o.recovery,
+                                 o.topology == topology::allreduce);
     return o;
   }
 
   /// Momentum and error in sketch space, recovery, reset; fills `out`.
   void server_step(const context& c, model_update<Value>& out) {
     auto& dev = *c.device;
-    if (c.average && std::is_floating_point_v<Value>) ops::divide(s_g_.table(), static_cast<Value>(c.world), dev);
     const Value s = opt_.learning_rate_in_error ? c.learning_rate : Value{1};
-    ops::momentum_error(s_u_.table(), s_e_.table(), typename ops::template span<const Value>(s_g_.table()),
-                        opt_.momentum, s, true, false, dev);
-    auto delta = opt_.recovery.template select<ops>(
-        s_e_, c.split->sparse_count(), opt_.k, typename ops::template span<Value>(scratch_.data(), scratch_.size()),
-        dev, c.step);
-    if (opt_.reset == fetch_reset::zero_cells) {
-      ops::zero_buckets_of(s_e_, delta.indices, dev);
-    } else {
-      std::vector<Value> negated(delta.values.size());
-      for (std::size_t j = 0; j < negated.size(); ++j) negated[j] = Value{} - delta.values[j];
-      ops::add_sparse(s_e_, delta.indices, std::span<const Value>(negated), dev);
+    for (std::size_t p = 0; p < s_g_.size(); ++p) {  // every slice's cells alike
+      if (c.average && std::is_floating_point_v<Value>) ops::divide(s_g_[p].table(), static_cast<Value>(c.world), dev);
+      ops::momentum_error(s_u_[p].table(), s_e_[p].table(), typename ops::template span<const Value>(s_g_[p].table()),
+                          opt_.momentum, s, true, false, dev);
     }
-    if (opt_.mask_momentum) ops::zero_buckets_of(s_u_, delta.indices, dev);
+    const auto scratch = typename ops::template span<Value>(scratch_.data(), scratch_.size());
+    const std::uint64_t d = c.split->sparse_count();
+    sparse_update<Value> delta;
+    if constexpr (std::is_same_v<Device, cpu_t>) {  // slices are refused on devices
+      if (s_e_.size() > 1) delta = detail::top_over_slices<ops>(opt_.recovery, s_e_, d, opt_.k, scratch, dev, c.step);
+    }
+    if (s_e_.size() == 1) delta = opt_.recovery.template select<ops>(s_e_.front(), d, opt_.k, scratch, dev, c.step);
+    detail::for_each_slice_of(delta.indices, d, s_e_.size(), [&](std::size_t p, auto keys, auto at) {
+      if (opt_.reset == fetch_reset::zero_cells) {
+        ops::zero_buckets_of(s_e_[p], keys, dev);
+      } else {
+        std::vector<Value> negated(at.size());
+        for (std::size_t j = 0; j < at.size(); ++j) negated[j] = Value{} - delta.values[at[j]];
+        ops::add_sparse(s_e_[p], keys, std::span<const Value>(negated), dev);
+      }
+      if (opt_.mask_momentum) ops::zero_buckets_of(s_u_[p], keys, dev);
+    });
     c.split->to_global(delta.indices);
     out.indices = std::move(delta.indices);
     out.values = std::move(delta.values);
   }
 
   options_type opt_;
-  sketch_type s_g_;
-  sketch_type s_u_;
-  sketch_type s_e_;
+  std::vector<sketch_type> s_g_;  // one table, or one per slice
+  std::vector<sketch_type> s_u_;
+  std::vector<sketch_type> s_e_;
   typename ops::template buffer<Value> scratch_;
   std::vector<Value> dense_momentum_;
   typename ops::template gradient<Value> gradient_{};

@@ -21,6 +21,7 @@
 #include "sketchsgd/detail/collective_pipeline.hpp"
 #include "sketchsgd/device.hpp"
 #include "sketchsgd/hash/multiply_shift.hpp"
+#include "sketchsgd/optim/aggregate/slices.hpp"
 #include "sketchsgd/optim/concepts.hpp"
 #include "sketchsgd/optim/error_feedback.hpp"
 #include "sketchsgd/optim/recovery.hpp"
@@ -144,7 +145,7 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
   sketched_aggregation(const options_type& o, const context& c)
       : error_memory<Value, Device>(checked(o, c).feedback, c.split->dimension(), *c.device),
         opt_(o),
-        sketches_(sketches(o)),
+        sketches_(detail::slice_sketches<sketch_type>(o.sketch, o.slices)),
         scratch_(ops::template zeros<Value>(c.split->sparse_count(), *c.device)) {}
 
   round_generator<Value> rounds(const context& c, model_update<Value>& out) {
@@ -158,7 +159,7 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
       if constexpr (std::is_same_v<Device, cpu_t>) {  // slices are refused on devices
         // Each slice's table is carried while the next slice is sketched (not the last's).
         for (std::size_t s = 0; s < sketches_.size(); ++s) {
-          sketch_slice(s, c);
+          detail::sketch_slice(sketches_, s, gradient_span<Value>(this->v()), *c.split, dev.exec);
           c.lap(&step_timing::compress);
           auto sum = sum_round(sketches_[s].table(), opt_.sketch_allreduce);
           sum.overlap = s + 1 < sketches_.size();
@@ -248,37 +249,10 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
     if (o.overlap_rows && !std::is_same_v<Device, cpu_t>) {
       detail::bad_option(c.name, "overlap_rows runs on the CPU only (must be false on a device)");
     }
-    if (o.slices == 0 || o.slices > o.sketch.cols || o.slices > c.split->sparse_count()) {
-      detail::bad_option(c.name, "slices must be in [1, min(cols, sparse coordinates)], got " +
-                                     std::to_string(o.slices));
-    }
-    if (o.slices > 1 && (!std::is_same_v<Device, cpu_t> || !selects_top_k(o.recovery) ||
-                         o.topology != topology::allreduce || o.overlap_rows)) {
-      detail::bad_option(c.name, "slices > 1 needs the CPU, top-k recovery, the allreduce topology and no overlap_rows");
-    }
+    detail::check_slices<Device>(c.name, o.slices, o.sketch.cols, c.split->sparse_count(), o.recovery,
+                                 o.topology == topology::allreduce, !o.overlap_rows,
+                                 "the CPU, top-k recovery, the allreduce topology and no overlap_rows");
     return o;
-  }
-
-  static bool selects_top_k(const Recovery& r) noexcept {
-    if constexpr (std::is_same_v<Recovery, any_recovery>) return std::holds_alternative<top_k_recovery>(r.held);
-    return std::is_same_v<Recovery, top_k_recovery>;
-  }
-  /// One sketch of the whole table, or one per slice with the slice's share of the columns.
-  static std::vector<sketch_type> sketches(const options_type& o) {
-    std::vector<sketch_type> all;
-    for (std::size_t s = 0; s < o.slices; ++s) {
-      all.emplace_back(sketch_config{o.sketch.rows, detail::part_of(o.sketch.cols, o.slices, s).size(), o.sketch.seed + s});
-    }
-    return all;
-  }
-  /// Slice `s` of v's sparse coordinates (compact numbering) into its sketch, as keys from 0.
-  void sketch_slice(std::size_t s, const context& c) {
-    const auto [lo, hi] = detail::part_of(c.split->sparse_count(), sketches_.size(), s);
-    for (const auto& seg : c.split->segments()) {
-      const std::uint64_t a = std::max<std::uint64_t>(seg.compact, lo);
-      const std::uint64_t b = std::min<std::uint64_t>(seg.compact + seg.length, hi);
-      if (a < b) sketches_[s].accumulate(this->v().subspan(seg.global + (a - seg.compact), b - a), a - lo, c.device->exec);
-    }
   }
 
   [[nodiscard]] bool overlapping() const noexcept {
@@ -302,60 +276,11 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
     const auto scratch = typename ops::template span<Value>(scratch_.data(), scratch_.size());
     const std::uint64_t d = c.split->sparse_count();
     if constexpr (std::is_same_v<Device, cpu_t>) {  // slices are refused on devices
-      if (sketches_.size() > 1) return recover_slices(count, scratch, c);
+      if (sketches_.size() > 1) {
+        return detail::top_over_slices<ops>(opt_.recovery, sketches_, d, count, scratch, *c.device, c.step);
+      }
     }
     return opt_.recovery.template select<ops>(sketches_.front(), d, count, scratch, *c.device, c.step);
-  }
-
-  /// The `count` largest |estimate| over all slices (ties to the lower
-  /// index). Each slice first gives its share of `count` with room for
-  /// chance (its top fair + fair / 4 + 4 sqrt(fair) + 16); a slice cut short
-  /// whose last kept estimate reaches the merged count-th may hold more, and
-  /// only such a slice is asked again, for all `count`.
-  sparse_update<Value> recover_slices(std::size_t count, typename ops::template span<Value> scratch,
-                                      const context& c) {
-    const std::uint64_t d = c.split->sparse_count();
-    const std::size_t slices = sketches_.size();
-    std::vector<sparse_update<Value>> kept(slices);
-    std::vector<bool> cut(slices, false);  // kept fewer than both its coordinates and count
-    const auto select = [&](std::size_t s, std::uint64_t want) {
-      const auto [lo, end] = detail::part_of(d, slices, s);
-      const std::uint64_t n = end - lo;
-      const std::uint64_t most = std::min<std::uint64_t>(n, count);
-      want = std::min(want, most);
-      kept[s] = opt_.recovery.template select<ops>(sketches_[s], n, want, scratch.subspan(lo, n), *c.device, c.step);
-      for (std::uint64_t& i : kept[s].indices) i += lo;
-      cut[s] = kept[s].indices.size() == want && want < most;
-    };
-    const double fair = static_cast<double>(count) / static_cast<double>(slices);
-    for (std::size_t s = 0; s < slices; ++s) select(s, static_cast<std::uint64_t>(1.25 * fair + 4 * std::sqrt(fair)) + 16);
-    const auto least = [](const std::vector<Value>& values) {  // the smallest |value| (no std::views: clang 14)
-      double m = std::numeric_limits<double>::infinity();
-      for (const Value x : values) m = std::min(m, std::abs(static_cast<double>(x)));
-      return m;
-    };
-    for (;;) {
-      sparse_update<Value> all;  // in index order: slices ascend, each in index order
-      for (const auto& k : kept) {
-        all.indices.insert(all.indices.end(), k.indices.begin(), k.indices.end());
-        all.values.insert(all.values.end(), k.values.begin(), k.values.end());
-      }
-      sparse_update<Value> best = std::move(all);
-      if (best.indices.size() > count) {
-        auto top = top_k(best.values, count, c.device->exec);
-        for (std::uint64_t& i : top.indices) i = best.indices[i];  // positions to coordinates
-        best = std::move(top);
-      }
-      double last = 0;  // the merged count-th magnitude (0 when fewer were kept: every cut slice is asked again)
-      if (best.values.size() == count) last = least(best.values);
-      bool again = false;
-      for (std::size_t s = 0; s < slices; ++s) {
-        if (!cut[s] || least(kept[s].values) < last) continue;
-        select(s, count);
-        again = true;
-      }
-      if (!again) return best;
-    }
   }
 
   /// Delta from the candidates' exact sums (in `exact_`): all of them with
