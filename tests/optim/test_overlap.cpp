@@ -220,35 +220,6 @@ TEST_CASE("sliced sketches: each slice's table carried while the next is sketche
   }
 }
 
-TEST_CASE("sliced sketches are refused where they cannot run, and ranks must agree on them", "[optim][slices]") {
-  const auto make = [](const sketched_sgd_options<float>& o) {
-    on_inproc(1, [&](int, auto& t) {
-      communicator comm(t);
-      sketched_sgd<float, inproc_transport> opt(comm, o);
-    });
-  };
-  auto o = sliced_options(1, 0, 1);
-  CHECK_THROWS_AS(make(o), std::invalid_argument);
-  o.slices = 1501;  // more slices than columns
-  CHECK_THROWS_AS(make(o), std::invalid_argument);
-  o.slices = 2;
-  o.topology = topology::root;
-  CHECK_THROWS_AS(make(o), std::invalid_argument);
-  o = sliced_options(3, 2, 1);
-  o.overlap_rows = true;
-  CHECK_THROWS_AS(make(o), std::invalid_argument);
-  std::atomic<int> mismatches{0};
-  on_inproc(overlap_world, [&](int r, auto& t) {
-    communicator comm(t);
-    try {
-      sketched_sgd<float, inproc_transport> opt(comm, sliced_options(1, r == 1 ? 2 : 1, 1));
-    } catch (const config_mismatch_error&) {
-      mismatches.fetch_add(1);
-    }
-  });
-  CHECK(mismatches.load() == overlap_world);
-}
-
 TEST_CASE("a peer lost during an overlapped round: the step raises, the helper thread ends", "[optim][slices]") {
   // Rank 1 agrees on the configuration and leaves; rank 0's first table is
   // carried on the helper thread, fails there (the peer departed, or the
@@ -402,15 +373,19 @@ TEST_CASE("FetchSGD on sliced sketches: momentum and error slice by slice, Delta
   }
 }
 
-TEST_CASE("FetchSGD's slices are refused where they cannot run, and ranks must agree on them",
-          "[optim][slices][fetchsgd]") {
-  const auto make = [](const fetch_sgd_options<float>& o) {
+namespace {
+
+/// Slices out of range or on the root topology are refused by `Opt`, and
+/// ranks that disagree on them all raise config_mismatch_error.
+template <template <class, class> class Opt, class Options>
+void check_slices_refused(Options (*options)(std::uint64_t, std::size_t, unsigned)) {
+  const auto make = [](const Options& o) {
     on_inproc(1, [&](int, auto& t) {
       communicator comm(t);
-      fetch_sgd<float, inproc_transport> opt(comm, o);
+      Opt<float, inproc_transport> opt(comm, o);
     });
   };
-  auto o = fetch_sliced_options(1, 0, 1);
+  auto o = options(1, 0, 1);
   CHECK_THROWS_AS(make(o), std::invalid_argument);
   o.slices = 1501;  // more slices than columns
   CHECK_THROWS_AS(make(o), std::invalid_argument);
@@ -421,12 +396,32 @@ TEST_CASE("FetchSGD's slices are refused where they cannot run, and ranks must a
   on_inproc(overlap_world, [&](int r, auto& t) {
     communicator comm(t);
     try {
-      fetch_sgd<float, inproc_transport> opt(comm, fetch_sliced_options(1, r == 1 ? 2 : 1, 1));
+      Opt<float, inproc_transport> opt(comm, options(1, r == 1 ? 2 : 1, 1));
     } catch (const config_mismatch_error&) {
       mismatches.fetch_add(1);
     }
   });
   CHECK(mismatches.load() == overlap_world);
+}
+
+template <class V, class T>
+using sketched_sgd_of = sketched_sgd<V, T>;
+template <class V, class T>
+using fetch_sgd_of = fetch_sgd<V, T>;
+
+}  // namespace
+
+TEST_CASE("sliced sketches are refused where they cannot run, and ranks must agree on them", "[optim][slices]") {
+  check_slices_refused<sketched_sgd_of>(&sliced_options);
+  auto o = sliced_options(3, 2, 1);
+  o.overlap_rows = true;
+  CHECK_THROWS_AS(on_inproc(1,
+                            [&](int, auto& t) {
+                              communicator comm(t);
+                              sketched_sgd<float, inproc_transport> opt(comm, o);
+                            }),
+                  std::invalid_argument);
+  check_slices_refused<fetch_sgd_of>(&fetch_sliced_options);
 }
 
 #if defined(SKETCHSGD_TEST_HAVE_TCP)

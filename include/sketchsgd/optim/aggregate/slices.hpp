@@ -71,7 +71,9 @@ std::vector<Sketch> slice_sketches(const sketch_config& whole, std::size_t slice
 template <class Sketch, class V>
 void sketch_slice(std::vector<Sketch>& sketches, std::size_t s, gradient_span<V> x, const coordinate_split& split,
                   cpu_execution exec) {
-  const auto [lo, hi] = part_of(split.sparse_count(), sketches.size(), s);
+  const part_range slice = part_of(split.sparse_count(), sketches.size(), s);  // not a binding: clang 14 captures none
+  const std::uint64_t lo = slice.begin;
+  const std::uint64_t hi = slice.end;
   x.visit([&](auto typed) {
     for (const auto& seg : split.segments()) {
       const std::uint64_t a = std::max<std::uint64_t>(seg.compact, lo);
