@@ -27,7 +27,7 @@
 #include <utility>
 #include <vector>
 
-#include <sketchsgd/optim/coordinates.hpp>
+#include <sketchsgd/optim/step/coordinates.hpp>
 
 namespace sketchsgd_torch {
 

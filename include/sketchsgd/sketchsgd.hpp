@@ -3,7 +3,7 @@
 
 /// @file
 /// Umbrella header for the core. It includes the standard library and, for
-/// the crash-safe checkpoints of optim/checkpoint.hpp, the POSIX headers
+/// the crash-safe checkpoints of optim/state/checkpoint.hpp, the POSIX headers
 /// <fcntl.h>, <sys/stat.h>, <sys/types.h> and <unistd.h>; nothing else. MPI,
 /// Boost and CUDA live behind their own headers and targets.
 

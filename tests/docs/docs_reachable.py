@@ -5,8 +5,8 @@
 A page docs/X.md (other than mainpage.md) must be linked or named in
 README.md or docs/mainpage.md (as `docs/X.md` or `X.md`). A public header
 (under include/ or transports/*/include/, *.hpp or *.cuh, not under detail/)
-must be named there by its path (`sketchsgd/optim/checkpoint.hpp` or
-`optim/checkpoint.hpp`), or by its file name in a list item, table row or
+must be named there by its path (`sketchsgd/optim/state/checkpoint.hpp` or
+`optim/state/checkpoint.hpp`), or by its file name in a list item, table row or
 paragraph that also names its directory (`optim/`: `checkpoint.hpp`, ...).
 Names of pages and headers that do not exist are reported too, so the pages
 do not go stale the other way.
@@ -50,7 +50,7 @@ def main(root):
     sources = {name: (root / name).read_text(encoding="utf-8") for name in ("README.md", "docs/mainpage.md")}
 
     pages = sorted(p.name for p in (root / "docs").glob("*.md") if p.name != "mainpage.md")
-    headers = {}  # relative to its include directory, e.g. sketchsgd/optim/checkpoint.hpp -> its repository path
+    headers = {}  # relative to its include directory, e.g. sketchsgd/optim/state/checkpoint.hpp -> its repository path
     for include in [root / "include", *sorted((root / "transports").glob("*/include"))]:
         for h in sorted(include.rglob("*")):
             if h.suffix in (".hpp", ".cuh") and "detail" not in h.relative_to(include).parts:

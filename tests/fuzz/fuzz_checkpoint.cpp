@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Fuzz target: checkpoint files (optim/checkpoint.hpp) through
+// Fuzz target: checkpoint files (optim/state/checkpoint.hpp) through
 // load_checkpoint into every optimizer. Input: one selector byte, then the
 // file. Selector bits 0-2 pick the optimizer (modulo six); bit 3 asks for the
 // checksum to be recomputed first, so that mutations reach the size checks
@@ -23,7 +23,7 @@
 
 #include "fuzz_support.hpp"
 #include "optimizer_zoo.hpp"
-#include "sketchsgd/optim/checkpoint.hpp"
+#include "sketchsgd/optim/state/checkpoint.hpp"
 
 namespace {
 

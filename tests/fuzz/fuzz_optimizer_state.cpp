@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Fuzz target: optimizer checkpoints (optim/state_io.hpp) through every
+// Fuzz target: optimizer checkpoints (optim/state/state_io.hpp) through every
 // optimizer's `load`. Properties beyond "no crash, no leak, no unbounded
 // allocation":
 //  - only serialization_error and config_mismatch_error escape;

@@ -16,7 +16,7 @@
 
 #include "handshake_fixture.hpp"
 #include "optimizer_zoo.hpp"
-#include "sketchsgd/optim/checkpoint.hpp"
+#include "sketchsgd/optim/state/checkpoint.hpp"
 #include "sketchsgd/serialize/count_sketch_format.hpp"
 #include "sketchsgd/transport/tcp/membership.hpp"
 #include "sketchsgd/transport/tcp_protocol.hpp"

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The core umbrella header must never pull in MPI, Boost or CUDA: a CPU-only
 // user sees only the standard library and the POSIX file calls of
-// optim/checkpoint.hpp. Checked at compile time.
+// optim/state/checkpoint.hpp. Checked at compile time.
 
 #include "sketchsgd/sketchsgd.hpp"
 

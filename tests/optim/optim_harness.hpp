@@ -16,7 +16,7 @@
 
 #include "../transport/conformance.hpp"
 #include "sketchsgd/hash/seed_mixer.hpp"
-#include "sketchsgd/optim/update.hpp"
+#include "sketchsgd/optim/model_update.hpp"
 #include "sketchsgd/transport/inproc.hpp"
 #include "test_support.hpp"
 #if defined(SKETCHSGD_TEST_HAVE_TCP)

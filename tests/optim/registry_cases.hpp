@@ -15,7 +15,7 @@
 
 #include "sketchsgd/hash/seed_mixer.hpp"
 #include "sketchsgd/optim/methods.hpp"
-#include "sketchsgd/optim/state_io.hpp"
+#include "sketchsgd/optim/state/state_io.hpp"
 #include "test_support.hpp"
 
 namespace sketchsgd::test {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Elastic state (optim/elastic.hpp) over in-process worlds: a rank of four
+// Elastic state (optim/state/elastic.hpp) over in-process worlds: a rank of four
 // fails mid-run; the three survivors, whose step failed, re-form a world of
 // three from their last commits (the memories they held summed and shared,
 // the dead rank's lost) and train on identically; a new rank joins at a step

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Crash-safe checkpoints (optim/checkpoint.hpp): a resumed run continues the
+// Crash-safe checkpoints (optim/state/checkpoint.hpp): a resumed run continues the
 // uninterrupted trajectory bit for bit; every kind of damage is refused with
 // a serialization_error naming it, leaving optimizer and parameters alone;
 // and a writer killed with SIGKILL at random moments, again and again, never

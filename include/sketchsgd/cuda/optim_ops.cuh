@@ -29,8 +29,8 @@
 #include "sketchsgd/cuda/memory.cuh"
 #include "sketchsgd/cuda/optim_kernels.cuh"
 #include "sketchsgd/cuda/topk.cuh"
-#include "sketchsgd/optim/device_ops.hpp"
-#include "sketchsgd/optim/update.hpp"
+#include "sketchsgd/optim/model_update.hpp"
+#include "sketchsgd/optim/step/device_ops.hpp"
 
 namespace sketchsgd {
 

@@ -16,7 +16,7 @@
 #include <utility>
 
 #include "sketchsgd/optim/concepts.hpp"
-#include "sketchsgd/optim/gradient.hpp"
+#include "sketchsgd/optim/step/gradient.hpp"
 
 namespace sketchsgd {
 

@@ -19,11 +19,12 @@
 
 #include "sketchsgd/concepts.hpp"
 #include "sketchsgd/device.hpp"
-#include "sketchsgd/optim/accounting.hpp"
-#include "sketchsgd/optim/error_feedback.hpp"
-#include "sketchsgd/optim/rounds.hpp"
-#include "sketchsgd/optim/state_io.hpp"
-#include "sketchsgd/optim/update.hpp"
+#include "sketchsgd/optim/model_update.hpp"
+#include "sketchsgd/optim/state/fingerprint.hpp"
+#include "sketchsgd/optim/state/state_io.hpp"
+#include "sketchsgd/optim/step/accounting.hpp"
+#include "sketchsgd/optim/step/context.hpp"
+#include "sketchsgd/optim/step/rounds.hpp"
 #include "sketchsgd/sketch/sparse_update.hpp"
 
 namespace sketchsgd {
@@ -162,7 +163,7 @@ concept recovery_policy =
       r.describe(f);
     };
 
-/// A device's operations (`detail::device_ops<D>`: optim/device_ops.hpp,
+/// A device's operations (`detail::device_ops<D>`: optim/step/device_ops.hpp,
 /// cuda/optim_ops.cuh) as the driver calls them: a `context` from the
 /// options' `execution`, the non-finite count, the dense coordinates' gather
 /// to the host, `apply`, `finish`, and state sections' copies between host

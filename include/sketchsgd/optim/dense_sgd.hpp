@@ -10,7 +10,8 @@
 
 #include "sketchsgd/optim/aggregate/dense.hpp"
 #include "sketchsgd/optim/named.hpp"
-#include "sketchsgd/optim/update_rules.hpp"
+#include "sketchsgd/optim/state/version1.hpp"
+#include "sketchsgd/optim/update/rules.hpp"
 
 namespace sketchsgd {
 
@@ -49,11 +50,7 @@ struct dense_sgd_traits {
     return named_options<aggregation, update_rule>(o, {.wire = o.wire}, {.momentum = o.momentum}, exec);
   }
   static std::uint64_t fingerprint(const options_type& o, const coordinate_split& /*split*/, int world) {
-    detail::fingerprint f;
-    f.add(kind).add(wire::value_type_code<Value>).add(o.dimension);
-    f.add(o.momentum).add(o.average).add(o.nonfinite).add(world);
-    if (o.wire != wire_format::native) f.add(o.wire);  // float32 jobs keep their version-1 fingerprint
-    return f.value();
+    return version1::dense_sgd<Value>(o, world);
   }
 };
 

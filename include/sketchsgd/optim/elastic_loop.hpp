@@ -30,7 +30,7 @@
 #include "sketchsgd/collective/broadcast.hpp"
 #include "sketchsgd/collective/communicator.hpp"
 #include "sketchsgd/error.hpp"
-#include "sketchsgd/optim/elastic.hpp"
+#include "sketchsgd/optim/state/elastic.hpp"
 #include "sketchsgd/transport/elastic.hpp"
 
 namespace sketchsgd {

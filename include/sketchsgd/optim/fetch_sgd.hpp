@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "sketchsgd/optim/aggregate/fetch.hpp"
+#include "sketchsgd/optim/state/version1.hpp"
 #include "sketchsgd/optim/sketched_sgd.hpp"
 
 namespace sketchsgd {
@@ -74,15 +75,7 @@ struct fetch_sgd_traits {
                                                    {}, exec);
   }
   static std::uint64_t fingerprint(const options_type& o, const coordinate_split& split, int world) {
-    detail::fingerprint f;
-    f.add(kind).add(wire::value_type_code<Value>).add(HashFamily::id);
-    f.add(o.dimension).add(o.sketch.rows).add(o.sketch.cols).add(o.sketch.seed).add(o.k);
-    f.add(o.momentum).add(o.average).add(o.reset).add(o.topology).add(o.root);
-    f.add(o.dense.size());
-    for (const dense_range& r : split.dense()) f.add(r.offset).add(r.length);
-    f.add(o.nonfinite).add(world);
-    if (o.slices > 1) f.add(std::uint64_t{0x736C69636573}).add(o.slices);  // only then: fingerprints stay
-    return f.value();
+    return version1::fetch_sgd<Value, HashFamily>(o, split, world);
   }
 };
 

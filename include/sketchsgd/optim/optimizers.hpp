@@ -8,13 +8,13 @@
 /// registry that picks one by name (methods.hpp).
 
 #include "sketchsgd/optim/any_optimizer.hpp"
-#include "sketchsgd/optim/checkpoint.hpp"
 #include "sketchsgd/optim/dense_sgd.hpp"
-#include "sketchsgd/optim/elastic.hpp"
 #include "sketchsgd/optim/elastic_loop.hpp"
 #include "sketchsgd/optim/fetch_sgd.hpp"
 #include "sketchsgd/optim/global_sketch_sgd.hpp"
 #include "sketchsgd/optim/methods.hpp"
-#include "sketchsgd/optim/schedule.hpp"
 #include "sketchsgd/optim/sketched_sgd.hpp"
+#include "sketchsgd/optim/state/checkpoint.hpp"
+#include "sketchsgd/optim/state/elastic.hpp"
 #include "sketchsgd/optim/topk_sgd.hpp"
+#include "sketchsgd/optim/update/schedule.hpp"

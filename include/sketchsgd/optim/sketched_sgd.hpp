@@ -14,7 +14,8 @@
 #include "sketchsgd/optim/aggregate/sketched.hpp"
 #include "sketchsgd/optim/driver.hpp"
 #include "sketchsgd/optim/named.hpp"
-#include "sketchsgd/optim/update_rules.hpp"
+#include "sketchsgd/optim/state/version1.hpp"
+#include "sketchsgd/optim/update/rules.hpp"
 
 namespace sketchsgd {
 
@@ -86,19 +87,8 @@ struct sketched_sgd_traits {
                                                     .slices = o.slices},
                                                    {}, exec);
   }
-  /// Version 1, shared by CPU and GPU ranks.
-  static std::uint64_t fingerprint(const options_type& given, const coordinate_split& split, int world) {
-    const options_type o = forced(given);
-    detail::fingerprint f;
-    f.add(Kind).add(wire::value_type_code<Value>).add(HashFamily::id).add(o.dimension);
-    f.add(o.sketch.rows).add(o.sketch.cols).add(o.sketch.seed).add(o.k).add(o.candidates_factor);
-    f.add(o.momentum).add(o.error_feedback).add(o.average).add(o.topology).add(o.root);
-    f.add(o.dense.size());
-    for (const dense_range& r : split.dense()) f.add(r.offset).add(r.length);
-    f.add(o.nonfinite).add(world);
-    if (o.overlap_rows) f.add(std::uint64_t{0x6F7665726C6170});  // only when set: older fingerprints stay valid
-    if (o.slices > 1) f.add(std::uint64_t{0x736C69636573}).add(o.slices);
-    return f.value();
+  static std::uint64_t fingerprint(const options_type& o, const coordinate_split& split, int world) {
+    return version1::sketched_sgd<Value, HashFamily, Kind>(forced(o), split, world);
   }
 };
 

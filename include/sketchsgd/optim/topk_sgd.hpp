@@ -14,6 +14,7 @@
 
 #include "sketchsgd/optim/aggregate/topk.hpp"
 #include "sketchsgd/optim/sketched_sgd.hpp"
+#include "sketchsgd/optim/state/version1.hpp"
 
 namespace sketchsgd {
 
@@ -120,13 +121,7 @@ struct topk_sgd_traits {
         {.momentum = after ? o.momentum : Value{0}, .after_aggregation = after}, exec);
   }
   static std::uint64_t fingerprint(const options_type& o, const coordinate_split& split, int world) {
-    detail::fingerprint f;
-    f.add(kind).add(wire::value_type_code<Value>).add(o.dimension).add(o.k).add(o.momentum);
-    f.add(o.error_feedback).add(o.average).add(o.dense.size());
-    for (const dense_range& r : split.dense()) f.add(r.offset).add(r.length);
-    f.add(o.nonfinite).add(world);
-    if (o.momentum_after_aggregation) f.add(std::uint8_t{1});  // only then: the default's stays the released one
-    return f.value();
+    return version1::topk_sgd<Value, kind>(o, split, world);
   }
 };
 

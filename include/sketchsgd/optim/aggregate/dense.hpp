@@ -11,11 +11,11 @@
 
 #include "sketchsgd/device.hpp"
 #include "sketchsgd/half.hpp"
-#include "sketchsgd/optim/error_feedback.hpp"
-#include "sketchsgd/optim/rounds.hpp"
-#include "sketchsgd/optim/state_io.hpp"
-#include "sketchsgd/optim/update.hpp"
-#include "sketchsgd/optim/validation.hpp"
+#include "sketchsgd/optim/aggregate/error_memory.hpp"
+#include "sketchsgd/optim/model_update.hpp"
+#include "sketchsgd/optim/state/state_io.hpp"
+#include "sketchsgd/optim/step/rounds.hpp"
+#include "sketchsgd/optim/step/validation.hpp"
 
 namespace sketchsgd {
 

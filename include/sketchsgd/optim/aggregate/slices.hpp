@@ -22,10 +22,10 @@
 
 #include "sketchsgd/detail/collective_pipeline.hpp"
 #include "sketchsgd/device.hpp"
-#include "sketchsgd/optim/coordinates.hpp"
-#include "sketchsgd/optim/gradient.hpp"
-#include "sketchsgd/optim/recovery.hpp"
-#include "sketchsgd/optim/validation.hpp"
+#include "sketchsgd/optim/recover/policies.hpp"
+#include "sketchsgd/optim/step/coordinates.hpp"
+#include "sketchsgd/optim/step/gradient.hpp"
+#include "sketchsgd/optim/step/validation.hpp"
 #include "sketchsgd/sketch/count_sketch.hpp"
 #include "sketchsgd/sketch/topk.hpp"
 

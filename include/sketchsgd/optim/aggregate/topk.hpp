@@ -17,12 +17,12 @@
 
 #include "sketchsgd/collective/collectives.hpp"
 #include "sketchsgd/device.hpp"
-#include "sketchsgd/optim/error_feedback.hpp"
-#include "sketchsgd/optim/rounds.hpp"
-#include "sketchsgd/optim/state_io.hpp"
-#include "sketchsgd/optim/update.hpp"
-#include "sketchsgd/optim/validation.hpp"
-#include "sketchsgd/optim/wire_entry.hpp"
+#include "sketchsgd/optim/aggregate/error_memory.hpp"
+#include "sketchsgd/optim/model_update.hpp"
+#include "sketchsgd/optim/state/state_io.hpp"
+#include "sketchsgd/optim/step/rounds.hpp"
+#include "sketchsgd/optim/step/validation.hpp"
+#include "sketchsgd/optim/step/wire_entry.hpp"
 #include "sketchsgd/sketch/topk.hpp"
 
 namespace sketchsgd {
