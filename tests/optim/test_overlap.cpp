@@ -130,6 +130,22 @@ sketched_sgd_options<float> sliced_options(std::uint64_t rows, std::size_t slice
           .slices = slices};
 }
 
+/// The k largest |x| (ties to the lower index) with their values, in index order.
+model_update<float> largest(const std::vector<float>& x, std::size_t k) {
+  std::vector<std::uint64_t> order(x.size());
+  std::iota(order.begin(), order.end(), std::uint64_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::uint64_t a, std::uint64_t b) { return std::abs(x[a]) > std::abs(x[b]); });
+  order.resize(k);
+  std::sort(order.begin(), order.end());
+  model_update<float> top;
+  for (const std::uint64_t i : order) {
+    top.indices.push_back(i);
+    top.values.push_back(x[i]);
+  }
+  return top;
+}
+
 /// What the sliced sketch of the ranks' summed gradient at `step` yields:
 /// slice s (coordinates [d s / S, d (s + 1) / S)) sketched alone, as keys from
 /// 0, into cols (s + 1) / S - cols s / S columns with seed + s; the k largest
@@ -149,18 +165,7 @@ model_update<float> sliced_reference(const sketched_sgd_options<float>& o, std::
     slice.accumulate(std::span<const float>(sum).subspan(lo, hi - lo));
     for (std::size_t i = lo; i < hi; ++i) estimate[i] = slice.estimate(i - lo);
   }
-  std::vector<std::uint64_t> order(sliced_d);
-  std::iota(order.begin(), order.end(), std::uint64_t{0});
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::uint64_t a, std::uint64_t b) { return std::abs(estimate[a]) > std::abs(estimate[b]); });
-  order.resize(o.k);
-  std::sort(order.begin(), order.end());
-  model_update<float> expected;
-  for (const std::uint64_t i : order) {
-    expected.indices.push_back(i);
-    expected.values.push_back(estimate[i]);
-  }
-  return expected;
+  return largest(estimate, o.k);
 }
 
 /// Each rank's updates over 4 steps, transport-driven (slices carried while
@@ -289,16 +294,8 @@ std::vector<model_update<float>> fetch_sliced_reference(const fetch_sgd_options<
       }
       for (std::size_t i = lo[s]; i < lo[s + 1]; ++i) estimate[i] = s_e[s].estimate(i - lo[s]);
     }
-    std::vector<std::uint64_t> order(sliced_d);
-    std::iota(order.begin(), order.end(), std::uint64_t{0});
-    std::stable_sort(order.begin(), order.end(),
-                     [&](std::uint64_t a, std::uint64_t b) { return std::abs(estimate[a]) > std::abs(estimate[b]); });
-    order.resize(o.k);
-    std::sort(order.begin(), order.end());
-    model_update<float> delta;
-    for (const std::uint64_t i : order) {
-      delta.indices.push_back(i);
-      delta.values.push_back(estimate[i]);
+    model_update<float> delta = largest(estimate, o.k);
+    for (const std::uint64_t i : delta.indices) {
       const auto s = static_cast<std::size_t>(std::upper_bound(lo.begin(), lo.end(), i) - lo.begin() - 1);
       const std::uint64_t key[] = {i - lo[s]};
       s_e[s].zero_buckets_of(key);
