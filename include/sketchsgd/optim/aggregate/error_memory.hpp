@@ -2,9 +2,10 @@
 #pragma once
 
 /// @file
-/// The worker-side error-feedback memory with local momentum that Sketched-SGD, global-sketch SGD and the
-/// top-k baselines share (Karimireddy et al.'s EF-SGD; Lin et al.'s DGC
-/// momentum correction and masking; Sketched-SGD's variant).
+/// The worker-side error-feedback memory with local momentum that
+/// Sketched-SGD, global-sketch SGD and the top-k baselines share
+/// (Karimireddy et al.'s EF-SGD; Lin et al.'s DGC momentum correction and
+/// masking; Sketched-SGD's variant).
 
 #include <cstdint>
 #include <span>

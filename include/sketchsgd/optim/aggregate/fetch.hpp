@@ -206,16 +206,18 @@ class fetch_aggregation {
       if (s_e_.size() > 1) delta = detail::top_over_slices<ops>(opt_.recovery, s_e_, d, opt_.k, scratch, dev, c.step);
     }
     if (s_e_.size() == 1) delta = opt_.recovery.template select<ops>(s_e_.front(), d, opt_.k, scratch, dev, c.step);
-    detail::for_each_slice_of(delta.indices, d, s_e_.size(), [&](std::size_t p, auto keys, auto at) {
+    const auto reset = [&](std::size_t p, std::span<const std::uint64_t> keys, std::span<const Value> values) {
       if (opt_.reset == fetch_reset::zero_cells) {
         ops::zero_buckets_of(s_e_[p], keys, dev);
       } else {
-        std::vector<Value> negated(at.size());
-        for (std::size_t j = 0; j < at.size(); ++j) negated[j] = Value{} - delta.values[at[j]];
+        std::vector<Value> negated(values.size());
+        for (std::size_t j = 0; j < negated.size(); ++j) negated[j] = Value{} - values[j];
         ops::add_sparse(s_e_[p], keys, std::span<const Value>(negated), dev);
       }
       if (opt_.mask_momentum) ops::zero_buckets_of(s_u_[p], keys, dev);
-    });
+    };
+    detail::for_each_slice_of(std::span<const std::uint64_t>(delta.indices), std::span<const Value>(delta.values), d,
+                              s_e_.size(), reset);
     c.split->to_global(delta.indices);
     out.indices = std::move(delta.indices);
     out.values = std::move(delta.values);

@@ -7,14 +7,11 @@
 /// global-sketch SGD (Dai, Diao, Li, Xu, arXiv 2108.06004).
 
 #include <algorithm>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
 #include <optional>
 #include <span>
 #include <type_traits>
-#include <variant>
 #include <vector>
 
 #include "sketchsgd/collective/collectives.hpp"
@@ -250,8 +247,8 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
       detail::bad_option(c.name, "overlap_rows runs on the CPU only (must be false on a device)");
     }
     detail::check_slices<Device>(c.name, o.slices, o.sketch.cols, c.split->sparse_count(), o.recovery,
-                                 o.topology == topology::allreduce, !o.overlap_rows,
-                                 "the CPU, top-k recovery, the allreduce topology and no overlap_rows");
+                                 o.topology == topology::allreduce);
+    if (o.slices > 1 && o.overlap_rows) detail::bad_option(c.name, "slices > 1 and overlap_rows exclude each other");
     return o;
   }
 

@@ -40,17 +40,16 @@ template <class Recovery>
 }
 
 /// What `slices > 1` needs, checked before allocating: at most one slice per
-/// column and per sparse coordinate, the CPU, top-k recovery, the allreduce
-/// topology and whatever else `others_allow` says (`needs` names it all).
+/// column and per sparse coordinate, the CPU, top-k recovery and the
+/// allreduce topology.
 template <class Device, class Recovery>
 void check_slices(const char* name, std::size_t slices, std::uint64_t cols, std::uint64_t sparse_count,
-                  const Recovery& recovery, bool allreduce_topology, bool others_allow = true,
-                  const char* needs = "the CPU, top-k recovery and the allreduce topology") {
+                  const Recovery& recovery, bool allreduce_topology) {
   if (slices == 0 || slices > cols || slices > sparse_count) {
     bad_option(name, "slices must be in [1, min(cols, sparse coordinates)], got " + std::to_string(slices));
   }
-  if (slices > 1 && (!std::is_same_v<Device, cpu_t> || !selects_top_k(recovery) || !allreduce_topology || !others_allow)) {
-    bad_option(name, std::string("slices > 1 needs ") + needs);
+  if (slices > 1 && (!std::is_same_v<Device, cpu_t> || !selects_top_k(recovery) || !allreduce_topology)) {
+    bad_option(name, "slices > 1 needs the CPU, top-k recovery and the allreduce topology");
   }
 }
 
@@ -85,24 +84,29 @@ void sketch_slice(std::vector<Sketch>& sketches, std::size_t s, gradient_span<V>
   });
 }
 
-/// Calls `f(s, keys, positions)` for every slice holding some of `indices`
-/// (compact coordinates of a split of `d` into `slices`): the keys are those
-/// indices less the slice's first coordinate, the positions where they sit
-/// in `indices`.
-template <class F>
-void for_each_slice_of(std::span<const std::uint64_t> indices, std::uint64_t d, std::size_t slices, F&& f) {
+/// Calls `f(s, keys, values)` for every slice of a split of `d` sparse
+/// coordinates into `slices` that holds some of `indices` (compact
+/// coordinates, with `values`): the keys are those indices less the slice's
+/// first coordinate. One slice: `indices` and `values` themselves, uncopied.
+template <class V, class F>
+void for_each_slice_of(std::span<const std::uint64_t> indices, std::span<const V> values, std::uint64_t d,
+                       std::size_t slices, F&& f) {
+  if (slices == 1) {
+    f(std::size_t{0}, indices, values);
+    return;
+  }
   std::vector<std::vector<std::uint64_t>> keys(slices);
-  std::vector<std::vector<std::size_t>> positions(slices);
+  std::vector<std::vector<V>> held(slices);
   for (std::size_t j = 0; j < indices.size(); ++j) {
     const std::uint64_t i = indices[j];
     auto s = static_cast<std::size_t>(std::min<std::uint64_t>(i * slices / d, slices - 1));  // d s / S <= i: near
     while (s + 1 < slices && part_of(d, slices, s).end <= i) ++s;
     while (s > 0 && part_of(d, slices, s).begin > i) --s;
     keys[s].push_back(i - part_of(d, slices, s).begin);
-    positions[s].push_back(j);
+    held[s].push_back(values[j]);
   }
   for (std::size_t s = 0; s < slices; ++s) {
-    if (!keys[s].empty()) f(s, std::span<const std::uint64_t>(keys[s]), std::span<const std::size_t>(positions[s]));
+    if (!keys[s].empty()) f(s, std::span<const std::uint64_t>(keys[s]), std::span<const V>(held[s]));
   }
 }
 
