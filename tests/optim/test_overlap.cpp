@@ -120,6 +120,16 @@ std::vector<float> sliced_gradient(int r, std::uint64_t step) {
   return g;
 }
 
+/// The ranks' gradients at `step`, summed (exactly: small integers).
+std::vector<float> summed_gradient(std::uint64_t step) {
+  std::vector<float> sum(sliced_d, 0.0F);
+  for (int r = 0; r < overlap_world; ++r) {
+    const auto g = sliced_gradient(r, step);
+    for (std::size_t i = 0; i < sliced_d; ++i) sum[i] += g[i];
+  }
+  return sum;
+}
+
 sketched_sgd_options<float> sliced_options(std::uint64_t rows, std::size_t slices, unsigned threads) {
   return {.dimension = sliced_d,
           .sketch = {.rows = rows, .cols = 1500, .seed = 3},
@@ -151,11 +161,7 @@ model_update<float> largest(const std::vector<float>& x, std::size_t k) {
 /// 0, into cols (s + 1) / S - cols s / S columns with seed + s; the k largest
 /// |estimate| over all slices, ties to the lower index.
 model_update<float> sliced_reference(const sketched_sgd_options<float>& o, std::uint64_t step) {
-  std::vector<float> sum(sliced_d, 0.0F);
-  for (int r = 0; r < overlap_world; ++r) {
-    const auto g = sliced_gradient(r, step);
-    for (std::size_t i = 0; i < sliced_d; ++i) sum[i] += g[i];
-  }
+  const std::vector<float> sum = summed_gradient(step);
   std::vector<float> estimate(sliced_d);
   for (std::size_t s = 0; s < o.slices; ++s) {
     const std::size_t lo = sliced_d * s / o.slices;
@@ -277,11 +283,7 @@ std::vector<model_update<float>> fetch_sliced_reference(const fetch_sgd_options<
   }
   std::vector<model_update<float>> out;
   for (std::uint64_t step = 0; step < steps; ++step) {
-    std::vector<float> sum(sliced_d, 0.0F);
-    for (int r = 0; r < overlap_world; ++r) {
-      const auto g = sliced_gradient(r, step);
-      for (std::size_t i = 0; i < sliced_d; ++i) sum[i] += g[i];
-    }
+    const std::vector<float> sum = summed_gradient(step);
     std::vector<float> estimate(sliced_d);
     for (std::size_t s = 0; s < o.slices; ++s) {
       count_sketch<float> s_g(s_u[s].config());

@@ -58,6 +58,27 @@ tcp_rendezvous_options quiet_rendezvous(int min_workers = 1, int max_workers = 6
   return o;
 }
 
+/// What a rendezvous logs, kept for the test to read (the rendezvous logs
+/// from its I/O thread).
+struct captured_log {
+  std::vector<std::string> lines;
+  std::mutex mutex;
+
+  /// `o` with its log written here.
+  tcp_rendezvous_options into(tcp_rendezvous_options o) {
+    o.log = [this](const std::string& m) {
+      const std::lock_guard lock(mutex);
+      lines.push_back(m);
+    };
+    return o;
+  }
+  /// Whether some line holds `what`.
+  bool has(const std::string& what) {
+    const std::lock_guard lock(mutex);
+    return std::any_of(lines.begin(), lines.end(), [&](const std::string& m) { return m.find(what) != std::string::npos; });
+  }
+};
+
 tcp_elastic_options quiet_member() {
   tcp_elastic_options o;
   o.transport.log = [](const std::string&) {};
@@ -140,14 +161,8 @@ bool breaks_protocol(std::uint16_t port, protocol_messages messages) {
 
 TEST_CASE("elastic tcp: a member that breaks the protocol is dropped, logged, and the job goes on",
           "[tcp][elastic][failure]") {
-  std::vector<std::string> logged;
-  std::mutex log_mutex;
-  auto o = quiet_rendezvous(2, 2);
-  o.log = [&](const std::string& m) {
-    const std::lock_guard lock(log_mutex);
-    logged.push_back(m);
-  };
-  tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, o);
+  captured_log log;
+  tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, log.into(quiet_rendezvous(2, 2)));
   using tcp_membership::message;
   const auto join = tcp_membership::encode(tcp_membership::join_request{0, -1, "rogue"});
   CHECK(breaks_protocol(rdv.port(), {{message::join, join}, {message::join, join}}));
@@ -160,33 +175,23 @@ TEST_CASE("elastic tcp: a member that breaks the protocol is dropped, logged, an
   });
   CHECK(rdv.wait_for_generation(1, 1s));
   CHECK_FALSE(rdv.wait_for_generation(2, 50ms));
-  const std::lock_guard lock(log_mutex);
   for (const char* why : {"a second join while the first waits", "a member may send only join and listening messages",
                           "an unexpected listening message", "malformed"}) {
     INFO(why);
-    CHECK(std::any_of(logged.begin(), logged.end(),
-                      [&](const std::string& m) { return m.find(why) != std::string::npos; }));
+    CHECK(log.has(why));
   }
 }
 
 TEST_CASE("elastic tcp: a wrong secret is refused and the job goes on", "[tcp][elastic][failure]") {
-  std::vector<std::string> logged;
-  std::mutex log_mutex;
-  auto o = quiet_rendezvous(2, 2);
-  o.log = [&](const std::string& m) {
-    const std::lock_guard lock(log_mutex);
-    logged.push_back(m);
-  };
-  tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, o);
+  captured_log log;
+  tcp_rendezvous rdv({"127.0.0.1", 0}, job_secret, log.into(quiet_rendezvous(2, 2)));
   CHECK_THROWS_AS(tcp_elastic_member({"127.0.0.1", rdv.port()}, "not-the-secret", "intruder", quiet_member()),
                   transport_error);
   test::run_threads(2, [&](int i) {
     tcp_elastic_member me({"127.0.0.1", rdv.port()}, job_secret, "w" + std::to_string(i), quiet_member());
     CHECK(sum_of_ranks(me.join()) == triangle(2));
   });
-  const std::lock_guard lock(log_mutex);
-  CHECK(std::any_of(logged.begin(), logged.end(),
-                    [](const std::string& m) { return m.find("authentication failed") != std::string::npos; }));
+  CHECK(log.has("authentication failed"));
 }
 
 namespace {
