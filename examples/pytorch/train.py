@@ -15,6 +15,7 @@ accuracy, bytes this rank wrote to its sockets while training (measured from
 where it keeps one, and wall time per step.
 """
 import argparse
+import faulthandler
 import gzip
 import json
 import math
@@ -57,6 +58,19 @@ def arguments():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: the epochs)")
     p.add_argument("--log-every", type=int, default=0, help="rank 0 prints the mean training loss this often")
+    p.add_argument("--model", choices=["cnn", "mlp"], default="cnn",
+                   help="cnn: 46,730 parameters; mlp: 784 -> W -> W -> 10 (--width 2048: 5,824,522 parameters)")
+    p.add_argument("--width", type=positive(int), default=2048, help="mlp: the hidden layers' width")
+    p.add_argument("--cols-per-k", type=positive(int), default=None, help="sketch hook: columns per extracted k")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="every this many steps, test accuracy (each rank a share of the test set), printed by "
+                        "rank 0 as an EVAL line with the training time so far (evaluations not counted)")
+    p.add_argument("--eval-images", type=positive(int), default=10000,
+                   help="--eval-every's accuracy on the first this many test images (the RESULT's on all)")
+    p.add_argument("--one-bucket", action="store_true",
+                   help="every gradient in one DDP bucket (torch 1.13's PowerSGD over gloo aborts with several: "
+                        "its rounds, issued from callbacks, reach the ranks' groups in different orders)")
+    p.add_argument("--label", default="", help="copied into the RESULT line (a study's rate, say)")
     p.add_argument("--data", default=DATA)
     a = p.parse_args()
     if not 0 <= a.momentum < 1:
@@ -87,6 +101,39 @@ def cnn():
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 10))
 
 
+def mlp(width):
+    """784 -> width -> width -> 10 with ReLU: a real-sized model that 2 cores train in minutes."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                         nn.Linear(width, 10))
+
+
+def launched_by_tcp_launch():
+    """Ranks started by scripts/tcp_launch.sh (bench/netns_cluster.sh: one
+    network namespace and shaped link per rank) get torch's variables from
+    its SKETCHSGD_* ones: rank 0 serves the store on a fixed port of its
+    address and publishes the port, as tcp_launch.sh waits for it to."""
+    if "RANK" in os.environ or "SKETCHSGD_RANK" not in os.environ:
+        return
+    rank = int(os.environ["SKETCHSGD_RANK"])
+    host, port = os.environ["SKETCHSGD_TCP_ROOT"].rsplit(":", 1)
+    if rank == 0:
+        port = os.environ.get("MASTER_PORT", "29511")
+        with open(os.environ["SKETCHSGD_TCP_PORT_FILE"], "w") as f:
+            f.write(port)
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": os.environ["SKETCHSGD_SIZE"], "MASTER_ADDR": host,
+                       "MASTER_PORT": port})
+
+
+def test_accuracy(model, test_x, test_y, rank, world, n):
+    """The share of the first n test images right, each rank evaluating 1/W of them."""
+    n = min(n, len(test_x))
+    share = slice(rank * n // world, (rank + 1) * n // world)
+    with torch.no_grad():
+        right = torch.tensor([int((model(test_x[share]).argmax(1) == test_y[share]).sum())], dtype=torch.int64)
+    dist.all_reduce(right)
+    return int(right) / n
+
+
 def wchar():
     with open("/proc/self/io") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("wchar:"))
@@ -94,6 +141,7 @@ def wchar():
 
 def main():
     a = arguments()
+    launched_by_tcp_launch()
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     if world < 2 and rank == 0:
@@ -103,8 +151,13 @@ def main():
         raise SystemExit(f"--batch {a.batch} must be a multiple of the world size {world}")
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     torch.manual_seed(a.seed)
-    model = cnn()
-    ddp = nn.parallel.DistributedDataParallel(model)
+    model = cnn() if a.model == "cnn" else mlp(a.width)
+    if a.one_bucket:  # DDP's first bucket has a cap of its own (1 MB), read when DDP is constructed
+        cap = sum(p.numel() * p.element_size() for p in model.parameters())
+        dist._DEFAULT_FIRST_BUCKET_BYTES = cap
+        ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=cap / 2**20 + 1)
+    else:
+        ddp = nn.parallel.DistributedDataParallel(model)
     momentum = a.momentum
     hook_state = None
     if a.hook == "fp16":
@@ -117,8 +170,9 @@ def main():
         ddp.register_comm_hook(hook_state, powersgd.powerSGD_hook)
     elif a.hook == "sketch":
         import sketchsgd.torch
+        extra = {} if a.cols_per_k is None else {"cols_per_k": a.cols_per_k}
         hook_state = sketchsgd.torch.SketchState(None, method=a.method, compression=a.compression, seed=a.seed,
-                                                 start_iter=a.start_iter, momentum=a.momentum)
+                                                 start_iter=a.start_iter, momentum=a.momentum, **extra)
         ddp.register_comm_hook(hook_state, sketchsgd.torch.sketch_hook)
         momentum = 0.0  # the hook applies momentum (before compression, with error feedback)
     opt = torch.optim.SGD(ddp.parameters(), lr=a.lr, momentum=momentum)
@@ -130,6 +184,8 @@ def main():
     total = steps_per_epoch * a.epochs if a.max_steps <= 0 else a.max_steps
     step, loss_sum = 0, 0.0
     written0, t0 = wchar(), time.perf_counter()
+    paused = 0.0  # seconds spent evaluating: not training time
+    curve = []
     while step < total:
         order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(a.seed * 1000 + step))
         for b in range(steps_per_epoch):
@@ -144,7 +200,16 @@ def main():
             step += 1
             if a.log_every > 0 and step % a.log_every == 0 and rank == 0:
                 print(f"step {step}: loss {float(loss):.4f}", file=sys.stderr, flush=True)
-    seconds = time.perf_counter() - t0
+            if a.eval_every > 0 and (step % a.eval_every == 0 or step == total):
+                at, written_now = time.perf_counter(), wchar()
+                point = {"step": step, "seconds": at - t0 - paused, "bytes_written": written_now - written0,
+                         "accuracy": test_accuracy(model, test_x, test_y, rank, world, a.eval_images)}
+                curve.append(point)
+                if rank == 0:
+                    print("EVAL " + json.dumps(point), flush=True)
+                dist.barrier()  # every rank resumes the clock together
+                paused += time.perf_counter() - at
+    seconds = time.perf_counter() - t0 - paused
     written = wchar() - written0
 
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -158,13 +223,19 @@ def main():
               "powersgd_rank": a.rank_powersgd if a.hook == "powersgd" else None, "world": world,
               "seed": a.seed, "start_iter": a.start_iter, "steps": step, "epochs": a.epochs, "accuracy": accuracy,
               "mean_train_loss": loss_sum / max(step, 1), "bytes_written_per_rank": written,
-              "seconds_per_step": seconds / max(step, 1), "parameters": flat.numel(), "identical": identical}
+              "seconds_per_step": seconds / max(step, 1), "parameters": flat.numel(), "identical": identical,
+              "model": a.model, "label": a.label, "lr": a.lr, "momentum": a.momentum, "batch": a.batch, "curve": curve}
     if a.hook == "sketch":
         s = hook_state.stats()
         result.update({"hook_payload_bytes": s["total"]["bytes_sent"], "hook_wire_bytes": s["total"]["wire_bytes"],
                        "achieved_compression": hook_state.compression(), "plans": hook_state.plans()})
     if rank == 0:
         print("RESULT " + json.dumps(result), flush=True)
+    # A rank that cannot shut down within a minute prints where it hangs and
+    # exits with 1 rather than hold a study's next run. (Ranks did hang in
+    # their objects' destructors at return when the job's last collective was
+    # a small int64 allreduce, so the accuracy at the end is every rank's own.)
+    faulthandler.dump_traceback_later(60, exit=True)
     dist.destroy_process_group()
     if not identical:
         raise SystemExit("train: ranks ended with different parameters")

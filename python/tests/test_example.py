@@ -34,3 +34,23 @@ def test_example_refuses_bad_options():
     run = subprocess.run([sys.executable, str(TRAIN), "--compression", "-3"], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 2 and "--compression" in run.stderr and "positive" in run.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist missing")
+def test_example_curve_on_the_mlp_in_one_bucket():
+    """The study's options (bench/python/time_to_accuracy.sh): the MLP, PowerSGD
+    in one bucket (torch 1.13's aborts over gloo with several), an
+    evaluation every 3 steps whose time is not training time."""
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--redirects", "1", "--tee", "1", "--nproc_per_node", "2",
+         "--master_port", str(free_port()), str(TRAIN), "--model", "mlp", "--width", "64", "--hook", "powersgd",
+         "--rank-powersgd", "2", "--one-bucket", "--max-steps", "7", "--start-iter", "2", "--eval-every", "3",
+         "--eval-images", "500", "--label", "loopback"],
+        capture_output=True, text=True, timeout=180, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(next(line.split("RESULT ", 1)[1] for line in run.stdout.splitlines() if "RESULT " in line))
+    assert result["parameters"] == 784 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10 and result["identical"]
+    assert result["label"] == "loopback" and [p["step"] for p in result["curve"]] == [3, 6, 7]
+    seconds = [p["seconds"] for p in result["curve"]]
+    assert 0 < seconds[0] < seconds[1] < seconds[2] and all(0 <= p["accuracy"] <= 1 for p in result["curve"])
+    assert result["seconds_per_step"] * 7 == pytest.approx(seconds[2], rel=0.01)  # evaluations not counted
