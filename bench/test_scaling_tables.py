@@ -5,8 +5,9 @@ published raw files: docs/results/scaling/validation.md and .csv from its
 compute, latency, rig_compute and measured CSVs (bench/scaling_table.py
 validate), and prediction.csv and prediction_gpu_model.csv from compute.csv
 and stream_read.json (bench/step_model.py as bench/scaling.sh runs it: its
-defaults, and --gpu-model). Fails, naming the file, when the scripts or the
-data drift.
+defaults, and --gpu-model); and docs/results/time_to_accuracy's tables from
+its RESULT lines (bench/python/time_to_accuracy.py). Fails, naming the
+file, when the scripts or the data drift.
 
     test_scaling_tables.py [RESULTS_DIR]
 """
@@ -50,6 +51,15 @@ def main() -> int:
         print(f"{'ok  ' if refused else 'FAIL'} a folder without rig_compute.csv: "
               f"{'refused' if refused else 'exit ' + str(old.returncode) + ': ' + old.stderr.strip()[-200:]}")
         ok &= refused
+    # docs/results/time_to_accuracy: its tables from its RESULT lines (bench/python/time_to_accuracy.py).
+    tta = os.path.join(results, "..", "time_to_accuracy")
+    with tempfile.TemporaryDirectory() as out:
+        for target in ("0.84", "0.85"):
+            name = f"results_{target[2:]}.md"
+            with open(os.path.join(out, name), "w") as f:
+                subprocess.run([sys.executable, os.path.join(here, "python", "time_to_accuracy.py"),
+                                os.path.join(tta, "results.jsonl"), "--target", target], check=True, stdout=f)
+            ok &= same(name, os.path.join(out, name), os.path.join(tta, name))
     return 0 if ok else 1
 
 
