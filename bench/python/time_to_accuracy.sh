@@ -14,7 +14,7 @@
 # (50), TARGET (0.84: the accuracy whose time is reported), CONFIGS (one
 # train.py option set per line; default: the five above). Needs root and the
 # package installed (bash scripts/python_test.sh; PYTHONPATH defaults to
-# build-test/python). About 6 minutes a run on 2 cores.
+# build-test/python). 4 to 14 minutes a run on 2 cores (PowerSGD the longest).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-build-test/time-to-accuracy}"
