@@ -39,7 +39,7 @@ SKETCHSGD_RANK=0 SKETCHSGD_SIZE="$world" SKETCHSGD_TCP_ROOT="$root_host:0" SKETC
   SKETCHSGD_TCP_PORT_FILE="$dir/port" "${pre[@]}" "$@" &
 pids+=($!)
 if [ "$world" -gt 1 ]; then
-  for _ in $(seq 1 200); do [ -s "$dir/port" ] && break; sleep 0.05; done
+  for _ in $(seq 1 1200); do [ -s "$dir/port" ] && break; sleep 0.05; done  # 60 s: a Python rank imports torch first
   if [ ! -s "$dir/port" ]; then echo "tcp_launch: rank 0 did not start listening" >&2; exit 1; fi
   port="$(cat "$dir/port")"
   for rank in $(seq 1 $((world - 1))); do

@@ -124,7 +124,7 @@ def launched_by_tcp_launch():
                        "MASTER_PORT": port})
 
 
-def test_accuracy(model, test_x, test_y, rank, world, n):
+def shared_accuracy(model, test_x, test_y, rank, world, n):
     """The share of the first n test images right, each rank evaluating 1/W of them."""
     n = min(n, len(test_x))
     share = slice(rank * n // world, (rank + 1) * n // world)
@@ -132,6 +132,14 @@ def test_accuracy(model, test_x, test_y, rank, world, n):
         right = torch.tensor([int((model(test_x[share]).argmax(1) == test_y[share]).sum())], dtype=torch.int64)
     dist.all_reduce(right)
     return int(right) / n
+
+
+def exit_within(seconds):
+    """A rank that cannot shut down within ``seconds`` prints where it hangs
+    and exits with 1 rather than hold a study's next run. (Ranks did hang in
+    their objects' destructors at return when the job's last collective was
+    a small int64 allreduce, so the accuracy at the end is every rank's own.)"""
+    faulthandler.dump_traceback_later(seconds, exit=True)
 
 
 def wchar():
@@ -203,7 +211,7 @@ def main():
             if a.eval_every > 0 and (step % a.eval_every == 0 or step == total):
                 at, written_now = time.perf_counter(), wchar()
                 point = {"step": step, "seconds": at - t0 - paused, "bytes_written": written_now - written0,
-                         "accuracy": test_accuracy(model, test_x, test_y, rank, world, a.eval_images)}
+                         "accuracy": shared_accuracy(model, test_x, test_y, rank, world, a.eval_images)}
                 curve.append(point)
                 if rank == 0:
                     print("EVAL " + json.dumps(point), flush=True)
@@ -231,11 +239,7 @@ def main():
                        "achieved_compression": hook_state.compression(), "plans": hook_state.plans()})
     if rank == 0:
         print("RESULT " + json.dumps(result), flush=True)
-    # A rank that cannot shut down within a minute prints where it hangs and
-    # exits with 1 rather than hold a study's next run. (Ranks did hang in
-    # their objects' destructors at return when the job's last collective was
-    # a small int64 allreduce, so the accuracy at the end is every rank's own.)
-    faulthandler.dump_traceback_later(60, exit=True)
+    exit_within(60)
     dist.destroy_process_group()
     if not identical:
         raise SystemExit("train: ranks ended with different parameters")

@@ -10,7 +10,8 @@ import pytest
 
 from sketchsgd.local import free_port
 
-TRAIN = pathlib.Path(__file__).resolve().parents[2] / "examples" / "pytorch" / "train.py"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TRAIN = ROOT / "examples" / "pytorch" / "train.py"
 
 
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist missing")
@@ -54,3 +55,31 @@ def test_example_curve_on_the_mlp_in_one_bucket():
     seconds = [p["seconds"] for p in result["curve"]]
     assert 0 < seconds[0] < seconds[1] < seconds[2] and all(0 <= p["accuracy"] <= 1 for p in result["curve"])
     assert result["seconds_per_step"] * 7 == pytest.approx(seconds[2], rel=0.01)  # evaluations not counted
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist missing")
+def test_example_under_tcp_launch():
+    """Ranks started by scripts/tcp_launch.sh, as bench/netns_cluster.sh starts
+    them (one namespace each), take torch's rank, world size and rendezvous
+    from its SKETCHSGD_* variables: rank 0 publishes the store's port."""
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "tcp_launch.sh"), "-n", "2", "--timeout", "170", "--", "env",
+         f"MASTER_PORT={free_port()}", sys.executable, str(TRAIN), "--hook", "sketch", "--method", "sketched",
+         "--max-steps", "6", "--start-iter", "2"],
+        capture_output=True, text=True, timeout=180,
+        env={k: v for k, v in dict(os.environ, OMP_NUM_THREADS="1").items()
+             if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")})
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = [json.loads(line.split("RESULT ", 1)[1]) for line in run.stdout.splitlines() if "RESULT " in line]
+    assert len(results) == 1, run.stdout[-3000:]  # rank 0's only
+    assert results[0]["world"] == 2 and results[0]["steps"] == 6 and results[0]["identical"]
+
+
+def test_example_exits_when_shutdown_hangs():
+    """train.py's exit_within: a rank stuck at shutdown prints where it hangs
+    and exits with 1 instead of holding a study's next run."""
+    code = (f"import sys, time; sys.path.insert(0, {str(TRAIN.parent)!r}); import train; "
+            "train.exit_within(1); time.sleep(120)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "Timeout (0:00:01)!" in run.stderr and 'File "<string>", line 1 in <module>' in run.stderr, run.stderr
