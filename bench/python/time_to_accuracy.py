@@ -3,8 +3,9 @@
 """Summarizes time_to_accuracy.sh's RESULT lines (examples/pytorch/train.py
 with --eval-every): per link rate, a Markdown table of time and bytes to the
 target accuracy and of final accuracy (stdout), and with --plots DIR the
-curves as gnuplot data and a gnuplot script (DIR/plot.gp: accuracy against
-training time and against bytes, one pair of plots per rate).
+curves as gnuplot data (per hook, the mean over its seeds) and a gnuplot
+script (DIR/plot.gp: accuracy against training time and against bytes, one
+pair of plots per rate).
 
     python3 bench/python/time_to_accuracy.py results.jsonl --target 0.84 --plots DIR
 
@@ -17,17 +18,10 @@ import json
 import os
 import re
 import statistics
+import sys
 
-
-def name(r):
-    if r["hook"] == "allreduce":
-        return "allreduce (DDP default)"
-    if r["hook"] == "fp16":
-        return "fp16_compress_hook"
-    if r["hook"] == "powersgd":
-        return f"PowerSGD rank {r['powersgd_rank']}"
-    method = {"sketched": "Sketched-SGD", "fetchsgd": "FetchSGD"}.get(r["method"], r["method"])
-    return f"sketch hook, {method} {r['compression_target']:g}x"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "pytorch"))
+from summary import label as name  # noqa: E402 - the hooks' names, as examples/pytorch/compare.sh's tables give them
 
 
 def reached(curve, target):
@@ -98,22 +92,31 @@ def across_rates(rows):
 
 
 def plots(rows, folder):
-    """One data file per run, and a gnuplot script drawing them."""
+    """One data file per hook and rate (the mean over its seeds at every
+    evaluation they share), and a gnuplot script drawing them."""
     script = ["set terminal pngcairo size 1100,420 font ',10' noenhanced", "set key bottom right", "set grid",
               "set ylabel 'test accuracy (%, 2,000 images)'", "set yrange [78:*]"]
     for rate in by_rate(r["label"] for r in rows):
-        files = []
+        runs = {}
         for r in rows:
-            if r["label"] != rate:
-                continue
+            if r["label"] == rate:
+                runs.setdefault(name(r), []).append(r)
+        files = []
+        for label, group in runs.items():
+            r = group[0]
             path = os.path.join(folder, f"curve_{rate}_{r['hook']}_{r.get('method') or r.get('powersgd_rank') or ''}"
-                                        f"_seed{r['seed']}.dat")
+                                        ".dat")
+            curves = [{p["step"]: p for p in g["curve"]} for g in group]
+            steps = sorted(set.intersection(*(set(c) for c in curves)))
             with open(path, "w") as f:
-                f.write("# step seconds megabytes accuracy\n")
-                for p in r["curve"]:
-                    f.write(f"{p['step']} {p['seconds']:.3f} {p['bytes_written'] / 1e6:.3f} "
-                            f"{100 * p['accuracy']:.2f}\n")
-            files.append((path, f"{name(r)} (seed {r['seed']})"))
+                seeds = ", ".join(str(g["seed"]) for g in group)
+                f.write(f"# step seconds megabytes accuracy (means over seeds {seeds})\n")
+                for step in steps:
+                    mean = lambda key: statistics.mean(c[step][key] for c in curves)  # noqa: E731
+                    f.write(f"{step} {mean('seconds'):.3f} {mean('bytes_written') / 1e6:.3f} "
+                            f"{100 * mean('accuracy'):.2f}\n")
+            seeds = f"{len(group)} seeds" if len(group) > 1 else f"seed {r['seed']}"
+            files.append((path, f"{label} ({seeds})"))
         for column, axis, tag in ((2, "training time (s)", "time"), (3, "MB written per rank", "bytes")):
             script += [f"set output '{os.path.join(folder, f'accuracy_vs_{tag}_{rate}.png')}'",
                        f"set xlabel '{axis}'", f"set title 'W = 4, 5.8M-parameter MLP, {rate}/s per rank'",
