@@ -574,6 +574,31 @@ TEST_CASE("device compositions: HEAVYMIX recovery with lazy AdamW equals the CPU
       true);
 }
 
+TEST_CASE("device optimizers: a stream per call gives the options' stream's bits", "[cuda][optim]") {
+  inproc_world world(1);
+  auto t = world.transport(0);
+  communicator<inproc_transport> comm(t);
+  using gpu_opt = sketched_sgd<float, inproc_transport, multiply_shift, cuda_t>;
+  const sketched_sgd_options<float> o{.dimension = 5000, .sketch = {.rows = 3, .cols = 400, .seed = 2}, .k = 40};
+  gpu_opt usual(comm, o, {.accumulation = cuda_accumulation::ordered});
+  gpu_opt per_call(comm, o, {.accumulation = cuda_accumulation::ordered});
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  const cuda_execution on_stream{.stream = stream, .accumulation = cuda_accumulation::ordered};
+  auto a = upload(std::vector<float>(5000, 1.0F));
+  auto b = upload(std::vector<float>(5000, 1.0F));
+  for (std::uint64_t s = 0; s < 3; ++s) {
+    const auto g = upload(test::normal_vector<float>(5000, 40 + s));
+    const model_update<float> expected = usual.step(cspan(g));
+    REQUIRE(per_call.step(cspan(g), on_stream) == expected);  // a step returns its update on the host, complete
+    usual.apply(a.span());
+    per_call.apply(b.span(), 1.0F, on_stream);
+    REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+    REQUIRE(same_bits(download(cspan(b)), download(cspan(a))));
+  }
+  REQUIRE(cudaStreamDestroy(stream) == cudaSuccess);
+}
+
 TEST_CASE("device optimizers: options are checked before any I/O, NaN is caught", "[cuda][optim]") {
   inproc_world world(1);
   auto t = world.transport(0);

@@ -213,6 +213,69 @@ TEMPLATE_TEST_CASE("a split-phase step equals the transport-driven step", "[opti
   SECTION("gTop-k") { check_split_phase<gtopk_aggregation<V>>({.k = 30, .feedback = ef}); }
 }
 
+namespace {
+
+/// A split-phase Sketched-SGD that shows the threads its device calls run with.
+struct execution_probe : composed_optimizer<sketched_aggregation<float>, sgd_update<float>> {
+  using composed_optimizer::composed_optimizer;
+  unsigned threads() { return device_context().exec.threads; }
+};
+
+}  // namespace
+
+TEST_CASE("a step or an apply runs as its call says, then as the options say", "[optim][split]") {
+  auto o = with<sketched_aggregation<float>>({.sketch = sketch, .k = 30, .candidates_factor = 2});
+  o.exec.threads = 1;
+  const auto reference = split(3, 3000, o, 3, [](auto& comm, const auto& r) { detail::run_round(comm, r); });
+  std::vector<trace<float>> out(3);
+  std::vector<std::vector<unsigned>> seen(3);  // threads inside each step's rounds, after it, after each apply
+  on_inproc(3, [&](int r, T& t) {
+    communicator comm(t);
+    execution_probe opt(r, 3, o);
+    auto& mine = seen[static_cast<std::size_t>(r)];
+    std::vector<float> params(3000, 1.0F);
+    for (std::uint64_t s = 0; s < 3; ++s) {
+      const auto g = gradient_of<float>(r, s, 3000);
+      auto rounds = opt.step_rounds(g, {.threads = 2});
+      while (auto* round = rounds.next()) {
+        mine.push_back(opt.threads());
+        detail::run_round(comm, *round);
+      }
+      mine.push_back(opt.threads());
+      out[static_cast<std::size_t>(r)].updates.push_back(opt.last_update());
+      opt.apply(params, 1.0F, {.threads = 2});
+      mine.push_back(opt.threads());
+    }
+    std::ostringstream os;
+    opt.save(os);
+    out[static_cast<std::size_t>(r)].state = os.str();
+  });
+  CHECK(out == reference);  // the threads change no bit
+  for (const auto& mine : seen) {
+    REQUIRE(mine.size() > 6);
+    std::size_t at = 0;
+    for (int s = 0; s < 3; ++s) {
+      const std::size_t first = at;
+      while (at < mine.size() && mine[at] == 2) ++at;  // inside the step's rounds
+      CHECK(at > first);
+      REQUIRE(at + 1 < mine.size());
+      CHECK(mine[at] == 1);      // the step done: the options' threads again
+      CHECK(mine[at + 1] == 1);  // and after the apply
+      at += 2;
+    }
+    CHECK(at == mine.size());
+  }
+  // A step abandoned half way leaves the options' execution too.
+  execution_probe solo(0, 1, o);
+  const auto g = gradient_of<float>(0, 0, 3000);
+  {
+    auto rounds = solo.step_rounds(g, {.threads = 2});
+    REQUIRE(rounds.next() != nullptr);
+    CHECK(solo.threads() == 2);
+  }
+  CHECK(solo.threads() == 1);
+}
+
 TEST_CASE("split phase checks sizes and counts modeled bytes", "[optim][split]") {
   using S = sketched_aggregation<float>;
   composed_optimizer<S, sgd_update<float>> opt(0, 1, with<S>({.sketch = sketch, .k = 10}));

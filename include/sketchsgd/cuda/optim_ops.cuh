@@ -98,6 +98,13 @@ struct device_ops<cuda_t> {
     }
   };
 
+  /// The calls that follow run as `e` says: its stream (a step's own, as
+  /// CUB takes one per call), its accumulation and host threads. Work already
+  /// enqueued on the stream before stays there: the caller orders the two.
+  static void run_as(context& c, const cuda_execution& e) noexcept {
+    c.exec = e.host;
+    c.cuda = e;
+  }
   template <class T>
   static buffer<T> zeros(std::size_t n, context& c) {
     buffer<T> b(n);

@@ -165,15 +165,17 @@ concept recovery_policy =
 
 /// A device's operations (`detail::device_ops<D>`: optim/step/device_ops.hpp,
 /// cuda/optim_ops.cuh) as the driver calls them: a `context` from the
-/// options' `execution`, the non-finite count, the dense coordinates' gather
-/// to the host, `apply`, `finish`, and state sections' copies between host
-/// and device, for device and host (update rules') sections alike.
+/// options' `execution` and `run_as` (one call's own), the non-finite count,
+/// the dense coordinates' gather to the host, `apply`, `finish`, and state
+/// sections' copies between host and device, for device and host (update
+/// rules') sections alike.
 template <class Ops, class Value>
 concept device_operations =
     requires(typename Ops::execution e, typename Ops::context& c, typename Ops::template gradient<Value> x,
              typename Ops::template span<Value> y, std::span<Value> host, const detail::coordinate_split& split,
              const model_update<Value>& u, Value factor) {
       static_cast<typename Ops::context>(typename Ops::context{e});  // as the driver builds it
+      Ops::run_as(c, e);                                              // a call's own execution
       { Ops::count_nonfinite(x, c) } -> std::convertible_to<std::int64_t>;
       Ops::gather_dense(x, split, host, c);
       Ops::apply(u, y, factor, c);

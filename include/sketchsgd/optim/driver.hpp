@@ -11,6 +11,7 @@
 #include <functional>
 #include <istream>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <span>
 #include <sstream>
@@ -136,6 +137,9 @@ class composed_optimizer {
   using options_type = composed_options<Aggregation, UpdateRule>;
   /// What `step_rounds` yields.
   using round_type = collective_round<value_type>;
+  /// How one call may run (`step`, `step_rounds`, `apply`): CUDA's stream,
+  /// accumulation and host threads (`cuda_execution`), the CPU's threads.
+  using execution_type = typename ops::execution;
   /// The split-phase form of a step.
   using step_generator = round_generator<value_type>;
   /// Whether `step` and `step_rounds` also take 16-bit gradients
@@ -166,6 +170,15 @@ class composed_optimizer {
   const model_update<value_type>& step(gradient_type gradient) requires(!external) {
     return carry(step_rounds(gradient));
   }
+  /// The same step run as `how` says, this call only (later calls run as
+  /// the options' `exec` again): on CUDA its work is enqueued on
+  /// `how.stream` (a stream per call, as CUB takes it; see docs/cuda.md's
+  /// stream contract for the ordering the caller owes), on the CPU it uses
+  /// `how.threads`. The bits do not depend on it, but for CUDA's choice of
+  /// accumulation.
+  const model_update<value_type>& step(gradient_type gradient, const execution_type& how) requires(!external) {
+    return carry(step_rounds(gradient, how));
+  }
   /// The same with a 16-bit gradient (see `takes_16_bit`).
   const model_update<value_type>& step(std::span<const bfloat16_t> gradient) requires(!external && takes_16_bit) {
     return carry(step_rounds(gradient));
@@ -185,6 +198,10 @@ class composed_optimizer {
   /// @throws std::invalid_argument at once for a gradient of the wrong size;
   /// from `next()` whatever `step` throws.
   [[nodiscard]] step_generator step_rounds(gradient_type gradient) { return start(gradient); }
+  /// The same run as `how` says, from the first `next()` to the last (see `step`).
+  [[nodiscard]] step_generator step_rounds(gradient_type gradient, const execution_type& how) {
+    return start(gradient, how);
+  }
   /// The same with a 16-bit gradient (see `takes_16_bit`).
   [[nodiscard]] step_generator step_rounds(std::span<const bfloat16_t> gradient) requires takes_16_bit {
     return start(gradient);
@@ -201,6 +218,11 @@ class composed_optimizer {
   /// `last_update().apply(params, factor)`.
   /// @throws std::invalid_argument if the update does not fit `params`.
   void apply(typename ops::template span<value_type> params, value_type factor = value_type{1}) {
+    ops::apply(update_, params, factor, device_);
+  }
+  /// The same run as `how` says, this call only (CUDA: on `how.stream`).
+  void apply(typename ops::template span<value_type> params, value_type factor, const execution_type& how) {
+    const call_execution call(*this, how);
     ops::apply(update_, params, factor, device_);
   }
   /// Communication and time so far (split phase: bytes as sketchsgd's own
@@ -373,17 +395,34 @@ class composed_optimizer {
     return update_;
   }
 
+  /// The device runs one call as `how` says, then as the options say.
+  class call_execution {
+   public:
+    call_execution(composed_optimizer& o, const std::optional<execution_type>& how) : o_(how ? &o : nullptr) {
+      if (how) ops::run_as(o.device_, *how);
+    }
+    ~call_execution() {
+      if (o_ != nullptr) ops::run_as(o_->device_, o_->opt_.exec);
+    }
+    call_execution(const call_execution&) = delete;
+    call_execution& operator=(const call_execution&) = delete;
+
+   private:
+    composed_optimizer* o_;
+  };
+
   /// Checks the gradient's size and starts the step.
-  step_generator start(any_gradient gradient) {
+  step_generator start(any_gradient gradient, std::optional<execution_type> how = {}) {
     if (gradient.size() != opt_.dimension) {
       throw std::invalid_argument(std::string(name_) + "::step: gradient has " + std::to_string(gradient.size()) +
                                   " values, expected " + std::to_string(opt_.dimension));
     }
-    return run(gradient);
+    return run(gradient, std::move(how));
   }
 
   /// The step as a coroutine: see the class comment.
-  step_generator run(any_gradient gradient) {
+  step_generator run(any_gradient gradient, std::optional<execution_type> how) {
+    const call_execution call(*this, how);  // in the frame: from the first next() to the end
     accounting_.begin(counters());
     update_.indices.clear();  // keeps the capacity
     update_.values.clear();

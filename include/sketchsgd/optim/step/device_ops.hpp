@@ -47,6 +47,8 @@ struct device_ops<cpu_t> {
   struct context {
     cpu_execution exec{};
   };
+  /// The calls that follow run as `e` says (a step's own threads).
+  static void run_as(context& c, const execution& e) noexcept { c.exec = e; }
   template <class T>
   static buffer<T> zeros(std::size_t n, context&) {
     return buffer<T>(n, T{});
