@@ -256,6 +256,9 @@ TEST_CASE("device sketch: float estimates and l2 from the same table equal the C
     REQUIRE(same_bits(download(cspan(dest)), est));
     // Sums of squares of floats round differently in a tree: close, not equal.
     REQUIRE(gpu.l2_estimate() == Approx(cpu.l2_estimate()).epsilon(1e-9));
+    // In the CPU's order (what thresholding recovery uses): equal.
+    cuda_workspace ws;
+    REQUIRE(gpu.l2_estimate_in_order(ws) == cpu.l2_estimate());
   }
 }
 

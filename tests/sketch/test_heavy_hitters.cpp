@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-// l2 heavy hitters and HEAVYMIX.
+// l2 heavy hitters and HEAVYMIX, and the recovery policies that select as they do.
 
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <set>
+#include <span>
+#include <type_traits>
 #include <vector>
 
 #include "sketchsgd/sketchsgd.hpp"
@@ -70,4 +73,70 @@ TEST_CASE("heavymix with k = d returns every coordinate", "[heavy_hitters]") {
   const auto all = heavymix(s, 1000, 1000, 5);
   REQUIRE(all.size() == 1000);
   for (std::size_t i = 0; i < 1000; ++i) REQUIRE(all.indices[i] == i);
+}
+
+namespace {
+
+/// Equal indices, and values equal or both NaN (a drawn fill coordinate may share a NaN cell).
+template <class V>
+bool same_selection(const sparse_update<V>& a, const sparse_update<V>& b) {
+  if (a.indices != b.indices || a.values.size() != b.values.size()) return false;
+  for (std::size_t j = 0; j < a.values.size(); ++j) {
+    if (!(a.values[j] == b.values[j] || (a.values[j] != a.values[j] && b.values[j] != b.values[j]))) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("the threshold and HEAVYMIX policies select what heavy_hitters and heavymix select",
+                   "[heavy_hitters][recovery]", float, double, std::int64_t) {
+  // The policies take the sketch's top count and keep it above the threshold
+  // (so any device that can take a top k runs them): the same set and values.
+  using V = TestType;
+  using ops = detail::device_ops<cpu_t>;
+  ops::context ctx{};
+  const std::size_t d = 20000;
+  std::size_t cut = 0;  // threshold cases where more than count were heavy: the cut is exercised
+  std::size_t whole = 0;  // and where all of a non-empty heavy set was kept
+  for (const std::size_t rows : {std::size_t{1}, std::size_t{3}, std::size_t{5}}) {
+    for (std::uint64_t seed = 1; seed <= 4; ++seed) {
+      std::vector<V> x(d);
+      splitmix64 rng(seed * 31 + rows);
+      for (auto& e : x) e = static_cast<V>(static_cast<std::int64_t>(rng.next_below(9)) - 4);  // many ties
+      for (std::size_t i = 0; i < d; i += 997) x[i] = static_cast<V>(300 + static_cast<int>(i % 7));  // heavy, tied
+      if constexpr (std::is_floating_point_v<V>) {
+        if (seed == 4) x[5] = std::numeric_limits<V>::quiet_NaN();
+      }
+      count_sketch<V, multiply_shift> s({.rows = rows, .cols = 500, .seed = seed});
+      s.accumulate(std::span<const V>(x));
+      std::vector<V> scratch(d);
+      for (const std::size_t count : {std::size_t{1}, std::size_t{7}, std::size_t{25}, std::size_t{60},
+                                      std::size_t{400}}) {
+        INFO("rows " << rows << ", seed " << seed << ", count " << count);
+        for (const double phi : {0.001, 0.01, 0.2}) {
+          INFO("phi " << phi);
+          sparse_update<V> expected = heavy_hitters(s, d, phi);
+          if (!expected.indices.empty()) ++(expected.size() > count ? cut : whole);
+          if (expected.size() > count) {  // what threshold_recovery did before: the count largest
+            const auto best = top_k(expected.values, count);
+            sparse_update<V> kept;
+            kept.values = best.values;
+            for (const std::uint64_t pos : best.indices) kept.indices.push_back(expected.indices[pos]);
+            expected = std::move(kept);
+          }
+          CHECK(same_selection(threshold_recovery{.phi = phi}.select<ops>(s, d, count, std::span<V>(scratch), ctx, 0),
+                               expected));
+        }
+        for (const std::uint64_t step : {std::uint64_t{0}, std::uint64_t{5}}) {
+          INFO("step " << step);
+          const auto expected = heavymix(s, d, count, mix64(seed ^ (0x9E3779B97F4A7C15ULL * (step + 1))));
+          CHECK(same_selection(
+              heavymix_recovery{.seed = seed}.select<ops>(s, d, count, std::span<V>(scratch), ctx, step), expected));
+        }
+      }
+    }
+  }
+  CHECK(cut > 10);
+  CHECK(whole > 10);
 }

@@ -239,11 +239,22 @@ struct device_ops<cuda_t> {
   static sparse_update<V> top_k(span<const V> x, std::size_t count, context& c) {
     return sketchsgd::top_k(x, count, c.ws, c.stream());
   }
-  /// A host copy of the sketch (r c values).
+  /// The sketch's estimate of ||x||_2, the CPU's bits (`l2_estimate_in_order`).
   template <class Sketch>
-  static auto on_host(const Sketch& s, context& c) {
-    c.wait("cuda optimizer: sketch to host");
-    return s.to_cpu();
+  static double l2_estimate(const Sketch& s, context& c) {
+    return s.l2_estimate_in_order(c.ws, c.stream());
+  }
+  /// The sketch's estimates at host `keys` (through device scratch), into host `out`.
+  template <class Sketch, class V>
+  static void estimate(const Sketch& s, std::span<const std::uint64_t> keys, std::span<V> out, context& c) {
+    if (keys.empty()) return;
+    const std::size_t at = workspace_round(keys.size_bytes());
+    std::byte* base = c.scratch_for(at + out.size_bytes());
+    auto* values = reinterpret_cast<V*>(base + at);
+    s.estimate(device_span<const std::uint64_t>(c.put(keys, base), keys.size()), device_span<V>(values, out.size()),
+               c.stream());
+    c.copy(out.data(), values, out.size_bytes(), cudaMemcpyDeviceToHost, "cuda optimizer: estimates");
+    c.wait("cuda optimizer: estimates");
   }
   template <class Sketch>
   static void zero_buckets_of(Sketch& s, std::span<const std::uint64_t> indices, context& c) {

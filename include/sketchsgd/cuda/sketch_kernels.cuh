@@ -234,6 +234,23 @@ __global__ void __launch_bounds__(cuda_tuning::block_threads)
   if (threadIdx.x == 0) partial[std::uint64_t{blockIdx.y} * gridDim.x + blockIdx.x] = total;
 }
 
+/// The CPU's `l2_estimate` order: thread r adds row r's squares in column
+/// order, in double, each operation rounded on its own, into `sums[r]`. One
+/// dependent chain of `cols` additions a row: slow, and bit-identical to the
+/// CPU.
+template <class Value>
+__global__ void row_square_sums_in_order(const Value* table, std::uint64_t rows, std::uint64_t cols, double* sums) {
+  const std::uint64_t r = std::uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  const Value* const row = table + r * cols;
+  double s = 0;
+  for (std::uint64_t i = 0; i < cols; ++i) {
+    const auto v = static_cast<double>(row[i]);
+    s = __dadd_rn(s, __dmul_rn(v, v));
+  }
+  sums[r] = s;
+}
+
 }  // namespace sketchsgd::detail::cuda_kernels
 
 namespace sketchsgd::detail {
@@ -344,6 +361,14 @@ struct cuda_sketch_dispatch {
     const dim3 grid(cuda_tuning::l2_blocks_per_row, static_cast<unsigned>(cfg.rows));
     cuda_kernels::row_square_sums<Value><<<grid, cuda_tuning::block_threads, 0, stream>>>(table, cfg.cols, partial);
     cuda_check_launch("count_sketch<cuda>::l2_estimate");
+  }
+  /// Each row's sum of squares in the CPU's order, `rows` doubles into `sums`.
+  static void row_square_sums_in_order(const Value* table, const sketch_config& cfg, double* sums,
+                                       cudaStream_t stream) {
+    constexpr unsigned threads = 32;  // one a row
+    const auto blocks = static_cast<unsigned>((cfg.rows + threads - 1) / threads);
+    cuda_kernels::row_square_sums_in_order<Value><<<blocks, threads, 0, stream>>>(table, cfg.rows, cfg.cols, sums);
+    cuda_check_launch("count_sketch<cuda>::l2_estimate_in_order");
   }
 
  private:

@@ -64,30 +64,54 @@ template <sketch_value Value, hash_family HashFamily>
   return out;
 }
 
-/// HEAVYMIX (Ivkin et al. 2019, the selection their guarantees assume): the
-/// l2 heavy hitters for phi = 1/k (the k largest of them if there are more),
-/// filled up to k coordinates drawn uniformly without replacement from the
-/// rest with `splitmix64(seed)`, so every rank passing the same seed draws the
-/// same ones. Values are the estimates; indices increasing.
-/// @throws std::invalid_argument if k > d or k == 0.
-template <sketch_value Value, hash_family HashFamily>
-[[nodiscard]] sparse_update<Value> heavymix(const count_sketch<Value, HashFamily, cpu_t>& sketch, std::uint64_t d,
-                                            std::size_t k, std::uint64_t seed, cpu_execution exec = {}) {
+namespace detail {
+
+/// `top` (the `count` largest |estimate|, indices increasing, as `top_k`
+/// gives them) cut to the coordinates with estimate^2 >= threshold, in
+/// place. This is `heavy_hitters` cut to its `count` largest: a coordinate
+/// above the threshold outranks every one below it, and both break ties to
+/// the lower index. So any device that can take the top k can threshold.
+template <class Value>
+void keep_above(sparse_update<Value>& top, double threshold) noexcept {
+  std::size_t kept = 0;
+  for (std::size_t j = 0; j < top.indices.size(); ++j) {
+    const auto e = static_cast<double>(top.values[j]);
+    if (e * e >= threshold) {  // false for NaN, as in heavy_hitters
+      top.indices[kept] = top.indices[j];
+      top.values[kept] = top.values[j];
+      ++kept;
+    }
+  }
+  top.indices.resize(kept);
+  top.values.resize(kept);
+}
+
+/// HEAVYMIX's threshold for k: phi = 1 / k, as `heavymix` computes it.
+inline double heavymix_threshold(double l2, std::size_t k) noexcept {
+  const double phi = 1.0 / static_cast<double>(k);
+  return phi * l2 * l2;
+}
+
+inline void check_heavymix_k(std::size_t k, std::uint64_t d) {
   if (k == 0 || k > d) {
     throw std::invalid_argument("heavymix: k must be in [1, d = " + std::to_string(d) + "], got " + std::to_string(k));
   }
-  sparse_update<Value> heavy = heavy_hitters(sketch, d, 1.0 / static_cast<double>(k), exec);
-  if (heavy.size() > k) {
-    // Positions into `heavy` are in index order, so ties still go to the lower index.
-    const sparse_update<Value> best = top_k(heavy.values, k, exec);
-    sparse_update<Value> kept;
-    kept.values = best.values;
-    for (const std::uint64_t pos : best.indices) kept.indices.push_back(heavy.indices[pos]);
-    heavy = std::move(kept);
-  }
+}
 
-  // Floyd's algorithm: `need` distinct positions among the m coordinates not
-  // in `heavy`, with O(need) memory and exactly `need` draws.
+/// HEAVYMIX's fill: `heavy` (at most k, indices increasing) with k - |heavy|
+/// coordinates drawn uniformly without replacement from the other d -
+/// |heavy| (Floyd's algorithm: O(k) memory, exactly that many draws from
+/// `splitmix64(seed)`), indices increasing. The drawn coordinates' values
+/// are left to the caller (the sketch's estimates, on whatever device it
+/// lives): their positions in the result are `fill`.
+template <class Value>
+struct mixed_selection {
+  sparse_update<Value> update;
+  std::vector<std::size_t> fill;
+};
+template <class Value>
+mixed_selection<Value> mix_in_fill(const sparse_update<Value>& heavy, std::uint64_t d, std::size_t k,
+                                   std::uint64_t seed) {
   const std::size_t need = k - heavy.size();
   const std::uint64_t m = d - heavy.size();
   splitmix64 rng(seed);
@@ -101,14 +125,15 @@ template <sketch_value Value, hash_family HashFamily>
   std::sort(positions.begin(), positions.end());
 
   // The p-th coordinate outside `heavy` is p plus the heavy indices below it.
-  sparse_update<Value> out;
-  out.indices.reserve(k);
-  out.values.reserve(k);
+  mixed_selection<Value> out;
+  out.update.indices.reserve(k);
+  out.update.values.reserve(k);
+  out.fill.reserve(need);
   std::size_t h = 0;
   auto emit_heavy_below = [&](std::uint64_t bound) {
     for (; h < heavy.size() && heavy.indices[h] < bound; ++h) {
-      out.indices.push_back(heavy.indices[h]);
-      out.values.push_back(heavy.values[h]);
+      out.update.indices.push_back(heavy.indices[h]);
+      out.update.values.push_back(heavy.values[h]);
     }
   };
   for (const std::uint64_t p : positions) {
@@ -117,11 +142,38 @@ template <sketch_value Value, hash_family HashFamily>
       emit_heavy_below(index + 1);
       index = p + h;
     }
-    out.indices.push_back(index);
-    out.values.push_back(sketch.estimate(index));
+    out.fill.push_back(out.update.indices.size());
+    out.update.indices.push_back(index);
+    out.update.values.push_back(Value{});
   }
   emit_heavy_below(d);
   return out;
+}
+
+}  // namespace detail
+
+/// HEAVYMIX (Ivkin et al. 2019, the selection their guarantees assume): the
+/// l2 heavy hitters for phi = 1/k (the k largest of them if there are more),
+/// filled up to k coordinates drawn uniformly without replacement from the
+/// rest with `splitmix64(seed)`, so every rank passing the same seed draws the
+/// same ones. Values are the estimates; indices increasing.
+/// @throws std::invalid_argument if k > d or k == 0.
+template <sketch_value Value, hash_family HashFamily>
+[[nodiscard]] sparse_update<Value> heavymix(const count_sketch<Value, HashFamily, cpu_t>& sketch, std::uint64_t d,
+                                            std::size_t k, std::uint64_t seed, cpu_execution exec = {}) {
+  detail::check_heavymix_k(k, d);
+  sparse_update<Value> heavy = heavy_hitters(sketch, d, 1.0 / static_cast<double>(k), exec);
+  if (heavy.size() > k) {
+    // Positions into `heavy` are in index order, so ties still go to the lower index.
+    const sparse_update<Value> best = top_k(heavy.values, k, exec);
+    sparse_update<Value> kept;
+    kept.values = best.values;
+    for (const std::uint64_t pos : best.indices) kept.indices.push_back(heavy.indices[pos]);
+    heavy = std::move(kept);
+  }
+  auto mixed = detail::mix_in_fill(heavy, d, k, seed);
+  for (const std::size_t j : mixed.fill) mixed.update.values[j] = sketch.estimate(mixed.update.indices[j]);
+  return std::move(mixed.update);
 }
 
 }  // namespace sketchsgd

@@ -114,8 +114,7 @@ class true_topk_aggregation : public detail::topk_aggregation_base<Value, Device
     const std::span<Value> sum = base::ops::stage(v, *c.device);
     c.lap(&step_timing::local);
     co_yield sum_round(sum);
-    auto best = top_k(std::span<const Value>(sum), this->opt_.k, c.device->exec);
-    base::ops::unstage(sum, v, *c.device);
+    auto best = top_k(std::span<const Value>(sum), this->opt_.k, c.device->exec);  // the sum stays on the host
     c.lap(&step_timing::recover);
     c.split->to_global(best.indices);
     out.indices = best.indices;

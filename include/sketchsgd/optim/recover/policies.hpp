@@ -6,11 +6,14 @@
 /// aggregations (Sketched-SGD's candidates, FetchSGD's update). Every rank
 /// holding the same sketch selects the same coordinates.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <span>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "sketchsgd/hash/seed_mixer.hpp"
 #include "sketchsgd/optim/state/fingerprint.hpp"
@@ -37,8 +40,10 @@ struct top_k_recovery {
 /// HEAVYMIX (Ivkin et al. 2019, the selection their guarantees assume): the
 /// l2 heavy hitters for phi = 1 / count, filled up to `count` with
 /// coordinates drawn uniformly from the rest (seeded by `seed` and the steps
-/// taken, so every rank draws the same). Runs on the host (a device sketch
-/// is copied down: r c values).
+/// taken, so every rank draws the same). On the sketch's device: its top
+/// `count`, kept above the threshold (`detail::keep_above`: the same set as
+/// `heavymix`'s), and the estimates of the drawn fill; only those `count`
+/// entries and the fill's indices cross to or from the host.
 ///
 /// The paper's HEAVYMIX selects k coordinates (phi = 1 / k) and applies all
 /// of them with their exact sums. How close each use comes:
@@ -70,10 +75,19 @@ struct heavymix_recovery {
   [[nodiscard]] bool applies_selection() const noexcept { return apply_all; }
 
   template <class Ops, class Sketch, class Scratch>
-  [[nodiscard]] auto select(const Sketch& s, std::uint64_t d, std::size_t count, Scratch /*scratch*/,
+  [[nodiscard]] auto select(const Sketch& s, std::uint64_t d, std::size_t count, Scratch scratch,
                             typename Ops::context& c, std::uint64_t step) const {
-    decltype(auto) host = Ops::on_host(s, c);
-    return heavymix(host, d, count, mix64(seed ^ (0x9E3779B97F4A7C15ULL * (step + 1))), c.exec);
+    detail::check_heavymix_k(count, d);
+    const double threshold = detail::heavymix_threshold(Ops::l2_estimate(s, c), count);
+    auto heavy = Ops::top_k(s, d, count, scratch, c);
+    detail::keep_above(heavy, threshold);
+    auto mixed = detail::mix_in_fill(heavy, d, count, mix64(seed ^ (0x9E3779B97F4A7C15ULL * (step + 1))));
+    std::vector<std::uint64_t> keys(mixed.fill.size());
+    std::vector<typename Sketch::value_type> values(keys.size());
+    for (std::size_t j = 0; j < keys.size(); ++j) keys[j] = mixed.update.indices[mixed.fill[j]];
+    Ops::estimate(s, std::span<const std::uint64_t>(keys), std::span(values), c);
+    for (std::size_t j = 0; j < keys.size(); ++j) mixed.update.values[mixed.fill[j]] = values[j];
+    return std::move(mixed.update);
   }
   // Id 4 for `apply_all`: the default's fingerprint stays what it was.
   void describe(detail::fingerprint& f) const { f.add(static_cast<std::uint8_t>(apply_all ? 4 : 2)).add(seed); }
@@ -83,7 +97,8 @@ struct heavymix_recovery {
 /// The l2 heavy hitters: every i with estimate(i)^2 >= phi l2_estimate()^2
 /// (Charikar et al.: found with high probability once cols = Omega(1/phi)),
 /// at most `count` of them (the largest). The number recovered varies from
-/// step to step. Runs on the host like `heavymix_recovery`.
+/// step to step. On the sketch's device: its top `count`, kept above the
+/// threshold (`detail::keep_above`).
 struct threshold_recovery {
   double phi = 0.0;  ///< in (0, 1]
 
@@ -91,16 +106,12 @@ struct threshold_recovery {
   // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
 
   template <class Ops, class Sketch, class Scratch>
-  [[nodiscard]] auto select(const Sketch& s, std::uint64_t d, std::size_t count, Scratch /*scratch*/,
+  [[nodiscard]] auto select(const Sketch& s, std::uint64_t d, std::size_t count, Scratch scratch,
                             typename Ops::context& c, std::uint64_t /*step*/) const {
-    decltype(auto) host = Ops::on_host(s, c);
-    auto heavy = heavy_hitters(host, d, phi, c.exec);
-    if (heavy.size() <= count) return heavy;
-    const auto best = top_k(heavy.values, count, c.exec);  // positions in index order: ties to the lower index
-    decltype(heavy) kept;
-    kept.values = best.values;
-    for (const std::uint64_t pos : best.indices) kept.indices.push_back(heavy.indices[pos]);
-    return kept;
+    const double l2 = Ops::l2_estimate(s, c);
+    auto heavy = Ops::top_k(s, d, static_cast<std::size_t>(std::min<std::uint64_t>(count, d)), scratch, c);
+    detail::keep_above(heavy, phi * l2 * l2);
+    return heavy;
   }
   void describe(detail::fingerprint& f) const { f.add(std::uint8_t{3}).add(phi); }
   void validate(const char* who) const {

@@ -207,10 +207,15 @@ struct device_ops<cpu_t> {
   static sparse_update<V> top_k(span<const V> x, std::size_t count, context& c) {
     return sketchsgd::top_k(x, count, c.exec);
   }
-  /// The sketch in host memory (a CPU sketch is its own host copy).
+  /// The sketch's estimate of ||x||_2.
   template <class Sketch>
-  static const Sketch& on_host(const Sketch& s, context&) noexcept {
-    return s;
+  static double l2_estimate(const Sketch& s, context&) noexcept {
+    return s.l2_estimate();
+  }
+  /// The sketch's estimates at host `keys`, into host `out`.
+  template <class Sketch, class V>
+  static void estimate(const Sketch& s, std::span<const std::uint64_t> keys, std::span<V> out, context&) noexcept {
+    for (std::size_t j = 0; j < keys.size(); ++j) out[j] = s.estimate(keys[j]);
   }
   template <class Sketch>
   static void zero_buckets_of(Sketch& s, std::span<const std::uint64_t> indices, context&) noexcept {
