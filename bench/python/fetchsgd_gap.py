@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
-"""Issue 27's FetchSGD gap in the DDP hook, measured: W = 2 forked ranks over
+"""Issue 27's FetchSGD gap in the DDP hook, measured: W = 2 (--world) forked ranks over
 gloo on loopback, a CNN of 114,206 parameters on Fashion-MNIST, SGD at
 learning rate 0.05 with momentum 0.9 moved into the hook by
 sketchsgd.torch.attach, global batch 128, 800 steps; one line of JSON per
@@ -118,10 +118,12 @@ def main():
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--world", type=int, default=2, help="ranks (each takes batch // world images a step)")
     a = p.parse_args()
     for spec in a.configs:
-        r = run_local(job, 2, spec, a.steps, a.lr, a.momentum, a.batch, a.seed, timeout=3600.0)
-        print(json.dumps(dict(r[0], steps=a.steps, lr=a.lr, momentum=a.momentum, batch=a.batch, seed=a.seed,
+        r = run_local(job, a.world, spec, a.steps, a.lr, a.momentum, a.batch, a.seed, timeout=3600.0)
+        print(json.dumps(dict(r[0], world=a.world, steps=a.steps, lr=a.lr, momentum=a.momentum, batch=a.batch,
+                              seed=a.seed,
                               identical=bool(all(x["accuracy"] == r[0]["accuracy"] for x in r)))), flush=True)
 
 
