@@ -98,17 +98,19 @@ inline void check_heavymix_k(std::size_t k, std::uint64_t d) {
   }
 }
 
+/// A selection and the positions in it of the coordinates drawn as fill.
+template <class Value>
+struct mixed_selection {
+  sparse_update<Value> update;
+  std::vector<std::size_t> fill;
+};
+
 /// HEAVYMIX's fill: `heavy` (at most k, indices increasing) with k - |heavy|
 /// coordinates drawn uniformly without replacement from the other d -
 /// |heavy| (Floyd's algorithm: O(k) memory, exactly that many draws from
 /// `splitmix64(seed)`), indices increasing. The drawn coordinates' values
 /// are left to the caller (the sketch's estimates, on whatever device it
 /// lives): their positions in the result are `fill`.
-template <class Value>
-struct mixed_selection {
-  sparse_update<Value> update;
-  std::vector<std::size_t> fill;
-};
 template <class Value>
 mixed_selection<Value> mix_in_fill(const sparse_update<Value>& heavy, std::uint64_t d, std::size_t k,
                                    std::uint64_t seed) {
