@@ -30,7 +30,9 @@ Each compressed bucket is one split-phase step of a C++ aggregator
 table, the second round, the dense coordinates) are carried by the process
 group's own ``allreduce``/``allgather`` futures, on the aggregator's memory
 in place. The result written back into the bucket is the aggregated
-gradient, averaged over the ranks, identical on every rank.
+gradient, averaged over the ranks, identical on every rank. Buckets go one
+after another, or with ``overlap_buckets`` interleaved in a fixed order,
+the same on every rank.
 """
 import atexit
 import collections
@@ -228,6 +230,24 @@ def _sgd_momentum(params: List[torch.Tensor]) -> float:
     return 0.0
 
 
+class _Job:
+    """One bucket's work in an iteration: ``make()`` gives its generator of
+    rounds; it computes when it can and launches a round in its turn (see
+    "carrying the jobs")."""
+
+    __slots__ = ("index", "make", "result", "last", "steps", "started", "launched", "pending", "in_flight",
+                 "outcome")
+
+    def __init__(self, index: int, make: Callable[[], Generator], result: torch.futures.Future, last: bool) -> None:
+        self.index, self.make, self.result, self.last = index, make, result, last
+        self.steps: Optional[Generator] = None
+        self.started = False
+        self.launched = 0  # rounds launched
+        self.pending: Optional[tuple] = None  # a round computed, waiting for its turn
+        self.in_flight = 0  # its rounds on the wire
+        self.outcome: Optional[tuple] = None  # ("value", v) or ("error", e) once the generator has ended
+
+
 class SketchState:
     """State of the sketch communication hook; one per DDP model.
 
@@ -279,6 +299,16 @@ class SketchState:
             bucket's coordinates, each slice's table allreduced while the next
             is sketched (``sketched_sgd_options::slices``: the same bytes, an
             estimator per slice; 1, the default: one sketch).
+        overlap_buckets: buckets do not wait for each other: each is
+            compressed when DDP hands it over, and bucket i+1's first round
+            (its sketch table) goes out before bucket i's second, so the wire
+            carries one bucket while another computes. False (the default):
+            each bucket starts when the one before has ended. The same
+            results either way; the order of the collectives differs, so
+            every rank must agree (checked at the first call; read at each
+            iteration's first bucket). It pays only where the hook's compute
+            between rounds is comparable to their wire time (docs/python.md,
+            "Overlapping buckets": not on the 2-vCPU machine measured there).
 
     The state reports what this rank sent: ``stats()`` (bytes as gloo sends
     them: payload, and with TCP's preambles), ``compression()`` (a plain
@@ -293,7 +323,7 @@ class SketchState:
                  nesterov: bool = False, weight_decay: Any = 0.0, error_feedback: bool = True,
                  mask_momentum: bool = True,
                  dense_vectors: bool = True, nonfinite: str = "throw", threads: Optional[int] = None,
-                 slices: int = 1) -> None:
+                 slices: int = 1, overlap_buckets: bool = False) -> None:
         if method not in METHODS:
             hint = (" (gTop-k's merge tree is point-to-point, and gloo's send/recv give no futures to chain in "
                     "torch 1.13: carry its rounds with sketchsgd.torch.carry_step)" if method == "gtopk" else "")
@@ -341,6 +371,7 @@ class SketchState:
         self.nonfinite = _NONFINITE[nonfinite]
         self.threads = int(threads) if threads is not None else max(1, torch.get_num_threads())
         self.slices = int(slices)
+        self.overlap_buckets = bool(overlap_buckets)
         #: Iterations seen (the last bucket of an iteration increments it), as PowerSGD's ``iter``.
         self.iter = 0
         self._plans: Dict[int, _Plan] = {}
@@ -354,9 +385,13 @@ class SketchState:
         self._agreed = False
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when the last job of a step is done
-        self._queue: collections.deque = collections.deque()
+        self._jobs: List[_Job] = []  # this iteration's, in DDP's order
+        self._turn: Optional[Tuple[int, str]] = None  # whose round may go out next (see _next_turn)
+        self._pipelined = True  # this iteration's order of turns (overlap_buckets when it began)
         self._busy = False
-        self._held: List[Tuple[torch.futures.Future, BaseException]] = []  # failed jobs' futures, see _finish
+        self._held: List[Tuple[torch.futures.Future, BaseException]] = []  # failed jobs' futures, see _settle_locked
+        self._in_flight = 0  # rounds on the wire
+        self._overlapped = 0  # rounds launched while another bucket's round was on the wire
         self._warned: set = set()
         # Every collective's Work and tensors stay referenced here for a full
         # iteration and are dropped by the thread that calls the hook: never
@@ -396,7 +431,7 @@ class SketchState:
     def _agree(self) -> None:
         """One allgather of a fixed-size block (the configuration as JSON):
         refuses a mismatch on every rank before any sized collective."""
-        text = json.dumps(self.config(), sort_keys=True).encode()
+        text = json.dumps(dict(self.config(), overlap_buckets=self.overlap_buckets), sort_keys=True).encode()
         if len(text) > _CONFIG_BLOCK:
             raise ValueError("SketchState: configuration too long to exchange")
         mine = torch.zeros(_CONFIG_BLOCK, dtype=torch.uint8)
@@ -482,7 +517,7 @@ class SketchState:
             self.iter += 1
         try:
             job = self._job(buffer, index, signature, compressed)
-        except Exception as e:  # noqa: BLE001 - through the future, like the jobs' own errors (see _finish)
+        except Exception as e:  # noqa: BLE001 - through the future, like the jobs' own errors (see _settle_locked)
             job = functools.partial(_raise, e)
         future = self._submit(job, last)
         if last:
@@ -686,105 +721,183 @@ class SketchState:
                 self._skipped += 1
         return buffer
 
-    # -- carrying the jobs: one bucket at a time, in DDP's order, so every rank
-    # -- issues the same collectives in the same order
+    # -- carrying the jobs ------------------------------------------------------------------------------------
+    #
+    # Every rank must issue the same collectives in the same order (gloo
+    # matches them by order), whenever its buckets arrive and however long its
+    # compute takes. So a job computes as soon as it can (its first round when
+    # it starts, each next one when the round before completes) but launches a
+    # round only in its turn, and the turns follow a fixed order of the
+    # iteration's jobs. first(i) is job i's first round (none if it ends
+    # without one), rest(i) its others, over once it has ended. With
+    # overlap_buckets every job starts when DDP hands over its bucket, and
+    #     first(0), first(1), rest(0), first(2), rest(1), ..., first(n), rest(n-1), rest(n):
+    # bucket i+1's first round (its sketch table) is on the wire while bucket
+    # i recovers, and bucket i's second round while bucket i+2 is sketched.
+    # Without it a job starts in its first turn, and
+    #     first(0), rest(0), first(1), rest(1), ...
+    # A job's future is completed in its rest turn, so in DDP's order.
 
-    def _submit(self, job: Callable[[], Generator], last: bool) -> torch.futures.Future:
-        result: torch.futures.Future = torch.futures.Future()
+    def _submit(self, make: Callable[[], Generator], last: bool) -> torch.futures.Future:
         with self._lock:
-            self._queue.append((job, result, last))
-            start = not self._busy
-            self._busy = True
-        if start:
-            self._start_next()
-        return result
+            if self._turn is None:  # the iteration's first job: its order of turns is fixed now
+                self._pipelined = self.overlap_buckets
+                self._turn = (0, "first")
+                self._busy = True
+            job = _Job(len(self._jobs), make, torch.futures.Future(), last)
+            self._jobs.append(job)
+            job.started = self._pipelined or self._turn == (job.index, "first")
+        if job.started:
+            self._run(job)
+        return job.result
 
-    def _start_next(self) -> None:
-        with self._lock:
-            if not self._queue:
-                self._busy = False
-                self._idle.notify_all()
-                return
-            job, result, last = self._queue.popleft()
-        try:
-            steps = job()
-        except BaseException as e:  # noqa: BLE001 - handed to DDP through the future
-            self._finish(result, last, error=e)
-            return
-        self._advance(steps, result, last, None)
+    def _next_turn(self, turn: Tuple[int, str]) -> Optional[Tuple[int, str]]:
+        """The turn after ``turn`` (None: the iteration is over); under the lock."""
+        i, part = turn
+        jobs = self._jobs
+        if not self._pipelined:
+            if part == "first":
+                return (i, "rest")
+            return None if jobs[i].last else (i + 1, "first")
+        if part == "first":
+            if i > 0:
+                return (i - 1, "rest")
+            return (0, "rest") if jobs[0].last else (1, "first")
+        if jobs[i].last:
+            return None
+        return (i + 1, "rest") if jobs[i + 1].last else (i + 2, "first")
 
-    def _finish(self, result: torch.futures.Future, last: bool, value: Any = None,
-                error: Optional[BaseException] = None) -> None:
-        """Completes a job's future, idle first: DDP may finish backward (and
-        the caller take a state_dict) as soon as the last future is set.
+    def _advance_locked(self) -> tuple:
+        """Moves the turn past every turn already taken; returns what to do
+        outside the lock (_follow): the next launch or start, the futures to
+        complete, whether the iteration is over."""
+        settle: list = []
+        action = None
+        while self._turn is not None:
+            i, part = self._turn
+            job = self._jobs[i] if i < len(self._jobs) else None
+            if job is None:
+                break  # DDP has not handed over that bucket yet
+            if part == "first" and not job.launched and job.outcome is None or part == "rest" and job.outcome is None:
+                if job.pending is not None:
+                    action, job.pending = ("launch", job, job.pending), None
+                elif not job.started:
+                    job.started = True
+                    action = ("start", job, None)
+                break
+            if part == "rest":
+                settle += self._settle_locked(job)
+            self._turn = self._next_turn(self._turn)
+        idle = self._turn is None
+        if idle:
+            self._jobs = []
+            self._busy = False
+        return action, settle, idle
 
-        A failed job's future is held until the iteration's last bucket is
-        done: backward then raises only after every bucket's collectives have
-        run, so every rank stands at the same point, and no job of the step
-        still runs on a gloo thread while the caller handles the error (one
-        that launched a collective on a group the caller had just destroyed
-        aborted the process)."""
+    def _settle_locked(self, job: _Job) -> list:
+        """The futures to complete once ``job`` has ended. A failed job's is
+        held until the iteration's last job has ended: backward then raises
+        only after every bucket's collectives have run, so every rank stands
+        at the same point, and no job of the step still runs on a gloo thread
+        while the caller handles the error (one that launched a collective on
+        a group the caller had just destroyed aborted the process)."""
+        kind, x = job.outcome
+        error = x if kind == "error" else None
         if error is not None:
             error.__traceback__ = None  # the frames would keep this step's buffers (and a cycle) alive
-        with self._lock:
-            if error is not None and not last:
-                self._held.append((result, error))
-                settle: List[Tuple[torch.futures.Future, Any, Optional[BaseException]]] = []
+            if not job.last:
+                self._held.append((job.result, error))
+                return []
+        settle = [(f, None, e) for f, e in self._held] + [(job.result, None if error else x, error)]
+        self._held = []
+        return settle
+
+    def _follow(self, step: tuple) -> None:
+        """Does what moving the turn released: completes the futures (the
+        iteration's state idle first: DDP may finish backward, and the caller
+        take a state_dict, as soon as the last one is set), then launches or
+        starts the next turn's job on this thread."""
+        action, settle, idle = step
+        for future, value, error in settle:
+            if error is None:
+                future.set_result(value)
             else:
-                settle = [(f, None, e) for f, e in self._held] + [(result, value, error)]
-                self._held = []
-            idle = not self._queue
-            if idle:
-                self._busy = False
-        for future, v, e in settle:
-            if e is None:
-                future.set_result(v)
-            else:
-                future.set_exception(e)
+                future.set_exception(error)
         if idle:
             with self._idle:
                 self._idle.notify_all()
-        else:
-            self._start_next()
+        if action is not None:
+            kind, job, op = action
+            if kind == "launch":
+                self._launch_in_turn(job, op)
+            else:
+                self._run(job)
 
-    def _advance(self, steps: Generator, result: torch.futures.Future, last: bool,
-                 done: Optional[torch.futures.Future], ready: Optional[tuple] = None) -> None:
-        """Launches the job's next round once ``done`` (its round before, if
-        any) has completed: ``ready`` if the job computed it while ``done``
-        was in flight, else the round it yields now. A round marked overlap
-        (a sliced sketch's table) stays in flight while the job computes its
-        next round; rounds still go out one at a time, in the job's order."""
-        in_flight = None
+    @staticmethod
+    def _compute(job: _Job) -> tuple:
+        """Runs the job to its next round: ("op", round), or its end ("value", v) or ("error", e)."""
         try:
-            if done is not None:
-                done.wait()  # completed (this is its callback): raises if the collective failed
-            op = ready if ready is not None else steps.send(None)
-            fut = self._launch(op)
-            if not (op[0] == "allreduce" and len(op) > 3 and op[3]):
-                _on_done(fut, lambda f: self._advance(steps, result, last, f))
-                return
-            in_flight = fut
-            op = steps.send(None)  # computed while the overlapped round is carried
+            if job.steps is None:
+                job.steps = job.make()
+            return ("op", job.steps.send(None))
         except StopIteration as stop:
-            outcome: Dict[str, Any] = {"value": stop.value}
+            return ("value", stop.value)
         except BaseException as e:  # noqa: BLE001 - handed to DDP through the future
-            steps.close()
-            outcome = {"error": e}
-        else:
-            _on_done(in_flight, lambda f: self._advance(steps, result, last, f, op))
-            return
-        if in_flight is None:
-            self._finish(result, last, **outcome)
-        else:  # nothing of the job may run on once its future is set
-            _on_done(in_flight, lambda f: self._finish_after(f, result, last, outcome))
+            if job.steps is not None:
+                job.steps.close()
+            return ("error", e)
 
-    def _finish_after(self, done: torch.futures.Future, result: torch.futures.Future, last: bool,
-                      outcome: Dict[str, Any]) -> None:
+    def _run(self, job: _Job, done: Optional[torch.futures.Future] = None, ready: Optional[tuple] = None) -> None:
+        """Runs the job on once ``done`` (its round before, if any) has
+        completed: to ``ready`` if it was computed while ``done`` was in
+        flight, else to its next round; offers that round, or ends the job."""
+        if done is not None:
+            with self._lock:
+                self._in_flight -= 1
+                job.in_flight -= 1
+            try:
+                done.wait()  # completed (this is its callback): raises if the collective failed
+            except BaseException as e:  # noqa: BLE001 - handed to DDP through the future
+                if job.steps is not None:
+                    job.steps.close()
+                ready = ("error", e)
+        if ready is None:
+            ready = self._compute(job)
+        if ready[0] != "op":
+            with self._lock:
+                job.outcome = ready
+                step = self._advance_locked()
+            self._follow(step)
+            return
+        with self._lock:
+            if self._turn != (job.index, "rest" if job.launched else "first"):
+                job.pending = ready[1]  # launched when its turn comes (_advance_locked)
+                return
+        self._launch_in_turn(job, ready[1])
+
+    def _launch_in_turn(self, job: _Job, op: tuple) -> None:
+        """Launches ``op`` (it is the job's turn), then whatever the turns it
+        passes release. A round marked overlap (a sliced sketch's table) stays
+        in flight while the job computes its next round."""
         try:
-            done.wait()
+            fut = self._launch(op)
         except BaseException as e:  # noqa: BLE001 - handed to DDP through the future
-            outcome = outcome if "error" in outcome else {"error": e}
-        self._finish(result, last, **outcome)
+            job.steps.close()
+            self._run(job, ready=("error", e))
+            return
+        with self._lock:
+            job.launched += 1
+            if self._in_flight > job.in_flight:
+                self._overlapped += 1
+            self._in_flight += 1
+            job.in_flight += 1
+            step = self._advance_locked()
+        self._follow(step)
+        if not (op[0] == "allreduce" and len(op) > 3 and op[3]):
+            _on_done(fut, lambda f: self._run(job, f))
+            return
+        ready = self._compute(job)  # while the overlapped round is carried
+        _on_done(fut, lambda f: self._run(job, f, ready))
 
     def _launch(self, op: tuple) -> torch.futures.Future:
         world, rank = self.world_size, self.rank
@@ -811,7 +924,9 @@ class SketchState:
         ``wire_bytes`` (with gloo's TCP preambles: what the process writes to
         its sockets), ``collectives``; plus ``dense_equivalent_bytes`` (a plain
         allreduce of the compressed steps' buckets), ``compression``, the
-        iterations, and the aggregators' own figures (time per phase)."""
+        iterations, ``rounds_overlapped`` (rounds launched while another
+        bucket's round was on the wire: see ``overlap_buckets``) and the
+        aggregators' own figures (time per phase)."""
         with self._lock:
             total = _Counters()
             for c in (self._setup, self._warmup, self._compressed):
@@ -822,6 +937,7 @@ class SketchState:
                     "compressed": self._compressed.as_dict(), "total": total.as_dict(),
                     "dense_equivalent_bytes": self._dense_equivalent, "compression": self._compression_locked(),
                     "bucket_steps": self._compressed_steps, "skipped_bucket_steps": self._skipped,
+                    "rounds_overlapped": self._overlapped,
                     "aggregators": {i: p.aggregator.stats() for i, p in self._plans.items()
                                     if p.aggregator is not None}}
 

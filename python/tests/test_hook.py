@@ -362,3 +362,47 @@ def test_carry_step_refuses_a_16_bit_wire_it_would_sum_otherwise():
 def test_the_hook_refuses_gtopk_by_name():
     with pytest.raises(ValueError, match="carry_step"):
         st.SketchState(None, method="gtopk")
+
+
+# -- buckets overlap: one bucket on the wire while another computes -------------------------------------------
+
+def _train_overlapping(rank, world, method, overlap):
+    ddp, state = ddp_with_hook(mlp(), method=method, compression=10.0, seed=3, start_iter=2, momentum=0.9,
+                               overlap_buckets=overlap)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    train(ddp, opt, 8, rank)
+    stats = state.stats()
+    return {"params": flat_params(ddp.module), "overlapped": stats["rounds_overlapped"],
+            "rounds": stats["total"]["collectives"], "buckets": len(state.plans())}
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("method", ["sketched", "fetchsgd", "local-topk", "sketched:slices"])
+def test_overlapping_buckets_changes_no_bit(method, world):
+    """Neighbouring buckets' rounds interleave (bucket i+1's table before
+    bucket i's second round): each bucket's own rounds are unchanged, so the
+    parameters are the same bits as with one bucket after another."""
+    name, _, sliced = method.partition(":")
+    on = run_world(_train_overlapping, world, name, True)
+    off = run_world(_train_overlapping, world, name, False)
+    for r in range(world):
+        assert np.array_equal(on[r]["params"], off[r]["params"]), f"rank {r} ({method}, W={world}, seed {SEED})"
+        assert on[r]["rounds"] == off[r]["rounds"]
+        assert off[r]["overlapped"] == 0  # a bucket starts when the one before has ended
+        assert on[r]["buckets"] >= 3 and on[r]["overlapped"] > 0, on[r]
+
+
+def _mismatched_overlap(rank, world):
+    ddp, _ = ddp_with_hook(mlp(), method="sketched", start_iter=2, overlap_buckets=rank == 0)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    try:
+        train(ddp, opt, 1, rank)
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def test_ranks_must_agree_on_overlapping_buckets():
+    """The setting orders the collectives: a mismatch is refused before any sized one."""
+    for message in run_world(_mismatched_overlap, 2):
+        assert message is not None and "disagree" in message and "overlap_buckets" in message, message
