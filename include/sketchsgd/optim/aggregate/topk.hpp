@@ -53,15 +53,17 @@ class topk_aggregation_base : public error_memory<Value, Device> {  // its memor
     error_memory<Value, Device>::describe(f);
   }
 
-  /// @endcond
- protected:
   /// `own_copy`: the sparse coordinates are copied even without dense
   /// ranges; `wire`: indices travel in 4 bytes (checked before allocating).
-  topk_aggregation_base(const options_type& o, const context& c, bool own_copy, bool wire)
+  topk_aggregation_base(const options_type& o, const context& c, bool own_copy = false, bool wire = true)
       : error_memory<Value, Device>(checked(o, c, wire).feedback, c.split->dimension(), *c.device),
         opt_(o),
         sparse_(ops::template zeros<Value>(own_copy || c.split->dense_count() != 0 ? c.split->sparse_count() : 0,
                                            *c.device)) {}
+  /// @endcond
+
+ protected:
+  using entry = wire_entry<Value>;  // an (index, value) pair as local top-k and gTop-k send it
 
   /// v's sparse coordinates, renumbered contiguously: v itself when there
   /// are no dense ranges (the numbering is then the identity).
@@ -135,20 +137,18 @@ class true_topk_aggregation : public detail::topk_aggregation_base<Value, Device
 template <sketch_value Value, device Device = cpu_t>
 class local_topk_aggregation : public detail::topk_aggregation_base<Value, Device> {
   using base = detail::topk_aggregation_base<Value, Device>;
-  using entry = detail::wire_entry<Value>;
+  using typename base::entry;
 
  public:
   /// @cond POLICY_HOOKS
   // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   static constexpr detail::optimizer_kind kind = detail::optimizer_kind::local_topk_sgd;
   static constexpr const char* name = "local_topk_aggregation";
-
-  local_topk_aggregation(const typename base::options_type& o, const typename base::context& c)
-      : base(o, c, false, true) {}
+  using base::base;
 
   round_generator<Value> rounds(const typename base::context& c, model_update<Value>& out) {
-    const std::size_t k = this->opt_.k;
     const auto mine = this->own_top_k(c);
+    const std::size_t k = this->opt_.k;
     // k entries a rank, padded: a caller gathers whole blocks, sketchsgd's allgatherv the entries alone.
     std::vector<entry> sent = detail::padded_entries(mine, k);
     std::vector<entry> all(k * static_cast<std::size_t>(c.world), {detail::no_index, Value{}});
@@ -193,20 +193,19 @@ class local_topk_aggregation : public detail::topk_aggregation_base<Value, Devic
 template <sketch_value Value, device Device = cpu_t>
 class gtopk_aggregation : public detail::topk_aggregation_base<Value, Device> {
   using base = detail::topk_aggregation_base<Value, Device>;
-  using entry = detail::wire_entry<Value>;
+  using typename base::entry;
 
  public:
   /// @cond POLICY_HOOKS
   // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   static constexpr detail::optimizer_kind kind = detail::optimizer_kind::gtopk_sgd;
   static constexpr const char* name = "gtopk_aggregation";
-
-  gtopk_aggregation(const typename base::options_type& o, const typename base::context& c) : base(o, c, false, true) {}
+  using base::base;
 
   round_generator<Value> rounds(const typename base::context& c, model_update<Value>& out) {
+    const auto mine = this->own_top_k(c);
     const std::size_t k = this->opt_.k;
     const std::uint64_t d = c.split->dimension();
-    const auto mine = this->own_top_k(c);
     std::vector<entry> current = detail::padded_entries(mine, k);
     std::vector<entry> incoming(k);
     // A binomial tree towards rank 0 whose operation merges top-k lists, then a broadcast of the result.
