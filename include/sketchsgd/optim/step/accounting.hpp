@@ -39,8 +39,11 @@ struct comm_stats {
   comm_counters last_step;
   /// Everything since construction, the setup's fingerprint exchange excluded.
   comm_counters total;
-  /// Steps run (skipped ones included): what `compression()` counts.
+  /// Steps run (skipped ones included); `load` sets it to the checkpoint's count.
   std::uint64_t steps = 0;
+  /// Steps this object ran, whose traffic `total` holds: what
+  /// `compression()` counts (unlike `steps`, not restored by `load`).
+  std::uint64_t steps_run_here = 0;
   /// Of `steps`, those every rank skipped because a gradient held NaN or Inf
   /// (`nonfinite_policy::skip_step`); they changed no state.
   std::uint64_t skipped_steps = 0;
@@ -62,7 +65,8 @@ struct comm_stats {
   [[nodiscard]] double compression() const noexcept {
     return total.bytes_sent == 0
                ? 0.0
-               : dense_ring_bytes_per_step * static_cast<double>(steps) / static_cast<double>(total.bytes_sent);
+               : dense_ring_bytes_per_step * static_cast<double>(steps_run_here) /
+                     static_cast<double>(total.bytes_sent);
   }
 };
 
@@ -96,6 +100,7 @@ class step_accounting {
     stats_.last_step = now - at_begin_;
     stats_.total = stats_.total + stats_.last_step;
     ++stats_.steps;
+    ++stats_.steps_run_here;
     if (skipped) ++stats_.skipped_steps;
     stats_.last_step_time.total = std::chrono::duration<double>(clock::now() - started_).count();
     stats_.total_time = stats_.total_time + stats_.last_step_time;
