@@ -87,12 +87,27 @@ bool same_selection(const sparse_update<V>& a, const sparse_update<V>& b) {
   return true;
 }
 
+/// What HEAVYMIX and threshold recovery select, by definition: every
+/// coordinate whose estimate clears phi l2^2 (heavy_hitters), the `count`
+/// largest of them if there are more.
+template <class V, class Sketch>
+sparse_update<V> heavy_reference(const Sketch& s, std::uint64_t d, double phi, std::size_t count) {
+  sparse_update<V> heavy = heavy_hitters(s, d, phi);
+  if (heavy.size() <= count) return heavy;
+  const auto best = top_k(heavy.values, count);  // positions in index order: ties to the lower index
+  sparse_update<V> kept;
+  kept.values = best.values;
+  for (const std::uint64_t pos : best.indices) kept.indices.push_back(heavy.indices[pos]);
+  return kept;
+}
+
 }  // namespace
 
-TEMPLATE_TEST_CASE("the threshold and HEAVYMIX policies select what heavy_hitters and heavymix select",
+TEMPLATE_TEST_CASE("heavymix and the threshold and HEAVYMIX policies select by their definition",
                    "[heavy_hitters][recovery]", float, double, std::int64_t) {
-  // The policies take the sketch's top count and keep it above the threshold
-  // (so any device that can take a top k runs them): the same set and values.
+  // heavymix and the policies take the sketch's top count and keep it above
+  // the threshold (so any device that can take a top k runs them): the same
+  // set and values as thresholding every estimate.
   using V = TestType;
   using ops = detail::device_ops<cpu_t>;
   ops::context ctx{};
@@ -116,23 +131,21 @@ TEMPLATE_TEST_CASE("the threshold and HEAVYMIX policies select what heavy_hitter
         INFO("rows " << rows << ", seed " << seed << ", count " << count);
         for (const double phi : {0.001, 0.01, 0.2}) {
           INFO("phi " << phi);
-          sparse_update<V> expected = heavy_hitters(s, d, phi);
-          if (!expected.indices.empty()) ++(expected.size() > count ? cut : whole);
-          if (expected.size() > count) {  // what threshold_recovery did before: the count largest
-            const auto best = top_k(expected.values, count);
-            sparse_update<V> kept;
-            kept.values = best.values;
-            for (const std::uint64_t pos : best.indices) kept.indices.push_back(expected.indices[pos]);
-            expected = std::move(kept);
-          }
+          const std::size_t heavy = heavy_hitters(s, d, phi).size();
+          if (heavy != 0) ++(heavy > count ? cut : whole);
           CHECK(same_selection(threshold_recovery{.phi = phi}.select<ops>(s, d, count, std::span<V>(scratch), ctx, 0),
-                               expected));
+                               heavy_reference<V>(s, d, phi, count)));
         }
         for (const std::uint64_t step : {std::uint64_t{0}, std::uint64_t{5}}) {
           INFO("step " << step);
-          const auto expected = heavymix(s, d, count, mix64(seed ^ (0x9E3779B97F4A7C15ULL * (step + 1))));
+          const std::uint64_t fill_seed = mix64(seed ^ (0x9E3779B97F4A7C15ULL * (step + 1)));
+          auto mixed = detail::mix_in_fill(heavy_reference<V>(s, d, 1.0 / static_cast<double>(count), count), d,
+                                           count, fill_seed);
+          for (const std::size_t j : mixed.fill) mixed.update.values[j] = s.estimate(mixed.update.indices[j]);
+          CHECK(same_selection(heavymix(s, d, count, fill_seed), mixed.update));
           CHECK(same_selection(
-              heavymix_recovery{.seed = seed}.select<ops>(s, d, count, std::span<V>(scratch), ctx, step), expected));
+              heavymix_recovery{.seed = seed}.select<ops>(s, d, count, std::span<V>(scratch), ctx, step),
+              mixed.update));
         }
       }
     }

@@ -158,21 +158,16 @@ mixed_selection<Value> mix_in_fill(const sparse_update<Value>& heavy, std::uint6
 /// l2 heavy hitters for phi = 1/k (the k largest of them if there are more),
 /// filled up to k coordinates drawn uniformly without replacement from the
 /// rest with `splitmix64(seed)`, so every rank passing the same seed draws the
-/// same ones. Values are the estimates; indices increasing.
+/// same ones. Values are the estimates; indices increasing. Computed as the
+/// sketch's top k kept above the threshold (`detail::keep_above`, the same
+/// set): one unsketch pass, no estimate of every coordinate.
 /// @throws std::invalid_argument if k > d or k == 0.
 template <sketch_value Value, hash_family HashFamily>
 [[nodiscard]] sparse_update<Value> heavymix(const count_sketch<Value, HashFamily, cpu_t>& sketch, std::uint64_t d,
                                             std::size_t k, std::uint64_t seed, cpu_execution exec = {}) {
   detail::check_heavymix_k(k, d);
-  sparse_update<Value> heavy = heavy_hitters(sketch, d, 1.0 / static_cast<double>(k), exec);
-  if (heavy.size() > k) {
-    // Positions into `heavy` are in index order, so ties still go to the lower index.
-    const sparse_update<Value> best = top_k(heavy.values, k, exec);
-    sparse_update<Value> kept;
-    kept.values = best.values;
-    for (const std::uint64_t pos : best.indices) kept.indices.push_back(heavy.indices[pos]);
-    heavy = std::move(kept);
-  }
+  sparse_update<Value> heavy = top_k(sketch, d, k, exec);
+  detail::keep_above(heavy, detail::heavymix_threshold(sketch.l2_estimate(), k));
   auto mixed = detail::mix_in_fill(heavy, d, k, seed);
   for (const std::size_t j : mixed.fill) mixed.update.values[j] = sketch.estimate(mixed.update.indices[j]);
   return std::move(mixed.update);
