@@ -43,7 +43,10 @@ struct elastic_generation {
   bool newcomer = false;                 ///< this rank was not in the generation before
   std::int64_t step = 0;                 ///< the steps taken before it: those of the commit it resumed from
   std::optional<resize_report> resumed;  ///< how it resumed (none when no member held a commit)
-  const std::string* brought = nullptr;  ///< the commit this rank gave the re-division (null: none)
+  /// The commit this rank gave the re-division (null: none). It points into
+  /// the member's own commits: valid during the reset callback only (copy
+  /// what is needed beyond it).
+  const std::string* brought = nullptr;
 };
 
 /// Settings of `run_elastic`.
