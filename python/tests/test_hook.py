@@ -182,9 +182,9 @@ def test_hook_equals_the_transport_driven_aggregator(method, world):
 
 # -- non-finite gradients --------------------------------------------------------------------------------------
 
-def _poisoned(rank, world, policy):
+def _poisoned(rank, world, policy, overlap=False):
     ddp, state = ddp_with_hook(mlp(), method="sketched", compression=10.0, seed=3, start_iter=2,
-                               nonfinite=policy)
+                               nonfinite=policy, overlap_buckets=overlap)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
     train(ddp, opt, 4, rank)
     before = flat_params(ddp.module)
@@ -201,21 +201,24 @@ def _poisoned(rank, world, policy):
             "skipped": state.stats()["skipped_bucket_steps"]}
 
 
-def test_nonfinite_skip_skips_on_every_rank():
-    out = run_world(_poisoned, 2, "skip")
+@pytest.mark.parametrize("overlap", [False, True])
+def test_nonfinite_skip_skips_on_every_rank(overlap):
+    out = run_world(_poisoned, 2, "skip", overlap)
     assert all(o["raised"] is None and o["unchanged"] for o in out)
     assert all(o["skipped"] >= 2 for o in out)  # every bucket of the poisoned step
     assert np.array_equal(out[0]["params"], out[1]["params"]) and np.all(np.isfinite(out[0]["params"]))
 
 
-def test_nonfinite_throw_raises_on_every_rank():
-    out = run_world(_poisoned, 2, "throw")
+@pytest.mark.parametrize("overlap", [False, True])
+def test_nonfinite_throw_raises_on_every_rank(overlap):
+    out = run_world(_poisoned, 2, "throw", overlap)
     for o in out:  # also rank 0, whose own gradient was finite
         assert o["raised"] is not None and "non-finite" in o["raised"], o
 
 
-def _float64(rank, world):
-    ddp, state = ddp_with_hook(mlp().double(), method="sketched", compression=10.0, start_iter=2)
+def _float64(rank, world, overlap):
+    ddp, state = ddp_with_hook(mlp().double(), method="sketched", compression=10.0, start_iter=2,
+                               overlap_buckets=overlap)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
     for it in range(3):  # two warm-up steps in float64, then the first compressed one
         x, y = batch(rank, it)
@@ -229,10 +232,11 @@ def _float64(rank, world):
     return {"raised": None}
 
 
-def test_a_bucket_it_cannot_compress_fails_backward_on_every_rank():
+@pytest.mark.parametrize("overlap", [False, True])
+def test_a_bucket_it_cannot_compress_fails_backward_on_every_rank(overlap):
     # A planning error (here a float64 bucket) goes through the bucket's
     # future like the jobs' own errors: backward raises, nothing hangs.
-    for o in run_world(_float64, 2):
+    for o in run_world(_float64, 2, overlap):
         assert o["raised"] is not None and "float32" in o["raised"] and o["iteration"] == 2, o
 
 
@@ -255,7 +259,7 @@ def test_a_mismatched_configuration_is_refused_on_every_rank():
 
 # -- checkpoints -----------------------------------------------------------------------------------------------
 
-def _resume(rank, world, method):
+def _resume(rank, world, method, overlap_after):
     options = dict(method=method, compression=10.0, seed=5, start_iter=2, momentum=0.9)
     ddp, state = ddp_with_hook(mlp(), **options)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
@@ -268,7 +272,7 @@ def _resume(rank, world, method):
 
     model = mlp()
     model.load_state_dict(saved["model"])
-    ddp2, state2 = ddp_with_hook(model, **options)
+    ddp2, state2 = ddp_with_hook(model, **options, overlap_buckets=overlap_after)
     opt2 = torch.optim.SGD(ddp2.parameters(), lr=0.05)
     opt2.load_state_dict(saved["opt"])
     state2.load_state_dict(saved["hook"])
@@ -290,9 +294,13 @@ def _roundtrip(obj):
     return buf
 
 
-@pytest.mark.parametrize("method", ["sketched", "fetchsgd", "local-topk"])
-def test_state_dict_round_trip_continues_bit_identically(method):
-    for r, o in enumerate(run_world(_resume, 2, method)):
+@pytest.mark.parametrize("method, overlap_after", [("sketched", False), ("fetchsgd", False), ("local-topk", False),
+                                                   ("sketched", True)])
+def test_state_dict_round_trip_continues_bit_identically(method, overlap_after):
+    # The resumed job's first iteration has DDP's one bucket of every
+    # parameter, carried as the saved buckets' parts; overlap_after: the
+    # resumed job overlaps its buckets, the straight one did not.
+    for r, o in enumerate(run_world(_resume, 2, method, overlap_after)):
         assert np.array_equal(o["straight"], o["resumed"]), f"rank {r} ({method})"
         assert o["refused"] is not None and "compression" in o["refused"]
 
