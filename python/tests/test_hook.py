@@ -242,8 +242,8 @@ def test_a_bucket_it_cannot_compress_fails_backward_on_every_rank(overlap):
 
 # -- configuration agreement -----------------------------------------------------------------------------------
 
-def _mismatched(rank, world):
-    ddp, _ = ddp_with_hook(mlp(), method="sketched", compression=10.0 if rank == 0 else 20.0, start_iter=2)
+def _mismatched(rank, world, key, mine):
+    ddp, _ = ddp_with_hook(mlp(), method="sketched", start_iter=2, **{key: mine[rank]})
     opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
     try:
         train(ddp, opt, 1, rank)
@@ -252,9 +252,11 @@ def _mismatched(rank, world):
     return None
 
 
-def test_a_mismatched_configuration_is_refused_on_every_rank():
-    for message in run_world(_mismatched, 2):
-        assert message is not None and "disagree" in message and "compression" in message, message
+@pytest.mark.parametrize("key, values", [("compression", (10.0, 20.0)),
+                                         ("overlap_buckets", (True, False))])  # it orders the collectives
+def test_a_mismatched_configuration_is_refused_on_every_rank(key, values):
+    for message in run_world(_mismatched, 2, key, values):
+        assert message is not None and "disagree" in message and key in message, message
 
 
 # -- checkpoints -----------------------------------------------------------------------------------------------
@@ -399,19 +401,3 @@ def test_overlapping_buckets_changes_no_bit(method, world):
         assert on[r]["rounds"] == off[r]["rounds"]
         assert off[r]["overlapped"] == 0  # a bucket starts when the one before has ended
         assert on[r]["buckets"] >= 3 and on[r]["overlapped"] > 0, on[r]
-
-
-def _mismatched_overlap(rank, world):
-    ddp, _ = ddp_with_hook(mlp(), method="sketched", start_iter=2, overlap_buckets=rank == 0)
-    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
-    try:
-        train(ddp, opt, 1, rank)
-    except Exception as e:  # noqa: BLE001
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
-def test_ranks_must_agree_on_overlapping_buckets():
-    """The setting orders the collectives: a mismatch is refused before any sized one."""
-    for message in run_world(_mismatched_overlap, 2):
-        assert message is not None and "disagree" in message and "overlap_buckets" in message, message
