@@ -301,8 +301,9 @@ class SketchState:
             estimator per slice; 1, the default: one sketch).
         overlap_buckets: buckets do not wait for each other: each is
             compressed when DDP hands it over, and bucket i+1's first round
-            (its sketch table) goes out before bucket i's second, so the wire
-            carries one bucket while another computes. False (the default):
+            goes out before bucket i's second. (With a non-finite check, the
+            default, that first round is the 1-value check, not the sketch
+            table: the tables still go one bucket after another.) False (the default):
             each bucket starts when the one before has ended. The same
             results either way; the order of the collectives differs, so
             every rank must agree (checked at the first call; read at each
@@ -732,8 +733,8 @@ class SketchState:
     # without one), rest(i) its others, over once it has ended. With
     # overlap_buckets every job starts when DDP hands over its bucket, and
     #     first(0), first(1), rest(0), first(2), rest(1), ..., first(n), rest(n-1), rest(n):
-    # bucket i+1's first round (its sketch table) is on the wire while bucket
-    # i recovers, and bucket i's second round while bucket i+2 is sketched.
+    # bucket i+1's first round is on the wire while bucket i recovers (with
+    # nonfinite checked, that round is the 1-value check, not the table).
     # Without it a job starts in its first turn, and
     #     first(0), rest(0), first(1), rest(1), ...
     # A job's future is completed in its rest turn, so in DDP's order.
