@@ -4,7 +4,7 @@
 training steps of a 6M-parameter MLP (6 hidden layers of 1024: a 4 MB
 bucket a layer) with the sketch hook, its buckets compressed one after
 another (``overlap_buckets=False``) against neighbouring buckets' rounds
-interleaved, one bucket on the wire while another computes (the default),
+interleaved, one bucket on the wire while another computes (``overlap_buckets=True``),
 alternating in blocks of steps in the same run. Rank 0 prints a table.
 
     sudo bench/netns_cluster.sh -n 4 --rate 100mbit -- env GLOO_SOCKET_IFNAME=eth0 \\

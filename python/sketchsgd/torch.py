@@ -230,20 +230,35 @@ def _sgd_momentum(params: List[torch.Tensor]) -> float:
     return 0.0
 
 
+class _Round:
+    """A collective a job asks for: an allreduce of ``tensor``, or an
+    allgather of it into ``outputs``. ``overlap``: the job computes on while
+    it is carried (a sliced sketch's table). ``lead``: it only leads up to the
+    job's main round (the fingerprint exchange, the non-finite check), so the
+    job's first turn goes on past it (see "carrying the jobs")."""
+
+    __slots__ = ("kind", "tensor", "counters", "outputs", "overlap", "lead")
+
+    def __init__(self, kind: str, tensor: torch.Tensor, counters: _Counters, outputs: Optional[list] = None,
+                 overlap: bool = False, lead: bool = False) -> None:
+        self.kind, self.tensor, self.counters, self.outputs = kind, tensor, counters, outputs
+        self.overlap, self.lead = overlap, lead
+
+
 class _Job:
     """One bucket's work in an iteration: ``make()`` gives its generator of
     rounds; it computes when it can and launches a round in its turn (see
     "carrying the jobs")."""
 
-    __slots__ = ("index", "make", "result", "last", "steps", "started", "launched", "pending", "in_flight",
+    __slots__ = ("index", "make", "result", "last", "steps", "started", "first_over", "pending", "in_flight",
                  "outcome")
 
     def __init__(self, index: int, make: Callable[[], Generator], result: torch.futures.Future, last: bool) -> None:
         self.index, self.make, self.result, self.last = index, make, result, last
         self.steps: Optional[Generator] = None
         self.started = False
-        self.launched = 0  # rounds launched
-        self.pending: Optional[tuple] = None  # a round computed, waiting for its turn
+        self.first_over = False  # its first turn's rounds launched (up to its first one not marked lead)
+        self.pending: Optional[_Round] = None  # a round computed, waiting for its turn
         self.in_flight = 0  # its rounds on the wire
         self.outcome: Optional[tuple] = None  # ("value", v) or ("error", e) once the generator has ended
 
@@ -300,16 +315,16 @@ class SketchState:
             is sketched (``sketched_sgd_options::slices``: the same bytes, an
             estimator per slice; 1, the default: one sketch).
         overlap_buckets: buckets do not wait for each other: each is
-            compressed when DDP hands it over, and bucket i+1's first round
-            goes out before bucket i's second. (With a non-finite check, the
-            default, that first round is the 1-value check, not the sketch
-            table: the tables still go one bucket after another.) False (the default):
+            compressed when DDP hands it over, and bucket i+1's sketch table
+            (with the rounds that lead up to it: the non-finite check) goes
+            out before bucket i's second round. False (the default):
             each bucket starts when the one before has ended. The same
             results either way; the order of the collectives differs, so
             every rank must agree (checked at the first call; read at each
             iteration's first bucket). It pays only where the hook's compute
             between rounds is comparable to their wire time (docs/python.md,
-            "Overlapping buckets": not on the 2-vCPU machine measured there).
+            "Overlapping buckets": about 1.1x for the smallest step measured
+            on a 2-vCPU machine, within noise elsewhere).
 
     The state reports what this rank sent: ``stats()`` (bytes as gloo sends
     them: payload, and with TCP's preambles), ``compression()`` (a plain
@@ -668,10 +683,10 @@ class SketchState:
         buffer.div_(self.world_size)
         if buffer.dtype == torch.bfloat16:  # gloo cannot sum bfloat16: a float32 copy (warm-up, fallback only)
             wide = buffer.float()
-            yield ("allreduce", wide, counters)
+            yield _Round("allreduce", wide, counters)
             buffer.copy_(wide)
         else:
-            yield ("allreduce", buffer, counters)
+            yield _Round("allreduce", buffer, counters)
         if dense_equivalent:
             with self._lock:
                 self._dense_equivalent += gloo_allreduce(buffer.numel() * buffer.element_size(),
@@ -687,7 +702,7 @@ class SketchState:
         if not plan.verified:  # the C++ fingerprint (sizes, seeds, d, W, ...), 8 bytes per rank
             mine = torch.tensor([agg.fingerprint], dtype=torch.int64)
             everyone = [torch.empty(1, dtype=torch.int64) for _ in range(world)]
-            yield ("allgather", everyone, mine, self._setup)
+            yield _Round("allgather", mine, self._setup, outputs=everyone, lead=True)
             agg.check_fingerprints([int(t.item()) for t in everyone])
             plan.verified = True
         gradient = buffer  # the bucket itself, of any dtype in _BUCKET_DTYPES: never copied
@@ -699,16 +714,16 @@ class SketchState:
             r = agg.next()
             if r is None:
                 break
-            if r.kind == "sum":
-                yield ("allreduce", torch.from_numpy(r.values if r.values is not None else r.counts),
-                       self._compressed, r.overlap)
+            if r.kind == "sum":  # the non-finite check (counts) and a sliced table's slices but the last lead up to
+                yield _Round("allreduce", torch.from_numpy(r.values if r.values is not None else r.counts),
+                             self._compressed, overlap=r.overlap, lead=r.values is None or r.overlap)
             elif r.kind != "gather":  # the hook's methods have no root (carry_step carries every kind)
                 raise RuntimeError(f"sketch_hook: a {r.kind} round, which the hook does not carry")
             else:
                 n = r.nbytes
                 gathered = torch.from_numpy(r.gathered)
-                yield ("allgather", [gathered[i * n:(i + 1) * n] for i in range(world)], torch.from_numpy(r.block),
-                       self._compressed)
+                yield _Round("allgather", torch.from_numpy(r.block), self._compressed,
+                             outputs=[gathered[i * n:(i + 1) * n] for i in range(world)])
         agg.write_update(gradient)
         skipped = agg.update()["skipped"]
         if dense and not skipped:  # the dense aggregation keeps no momentum: the hook's, as in warm-up
@@ -729,12 +744,15 @@ class SketchState:
     # compute takes. So a job computes as soon as it can (its first round when
     # it starts, each next one when the round before completes) but launches a
     # round only in its turn, and the turns follow a fixed order of the
-    # iteration's jobs. first(i) is job i's first round (none if it ends
-    # without one), rest(i) its others, over once it has ended. With
-    # overlap_buckets every job starts when DDP hands over its bucket, and
+    # iteration's jobs. first(i) is job i's first main round (its sketch
+    # table, or its plain allreduce) with the rounds that lead up to it (the
+    # fingerprint exchange, the non-finite check, a sliced table's slices
+    # before the last); none if it ends before.
+    # rest(i) is its others, over once it has ended. With overlap_buckets
+    # every job starts when DDP hands over its bucket, and
     #     first(0), first(1), rest(0), first(2), rest(1), ..., first(n), rest(n-1), rest(n):
-    # bucket i+1's first round is on the wire while bucket i recovers (with
-    # nonfinite checked, that round is the 1-value check, not the table).
+    # bucket i+1's table is on the wire while bucket i recovers, and bucket
+    # i's second round while bucket i+2 is sketched.
     # Without it a job starts in its first turn, and
     #     first(0), rest(0), first(1), rest(1), ...
     # A job's future is completed in its rest turn, so in DDP's order.
@@ -779,7 +797,7 @@ class SketchState:
             job = self._jobs[i] if i < len(self._jobs) else None
             if job is None:
                 break  # DDP has not handed over that bucket yet
-            if part == "first" and not job.launched and job.outcome is None or part == "rest" and job.outcome is None:
+            if part == "first" and not job.first_over and job.outcome is None or part == "rest" and job.outcome is None:
                 if job.pending is not None:
                     action, job.pending = ("launch", job, job.pending), None
                 elif not job.started:
@@ -871,12 +889,12 @@ class SketchState:
             self._follow(step)
             return
         with self._lock:
-            if self._turn != (job.index, "rest" if job.launched else "first"):
+            if self._turn != (job.index, "rest" if job.first_over else "first"):
                 job.pending = ready[1]  # launched when its turn comes (_advance_locked)
                 return
         self._launch_in_turn(job, ready[1])
 
-    def _launch_in_turn(self, job: _Job, op: tuple) -> None:
+    def _launch_in_turn(self, job: _Job, op: _Round) -> None:
         """Launches ``op`` (it is the job's turn), then whatever the turns it
         passes release. A round marked overlap (a sliced sketch's table) stays
         in flight while the job computes its next round."""
@@ -887,29 +905,28 @@ class SketchState:
             self._run(job, ready=("error", e))
             return
         with self._lock:
-            job.launched += 1
+            job.first_over = job.first_over or not op.lead
             if self._in_flight > job.in_flight:
                 self._overlapped += 1
             self._in_flight += 1
             job.in_flight += 1
             step = self._advance_locked()
         self._follow(step)
-        if not (op[0] == "allreduce" and len(op) > 3 and op[3]):
+        if not op.overlap:
             _on_done(fut, lambda f: self._run(job, f))
             return
         ready = self._compute(job)  # while the overlapped round is carried
         _on_done(fut, lambda f: self._run(job, f, ready))
 
-    def _launch(self, op: tuple) -> torch.futures.Future:
+    def _launch(self, op: _Round) -> torch.futures.Future:
         world, rank = self.world_size, self.rank
-        if op[0] == "allreduce":
-            tensor, counters = op[1], op[2]
+        tensor, counters = op.tensor, op.counters
+        if op.kind == "allreduce":
             traffic = gloo_allreduce(tensor.numel() * tensor.element_size(), tensor.element_size(), world, rank)
             work = dist.all_reduce(tensor, group=self.process_group, async_op=True)
         else:
-            _, outputs, tensor, counters = op
             traffic = gloo_allgather(tensor.numel() * tensor.element_size(), world)
-            work = dist.all_gather(outputs, tensor, group=self.process_group, async_op=True)
+            work = dist.all_gather(op.outputs, tensor, group=self.process_group, async_op=True)
         fut = work.get_future()
         with self._lock:
             counters.add(traffic)

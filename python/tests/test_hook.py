@@ -379,11 +379,33 @@ def test_the_hook_refuses_gtopk_by_name():
 def _train_overlapping(rank, world, method, slices, overlap):
     ddp, state = ddp_with_hook(mlp(), method=method, compression=10.0, seed=3, start_iter=2, momentum=0.9,
                                slices=slices, overlap_buckets=overlap)
+    launches = []  # (the job, its bucket's place in the iteration, whether the round comes before its table's end)
+    launch = state._launch_in_turn  # white box: the scheduler's one door to the wire
+
+    def recording(job, op):
+        # Counts (the non-finite check, the fingerprints) and a sliced table's slices but the last lead up to
+        # the table. The job is kept: no other job gets its id.
+        launches.append((job, job.index, op.tensor.dtype == torch.int64 or op.overlap))
+        launch(job, op)
+    state._launch_in_turn = recording
     opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
     train(ddp, opt, 8, rank)
     stats = state.stats()
     return {"params": flat_params(ddp.module), "overlapped": stats["rounds_overlapped"],
-            "rounds": stats["total"]["collectives"], "buckets": len(state.plans())}
+            "rounds": stats["total"]["collectives"], "buckets": len(state.plans()),
+            "order": _tables_ahead(launches)}
+
+
+def _tables_ahead(launches):
+    """For each pair of neighbouring buckets i, i+1 where bucket i has a round
+    after its table: whether bucket i+1's table went out before that round."""
+    main = {}  # job -> (bucket, positions of its rounds that do not lead up to the table)
+    for at, (job, index, lead) in enumerate(launches):
+        if not lead:
+            main.setdefault(id(job), (index, []))[1].append(at)
+    jobs = list(main.values())  # in order of their first main round
+    return [jobs[n + 1][1][0] < rounds[1] for n, (index, rounds) in enumerate(jobs[:-1])
+            if len(rounds) > 1 and jobs[n + 1][0] == index + 1]
 
 
 @pytest.mark.parametrize("method, world", [("sketched", 2), ("fetchsgd", 3), ("local-topk", 2),
@@ -401,3 +423,7 @@ def test_overlapping_buckets_changes_no_bit(method, world):
         assert on[r]["rounds"] == off[r]["rounds"]
         assert off[r]["overlapped"] == 0  # a bucket starts when the one before has ended
         assert on[r]["buckets"] >= 3 and on[r]["overlapped"] > 0, on[r]
+        assert not any(off[r]["order"])
+        assert all(on[r]["order"])  # the next bucket's table ahead of this one's second round
+        if name != "local-topk":  # its one round is its table: no second round to go ahead of
+            assert len(on[r]["order"]) >= 6, on[r]["order"]
