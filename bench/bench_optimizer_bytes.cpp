@@ -64,12 +64,7 @@ void row(const char* method, const std::string& formula, double model, method_op
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1) {
-    // Its one configuration is the table's; an option would silently change nothing.
-    std::fprintf(stderr, "bench_optimizer_bytes: %s: takes no options (the configuration is fixed: see the source)\n",
-                 argv[1]);
-    return cli::usage_exit_code;
-  }
+  if (!cli::no_options_given("bench_optimizer_bytes", argc, argv)) return cli::usage_exit_code;
   std::printf(
       "| method (rank 1 of 4) | bytes sent / step | bytes received / step | formula | compression vs dense ring |\n");
   std::printf("|---|---:|---:|---|---:|\n");

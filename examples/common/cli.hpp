@@ -42,6 +42,15 @@ class usage_error : public std::invalid_argument {
 /// The exit status of a program that refused its command line.
 inline constexpr int usage_exit_code = 2;
 
+/// For a program whose one configuration is fixed in its source: false,
+/// with a message on stderr naming `program` and the first argument, when
+/// any argument is given (an option would silently change nothing).
+[[nodiscard]] inline bool no_options_given(const char* program, int argc, char** argv) {
+  if (argc <= 1) return true;
+  std::fprintf(stderr, "%s: %s: takes no options (the configuration is fixed: see the source)\n", program, argv[1]);
+  return false;
+}
+
 /// A number as messages print it: "10", "0.5", "1e+06", "inf".
 [[nodiscard]] inline std::string number_text(double x) {
   if (std::isinf(x)) return x > 0 ? "inf" : "-inf";
