@@ -234,8 +234,9 @@ class _Round:
     """A collective a job asks for: an allreduce of ``tensor``, or an
     allgather of it into ``outputs``. ``overlap``: the job computes on while
     it is carried (a sliced sketch's table). ``lead``: it only leads up to the
-    job's main round (the fingerprint exchange, the non-finite check), so the
-    job's first turn goes on past it (see "carrying the jobs")."""
+    job's main round (the fingerprint exchange, the non-finite check, a sliced
+    table's slices before the last), so the job's first turn goes on past it
+    (see "carrying the jobs")."""
 
     __slots__ = ("kind", "tensor", "counters", "outputs", "overlap", "lead")
 
@@ -714,7 +715,7 @@ class SketchState:
             r = agg.next()
             if r is None:
                 break
-            if r.kind == "sum":  # the non-finite check (counts) and a sliced table's slices but the last lead up to
+            if r.kind == "sum":  # the non-finite check (counts) and a sliced table's slices but the last: lead
                 yield _Round("allreduce", torch.from_numpy(r.values if r.values is not None else r.counts),
                              self._compressed, overlap=r.overlap, lead=r.values is None or r.overlap)
             elif r.kind != "gather":  # the hook's methods have no root (carry_step carries every kind)
