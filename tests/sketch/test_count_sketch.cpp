@@ -120,6 +120,48 @@ TEMPLATE_TEST_CASE("a long one-row sketch is the tree sum of its parts, for any 
   }
 }
 
+// The parts' tables are kept from call to call and grown when a longer x
+// needs more of them; exact integers make any stale cell show.
+TEST_CASE("a one-row sketch reuses its parts' tables over calls of any length", "[count_sketch]") {
+  const sketch_config cfg{.rows = 1, .cols = 4099, .seed = 31};
+  const auto two_parts = test_vector<std::int32_t>(std::size_t{1} << 21U, 32);
+  const auto eight_parts = test_vector<std::int32_t>((std::size_t{1} << 23U) + 5, 33);
+  count_sketch<std::int32_t> s(cfg);
+  count_sketch<std::int32_t> serial(cfg);  // pieces below the parts' threshold
+  const auto both = [&](const std::vector<std::int32_t>& x, std::uint64_t offset) {
+    s.accumulate(x, offset, {2});
+    for (std::size_t at = 0; at < x.size(); at += std::size_t{1} << 20U) {
+      const std::size_t len = std::min(std::size_t{1} << 20U, x.size() - at);
+      serial.accumulate(std::span<const std::int32_t>(x).subspan(at, len), offset + at);
+    }
+  };
+  both(two_parts, 0);
+  both(eight_parts, 7);
+  both(two_parts, 11);
+  CHECK(table_of(s) == table_of(serial));
+}
+
+// Tables that threads fill at once lie a guard apart: on some machines two
+// threads adding into nearby tables run at half speed (docs/performance.md).
+TEST_CASE("scratch tables lie a guard apart and keep their place when they fit", "[count_sketch]") {
+  detail::scratch_tables<float> tables;
+  tables.reserve(3, 1000);
+  const auto apart = [&](std::size_t p, std::size_t q) {
+    return reinterpret_cast<std::uintptr_t>(tables.table(q)) - reinterpret_cast<std::uintptr_t>(tables.table(p));
+  };
+  CHECK(apart(0, 1) >= 1000 * sizeof(float) + detail::scratch_table_guard);
+  CHECK(apart(1, 2) == apart(0, 1));
+  float* const first = tables.table(0);
+  std::fill_n(tables.table(2), 1000, 1.0F);  // every table is writable
+  tables.reserve(2, 500);
+  CHECK(tables.table(0) == first);
+  tables.reserve(4, 1000);
+  CHECK(apart(2, 3) == apart(0, 1));
+  detail::scratch_tables<float> copy(tables);  // a copy starts empty: memory of its own
+  copy.reserve(1, 10);
+  CHECK(copy.table(0) != tables.table(0));
+}
+
 TEMPLATE_TEST_CASE("sparse accumulate equals dense accumulate", "[count_sketch]", std::int32_t, std::int64_t, float) {
   const sketch_config cfg{.rows = 4, .cols = 50, .seed = 8};
   std::vector<std::uint64_t> idx = {3, 900, 3, 17, 899, 0};

@@ -3,10 +3,13 @@
 
 /// @file
 /// A cache-line aligned allocator for sketch tables, so rows start on a line
-/// and two threads never share one at a table boundary; scratch tables.
+/// and two threads never share one at a table boundary; scratch tables kept
+/// apart.
 
 #include <cstddef>
+#include <memory>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 namespace sketchsgd::detail {
@@ -34,19 +37,53 @@ struct aligned_allocator {
   }
 };
 
-/// Working tables an object keeps from call to call to avoid fresh pages
-/// each time. A copy starts empty and an assignment keeps its own: they hold
-/// no state, only memory.
-template <class T>
-struct scratch_tables {
-  std::vector<std::vector<T, aligned_allocator<T>>> tables;
+/// Bytes kept free around each scratch table. Tables that two threads add
+/// into at once run at half speed or worse on some machines when they lie
+/// within about 100-500 KiB of each other, with no cache line shared (an
+/// AMD EPYC guest: bench_scatter_cores, docs/performance.md); unwritten
+/// guard pages cost address space only.
+inline constexpr std::size_t scratch_table_guard = std::size_t{512} << 10U;
 
+/// Working tables an object keeps from call to call to avoid fresh pages
+/// each time, each `scratch_table_guard` bytes from the others and from any
+/// other memory, so threads can fill them at once. A copy starts empty and
+/// an assignment keeps its own: they hold no state, only memory.
+template <class T>
+class scratch_tables {
+  static_assert(std::is_trivially_default_constructible_v<T> && std::is_trivially_destructible_v<T>);
+
+ public:
   scratch_tables() = default;
   scratch_tables(const scratch_tables& /*other*/) noexcept {}
   scratch_tables(scratch_tables&&) noexcept = default;
   scratch_tables& operator=(const scratch_tables& /*other*/) noexcept { return *this; }
   scratch_tables& operator=(scratch_tables&&) noexcept = default;
   ~scratch_tables() = default;
+
+  /// Makes room for `count` tables of `n` values (their contents are
+  /// unspecified); tables from before are kept when they fit.
+  void reserve(std::size_t count, std::size_t n) {
+    if (count <= count_ && n <= n_) return;
+    constexpr std::size_t page = 4096;
+    const std::size_t stride = (n * sizeof(T) + page - 1) / page * page + scratch_table_guard;
+    block_.reset(static_cast<std::byte*>(::operator new (scratch_table_guard + count * stride, std::align_val_t{page})));
+    count_ = count;
+    n_ = n;
+    stride_ = stride;
+  }
+  /// Table `p` of those reserved.
+  [[nodiscard]] T* table(std::size_t p) const noexcept {
+    return std::launder(reinterpret_cast<T*>(block_.get() + scratch_table_guard + p * stride_));
+  }
+
+ private:
+  struct page_delete {
+    void operator()(std::byte* p) const noexcept { ::operator delete (p, std::align_val_t{4096}); }
+  };
+  std::unique_ptr<std::byte, page_delete> block_;
+  std::size_t count_ = 0;
+  std::size_t n_ = 0;
+  std::size_t stride_ = 0;
 };
 
 }  // namespace sketchsgd::detail

@@ -378,9 +378,8 @@ class count_sketch<Value, HashFamily, cpu_t> {
   template <class In>
   void accumulate_in_parts(std::span<const In> x, std::uint64_t offset, std::size_t parts, unsigned workers) {
     const std::size_t c = cols();
-    part_tables_.tables.resize(parts - 1);
-    for (auto& t : part_tables_.tables) t.resize(c);
-    const auto table_of = [&](std::size_t p) { return p == 0 ? table_.data() : part_tables_.tables[p - 1].data(); };
+    part_tables_.reserve(parts - 1, c);
+    const auto table_of = [&](std::size_t p) { return p == 0 ? table_.data() : part_tables_.table(p - 1); };
     std::atomic<std::size_t> next_part{0};
     detail::fork_join(static_cast<unsigned>(std::min<std::size_t>(workers, parts)), [&](unsigned, unsigned) {
       for (std::size_t p = next_part++; p < parts; p = next_part++) {
