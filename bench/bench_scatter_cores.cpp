@@ -12,7 +12,13 @@
 // Rows: the sketch's scatter (the library's multiply_shift walk, as
 // count_sketch::accumulate does it for one row) into a 3.8 MB and a 240 KB
 // table, the same into precomputed columns (no hashing), the walk without
-// the stores, and an ALU-bound loop. Linux only (pthread_setaffinity_np).
+// the stores, and an ALU-bound loop. A second table places the two threads'
+// tables of the sketch scatter in one block, 4 KiB or 1 MiB apart (the
+// gap from the end of one to the start of the other), at three sizes: on the
+// AMD EPYC guest nearby tables slowed each other when they fit in L2 and
+// apart ones did not (count_sketch keeps its parts' tables apart for that),
+// while tables larger than L2 slowed at any gap. Linux only
+// (pthread_setaffinity_np).
 
 #include <pthread.h>
 #include <sched.h>
@@ -55,9 +61,8 @@ double ms_of(const std::function<void()>& f) {
 }
 
 // Milliseconds of `w` on CPU 0 and CPU 1: each alone, then both at once.
-std::array<double, 4> measure(const work& w, std::vector<float>& t0, std::vector<float>& t1) {
+std::array<double, 4> measure(const work& w, std::array<float*, 2> tables) {
   std::array<double, 4> best{1e30, 1e30, 1e30, 1e30};
-  std::array<float*, 2> tables{t0.data(), t1.data()};
   for (int rep = 0; rep < 3; ++rep) {
     for (int cpu = 0; cpu < 2; ++cpu) {
       double took = 0;
@@ -102,17 +107,19 @@ int main(int argc, char** argv) {
   const auto row = [&](const char* name, std::uint32_t cols, const work& w) {
     std::vector<float> t0(cols, 0.0F);
     std::vector<float> t1(cols, 0.0F);
-    const auto ms = measure(w, t0, t1);
+    const auto ms = measure(w, {t0.data(), t1.data()});
     sink = sink + t0[0] + t1[0];
     std::printf("| %s | %.1f | %.1f | %.1f | %.1f |\n", name, ms[0], ms[1], ms[2], ms[3]);
   };
-  for (const std::uint32_t cols : {950'000U, 60'000U}) {
-    const row_hash h = sketchsgd::multiply_shift(42, 1, cols).row(0);
-    const std::string name = "sketch scatter, " + std::to_string(cols) + " columns";
-    row(name.c_str(), cols, [&](std::uint64_t first, float* table) {
+  const auto scatter = [&](std::uint32_t cols) -> work {
+    return [&g, h = sketchsgd::multiply_shift(42, 1, cols).row(0)](std::uint64_t first, float* table) {
       const float* v = g.data() + first;
       h.for_each(first, half, [&](std::uint64_t i, bucket_sign bs) { table[bs.bucket] += bs.sign > 0 ? v[i] : -v[i]; });
-    });
+    };
+  };
+  for (const std::uint32_t cols : {950'000U, 60'000U}) {
+    const std::string name = "sketch scatter, " + std::to_string(cols) + " columns";
+    row(name.c_str(), cols, scatter(cols));
   }
   const row_hash wide = sketchsgd::multiply_shift(42, 1, 950'000U).row(0);
   wide.for_each(0, d, [&](std::uint64_t i, bucket_sign bs) { columns[i] = bs.bucket; });
@@ -139,4 +146,18 @@ int main(int argc, char** argv) {
     }
     table[0] = static_cast<float>(acc & 1U);
   });
+  std::printf("\n| sketch scatter, two tables in one block | gap | CPU 0 alone | CPU 1 alone | CPU 0, both at once | "
+              "CPU 1, both at once | slowest at once / slowest alone |\n|---|---:|---:|---:|---:|---:|---:|\n");
+  for (const std::uint32_t cols : {19'531U, 190'000U, 950'000U}) {
+    const std::size_t page_floats = 1024;
+    const std::size_t table_floats = (cols + page_floats - 1) / page_floats * page_floats;
+    for (const std::size_t gap_floats : {page_floats, std::size_t{256} * page_floats}) {
+      std::vector<float> block(2 * table_floats + gap_floats + page_floats, 0.0F);
+      float* const first = block.data() + (page_floats - reinterpret_cast<std::uintptr_t>(block.data()) / 4 % page_floats);
+      const auto ms = measure(scatter(cols), {first, first + table_floats + gap_floats});
+      sink = sink + first[0];
+      std::printf("| %u columns (%zu KiB) | %zu KiB | %.1f | %.1f | %.1f | %.1f | %.2f |\n", cols, table_floats / 256,
+                  gap_floats / 256, ms[0], ms[1], ms[2], ms[3], std::max(ms[2], ms[3]) / std::max(ms[0], ms[1]));
+    }
+  }
 }

@@ -39,10 +39,10 @@ struct aligned_allocator {
 
 /// Bytes kept free around each scratch table. Tables that two threads add
 /// into at once run at half speed or worse on some machines when they lie
-/// within about 100-500 KiB of each other, with no cache line shared (an
+/// within about 100-600 KiB of each other, with no cache line shared (an
 /// AMD EPYC guest: bench_scatter_cores, docs/performance.md); unwritten
 /// guard pages cost address space only.
-inline constexpr std::size_t scratch_table_guard = std::size_t{512} << 10U;
+inline constexpr std::size_t scratch_table_guard = std::size_t{1} << 20U;
 
 /// Working tables an object keeps from call to call to avoid fresh pages
 /// each time, each `scratch_table_guard` bytes from the others and from any
