@@ -13,11 +13,11 @@
 // count_sketch::accumulate does it for one row) into a 3.8 MB and a 240 KB
 // table, the same into precomputed columns (no hashing), the walk without
 // the stores, and an ALU-bound loop. A second table places the two threads'
-// tables of the sketch scatter in one block, 4 KiB or 1 MiB apart (the
-// gap from the end of one to the start of the other), at three sizes: on the
-// AMD EPYC guest nearby tables slowed each other when they fit in L2 and
-// apart ones did not (count_sketch keeps its parts' tables apart for that),
-// while tables larger than L2 slowed at any gap. Linux only
+// tables of the sketch scatter in one block, 4 KiB, one table's size or
+// three apart (the gap from the end of one to the start of the other), at
+// three sizes: on the AMD EPYC guest tables closer than about two of their
+// sizes slowed each other, apart ones did not (count_sketch keeps its parts'
+// tables apart for that: detail::scratch_table_guard). Linux only
 // (pthread_setaffinity_np).
 
 #include <pthread.h>
@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
   for (const std::uint32_t cols : {19'531U, 190'000U, 950'000U}) {
     const std::size_t page_floats = 1024;
     const std::size_t table_floats = (cols + page_floats - 1) / page_floats * page_floats;
-    for (const std::size_t gap_floats : {page_floats, std::size_t{256} * page_floats}) {
+    for (const std::size_t gap_floats : {page_floats, table_floats, 3 * table_floats}) {
       std::vector<float> block(2 * table_floats + gap_floats + page_floats, 0.0F);
       float* const first = block.data() + (page_floats - reinterpret_cast<std::uintptr_t>(block.data()) / 4 % page_floats);
       const auto ms = measure(scatter(cols), {first, first + table_floats + gap_floats});

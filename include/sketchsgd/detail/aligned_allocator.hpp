@@ -6,6 +6,7 @@
 /// and two threads never share one at a table boundary; scratch tables kept
 /// apart.
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <new>
@@ -37,12 +38,16 @@ struct aligned_allocator {
   }
 };
 
-/// Bytes kept free around each scratch table. Tables that two threads add
-/// into at once run at half speed or worse on some machines when they lie
-/// within about 100-600 KiB of each other, with no cache line shared (an
-/// AMD EPYC guest: bench_scatter_cores, docs/performance.md); unwritten
-/// guard pages cost address space only.
-inline constexpr std::size_t scratch_table_guard = std::size_t{1} << 20U;
+/// Bytes kept free before and after each scratch table of `table_bytes`.
+/// Tables that two threads add into at once run at half speed or worse on
+/// some machines when they lie within about two of their sizes of each
+/// other, with no cache line shared (an AMD EPYC guest: 80 KiB to 3.7 MiB
+/// tables, bench_scatter_cores, docs/performance.md): three sizes, at least
+/// 1 MiB. Unwritten guard pages cost address space only.
+[[nodiscard]] constexpr std::size_t scratch_table_guard(std::size_t table_bytes) noexcept {
+  constexpr std::size_t page = 4096;
+  return std::max(std::size_t{1} << 20U, (3 * table_bytes + page - 1) / page * page);
+}
 
 /// Working tables an object keeps from call to call to avoid fresh pages
 /// each time, each `scratch_table_guard` bytes from the others and from any
@@ -65,15 +70,17 @@ class scratch_tables {
   void reserve(std::size_t count, std::size_t n) {
     if (count <= count_ && n <= n_) return;
     constexpr std::size_t page = 4096;
-    const std::size_t stride = (n * sizeof(T) + page - 1) / page * page + scratch_table_guard;
-    block_.reset(static_cast<std::byte*>(::operator new (scratch_table_guard + count * stride, std::align_val_t{page})));
+    const std::size_t bytes = (n * sizeof(T) + page - 1) / page * page;
+    const std::size_t guard = scratch_table_guard(bytes);
+    block_.reset(static_cast<std::byte*>(::operator new (guard + count * (bytes + guard), std::align_val_t{page})));
     count_ = count;
     n_ = n;
-    stride_ = stride;
+    guard_ = guard;
+    stride_ = bytes + guard;
   }
   /// Table `p` of those reserved.
   [[nodiscard]] T* table(std::size_t p) const noexcept {
-    return std::launder(reinterpret_cast<T*>(block_.get() + scratch_table_guard + p * stride_));
+    return std::launder(reinterpret_cast<T*>(block_.get() + guard_ + p * stride_));
   }
 
  private:
@@ -83,6 +90,7 @@ class scratch_tables {
   std::unique_ptr<std::byte, page_delete> block_;
   std::size_t count_ = 0;
   std::size_t n_ = 0;
+  std::size_t guard_ = 0;
   std::size_t stride_ = 0;
 };
 
