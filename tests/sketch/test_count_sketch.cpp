@@ -71,13 +71,16 @@ TEMPLATE_TEST_CASE("results do not depend on the thread count", "[count_sketch]"
                    std::int64_t) {
   const sketch_config cfg{.rows = 5, .cols = 4099, .seed = 3};
   const auto x = test_vector<TestType>(300000, 9);
+  const auto first = test_vector<TestType>(20000, 10);  // rows added in tables of their own start from these
   count_sketch<TestType> one(cfg);
+  one.accumulate(first, 0, {1});
   one.accumulate(x, 7, {1});
   std::vector<TestType> est_one(x.size());
   one.estimate_all(est_one, 7, {1});
   for (const unsigned threads : {2U, 3U, 7U, 0U}) {
     CAPTURE(threads);
     count_sketch<TestType> many(cfg);
+    many.accumulate(first, 0, {threads});
     many.accumulate(x, 7, {threads});
     REQUIRE(many == one);
     std::vector<TestType> est_many(x.size());

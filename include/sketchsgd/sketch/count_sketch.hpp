@@ -111,13 +111,17 @@ class count_sketch<Value, HashFamily, cpu_t> {
   }
 
   /// Adds the dense vector `x`, whose element i is coordinate `offset + i`.
-  /// O(rows * x.size()). Rows go to threads whole. A one-row sketch of at
+  /// O(rows * x.size()). Rows go to threads whole; for an x of at least
+  /// 4 cols each thread adds its rows in a table of its own, copied in and
+  /// out, since threads adding into nearby memory slow each other on some
+  /// machines (docs/performance.md). A one-row sketch of at
   /// least 2^21 coordinates is summed in parts so threads can share it: up
   /// to 8 contiguous parts of at least 2^20 coordinates, part 0 added to the
   /// table, each other part to a table of its own, those summed in a fixed
   /// binary tree; every cell's bits are the same for any thread count (in
   /// floating point not those of one sequential sum). Up to 7 tables of one
-  /// row are kept by the sketch between calls for that (not copied).
+  /// row, each 3 table sizes from the others, are kept by the sketch between
+  /// calls for that (not copied; `detail::scratch_tables`).
   /// @throws std::invalid_argument if `offset + x.size()` overflows 64 bits.
   void accumulate(std::span<const Value> x, std::uint64_t offset = 0, cpu_execution exec = {}) {
     accumulate_rows(x, offset, 0, rows(), exec);
@@ -321,9 +325,22 @@ class count_sketch<Value, HashFamily, cpu_t> {
       accumulate_in_parts(x, offset, parts, workers);
     } else if (workers <= 1) {
       accumulate_serial(row_data(static_cast<std::uint32_t>(first_row)), x, offset, first_row, row_count);
-    } else {  // whole rows per thread
+    } else if (x.size() < 4 * cols()) {  // whole rows per thread, in place: copies would cost more
       for_rows_parallel(x.size(), first_row, row_count, exec,
                         [&](std::uint32_t r) { scatter_row(table_.data() + std::size_t{r} * cols(), r, x, offset); });
+    } else {  // whole rows per thread, each added in a scratch table kept apart from the others
+      const unsigned at_once = static_cast<unsigned>(std::min<std::size_t>(workers, row_count));
+      part_tables_.reserve(at_once, cols());
+      detail::fork_join(at_once, [&](unsigned w, unsigned n) {
+        const detail::index_range mine = detail::split_range(row_count, w, n);
+        Value* const scratch = part_tables_.table(w);
+        for (std::size_t r = first_row + mine.begin; r < first_row + mine.end; ++r) {
+          Value* const row = table_.data() + r * cols();
+          std::copy_n(row, cols(), scratch);  // the same additions on the same values: the same bits
+          scatter_row(scratch, static_cast<std::uint32_t>(r), x, offset);
+          std::copy_n(scratch, cols(), row);
+        }
+      });
     }
   }
 
