@@ -11,6 +11,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -129,7 +130,8 @@ void stream_read(benchmark::State& state) {
 
 // The floor under accumulate on this machine: the same 5 x 10M random
 // read-modify-writes into 2 MB rows, with the buckets precomputed (no hashing
-// at all), rows split between threads as accumulate splits them.
+// at all), rows split between threads as accumulate splits them, each added
+// in a scratch table kept apart as accumulate does with several threads.
 void scatter_floor(benchmark::State& state) {
   const auto& g = gradient();
   const std::size_t cols = config.cols;
@@ -141,14 +143,19 @@ void scatter_floor(benchmark::State& state) {
   }();
   std::vector<float> table(config.cells());
   const auto rows = static_cast<std::size_t>(config.rows);
+  const unsigned workers = std::min<unsigned>(threads_of(state).resolved_threads(), static_cast<unsigned>(rows));
+  sketchsgd::detail::scratch_tables<float> scratch;
+  scratch.reserve(workers, cols);
   for (auto _ : state) {
-    const unsigned workers = std::min<unsigned>(threads_of(state).resolved_threads(), static_cast<unsigned>(rows));
     sketchsgd::detail::fork_join(workers, [&](unsigned w, unsigned n) {
       const auto mine = sketchsgd::detail::split_range(rows, w, n);
       for (std::size_t r = mine.begin; r < mine.end; ++r) {
-        float* t = table.data() + r * cols;
+        float* const row = table.data() + r * cols;
+        float* const t = workers > 1 ? scratch.table(w) : row;
+        if (t != row) std::copy_n(row, cols, t);
         const std::uint32_t* b = buckets.data() + r * d;
         for (std::size_t i = 0; i < d; ++i) t[b[i]] += g[i];
+        if (t != row) std::copy_n(t, cols, row);
       }
     });
     benchmark::ClobberMemory();

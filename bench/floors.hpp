@@ -9,8 +9,9 @@
 //   (reads g, u, v, writes u, v: the pass issue 25's target is stated in);
 // - the scatter: d x rows adds of precomputed random (bucket, value) pairs
 //   into a table of the step's rows x cols, every thread into a table of its
-//   own over its share of the coordinates (the best any sketch can do on
-//   this cache; measured on min(d, 2^22) adds per thread and scaled).
+//   own (kept apart, as the sketch keeps its own) over its share of the
+//   coordinates (the best any sketch can do on this cache; measured on
+//   min(d, 2^22) adds per thread and scaled).
 //
 // A method's memory floor is the bytes it must stream once (error-feedback
 // methods: g, u and v, 20 d bytes; FetchSGD: g, 4 d; dense: g and the update,
@@ -93,13 +94,17 @@ inline measured measure(std::span<const float> g, std::uint64_t rows, std::uint6
 
   const std::size_t sample = std::min(std::size_t{1} << 22U, d);
   const std::size_t table_cells = static_cast<std::size_t>(rows * cols);
-  std::vector<std::vector<float>> tables(threads, std::vector<float>(table_cells, 0.0F));
+  // Tables kept apart as the sketch keeps its own (threads adding into nearby
+  // tables slow each other on some machines: docs/performance.md).
+  sketchsgd::detail::scratch_tables<float> tables;
+  tables.reserve(threads, table_cells);
+  for (unsigned w = 0; w < threads; ++w) std::fill_n(tables.table(w), table_cells, 0.0F);
   std::vector<std::uint32_t> cells(sample);
   sketchsgd::splitmix64 rng(7);
   for (std::uint32_t& c : cells) c = static_cast<std::uint32_t>(rng.next_below(table_cells));
   const double per_thread = median_seconds(3, [&] {
     split(static_cast<std::size_t>(threads) * sample, threads, [&](std::size_t, std::size_t, unsigned w) {
-      float* const t = tables[w].data();
+      float* const t = tables.table(w);
       for (std::size_t i = 0; i < sample; ++i) t[cells[i]] += g[i];
     });
   });
