@@ -162,6 +162,9 @@ TEST_CASE("scratch tables lie a guard apart and keep their place when they fit",
   CHECK(apart(2, 3) == apart(0, 1));
   tables.reserve(2, std::size_t{1} << 20U);  // 4 MiB tables: three of their sizes between
   CHECK(apart(0, 1) >= 4 * (std::size_t{4} << 20U));
+  float* const grown = tables.table(0);
+  tables.reserve(4, 1000);  // the grown block still holds the 4 tables asked for before
+  CHECK(tables.table(0) == grown);
   detail::scratch_tables<float> copy(tables);  // a copy starts empty: memory of its own
   copy.reserve(1, 10);
   CHECK(copy.table(0) != tables.table(0));

@@ -66,9 +66,12 @@ class scratch_tables {
   ~scratch_tables() = default;
 
   /// Makes room for `count` tables of `n` values (their contents are
-  /// unspecified); tables from before are kept when they fit.
+  /// unspecified); tables from before are kept when they fit, and a new
+  /// block holds what both asked for.
   void reserve(std::size_t count, std::size_t n) {
     if (count <= count_ && n <= n_) return;
+    count = std::max(count, count_);
+    n = std::max(n, n_);
     constexpr std::size_t page = 4096;
     const std::size_t bytes = (n * sizeof(T) + page - 1) / page * page;
     const std::size_t guard = scratch_table_guard(bytes);
@@ -78,7 +81,7 @@ class scratch_tables {
     guard_ = guard;
     stride_ = bytes + guard;
   }
-  /// Table `p` of those reserved.
+  /// Table `p` of those reserved (`p` below the count of a `reserve`).
   [[nodiscard]] T* table(std::size_t p) const noexcept {
     return std::launder(reinterpret_cast<T*>(block_.get() + guard_ + p * stride_));
   }

@@ -16,6 +16,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -119,9 +120,10 @@ class count_sketch<Value, HashFamily, cpu_t> {
   /// to 8 contiguous parts of at least 2^20 coordinates, part 0 added to the
   /// table, each other part to a table of its own, those summed in a fixed
   /// binary tree; every cell's bits are the same for any thread count (in
-  /// floating point not those of one sequential sum). Up to 7 tables of one
-  /// row, each 3 table sizes from the others, are kept by the sketch between
-  /// calls for that (not copied; `detail::scratch_tables`).
+  /// floating point not those of one sequential sum). The sketch keeps those
+  /// tables of one row between calls (up to 7, or one per thread for whole
+  /// rows; each 3 table sizes from the others; not copied:
+  /// `detail::scratch_tables`).
   /// @throws std::invalid_argument if `offset + x.size()` overflows 64 bits.
   void accumulate(std::span<const Value> x, std::uint64_t offset = 0, cpu_execution exec = {}) {
     accumulate_rows(x, offset, 0, rows(), exec);
@@ -289,9 +291,9 @@ class count_sketch<Value, HashFamily, cpu_t> {
     return table_.data() + std::size_t{r} * cols();
   }
 
-  /// Runs `per_row(r)` for every row, the rows split among threads; each row
-  /// is handled whole by one thread, which keeps results independent of the
-  /// thread count.
+  /// Runs `per_row(r)` (or `per_row(r, worker)`) for every row, the rows
+  /// split among threads; each row is handled whole by one thread, which
+  /// keeps results independent of the thread count.
   template <class PerRow>
   void for_rows_parallel(std::size_t items, cpu_execution exec, PerRow&& per_row) {
     for_rows_parallel(items, 0, rows(), exec, std::forward<PerRow>(per_row));
@@ -305,7 +307,13 @@ class count_sketch<Value, HashFamily, cpu_t> {
     const unsigned workers = static_cast<unsigned>(std::min<std::size_t>(by_work, count));
     detail::fork_join(workers, [&](unsigned w, unsigned n) {
       const detail::index_range mine = detail::split_range(count, w, n);
-      for (std::size_t r = first + mine.begin; r < first + mine.end; ++r) per_row(static_cast<std::uint32_t>(r));
+      for (std::size_t r = first + mine.begin; r < first + mine.end; ++r) {
+        if constexpr (std::is_invocable_v<PerRow&, std::uint32_t, unsigned>) {
+          per_row(static_cast<std::uint32_t>(r), w);
+        } else {
+          per_row(static_cast<std::uint32_t>(r));
+        }
+      }
     });
   }
 
@@ -325,21 +333,24 @@ class count_sketch<Value, HashFamily, cpu_t> {
       accumulate_in_parts(x, offset, parts, workers);
     } else if (workers <= 1) {
       accumulate_serial(row_data(static_cast<std::uint32_t>(first_row)), x, offset, first_row, row_count);
-    } else if (x.size() < 4 * cols()) {  // whole rows per thread, in place: copies would cost more
-      for_rows_parallel(x.size(), first_row, row_count, exec,
-                        [&](std::uint32_t r) { scatter_row(table_.data() + std::size_t{r} * cols(), r, x, offset); });
-    } else {  // whole rows per thread, each added in a scratch table kept apart from the others
-      const unsigned at_once = static_cast<unsigned>(std::min<std::size_t>(workers, row_count));
-      part_tables_.reserve(at_once, cols());
-      detail::fork_join(at_once, [&](unsigned w, unsigned n) {
-        const detail::index_range mine = detail::split_range(row_count, w, n);
-        Value* const scratch = part_tables_.table(w);
-        for (std::size_t r = first_row + mine.begin; r < first_row + mine.end; ++r) {
-          Value* const row = table_.data() + r * cols();
-          std::copy_n(row, cols(), scratch);  // the same additions on the same values: the same bits
-          scatter_row(scratch, static_cast<std::uint32_t>(r), x, offset);
-          std::copy_n(scratch, cols(), row);
+    } else {  // whole rows per thread
+      // Each thread adds its rows in a scratch table kept apart from the
+      // others' (rows lie next to each other in the table), copied in and
+      // back: the same additions on the same values, the same bits. For a
+      // short x the 2 cols copies a row would outweigh its x.size() adds.
+      const bool apart = x.size() >= 4 * cols();
+      // As many tables as for_rows_parallel starts threads.
+      if (apart) part_tables_.reserve(std::min<std::size_t>(workers, row_count), cols());
+      for_rows_parallel(x.size(), first_row, row_count, exec, [&](std::uint32_t r, unsigned w) {
+        Value* const row = table_.data() + std::size_t{r} * cols();
+        if (!apart) {
+          scatter_row(row, r, x, offset);
+          return;
         }
+        Value* const scratch = part_tables_.table(w);
+        std::copy_n(row, cols(), scratch);
+        scatter_row(scratch, r, x, offset);
+        std::copy_n(scratch, cols(), row);
       });
     }
   }
