@@ -191,6 +191,43 @@ TEMPLATE_TEST_CASE("the threshold pass of unsketch equals the estimate-everythin
   }
 }
 
+// The walk of one multiply-shift row answers by itself (no scan behind it),
+// on either thread count, with the k-th's magnitude shared by many buckets
+// (small integers) or by one (noise), and says so when too few keys reach
+// the threshold.
+TEMPLATE_TEST_CASE("the bucket walk selects exactly the top k", "[topk]", float, std::int32_t) {
+  const std::size_t d = 300000;
+  for (const std::uint64_t seed : test::statistical_seeds) {
+    count_sketch<TestType> s({.rows = 1, .cols = 20000, .seed = seed});
+    if constexpr (std::is_integral_v<TestType>) {
+      s.accumulate(test::integer_vector<TestType>(d, 6, seed));
+    } else {
+      s.accumulate(test::normal_vector<TestType>(d, seed));
+    }
+    std::vector<TestType> est(d);
+    s.estimate_all(est);
+    for (const std::size_t k : {std::size_t{1}, std::size_t{777}, std::size_t{6000}}) {
+      INFO("seed " << seed << ", k " << k);
+      const auto expected = top_k(est, k);
+      using key = detail::magnitude_key<TestType>;
+      const auto threshold = key::of(expected.values[static_cast<std::size_t>(
+          std::min_element(expected.values.begin(), expected.values.end(),
+                           [](TestType a, TestType b) { return key::of(a) < key::of(b); }) -
+          expected.values.begin())]);
+      for (const unsigned workers : {1U, 2U}) {
+        sparse_update<TestType> best;
+        auto& ws = detail::thread_unsketch_workspace<TestType>();
+        const auto row = std::span<const TestType>(s.table());
+        REQUIRE(detail::top_k_by_walking(s.hash().row(0), row, d, threshold, k, d, workers, ws, best) ==
+                detail::walk_outcome::done);
+        CHECK(best == expected);
+        CHECK(detail::top_k_by_walking(s.hash().row(0), row, d, threshold, d, d, workers, ws, best) ==
+              detail::walk_outcome::too_few);
+      }
+    }
+  }
+}
+
 TEST_CASE("the threshold pass declines what it cannot be sure of, and the result is still exact", "[topk]") {
   const std::size_t d = 300000;
   SECTION("NaN cells in a sketch of several rows: estimated as estimate_all does, never selected") {

@@ -112,6 +112,28 @@ class bucket_walk {
     }
   }
 
+  /// The least key of the bucket that holds `key`, walked back from `key`:
+  /// the previous key of a bucket is the first of key - j_a, key - j_b,
+  /// key - j_a - j_b (the same three gaps, the rotation run backwards) whose
+  /// z lands in it.
+  [[nodiscard]] std::uint64_t least_key_of(std::uint64_t key) const noexcept {
+    const std::uint32_t b = bucket(key);
+    const std::uint64_t start = y_low(b) << 33U;
+    const std::uint64_t width = (y_low(b + 1) - y_low(b)) << 33U;
+    const gaps& g = (width >> 33U) == narrow_.units ? narrow_ : wide_;
+    std::uint64_t z = line_.slope * key + line_.intercept;
+    for (;;) {
+      int c = 0;
+      while (c < 3 && z - g.dz[c] - start >= width) ++c;
+      if (c == 3) {  // cannot happen by the theorem; stay exact regardless
+        return static_cast<std::uint64_t>(first_on_line(line_.slope, line_.intercept, start, start + (width - 1)));
+      }
+      if (g.step[c] > key) return key;  // the previous key would be negative
+      key -= g.step[c];
+      z -= g.dz[c];
+    }
+  }
+
   /// The bucket of `key`.
   [[nodiscard]] std::uint32_t bucket(std::uint64_t key) const noexcept {
     return split_hash32(static_cast<std::uint32_t>((line_.slope * key + line_.intercept) >> 32U), cols_).bucket;

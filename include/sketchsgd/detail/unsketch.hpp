@@ -109,16 +109,29 @@ template <class Value>
 struct unsketch_workspace {
   std::vector<typename magnitude_key<Value>::type> sample;
   hot_cells hot;
-  std::vector<std::pair<std::uint32_t, std::uint64_t>> starts;  // (bucket, its least key)
-  std::vector<kept_estimates<Value>> parts;                     // one per thread
+  /// One walked bucket: its cell's magnitude, its least key, and where its
+  /// keys (increasing) lie in `parts[part]`.
+  struct bucket_run {
+    typename magnitude_key<Value>::type magnitude;
+    std::uint64_t least;
+    unsigned part;
+    std::size_t begin;
+    std::size_t count;
+  };
+  std::vector<kept_estimates<Value>> parts;   // one per thread
+  std::vector<std::vector<bucket_run>> runs;  // one per thread
+  std::vector<bucket_run> all_runs;
+  std::vector<std::pair<std::uint64_t, Value>> tied;
   kept_estimates<Value> all;
   kept_estimates<Value> sorted;
   std::vector<std::uint32_t> digit_start;
 
-  /// `parts` for `workers` threads, emptied.
+  /// `parts` (and `runs`) for `workers` threads, emptied.
   void reset_parts(unsigned workers) {
     if (parts.size() < workers) parts.resize(workers);
+    if (runs.size() < workers) runs.resize(workers);
     for (auto& p : parts) p.clear();
+    for (auto& r : runs) r.clear();
   }
   /// `all` = the parts, in thread order.
   void gather_parts(unsigned workers) {
@@ -164,53 +177,107 @@ unsketch_workspace<Value>& thread_unsketch_workspace() {
   return ws;
 }
 
-/// One row of `multiply_shift`: into `ws.all`, the keys of the hot buckets
-/// in index order, found by walking each bucket (`bucket_walk`) from its
-/// least key, which one scan from key 0 finds (it stops once every hot
-/// bucket was seen: after a few times cols keys, not d). False when the walk
-/// does not apply or more than `cap` keys per thread would be kept.
+/// What `top_k_by_walking` found.
+enum class walk_outcome {
+  declined,  ///< the walk does not apply, or more than `cap` keys per thread: scan instead
+  too_few,   ///< fewer than k keys reach the threshold: lower it
+  done,      ///< the top k
+};
+
+/// One row of `multiply_shift`: the top k (as `take_top_k` orders them) of
+/// the keys in the buckets at or above the threshold, found by walking each
+/// such bucket (`bucket_walk`) instead of hashing the d keys. The threads
+/// hash interleaved blocks of keys from 0 until every hot bucket was seen (a
+/// few times cols keys, not d); the first to see one claims it, walks back
+/// to its least key and then through all its keys. All the keys of a bucket
+/// share one magnitude, so the selection takes whole buckets, largest first,
+/// and only the k-th's magnitude is settled key by key (lowest indices
+/// first); the k chosen are then sorted by index.
 template <class Value, class Key>
-bool keep_by_walking(const multiply_shift::row_hash& h, std::span<const Value> row, std::uint64_t d, Key threshold,
-                     std::size_t cap, unsigned workers, unsketch_workspace<Value>& ws) {
+walk_outcome top_k_by_walking(const multiply_shift::row_hash& h, std::span<const Value> row, std::uint64_t d,
+                              Key threshold, std::size_t k, std::size_t cap, unsigned workers,
+                              unsketch_workspace<Value>& ws, sparse_update<Value>& out) {
 #if defined(SKETCHSGD_HAVE_BUCKET_WALK)
+  using traits = magnitude_key<Value>;
   const bucket_walk walk(h, d);
-  if (!walk.usable()) return false;
+  if (!walk.usable()) return walk_outcome::declined;
   ws.hot.assign(row, 1, row.size(), threshold, true);
-  std::uint64_t* const pending = ws.hot.bits.data();
-  std::size_t remaining = 0;
-  for (const std::uint64_t word : ws.hot.bits) remaining += static_cast<std::size_t>(std::popcount(word));
-  ws.starts.clear();
-  constexpr std::uint64_t block = 4096;
-  for (std::uint64_t begin = 0; begin < d && remaining > 0; begin += block) {
-    h.for_each(begin, std::min(block, d - begin), [&](std::uint64_t i, bucket_sign bs) {
-      std::uint64_t& word = pending[bs.bucket / 64];
-      const std::uint64_t bit = std::uint64_t{1} << (bs.bucket % 64);
-      if ((word & bit) == 0) return;
-      word &= ~bit;
-      --remaining;
-      ws.starts.emplace_back(bs.bucket, begin + i);
-    });
-  }
-  ws.reset_parts(workers);
+  std::size_t hot = 0;
+  for (const std::uint64_t word : ws.hot.bits) hot += static_cast<std::size_t>(std::popcount(word));
+  std::atomic<std::size_t> unclaimed{hot};
   std::atomic<bool> over{false};
+  ws.reset_parts(workers);
+  constexpr std::uint64_t block = 4096;
   fork_join(workers, [&](unsigned w, unsigned nw) {
-    const index_range mine = split_range(ws.starts.size(), w, nw);
-    kept_estimates<Value>& out = ws.parts[w];
-    for (std::size_t s = mine.begin; s < mine.end && !over.load(std::memory_order_relaxed); ++s) {
-      const auto [bucket, first] = ws.starts[s];
-      const Value cell = row[bucket];
-      walk.keys_of(bucket, first,
-                   [&](std::uint64_t key, std::int32_t sign) { out.push_back(key, signed_value(sign, cell)); });
-      if (out.size() > cap) over.store(true, std::memory_order_relaxed);
+    kept_estimates<Value>& mine = ws.parts[w];
+    auto& runs = ws.runs[w];
+    for (std::uint64_t begin = w * block; begin < d; begin += std::uint64_t{nw} * block) {
+      if (unclaimed.load(std::memory_order_relaxed) == 0 || over.load(std::memory_order_relaxed)) break;
+      h.for_each(begin, std::min(block, d - begin), [&](std::uint64_t i, bucket_sign bs) {
+        const std::atomic_ref<std::uint64_t> word(ws.hot.bits[bs.bucket / 64]);
+        const std::uint64_t bit = std::uint64_t{1} << (bs.bucket % 64);
+        if ((word.load(std::memory_order_relaxed) & bit) == 0) return;
+        if ((word.fetch_and(~bit, std::memory_order_relaxed) & bit) == 0) return;  // another thread has it
+        unclaimed.fetch_sub(1, std::memory_order_relaxed);
+        const Value cell = row[bs.bucket];
+        const std::uint64_t least = walk.least_key_of(begin + i);
+        const std::size_t from = mine.size();
+        walk.keys_of(bs.bucket, least,
+                     [&](std::uint64_t key, std::int32_t sign) { mine.push_back(key, signed_value(sign, cell)); });
+        runs.push_back({traits::of(cell), least, w, from, mine.size() - from});
+      });
+      if (mine.size() > cap) over.store(true, std::memory_order_relaxed);
     }
   });
-  if (over.load()) return false;
-  ws.gather_parts(workers);
+  if (over.load()) return walk_outcome::declined;
+
+  // Buckets by magnitude, largest first (then by least key: any fixed order).
+  auto& runs = ws.all_runs;
+  runs.clear();
+  std::size_t total = 0;
+  for (unsigned w = 0; w < workers; ++w) {
+    runs.insert(runs.end(), ws.runs[w].begin(), ws.runs[w].end());
+    for (const auto& r : ws.runs[w]) total += r.count;
+  }
+  if (total < k) return walk_outcome::too_few;
+  std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) {
+    return a.magnitude != b.magnitude ? a.magnitude > b.magnitude : a.least < b.least;
+  });
+  // Whole buckets above the k-th's magnitude; of those at it, the lowest keys.
+  std::size_t before = 0;  // keys in the runs before `r`
+  std::size_t r = 0;
+  while (before + runs[r].count < k) before += runs[r++].count;
+  const Key kth = runs[r].magnitude;
+  while (r > 0 && runs[r - 1].magnitude == kth) before -= runs[--r].count;
+  ws.all.clear();
+  const auto keys_of_run = [&](const auto& run) {
+    const kept_estimates<Value>& part = ws.parts[run.part];
+    return std::pair{part.indices.begin() + static_cast<std::ptrdiff_t>(run.begin),
+                     part.values.begin() + static_cast<std::ptrdiff_t>(run.begin)};
+  };
+  for (std::size_t j = 0; j < r; ++j) {
+    const auto [indices, values] = keys_of_run(runs[j]);
+    const auto n = static_cast<std::ptrdiff_t>(runs[j].count);
+    ws.all.indices.insert(ws.all.indices.end(), indices, indices + n);
+    ws.all.values.insert(ws.all.values.end(), values, values + n);
+  }
+  ws.tied.clear();
+  for (std::size_t j = r; j < runs.size() && runs[j].magnitude == kth; ++j) {
+    const auto [indices, values] = keys_of_run(runs[j]);
+    for (std::size_t e = 0; e < runs[j].count; ++e)
+      ws.tied.emplace_back(indices[static_cast<std::ptrdiff_t>(e)], values[static_cast<std::ptrdiff_t>(e)]);
+  }
+  const std::size_t need = k - before;
+  std::partial_sort(ws.tied.begin(), ws.tied.begin() + static_cast<std::ptrdiff_t>(need), ws.tied.end(),
+                    [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (std::size_t e = 0; e < need; ++e) ws.all.push_back(ws.tied[e].first, ws.tied[e].second);
   ws.sort_all_by_index(d);
-  return true;
+  out.indices.assign(ws.all.indices.begin(), ws.all.indices.end());
+  out.values.assign(ws.all.values.begin(), ws.all.values.end());
+  return walk_outcome::done;
 #else
-  (void)h, (void)row, (void)d, (void)threshold, (void)cap, (void)workers, (void)ws;
-  return false;
+  (void)h, (void)row, (void)d, (void)threshold, (void)k, (void)cap, (void)workers, (void)ws, (void)out;
+  return walk_outcome::declined;
 #endif
 }
 
@@ -297,9 +364,10 @@ sparse_update<Value> take_top_k(unsketch_workspace<Value>& ws, std::size_t k) {
 /// How: the estimates of 65,536 evenly spaced coordinates give a threshold t
 /// that about 1.25 k + 4 sqrt(k) coordinates reach (in expectation); every
 /// coordinate whose |estimate| is at least t is kept. One row of
-/// `multiply_shift` walks the keys of the buckets at or above t
-/// (`keep_by_walking`: O(cols + k), no pass over d); otherwise one pass over
-/// the d coordinates keeps them as it goes (`keep_by_scanning`). When at least k
+/// `multiply_shift` walks the keys of the buckets at or above t and selects
+/// bucket by bucket (`top_k_by_walking`: O(cols + k), no pass over d);
+/// otherwise one pass over the d coordinates keeps them as it goes
+/// (`keep_by_scanning`) and `take_top_k` selects. When at least k
 /// are kept, the k-th largest is at least t, so the kept set holds the whole
 /// answer; fewer than k: t is lowered once, then the caller falls back.
 /// Memory, kept by the calling thread for the next call: O(k) kept entries
@@ -341,11 +409,15 @@ std::optional<sparse_update<typename Sketch::value_type>> top_k_by_threshold(con
     if (threshold == 0) return std::nullopt;  // zeros tie: the direct path orders them by index
     const std::size_t cap = std::max<std::size_t>(k, 3 * rank * (n / sample_size + 1)) + sample_size;
 
-    bool kept = false;
     if constexpr (std::is_same_v<typename Sketch::hash_type, multiply_shift>) {
-      if (rows == 1) kept = keep_by_walking(row_hash[0], table, d, threshold, cap, workers, ws);
+      if (rows == 1) {
+        sparse_update<Value> best;
+        const walk_outcome walked = top_k_by_walking(row_hash[0], table, d, threshold, k, cap, workers, ws, best);
+        if (walked == walk_outcome::done) return best;
+        if (walked == walk_outcome::too_few) continue;
+      }
     }
-    if (!kept && !keep_by_scanning(sketch, row_hash, d, threshold, cap, workers, ws)) return std::nullopt;
+    if (!keep_by_scanning(sketch, row_hash, d, threshold, cap, workers, ws)) return std::nullopt;
     if (ws.all.size() < k) continue;  // the sample put t too high: lower it
 
     return take_top_k(ws, k);
