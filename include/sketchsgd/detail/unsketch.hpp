@@ -225,8 +225,9 @@ walk_outcome top_k_by_walking(const multiply_shift::row_hash& h, std::span<const
   ws.reset_parts(workers);
   constexpr std::uint64_t block = 4096;
   fork_join(workers, [&](unsigned w, unsigned nw) {
-    kept_estimates<Value>& mine = ws.parts[w];
-    auto& runs = ws.runs[w];
+    // Locals while they grow: the parts' vectors lie in one cache line.
+    kept_estimates<Value> mine = std::move(ws.parts[w]);
+    auto runs = std::move(ws.runs[w]);
     for (std::uint64_t begin = w * block; begin < d; begin += std::uint64_t{nw} * block) {
       if (unclaimed.load(std::memory_order_relaxed) == 0 || over.load(std::memory_order_relaxed)) break;
       h.for_each(begin, std::min(block, d - begin), [&](std::uint64_t i, bucket_sign bs) {
@@ -244,6 +245,8 @@ walk_outcome top_k_by_walking(const multiply_shift::row_hash& h, std::span<const
       });
       if (mine.size() > cap) over.store(true, std::memory_order_relaxed);
     }
+    ws.parts[w] = std::move(mine);
+    ws.runs[w] = std::move(runs);
   });
   if (over.load()) return walk_outcome::declined;
 
@@ -315,7 +318,7 @@ bool keep_by_scanning(const Sketch& sketch, const std::vector<RowHash>& row_hash
   std::atomic<bool> over{false};
   fork_join(workers, [&](unsigned w, unsigned nw) {
     const index_range range = split_range(static_cast<std::size_t>(d), w, nw);
-    kept_estimates<Value>& mine = ws.parts[w];
+    kept_estimates<Value> mine = std::move(ws.parts[w]);  // a local while it grows, as in the walk
     const auto keep = [&](std::uint64_t i, Value v) {
       if (traits::of(v) >= threshold && traits::of(v) <= traits::max_valid) mine.push_back(i, v);
     };
@@ -334,6 +337,7 @@ bool keep_by_scanning(const Sketch& sketch, const std::vector<RowHash>& row_hash
       }
       if (mine.size() > cap) over.store(true, std::memory_order_relaxed);
     }
+    ws.parts[w] = std::move(mine);
   });
   if (over.load()) return false;
   ws.gather_parts(workers);
