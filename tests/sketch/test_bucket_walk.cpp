@@ -84,7 +84,7 @@ TEST_CASE("walking a bucket visits exactly its keys, in order, and back to its l
         // Walked back from any of its keys, a bucket gives its least key.
         for (const std::uint64_t key : {keys[b].front(), keys[b][keys[b].size() / 2], keys[b].back()}) {
           CAPTURE(key);
-          REQUIRE(walk.least_key_of(key) == keys[b].front());
+          REQUIRE(walk.least_key_of(b, key) == keys[b].front());
         }
       }
     }

@@ -194,7 +194,7 @@ TEMPLATE_TEST_CASE("the threshold pass of unsketch equals the estimate-everythin
 // The walk of one multiply-shift row answers by itself (no scan behind it),
 // on either thread count, with the k-th's magnitude shared by many buckets
 // (small integers) or by one (noise), and says so when too few keys reach
-// the threshold.
+// the threshold or more than the cap would be kept.
 TEMPLATE_TEST_CASE("the bucket walk selects exactly the top k", "[topk]", float, std::int32_t) {
   const std::size_t d = 300000;
   for (const std::uint64_t seed : test::statistical_seeds) {
@@ -223,6 +223,9 @@ TEMPLATE_TEST_CASE("the bucket walk selects exactly the top k", "[topk]", float,
         CHECK(best == expected);
         CHECK(detail::top_k_by_walking(s.hash().row(0), row, d, threshold, d, d, workers, ws, best) ==
               detail::walk_outcome::too_few);
+        // More keys per thread than the cap allows: it declines (the caller scans).
+        CHECK(detail::top_k_by_walking(s.hash().row(0), row, d, threshold, k, k / 4, workers, ws, best) ==
+              detail::walk_outcome::declined);
       }
     }
   }

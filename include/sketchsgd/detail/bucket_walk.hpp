@@ -82,9 +82,7 @@ class bucket_walk {
   /// least key, in increasing order.
   template <class F>
   void keys_of(std::uint32_t b, std::uint64_t first, F&& f) const {
-    const std::uint64_t start = y_low(b) << 33U;
-    const std::uint64_t width = (y_low(b + 1) - y_low(b)) << 33U;
-    const gaps& g = (width >> 33U) == narrow_.units ? narrow_ : wide_;
+    const auto [start, width, g] = interval_of(b);
     std::uint64_t key = first;
     std::uint64_t z = line_.slope * key + line_.intercept;
     for (;;) {
@@ -112,15 +110,12 @@ class bucket_walk {
     }
   }
 
-  /// The least key of the bucket that holds `key`, walked back from `key`:
+  /// The least key of bucket `b`, walked back from `key`, one of its keys:
   /// the previous key of a bucket is the first of key - j_a, key - j_b,
   /// key - j_a - j_b (the same three gaps, the rotation run backwards) whose
   /// z lands in it.
-  [[nodiscard]] std::uint64_t least_key_of(std::uint64_t key) const noexcept {
-    const std::uint32_t b = bucket(key);
-    const std::uint64_t start = y_low(b) << 33U;
-    const std::uint64_t width = (y_low(b + 1) - y_low(b)) << 33U;
-    const gaps& g = (width >> 33U) == narrow_.units ? narrow_ : wide_;
+  [[nodiscard]] std::uint64_t least_key_of(std::uint32_t b, std::uint64_t key) const noexcept {
+    const auto [start, width, g] = interval_of(b);
     std::uint64_t z = line_.slope * key + line_.intercept;
     for (;;) {
       int c = 0;
@@ -147,6 +142,18 @@ class bucket_walk {
     std::uint64_t step[3]{};
     std::uint64_t dz[3]{};
   };
+
+  /// Bucket b's interval of z, [start, start + width), and its gaps.
+  struct interval {
+    std::uint64_t start;
+    std::uint64_t width;
+    const gaps& steps;
+  };
+  [[nodiscard]] interval interval_of(std::uint32_t b) const noexcept {
+    const std::uint64_t start = y_low(b) << 33U;
+    const std::uint64_t width = (y_low(b + 1) - y_low(b)) << 33U;
+    return {start, width, (width >> 33U) == narrow_.units ? narrow_ : wide_};
+  }
 
   /// The least y (the top 31 bits of z) of bucket b: ceil(b 2^31 / cols).
   [[nodiscard]] std::uint64_t y_low(std::uint64_t b) const noexcept {

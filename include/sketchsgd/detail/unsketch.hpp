@@ -4,8 +4,9 @@
 /// @file
 /// Unsketch top-k without a d-sized array of estimates: a threshold from a
 /// sample of estimates, one pass that keeps only the coordinates at or above
-/// it (or, for one multiply-shift row, a walk over the keys of the buckets
-/// at or above it), and the exact selection among the few kept.
+/// it and the exact selection among the few kept, or, for one multiply-shift
+/// row, a walk over the keys of the buckets at or above it that selects a
+/// bucket at a time.
 
 #include <algorithm>
 #include <array>
@@ -125,11 +126,10 @@ template <class Value>
 struct unsketch_workspace {
   std::vector<typename magnitude_key<Value>::type> sample;
   hot_cells hot;
-  /// One walked bucket: its cell's magnitude, its least key, and where its
-  /// keys (increasing) lie in `parts[part]`.
+  /// One walked bucket: its cell's magnitude and where its keys
+  /// (increasing) lie in `parts[part]`.
   struct bucket_run {
     typename magnitude_key<Value>::type magnitude;
-    std::uint64_t least;
     unsigned part;
     std::size_t begin;
     std::size_t count;
@@ -237,11 +237,10 @@ walk_outcome top_k_by_walking(const multiply_shift::row_hash& h, std::span<const
         if ((word.fetch_and(~bit, std::memory_order_relaxed) & bit) == 0) return;  // another thread has it
         unclaimed.fetch_sub(1, std::memory_order_relaxed);
         const Value cell = row[bs.bucket];
-        const std::uint64_t least = walk.least_key_of(begin + i);
         const std::size_t from = mine.size();
-        walk.keys_of(bs.bucket, least,
+        walk.keys_of(bs.bucket, walk.least_key_of(bs.bucket, begin + i),
                      [&](std::uint64_t key, std::int32_t sign) { mine.push_back(key, signed_value(sign, cell)); });
-        runs.push_back({traits::of(cell), least, w, from, mine.size() - from});
+        runs.push_back({traits::of(cell), w, from, mine.size() - from});
       });
       if (mine.size() > cap) over.store(true, std::memory_order_relaxed);
     }
@@ -250,7 +249,9 @@ walk_outcome top_k_by_walking(const multiply_shift::row_hash& h, std::span<const
   });
   if (over.load()) return walk_outcome::declined;
 
-  // Buckets by magnitude, largest first (then by least key: any fixed order).
+  // Buckets by magnitude, largest first. The order among equal magnitudes
+  // does not matter: the keys at the k-th's are sorted by index below, and
+  // the chosen all are at the end.
   auto& runs = ws.all_runs;
   runs.clear();
   std::size_t total = 0;
@@ -259,9 +260,7 @@ walk_outcome top_k_by_walking(const multiply_shift::row_hash& h, std::span<const
     for (const auto& r : ws.runs[w]) total += r.count;
   }
   if (total < k) return walk_outcome::too_few;
-  std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) {
-    return a.magnitude != b.magnitude ? a.magnitude > b.magnitude : a.least < b.least;
-  });
+  std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.magnitude > b.magnitude; });
   // Whole buckets above the k-th's magnitude; of those at it, the lowest keys.
   std::size_t before = 0;  // keys in the runs before `r`
   std::size_t r = 0;
