@@ -91,6 +91,39 @@ TEST_CASE("walking a bucket visits exactly its keys, in order, and back to its l
   }
 }
 
+// Tables kept across cases as a thread's workspace keeps them: every call
+// changes the hash or the number of keys, so a stale answer fails; the cases
+// are asked twice, of a table holding them all (the second time from it) and
+// of one holding five (the second time recomputed), and of a fresh table
+// filled by one thread.
+TEST_CASE("the least-key table holds every bucket's least key, on any thread count", "[bucket_walk]") {
+  detail::least_key_table all;
+  detail::least_key_table five(5);
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const std::uint32_t cols : {2U, 97U, 4096U, 30011U}) {
+      for (std::uint64_t seed = 0; seed < 6; ++seed) {
+        const auto h = multiply_shift(seed * 7919 + cols, 1, cols).row(0);
+        for (const std::uint64_t n : {std::uint64_t{60000}, std::uint64_t{45000}}) {
+          const detail::bucket_walk walk(h, n);
+          if (!walk.usable()) continue;
+          std::vector<std::uint32_t> least(cols, detail::least_key_table::none);
+          h.for_each(0, n, [&](std::uint64_t i, bucket_sign bs) {
+            if (least[bs.bucket] == detail::least_key_table::none) least[bs.bucket] = static_cast<std::uint32_t>(i);
+          });
+          for (const std::uint32_t key : least) {
+            if (key != detail::least_key_table::none) CHECK(key < walk.least_keys_below());
+          }
+          CAPTURE(pass, cols, seed, n);
+          REQUIRE(all.of(h, walk, n, 2) == least);
+          REQUIRE(five.of(h, walk, n, 2) == least);
+          detail::least_key_table one_thread;
+          REQUIRE(one_thread.of(h, walk, n, 1) == least);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("the walk declines slopes it cannot serve", "[bucket_walk]") {
   const auto h = multiply_shift(5, 1, 1000).row(0);
   CHECK_FALSE(detail::bucket_walk(h, (std::uint64_t{1} << 32U) + 1).usable());      // keys beyond 2^32

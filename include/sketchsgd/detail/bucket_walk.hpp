@@ -129,6 +129,12 @@ class bucket_walk {
     }
   }
 
+  /// Every bucket's least key lies below this: no step exceeds the longest
+  /// gap, so a key at or beyond it has another of its bucket before it.
+  [[nodiscard]] std::uint64_t least_keys_below() const noexcept {
+    return std::min(n_, std::max(narrow_.step[2], wide_.step[2]));
+  }
+
   /// The bucket of `key`.
   [[nodiscard]] std::uint32_t bucket(std::uint64_t key) const noexcept {
     return split_hash32(static_cast<std::uint32_t>((line_.slope * key + line_.intercept) >> 32U), cols_).bucket;

@@ -83,6 +83,76 @@ struct hot_cells {
   }
 };
 
+#if defined(SKETCHSGD_HAVE_BUCKET_WALK)
+/// The least key of every bucket of one `multiply_shift` row over [0, d),
+/// kept for the next calls: a training run unsketches with the same hashes
+/// every step (one per slice), and finding a bucket's first key is the only
+/// part of the walk that hashes keys other than its own. 4 bytes per
+/// column, for the last `capacity` rows asked (the least recently used
+/// replaced).
+class least_key_table {
+ public:
+  static constexpr std::uint32_t none = ~std::uint32_t{0};  ///< no key of [0, d) in the bucket
+
+  explicit least_key_table(std::size_t capacity = 64) : capacity_(std::max<std::size_t>(capacity, 1)) {}
+
+  /// Bucket b's least key, or `none`, for this row and d (d < 2^32);
+  /// valid until the next call.
+  const std::vector<std::uint32_t>& of(const multiply_shift::row_hash& h, const bucket_walk& walk, std::uint64_t d,
+                                       unsigned workers) {
+    const auto line = h.block_line(0);
+    const auto same = [&](const entry& e) {
+      return e.slope == line.slope && e.intercept == line.intercept && e.cols == h.cols() && e.d == d;
+    };
+    ++clock_;
+    auto found = std::find_if(entries_.begin(), entries_.end(), same);
+    if (found != entries_.end()) {
+      found->used = clock_;
+      return found->least;
+    }
+    if (entries_.size() < capacity_) {
+      found = entries_.insert(entries_.end(), entry{});
+    } else {
+      found = std::min_element(entries_.begin(), entries_.end(),
+                               [](const entry& a, const entry& b) { return a.used < b.used; });
+    }
+    found->slope = line.slope, found->intercept = line.intercept, found->cols = h.cols(), found->d = d;
+    found->used = clock_;
+    std::vector<std::uint32_t>& least = found->least;  // a replaced entry's memory is reused
+    least.assign(h.cols(), none);
+    // Every least key lies below least_keys_below(): hash those keys on all
+    // threads, each bucket keeping the least key any thread saw in it.
+    const auto below = static_cast<std::size_t>(walk.least_keys_below());
+    fork_join(workers, [&](unsigned w, unsigned nw) {
+      const index_range range = split_range(below, w, nw);
+      h.for_each(range.begin, range.end - range.begin, [&](std::uint64_t i, bucket_sign bs) {
+        const auto key = static_cast<std::uint32_t>(range.begin + i);
+        const std::atomic_ref<std::uint32_t> cell(least[bs.bucket]);
+        std::uint32_t seen = cell.load(std::memory_order_relaxed);
+        while (key < seen && !cell.compare_exchange_weak(seen, key, std::memory_order_relaxed)) {
+        }
+      });
+    });
+    return least;
+  }
+
+ private:
+  struct entry {
+    std::uint64_t slope = 0;
+    std::uint64_t intercept = 0;
+    std::uint32_t cols = 0;
+    std::uint64_t d = 0;
+    std::uint64_t used = 0;
+    std::vector<std::uint32_t> least;
+  };
+  std::vector<entry> entries_;
+  std::size_t capacity_;
+  std::uint64_t clock_ = 0;
+};
+#else
+struct least_key_table {};
+#endif
+
 /// The estimate of one key from precomputed row hashes: the same median, in
 /// the same row order, as `count_sketch::estimate` and `estimate_all`.
 template <class Value, class RowHash>
@@ -126,28 +196,18 @@ template <class Value>
 struct unsketch_workspace {
   std::vector<typename magnitude_key<Value>::type> sample;
   hot_cells hot;
-  /// One walked bucket: its cell's magnitude and where its keys
-  /// (increasing) lie in `parts[part]`.
-  struct bucket_run {
-    typename magnitude_key<Value>::type magnitude;
-    unsigned part;
-    std::size_t begin;
-    std::size_t count;
-  };
-  std::vector<kept_estimates<Value>> parts;   // one per thread
-  std::vector<std::vector<bucket_run>> runs;  // one per thread
-  std::vector<bucket_run> all_runs;
+  least_key_table least_keys;
+  std::vector<std::pair<typename magnitude_key<Value>::type, std::uint32_t>> hot_buckets;  // magnitude, bucket
+  std::vector<kept_estimates<Value>> parts;                                                // one per thread
   std::vector<std::pair<std::uint64_t, Value>> tied;
   kept_estimates<Value> all;
   kept_estimates<Value> sorted;
   std::vector<std::uint32_t> digit_start;
 
-  /// `parts` (and `runs`) for `workers` threads, emptied.
+  /// `parts` for `workers` threads, emptied.
   void reset_parts(unsigned workers) {
     if (parts.size() < workers) parts.resize(workers);
-    if (runs.size() < workers) runs.resize(workers);
     for (auto& p : parts) p.clear();
-    for (auto& r : runs) r.clear();
   }
   /// `all` = the parts, in thread order.
   void gather_parts(unsigned workers) {
@@ -201,14 +261,14 @@ enum class walk_outcome {
 };
 
 /// One row of `multiply_shift`: the top k (as `take_top_k` orders them) of
-/// the keys in the buckets at or above the threshold, found by walking each
-/// such bucket (`bucket_walk`) instead of hashing the d keys. The threads
-/// hash interleaved blocks of keys from 0 until every hot bucket was seen (a
-/// few times cols keys, not d); the first to see one claims it, walks back
-/// to its least key and then through all its keys. All the keys of a bucket
-/// share one magnitude, so the selection takes whole buckets, largest first,
-/// and only the k-th's magnitude is settled key by key (lowest indices
-/// first); the k chosen are then sorted by index.
+/// the keys in the buckets at or above the threshold, found by walking
+/// buckets (`bucket_walk`) instead of hashing the d keys. All the keys of a
+/// bucket share one magnitude, its cell's: so the hot buckets are sorted by
+/// magnitude and walked largest first, from their least keys
+/// (`least_key_table`), until k keys are in hand; the buckets tied with the
+/// last one walked are walked too, and among the keys at the k-th's
+/// magnitude the lowest indices are taken. Only the k chosen are then sorted
+/// by index. O(cols + k) with the least keys known, no pass over d.
 template <class Value, class Key>
 walk_outcome top_k_by_walking(const multiply_shift::row_hash& h, std::span<const Value> row, std::uint64_t d,
                               Key threshold, std::size_t k, std::size_t cap, unsigned workers,
@@ -216,82 +276,51 @@ walk_outcome top_k_by_walking(const multiply_shift::row_hash& h, std::span<const
 #if defined(SKETCHSGD_HAVE_BUCKET_WALK)
   using traits = magnitude_key<Value>;
   const bucket_walk walk(h, d);
-  if (!walk.usable()) return walk_outcome::declined;
-  ws.hot.assign(row, 1, row.size(), threshold, true);
-  std::size_t hot = 0;
-  for (const std::uint64_t word : ws.hot.bits) hot += static_cast<std::size_t>(std::popcount(word));
-  std::atomic<std::size_t> unclaimed{hot};
-  std::atomic<bool> over{false};
-  ws.reset_parts(workers);
-  constexpr std::uint64_t block = 4096;
-  fork_join(workers, [&](unsigned w, unsigned nw) {
-    // Locals while they grow: the parts' vectors lie in one cache line.
-    kept_estimates<Value> mine = std::move(ws.parts[w]);
-    auto runs = std::move(ws.runs[w]);
-    for (std::uint64_t begin = w * block; begin < d; begin += std::uint64_t{nw} * block) {
-      if (unclaimed.load(std::memory_order_relaxed) == 0 || over.load(std::memory_order_relaxed)) break;
-      h.for_each(begin, std::min(block, d - begin), [&](std::uint64_t i, bucket_sign bs) {
-        const std::atomic_ref<std::uint64_t> word(ws.hot.bits[bs.bucket / 64]);
-        const std::uint64_t bit = std::uint64_t{1} << (bs.bucket % 64);
-        if ((word.load(std::memory_order_relaxed) & bit) == 0) return;
-        if ((word.fetch_and(~bit, std::memory_order_relaxed) & bit) == 0) return;  // another thread has it
-        unclaimed.fetch_sub(1, std::memory_order_relaxed);
-        const Value cell = row[bs.bucket];
-        const std::size_t from = mine.size();
-        walk.keys_of(bs.bucket, walk.least_key_of(bs.bucket, begin + i),
-                     [&](std::uint64_t key, std::int32_t sign) { mine.push_back(key, signed_value(sign, cell)); });
-        runs.push_back({traits::of(cell), w, from, mine.size() - from});
-      });
-      if (mine.size() > cap) over.store(true, std::memory_order_relaxed);
-    }
-    ws.parts[w] = std::move(mine);
-    ws.runs[w] = std::move(runs);
-  });
-  if (over.load()) return walk_outcome::declined;
+  if (!walk.usable() || d >= least_key_table::none) return walk_outcome::declined;
+  const std::vector<std::uint32_t>& least = ws.least_keys.of(h, walk, d, workers);
 
-  // Buckets by magnitude, largest first. The order among equal magnitudes
-  // does not matter: the keys at the k-th's are sorted by index below, and
-  // the chosen all are at the end.
-  auto& runs = ws.all_runs;
-  runs.clear();
-  std::size_t total = 0;
-  for (unsigned w = 0; w < workers; ++w) {
-    runs.insert(runs.end(), ws.runs[w].begin(), ws.runs[w].end());
-    for (const auto& r : ws.runs[w]) total += r.count;
+  // The buckets at or above the threshold, largest first; the order among
+  // equal magnitudes does not matter (their keys are ordered below).
+  ws.hot.assign(row, 1, row.size(), threshold, true);
+  auto& hot = ws.hot_buckets;
+  hot.clear();
+  for (std::size_t word = 0; word < ws.hot.words_per_row; ++word) {
+    for (std::uint64_t bits = ws.hot.bits[word]; bits != 0; bits &= bits - 1) {
+      const auto b = static_cast<std::uint32_t>(word * 64 + static_cast<std::size_t>(std::countr_zero(bits)));
+      if (least[b] != least_key_table::none) hot.emplace_back(traits::of(row[b]), b);
+    }
   }
-  if (total < k) return walk_outcome::too_few;
-  std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.magnitude > b.magnitude; });
-  // Whole buckets above the k-th's magnitude; of those at it, the lowest keys.
-  std::size_t before = 0;  // keys in the runs before `r`
-  std::size_t r = 0;
-  while (before + runs[r].count < k) before += runs[r++].count;
-  const Key kth = runs[r].magnitude;
-  while (r > 0 && runs[r - 1].magnitude == kth) before -= runs[--r].count;
-  ws.all.clear();
-  const auto keys_of_run = [&](const auto& run) {
-    const kept_estimates<Value>& part = ws.parts[run.part];
-    return std::pair{part.indices.begin() + static_cast<std::ptrdiff_t>(run.begin),
-                     part.values.begin() + static_cast<std::ptrdiff_t>(run.begin)};
-  };
-  for (std::size_t j = 0; j < r; ++j) {
-    const auto [indices, values] = keys_of_run(runs[j]);
-    const auto n = static_cast<std::ptrdiff_t>(runs[j].count);
-    ws.all.indices.insert(ws.all.indices.end(), indices, indices + n);
-    ws.all.values.insert(ws.all.values.end(), values, values + n);
+  std::sort(hot.begin(), hot.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+
+  // Walk until k keys are in hand, then on through the buckets tied with
+  // the last; `tied_from` is where the keys at the k-th's magnitude begin.
+  auto& all = ws.all;
+  all.clear();
+  std::size_t tied_from = 0;
+  std::size_t next = 0;
+  for (; next < hot.size(); ++next) {
+    const auto [magnitude, b] = hot[next];
+    if (all.size() >= k && magnitude != hot[next - 1].first) break;
+    if (next == 0 || magnitude != hot[next - 1].first) tied_from = all.size();
+    const Value cell = row[b];
+    walk.keys_of(b, least[b],
+                 [&](std::uint64_t key, std::int32_t sign) { all.push_back(key, signed_value(sign, cell)); });
+    if (all.size() > cap) return walk_outcome::declined;
   }
+  if (all.size() < k) return walk_outcome::too_few;
+
+  // Of the keys at the k-th's magnitude, the lowest indices.
+  const std::size_t need = k - tied_from;
   ws.tied.clear();
-  for (std::size_t j = r; j < runs.size() && runs[j].magnitude == kth; ++j) {
-    const auto [indices, values] = keys_of_run(runs[j]);
-    for (std::size_t e = 0; e < runs[j].count; ++e)
-      ws.tied.emplace_back(indices[static_cast<std::ptrdiff_t>(e)], values[static_cast<std::ptrdiff_t>(e)]);
-  }
-  const std::size_t need = k - before;
-  std::partial_sort(ws.tied.begin(), ws.tied.begin() + static_cast<std::ptrdiff_t>(need), ws.tied.end(),
-                    [](const auto& a, const auto& b) { return a.first < b.first; });
-  for (std::size_t e = 0; e < need; ++e) ws.all.push_back(ws.tied[e].first, ws.tied[e].second);
+  for (std::size_t j = tied_from; j < all.size(); ++j) ws.tied.emplace_back(all.indices[j], all.values[j]);
+  std::nth_element(ws.tied.begin(), ws.tied.begin() + static_cast<std::ptrdiff_t>(need - 1), ws.tied.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  all.indices.resize(tied_from);
+  all.values.resize(tied_from);
+  for (std::size_t e = 0; e < need; ++e) all.push_back(ws.tied[e].first, ws.tied[e].second);
   ws.sort_all_by_index(d);
-  out.indices.assign(ws.all.indices.begin(), ws.all.indices.end());
-  out.values.assign(ws.all.values.begin(), ws.all.values.end());
+  out.indices.assign(all.indices.begin(), all.indices.end());
+  out.values.assign(all.values.begin(), all.values.end());
   return walk_outcome::done;
 #else
   (void)h, (void)row, (void)d, (void)threshold, (void)k, (void)cap, (void)workers, (void)ws, (void)out;
@@ -380,7 +409,8 @@ sparse_update<Value> take_top_k(unsketch_workspace<Value>& ws, std::size_t k) {
 /// apply and the caller must take that path (k a large share of d, zero or
 /// tied estimates around the k-th).
 ///
-/// How: the estimates of 65,536 evenly spaced coordinates give a threshold t
+/// How: the estimates of 65,536 evenly spaced coordinates (one
+/// multiply-shift row: as many evenly spaced cells) give a threshold t
 /// that about 1.25 k + 4 sqrt(k) coordinates reach (in expectation); every
 /// coordinate whose |estimate| is at least t is kept. One row of
 /// `multiply_shift` walks the keys of the buckets at or above t and selects
@@ -390,8 +420,9 @@ sparse_update<Value> take_top_k(unsketch_workspace<Value>& ws, std::size_t k) {
 /// are kept, the k-th largest is at least t, so the kept set holds the whole
 /// answer; fewer than k: t is lowered once, then the caller falls back.
 /// Memory, kept by the calling thread for the next call: O(k) kept entries
-/// (at most about 4 k + 65,536 per thread; beyond, the caller falls back)
-/// and r c / 8 bytes of bits.
+/// (at most about 4 k + 65,536 per thread; beyond, the caller falls back),
+/// r c / 8 bytes of bits and, for one `multiply_shift` row, its least keys
+/// (4 c bytes; `least_key_table` keeps those of the last 64 rows).
 template <class Sketch>
 std::optional<sparse_update<typename Sketch::value_type>> top_k_by_threshold(const Sketch& sketch, std::uint64_t d,
                                                                              std::size_t k, unsigned workers) {
@@ -408,25 +439,39 @@ std::optional<sparse_update<typename Sketch::value_type>> top_k_by_threshold(con
   for (std::uint32_t r = 0; r < rows; ++r) row_hash.push_back(sketch.hash().row(r));
   auto& ws = thread_unsketch_workspace<Value>();
 
+  // The sample: evenly spaced keys' estimates or, for one multiply-shift
+  // row, evenly spaced cells (no hashing, read in order), since a bucket's
+  // keys share its cell's magnitude and every bucket holds d / cols of the
+  // keys, give or take a few.
   ws.sample.clear();
-  const std::uint64_t stride = d / sample_size;
-  const std::uint64_t extra = d % sample_size;
-  for (std::uint64_t j = 0; j < sample_size; ++j) {
-    const key_type key = traits::of(estimate_with(row_hash, table.data(), cols, j * stride + j * extra / sample_size));
-    if (key <= traits::max_valid) ws.sample.push_back(key);
+  std::size_t drawn = sample_size;
+  if (std::is_same_v<typename Sketch::hash_type, multiply_shift> && rows == 1) {
+    drawn = std::min(sample_size, cols);
+    for (std::size_t j = 0; j < drawn; ++j) {
+      const key_type key = traits::of(table[j * cols / drawn]);
+      if (key <= traits::max_valid) ws.sample.push_back(key);
+    }
+  } else {
+    const std::uint64_t stride = d / sample_size;
+    const std::uint64_t extra = d % sample_size;
+    for (std::uint64_t j = 0; j < sample_size; ++j) {
+      const key_type key =
+          traits::of(estimate_with(row_hash, table.data(), cols, j * stride + j * extra / sample_size));
+      if (key <= traits::max_valid) ws.sample.push_back(key);
+    }
   }
-  const double expected = static_cast<double>(k) * static_cast<double>(sample_size) / static_cast<double>(d);
+  const double expected = static_cast<double>(k) * static_cast<double>(drawn) / static_cast<double>(d);
   std::size_t rank = static_cast<std::size_t>(std::ceil(1.25 * expected + 4.0 * std::sqrt(expected) + 4.0));
 
   for (int attempt = 0; attempt < 2; ++attempt, rank *= 4) {
     // Keeping more than an eighth of d would cost more memory than the
     // scratch of the direct path saves.
-    if (rank > ws.sample.size() || rank > sample_size / 8) return std::nullopt;
+    if (rank > ws.sample.size() || rank > drawn / 8) return std::nullopt;
     std::nth_element(ws.sample.begin(), ws.sample.begin() + static_cast<std::ptrdiff_t>(rank - 1), ws.sample.end(),
                      [](key_type a, key_type b) { return a > b; });
     const key_type threshold = ws.sample[rank - 1];
     if (threshold == 0) return std::nullopt;  // zeros tie: the direct path orders them by index
-    const std::size_t cap = std::max<std::size_t>(k, 3 * rank * (n / sample_size + 1)) + sample_size;
+    const std::size_t cap = std::max<std::size_t>(k, 3 * rank * (n / drawn + 1)) + sample_size;
 
     if constexpr (std::is_same_v<typename Sketch::hash_type, multiply_shift>) {
       if (rows == 1) {
