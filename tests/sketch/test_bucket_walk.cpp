@@ -57,7 +57,7 @@ TEST_CASE("the least j with (a j + c) mod 2^64 in an interval, for 64-bit a", "[
   }
 }
 
-TEST_CASE("walking a bucket visits exactly its keys, in order, and back to its least", "[bucket_walk]") {
+TEST_CASE("walking a bucket visits exactly its keys, in order", "[bucket_walk]") {
   const std::uint64_t n = 60000;
   for (const std::uint32_t cols : {2U, 3U, 97U, 1000U, 4096U, 30011U}) {
     for (std::uint64_t seed = 0; seed < 12; ++seed) {
@@ -81,11 +81,6 @@ TEST_CASE("walking a bucket visits exactly its keys, in order, and back to its l
         CAPTURE(cols, seed, b);
         REQUIRE(walked == keys[b]);
         REQUIRE(walked_signs == signs[b]);
-        // Walked back from any of its keys, a bucket gives its least key.
-        for (const std::uint64_t key : {keys[b].front(), keys[b][keys[b].size() / 2], keys[b].back()}) {
-          CAPTURE(key);
-          REQUIRE(walk.least_key_of(b, key) == keys[b].front());
-        }
       }
     }
   }

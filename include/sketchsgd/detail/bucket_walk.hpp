@@ -110,25 +110,6 @@ class bucket_walk {
     }
   }
 
-  /// The least key of bucket `b`, walked back from `key`, one of its keys:
-  /// the previous key of a bucket is the first of key - j_a, key - j_b,
-  /// key - j_a - j_b (the same three gaps, the rotation run backwards) whose
-  /// z lands in it.
-  [[nodiscard]] std::uint64_t least_key_of(std::uint32_t b, std::uint64_t key) const noexcept {
-    const auto [start, width, g] = interval_of(b);
-    std::uint64_t z = line_.slope * key + line_.intercept;
-    for (;;) {
-      int c = 0;
-      while (c < 3 && z - g.dz[c] - start >= width) ++c;
-      if (c == 3) {  // cannot happen by the theorem; stay exact regardless
-        return static_cast<std::uint64_t>(first_on_line(line_.slope, line_.intercept, start, start + (width - 1)));
-      }
-      if (g.step[c] > key) return key;  // the previous key would be negative
-      key -= g.step[c];
-      z -= g.dz[c];
-    }
-  }
-
   /// Every bucket's least key lies below this: no step exceeds the longest
   /// gap, so a key at or beyond it has another of its bucket before it.
   [[nodiscard]] std::uint64_t least_keys_below() const noexcept {

@@ -5,8 +5,8 @@
 /// Unsketch top-k without a d-sized array of estimates: a threshold from a
 /// sample of estimates, one pass that keeps only the coordinates at or above
 /// it and the exact selection among the few kept, or, for one multiply-shift
-/// row, a walk over the keys of the buckets at or above it that selects a
-/// bucket at a time.
+/// row, a walk over the keys of the heaviest buckets, largest first, from
+/// each bucket's least key (found once per hash and kept).
 
 #include <algorithm>
 #include <array>
