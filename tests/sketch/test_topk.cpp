@@ -192,9 +192,10 @@ TEMPLATE_TEST_CASE("the threshold pass of unsketch equals the estimate-everythin
 }
 
 // The walk of one multiply-shift row answers by itself (no scan behind it),
-// on either thread count, with the k-th's magnitude shared by many buckets
-// (small integers) or by one (noise), and says so when too few keys reach
-// the threshold or more than the cap would be kept.
+// on either thread count (they build its least-key table, tested on its
+// own), with the k-th's magnitude shared by many buckets (small integers)
+// or by one (noise), and says so when too few keys reach the threshold, more
+// than the cap would be kept or the keys do not fit 32 bits; k = 0 is empty.
 TEMPLATE_TEST_CASE("the bucket walk selects exactly the top k", "[topk]", float, std::int32_t) {
   const std::size_t d = 300000;
   for (const std::uint64_t seed : test::statistical_seeds) {
@@ -223,10 +224,24 @@ TEMPLATE_TEST_CASE("the bucket walk selects exactly the top k", "[topk]", float,
         CHECK(best == expected);
         CHECK(detail::top_k_by_walking(s.hash().row(0), row, d, threshold, d, d, workers, ws, best) ==
               detail::walk_outcome::too_few);
-        // More keys per thread than the cap allows: it declines (the caller scans).
+        // More keys than the cap allows: it declines (the caller scans).
         CHECK(detail::top_k_by_walking(s.hash().row(0), row, d, threshold, k, k / 4, workers, ws, best) ==
               detail::walk_outcome::declined);
       }
+      // Keys beyond 32 bits (a walk that would apply): declined before any
+      // table is built for them.
+      const std::uint64_t wide = detail::least_key_table::none;
+      REQUIRE(detail::bucket_walk(s.hash().row(0), wide).usable());
+      sparse_update<TestType> best;
+      auto& ws = detail::thread_unsketch_workspace<TestType>();
+      const auto row = std::span<const TestType>(s.table());
+      CHECK(detail::top_k_by_walking(s.hash().row(0), row, wide, threshold, k, d, 2, ws, best) ==
+            detail::walk_outcome::declined);
+      best.indices.assign(3, 7);
+      REQUIRE(detail::top_k_by_walking(s.hash().row(0), row, d, threshold, 0, d, 2, ws, best) ==
+              detail::walk_outcome::done);
+      CHECK(best.indices.empty());
+      CHECK(best.values.empty());
     }
   }
 }

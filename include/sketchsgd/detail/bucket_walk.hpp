@@ -82,7 +82,9 @@ class bucket_walk {
   /// least key, in increasing order.
   template <class F>
   void keys_of(std::uint32_t b, std::uint64_t first, F&& f) const {
-    const auto [start, width, g] = interval_of(b);
+    const std::uint64_t start = y_low(b) << 33U;
+    const std::uint64_t width = (y_low(b + 1) - y_low(b)) << 33U;
+    const gaps& g = (width >> 33U) == narrow_.units ? narrow_ : wide_;
     std::uint64_t key = first;
     std::uint64_t z = line_.slope * key + line_.intercept;
     for (;;) {
@@ -129,18 +131,6 @@ class bucket_walk {
     std::uint64_t step[3]{};
     std::uint64_t dz[3]{};
   };
-
-  /// Bucket b's interval of z, [start, start + width), and its gaps.
-  struct interval {
-    std::uint64_t start;
-    std::uint64_t width;
-    const gaps& steps;
-  };
-  [[nodiscard]] interval interval_of(std::uint32_t b) const noexcept {
-    const std::uint64_t start = y_low(b) << 33U;
-    const std::uint64_t width = (y_low(b + 1) - y_low(b)) << 33U;
-    return {start, width, (width >> 33U) == narrow_.units ? narrow_ : wide_};
-  }
 
   /// The least y (the top 31 bits of z) of bucket b: ceil(b 2^31 / cols).
   [[nodiscard]] std::uint64_t y_low(std::uint64_t b) const noexcept {

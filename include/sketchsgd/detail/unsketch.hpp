@@ -255,7 +255,7 @@ unsketch_workspace<Value>& thread_unsketch_workspace() {
 
 /// What `top_k_by_walking` found.
 enum class walk_outcome {
-  declined,  ///< the walk does not apply, or more than `cap` keys per thread: scan instead
+  declined,  ///< the walk does not apply, or it would keep more than `cap` keys: scan instead
   too_few,   ///< fewer than k keys reach the threshold: lower it
   done,      ///< the top k
 };
@@ -275,8 +275,12 @@ walk_outcome top_k_by_walking(const multiply_shift::row_hash& h, std::span<const
                               unsketch_workspace<Value>& ws, sparse_update<Value>& out) {
 #if defined(SKETCHSGD_HAVE_BUCKET_WALK)
   using traits = magnitude_key<Value>;
+  if (k == 0) {
+    out = {};
+    return walk_outcome::done;
+  }
   const bucket_walk walk(h, d);
-  if (!walk.usable() || d >= least_key_table::none) return walk_outcome::declined;
+  if (!walk.usable() || d >= least_key_table::none) return walk_outcome::declined;  // keys must fit 32 bits
   const std::vector<std::uint32_t>& least = ws.least_keys.of(h, walk, d, workers);
 
   // The buckets at or above the threshold, largest first; the order among
