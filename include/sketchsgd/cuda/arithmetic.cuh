@@ -2,10 +2,9 @@
 #pragma once
 
 /// @file
-/// Device arithmetic that reproduces the CPU code bit for bit: IEEE
-/// operations that the compiler may not fuse (nvcc contracts `a * b + c`
-/// into an FMA by default; the x86-64 host code it is compared with does
-/// not), the median of the per-row estimates exactly as
+/// Device arithmetic that reproduces the CPU code bit for bit: the IEEE
+/// operations rounded once (`add_rn`, ... in sketchsgd/detail/arithmetic.hpp,
+/// which host code shares), the median of the per-row estimates exactly as
 /// `detail::median_in_place` computes it (including libstdc++'s
 /// `std::midpoint` for an even number of rows), and cell atomics.
 
@@ -21,68 +20,6 @@
 #include "sketchsgd/detail/median.hpp"
 
 namespace sketchsgd::detail {
-
-/// `a + b`, rounded once (integers wrap).
-template <class T>
-SKETCHSGD_HOST_DEVICE SKETCHSGD_FORCE_INLINE T add_rn(T a, T b) noexcept {
-#if defined(__CUDA_ARCH__)
-  if constexpr (std::is_same_v<T, float>) {
-    return __fadd_rn(a, b);
-  } else if constexpr (std::is_same_v<T, double>) {
-    return __dadd_rn(a, b);
-  } else {
-    return cell_add(a, b);
-  }
-#else
-  return cell_add(a, b);
-#endif
-}
-
-/// `a - b`, rounded once (integers wrap).
-template <class T>
-SKETCHSGD_HOST_DEVICE SKETCHSGD_FORCE_INLINE T sub_rn(T a, T b) noexcept {
-#if defined(__CUDA_ARCH__)
-  if constexpr (std::is_same_v<T, float>) {
-    return __fsub_rn(a, b);
-  } else if constexpr (std::is_same_v<T, double>) {
-    return __dsub_rn(a, b);
-  } else {
-    return cell_sub(a, b);
-  }
-#else
-  return cell_sub(a, b);
-#endif
-}
-
-/// `a * b`, rounded once and never fused with a following add (integers wrap).
-template <class T>
-SKETCHSGD_HOST_DEVICE SKETCHSGD_FORCE_INLINE T mul_rn(T a, T b) noexcept {
-#if defined(__CUDA_ARCH__)
-  if constexpr (std::is_same_v<T, float>) {
-    return __fmul_rn(a, b);
-  } else if constexpr (std::is_same_v<T, double>) {
-    return __dmul_rn(a, b);
-  } else {
-    return cell_mul(a, b);
-  }
-#else
-  return cell_mul(a, b);
-#endif
-}
-
-/// `a / b` for floating point, correctly rounded.
-template <class T>
-SKETCHSGD_HOST_DEVICE SKETCHSGD_FORCE_INLINE T div_rn(T a, T b) noexcept {
-#if defined(__CUDA_ARCH__)
-  if constexpr (std::is_same_v<T, float>) {
-    return __fdiv_rn(a, b);
-  } else {
-    return __ddiv_rn(a, b);
-  }
-#else
-  return a / b;
-#endif
-}
 
 /// libstdc++'s `std::midpoint` (GCC 10 to 14), which the CPU median of an
 /// even number of rows uses, restated for device code: integers round
