@@ -414,7 +414,11 @@ std::vector<rank_trace<Value>> run_job(const std::vector<bool>& on_gpu, MakeCpu 
       auto dparams = upload(params);
       for (int s = 0; s < steps; ++s) {
         const auto g = upload(gradient_of<Value>(r, s));
-        record(opt.step(cspan(g)));
+        model_update<Value> u = opt.step(cspan(g));
+        if constexpr (requires { opt.update_on_device(); }) {
+          if (u.dense && u.values.empty()) u.values = download(opt.update_on_device());  // a device rule's
+        }
+        record(u);
         opt.apply(dparams.span());
       }
       opt.save(os);
@@ -482,6 +486,51 @@ void check_pair(const Options& o, const cuda_execution& exec, bool exact) {
 
 using T = inproc_transport;
 using ms = multiply_shift;
+
+template <class D>
+using sketched_on = sketched_aggregation<float, ms, top_k_recovery, D>;
+template <class D>
+using dense_on = dense_aggregation<float, D>;
+
+/// An update rule on the host (CPU ranks) against one on the device (GPU
+/// ranks) over `Aggregation<device>`, `set` filling both rules' options.
+template <class CpuRule, class GpuRule, template <class> class Aggregation, class Set>
+void check_device_rule(Set set) {
+  const auto make = [&](auto& comm, auto device) {
+    using D = decltype(device);
+    using O = composed_optimizer<Aggregation<D>, std::conditional_t<std::is_same_v<D, cuda_t>, GpuRule, CpuRule>, T>;
+    typename O::options_type o{.dimension = opt_d, .learning_rate = 0.05F, .average = true};
+    if constexpr (std::is_same_v<D, cuda_t>) o.exec.accumulation = cuda_accumulation::ordered;
+    if constexpr (requires { o.aggregation.sketch; }) {
+      o.aggregation = {.sketch = {.rows = 5, .cols = 20'000, .seed = 83}, .k = 400};
+      o.dense = {{.offset = 30, .length = 40}};
+    }
+    set(o.update);
+    return O(comm, o);
+  };
+  check_device_equals_cpu<float>([&](auto& comm) { return make(comm, cpu_t{}); },
+                                 [&](auto& comm) { return make(comm, cuda_t{}); }, true);
+}
+
+/// Heavy ball, Nesterov (with weight decay), dense and lazy AdamW: on the device as on the host.
+template <template <class> class Aggregation>
+void check_device_rules() {
+  for (const bool nesterov : {false, true}) {
+    INFO("momentum, nesterov " << nesterov);
+    check_device_rule<momentum_update<float>, momentum_update<float, cuda_t>, Aggregation>([&](auto& u) {
+      u.momentum = 0.9F;
+      u.nesterov = nesterov;
+      u.weight_decay = 0.01F;
+    });
+  }
+  for (const bool lazy : {false, true}) {
+    INFO("adam, lazy " << lazy);
+    check_device_rule<adam_update<float>, adam_update<float, cuda_t>, Aggregation>([&](auto& u) {
+      u.weight_decay = 0.01F;
+      u.lazy = lazy;
+    });
+  }
+}
 constexpr cuda_execution ordered{.accumulation = cuda_accumulation::ordered};
 constexpr cuda_execution atomic{.accumulation = cuda_accumulation::atomic};
 
@@ -577,6 +626,34 @@ TEST_CASE("device compositions: HEAVYMIX recovery with lazy AdamW equals the CPU
       true);
 }
 
+TEST_CASE("device update rules equal the CPU's: momentum, Nesterov, dense and lazy AdamW", "[cuda][optim][rules]") {
+  check_device_rules<sketched_on>();  // a sparse aggregate in
+  check_device_rules<dense_on>();     // a dense one in
+}
+
+TEST_CASE("a device rule's dense update stays on the device and is applied there", "[cuda][optim][rules]") {
+  inproc_world world(1);
+  auto t = world.transport(0);
+  communicator<inproc_transport> comm(t);
+  using A = sketched_aggregation<float, ms, top_k_recovery, cuda_t>;
+  constexpr std::uint64_t d = 5000;
+  composed_optimizer<A, momentum_update<float, cuda_t>, T> opt(
+      comm, {.dimension = d,
+             .aggregation = {.sketch = {.rows = 3, .cols = 400, .seed = 4}, .k = 40},
+             .update = {.momentum = 0.9F},
+             .learning_rate = 0.1F});
+  auto params = upload(std::vector<float>(d, 1.0F));
+  const auto g = upload(test::normal_vector<float>(d, 3));
+  const model_update<float>& u = opt.step(cspan(g));
+  REQUIRE((u.dense && u.values.empty() && u.indices.empty()));  // no d values came to the host
+  const std::vector<float> update = download(opt.update_on_device());
+  REQUIRE(update.size() == d);
+  opt.apply(params.span(), 0.5F);
+  const std::vector<float> after = download(cspan(params));
+  for (std::size_t i = 0; i < d; ++i) REQUIRE(same_bits(std::vector<float>{after[i]}, {1.0F - 0.5F * update[i]}));
+  REQUIRE_THROWS_AS(opt.apply(device_span<float>(params.data(), d - 1)), std::invalid_argument);
+}
+
 TEST_CASE("device optimizers: a stream per call gives the options' stream's bits", "[cuda][optim]") {
   inproc_world world(1);
   auto t = world.transport(0);
@@ -627,5 +704,10 @@ template class sketchsgd::count_sketch<double, sketchsgd::poly4_hash, sketchsgd:
 template class sketchsgd::composed_optimizer<
     sketchsgd::fetch_aggregation<double, sketchsgd::poly4_hash, sketchsgd::threshold_recovery, sketchsgd::cuda_t>,
     sketchsgd::momentum_update<double>, sketchsgd::inproc_transport>;
+template class sketchsgd::composed_optimizer<
+    sketchsgd::fetch_aggregation<double, sketchsgd::poly4_hash, sketchsgd::threshold_recovery, sketchsgd::cuda_t>,
+    sketchsgd::momentum_update<double, sketchsgd::cuda_t>, sketchsgd::inproc_transport>;
+template class sketchsgd::composed_optimizer<sketchsgd::dense_aggregation<double, sketchsgd::cuda_t>,
+                                             sketchsgd::adam_update<double, sketchsgd::cuda_t>>;
 template class sketchsgd::detail::cuda_named<sketchsgd::global_sketch_sgd<
     std::int64_t, sketchsgd::inproc_transport, sketchsgd::multiply_shift, sketchsgd::cuda_t>>;

@@ -2,7 +2,8 @@
 // Host-side tests of the CUDA part, run with or without a GPU: the device
 // restatements of CPU code (magnitude keys, std::midpoint, the median)
 // against the CPU originals, the workspace layout, device_span bounds, the
-// transport trait, and CUDA failures surfacing as cuda_error. (Each .cuh
+// transport trait, CUDA failures surfacing as cuda_error, and device update
+// rules checking their options before any CUDA call. (Each .cuh
 // header is also compiled on its own: the header-check library in
 // CMakeLists.txt.)
 
@@ -192,4 +193,18 @@ TEST_CASE("CUDA failures are cuda_error, a sketchsgd::error", "[cuda][host]") {
   // Bad arguments are std::invalid_argument before any CUDA call.
   REQUIRE_THROWS_AS((count_sketch<float, multiply_shift, cuda_t>(sketch_config{.rows = 0, .cols = 10, .seed = 1})),
                     std::invalid_argument);
+}
+
+TEST_CASE("device update rules: update_rules, options checked before any CUDA call", "[cuda][host]") {
+  STATIC_REQUIRE(update_rule<momentum_update<float, cuda_t>, float>);
+  STATIC_REQUIRE(update_rule<adam_update<double, cuda_t>, double>);
+  STATIC_REQUIRE(std::is_same_v<detail::rule_device<adam_update<float, cuda_t>>, cuda_t>);
+  STATIC_REQUIRE(std::is_same_v<detail::rule_device<sgd_update<float>>, cpu_t>);
+  REQUIRE_THROWS_AS((momentum_update<float, cuda_t>({.weight_decay = -1.0F}, 10, "t")), std::invalid_argument);
+  REQUIRE_THROWS_AS((adam_update<float, cuda_t>({.beta1 = 1.0F}, 10, "t")), std::invalid_argument);
+  if (test::cuda_unavailable_reason().empty()) {
+    REQUIRE_NOTHROW(adam_update<float, cuda_t>({}, 10, "t"));
+  } else {  // the state is made on the device: without one, cuda_error
+    REQUIRE_THROWS_AS((adam_update<float, cuda_t>({}, 10, "t")), cuda_error);
+  }
 }

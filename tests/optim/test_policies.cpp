@@ -7,11 +7,14 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
@@ -882,6 +885,19 @@ struct plain_step {
   }
 };
 
+/// An update rule that takes its device's context: it records the threads the driver hands it.
+template <class Value>
+struct context_step : plain_step<Value> {
+  using plain_step<Value>::plain_step;
+  using plain_step<Value>::apply;
+  void apply(model_update<Value>& u, Value eta, bool applied, std::uint64_t step,
+             detail::device_ops<cpu_t>::context& c) {
+    threads.push_back(c.exec.threads);
+    apply(u, eta, applied, step);
+  }
+  std::vector<unsigned> threads;
+};
+
 /// Hooks declared in a form the driver cannot call.
 template <class Value>
 struct wrong_hooks : plain_step<Value> {
@@ -917,7 +933,86 @@ TEST_CASE("a policy with only the required hooks gets the driver's defaults", "[
       std::invalid_argument);  // takes_applied_learning_rate defaults to false: eta in the memory refused
 }
 
+TEST_CASE("a rule that takes the device's context gets the driver's, as each call runs", "[optim][concepts]") {
+  composed_optimizer<plain_sum<float>, context_step<float>> opt(0, 1, {.dimension = 5, .exec = {.threads = 3}});
+  const std::vector<float> g(5, 1.0F);
+  for (const auto& how : {std::optional<cpu_execution>{}, std::optional<cpu_execution>{{.threads = 2}}}) {
+    auto rounds = how ? opt.step_rounds(g, *how) : opt.step_rounds(g);
+    while (const auto* r = rounds.next()) static_cast<void>(r);  // one rank: a sum is the value itself
+  }
+  CHECK(opt.update_rule().threads == std::vector<unsigned>{3, 2});
+  CHECK(opt.last_update().values == g);
+}
+
+TEST_CASE("the stateful rules: the same bits as their formulas in float, on any thread count", "[optim][rules]") {
+  // Each rule's documented arithmetic, one float operation at a time: the loop these rules ran before
+  // their per-coordinate functions were shared with the device. d spans two workers' shares.
+  constexpr std::uint64_t d = 600'000;
+  const auto g = test::normal_vector<float>(d, 7);
+  const std::vector<std::uint64_t> support{3, 70'000, 333'333, 599'999};
+  for (const bool sparse : {false, true}) {
+    for (const unsigned threads : {1U, 2U}) {
+      INFO("sparse input " << sparse << ", threads " << threads);
+      detail::device_ops<cpu_t>::context c{.exec = {.threads = threads}};
+      const auto input = [&] {
+        model_update<float> u;
+        if (sparse) {
+          u.indices = support;
+          for (const std::uint64_t i : support) u.values.push_back(g[i]);
+        } else {
+          u.values = g;
+          u.dense = true;
+        }
+        return u;
+      };
+      const auto gradient_at = [&](std::size_t i) {
+        return !sparse ? g[i] : std::find(support.begin(), support.end(), i) != support.end() ? g[i] : 0.0F;
+      };
+      momentum_update<float> heavy({.momentum = 0.9F, .nesterov = true}, d, "test");
+      adam_update<float> adam({.weight_decay = 0.01F}, d, "test");
+      adam_update<float> lazy({.lazy = true}, d, "test");
+      std::vector<float> mom(d, 0.0F), m(d, 0.0F), s(d, 0.0F), lm(d, 0.0F), ls(d, 0.0F);
+      for (std::uint64_t step = 0; step < 3; ++step) {
+        auto a = input();
+        auto b = input();
+        auto l = input();
+        heavy.apply(a, 0.1F, false, step, c);
+        adam.apply(b, 0.01F, false, step, c);
+        lazy.apply(l, 0.01F, false, step, c);
+        REQUIRE((a.dense && b.dense && a.values.size() == d && b.values.size() == d));
+        REQUIRE((l.dense == !sparse && l.size() == (sparse ? support.size() : d)));
+        const auto t = static_cast<float>(step + 1);
+        const float c1 = 1.0F - std::pow(0.9F, t);
+        const float c2 = 1.0F - std::pow(0.999F, t);
+        const auto adam_at = [&](float& mi, float& si, float gi) {
+          mi = 0.9F * mi + (1.0F - 0.9F) * gi;
+          si = 0.999F * si + (1.0F - 0.999F) * gi * gi;
+          return 0.01F * (mi / c1) / (std::sqrt(si / c2) + 1e-8F);
+        };
+        const auto same = [](float x, float y) {
+          return std::bit_cast<std::uint32_t>(x) == std::bit_cast<std::uint32_t>(y);
+        };
+        std::size_t mismatches = 0;
+        for (std::size_t i = 0; i < d; ++i) {
+          const float gi = gradient_at(i);
+          mom[i] = 0.9F * mom[i] + gi;
+          mismatches += !same(a.values[i], 0.1F * (gi + 0.9F * mom[i]));
+          mismatches += !same(b.values[i], adam_at(m[i], s[i], gi));
+        }
+        for (std::size_t j = 0; j < l.size(); ++j) {
+          const std::size_t i = sparse ? support[j] : j;
+          mismatches += !same(l.values[j], adam_at(lm[i], ls[i], gradient_at(i)));
+        }
+        REQUIRE(mismatches == 0);
+        CHECK(b.decay == 0.01F * 0.01F);
+      }
+    }
+  }
+}
+
 static_assert(aggregation_policy<plain_sum<float>> && update_rule<plain_step<float>, float>);
+static_assert(update_rule<context_step<float>, float>);
+static_assert(std::is_same_v<momentum_update<float>, momentum_update<float, cpu_t>>);
 static_assert(!update_rule<wrong_hooks<float>, float>);  // declared, but not callable as the driver calls it
 static_assert(!aggregation_policy<dense_sgd<float, T>>);
 static_assert(recovery_policy<top_k_recovery, count_sketch<float, multiply_shift, cpu_t>>);

@@ -3,8 +3,8 @@
 
 /// @file
 /// Kernels of the device optimizers' per-coordinate state (momentum, error
-/// feedback, masking, gathering, averaging, applying an update, non-finite
-/// counts) and their dispatch. Internal: used by `sketchsgd/cuda/optim_ops.cuh`.
+/// feedback, masking, gathering, averaging, update rules, applying an
+/// update, non-finite counts) and their dispatch. Internal: used by `sketchsgd/cuda/optim_ops.cuh`.
 ///
 /// The arithmetic is the CPU code's, one IEEE operation at a time (`mul_rn`,
 /// `add_rn`: never fused into an FMA), so a device step equals the CPU step
@@ -73,6 +73,35 @@ __global__ void __launch_bounds__(cuda_tuning::block_threads)
     if (decay != Value{}) p = sub_rn(p, mul_rn(shrink, p));
     if (values != nullptr) p = sub_rn(p, mul_rn(factor, values[i]));
     params[i] = p;
+  }
+}
+
+/// x[i] = f(i, x[i]): a device update rule's pass over every coordinate.
+template <class Value, class F>
+__global__ void __launch_bounds__(cuda_tuning::block_threads) map_dense(Value* x, F f, std::uint64_t n) {
+  for (std::uint64_t i = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; i < n;
+       i += std::uint64_t{gridDim.x} * blockDim.x) {
+    x[i] = f(i, x[i]);
+  }
+}
+
+/// values[j] = f(idx[j], values[j]): the same over a sparse update's support.
+template <class Value, class F>
+__global__ void __launch_bounds__(cuda_tuning::block_threads)
+    map_sparse(const std::uint64_t* idx, Value* values, F f, std::uint64_t n) {
+  for (std::uint64_t j = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; j < n;
+       j += std::uint64_t{gridDim.x} * blockDim.x) {
+    values[j] = f(idx[j], values[j]);
+  }
+}
+
+/// x[idx[j]] = values[j].
+template <class Value>
+__global__ void __launch_bounds__(cuda_tuning::block_threads)
+    scatter(Value* x, const std::uint64_t* idx, const Value* values, std::uint64_t n) {
+  for (std::uint64_t j = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; j < n;
+       j += std::uint64_t{gridDim.x} * blockDim.x) {
+    x[idx[j]] = values[j];
   }
 }
 
@@ -154,6 +183,26 @@ struct cuda_optim_dispatch {
     if (n == 0) return;
     cuda_kernels::gather<Value><<<grid(n), cuda_tuning::block_threads, 0, stream>>>(x, idx, out, n);
     cuda_check_launch("cuda optimizer: gather");
+  }
+
+  template <class F>
+  static void map_dense(Value* x, const F& f, std::uint64_t n, cudaStream_t stream) {
+    if (n == 0) return;
+    cuda_kernels::map_dense<Value, F><<<grid(n), cuda_tuning::block_threads, 0, stream>>>(x, f, n);
+    cuda_check_launch("cuda optimizer: update rule");
+  }
+
+  template <class F>
+  static void map_sparse(const std::uint64_t* idx, Value* values, const F& f, std::uint64_t n, cudaStream_t stream) {
+    if (n == 0) return;
+    cuda_kernels::map_sparse<Value, F><<<grid(n), cuda_tuning::block_threads, 0, stream>>>(idx, values, f, n);
+    cuda_check_launch("cuda optimizer: update rule");
+  }
+
+  static void scatter(Value* x, const std::uint64_t* idx, const Value* values, std::uint64_t n, cudaStream_t stream) {
+    if (n == 0) return;
+    cuda_kernels::scatter<Value><<<grid(n), cuda_tuning::block_threads, 0, stream>>>(x, idx, values, n);
+    cuda_check_launch("cuda optimizer: update");
   }
 
   static void apply(Value* params, const std::uint64_t* idx, const Value* values, Value factor, std::uint64_t n,

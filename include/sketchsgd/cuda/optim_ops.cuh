@@ -8,8 +8,10 @@
 /// baselines, `composed_optimizer` over `..._aggregation<..., cuda_t>`).
 ///
 /// The gradient, the error memory, the sketches and the d estimates stay on
-/// the device; what a collective or an update rule needs (a sketch table, P k
-/// candidate values, an update) crosses to the host through pinned buffers.
+/// the device, as do a device update rule's state and dense update
+/// (`map_update`); what a collective or a host update rule needs (a sketch
+/// table, P k candidate values, an update) crosses to the host through
+/// pinned buffers.
 /// With `cuda_accumulation::ordered` (or integer values) a step's update is
 /// bit-identical to the CPU optimizer's, provided the CPU build does not fuse
 /// multiply-adds (x86-64 without -mfma, or -ffp-contract=off): the kernels
@@ -71,6 +73,8 @@ struct device_ops<cuda_t> {
     cuda_workspace ws;
     pinned_buffer<std::byte> staging;  ///< host side of rounds
     device_buffer<std::byte> scratch;  ///< uploaded indices and values
+    device_buffer<std::byte> update;   ///< a device rule's dense update
+    std::size_t update_count = 0;      ///< its values (of the last step's value type)
 
     [[nodiscard]] cudaStream_t stream() const noexcept { return cuda.stream.value_or(nullptr); }
     void wait(const char* what) const { cuda_check(cudaStreamSynchronize(stream()), what); }
@@ -104,6 +108,14 @@ struct device_ops<cuda_t> {
   static void run_as(context& c, const cuda_execution& e) noexcept {
     c.exec = e.host;
     c.cuda = e;
+  }
+  /// n zeros (an update rule's state: made before any context, on the default stream).
+  template <class T>
+  static buffer<T> zeros(std::size_t n) {
+    buffer<T> b(n);
+    cuda_check(cudaMemset(b.data(), 0, n * sizeof(T)), "cuda optimizer: state");
+    cuda_check(cudaDeviceSynchronize(), "cuda optimizer: state");
+    return b;
   }
   template <class T>
   static buffer<T> zeros(std::size_t n, context& c) {
@@ -278,11 +290,61 @@ struct device_ops<cuda_t> {
     if (!c.cuda.stream) c.wait("cuda optimizer: step");
   }
 
-  /// `params -= factor * u` (decay first) for parameters in device memory.
+  /// An update rule's pass (see `device_ops<cpu_t>::map_update`) on the
+  /// device, f at each coordinate: a sparse update's values come back to
+  /// the host; a dense one (`dense`) stays in the context's `update` buffer,
+  /// `u` then dense with no values.
+  template <class V, class F>
+  static void map_update(model_update<V>& u, std::uint64_t d, bool dense, const F& f, context& c) {
+    const std::span<const std::uint64_t> indices(u.indices);
+    const std::span<const V> values(u.values);
+    if (dense) {
+      if (c.update.size() < d * sizeof(V)) {
+        c.wait("cuda optimizer: update");  // the stream may still read the old buffer
+        c.update = device_buffer<std::byte>(static_cast<std::size_t>(d) * sizeof(V));
+      }
+      c.update_count = static_cast<std::size_t>(d);
+    }
+    auto* out = reinterpret_cast<V*>(c.update.data());
+    if (dense && u.dense) {
+      c.copy(out, values.data(), values.size_bytes(), cudaMemcpyHostToDevice, "cuda optimizer: update");
+    } else {
+      const std::size_t at = workspace_round(indices.size_bytes());
+      std::byte* base = c.scratch_for(at + values.size_bytes());
+      const std::uint64_t* idx = c.put(indices, base);
+      V* staged = const_cast<V*>(c.put(values, base + at));  // scratch: ours to write
+      if (!dense) {                                          // a dense u has no indices: its j is the coordinate
+        if (u.dense) {
+          cuda_optim_dispatch<V>::map_dense(staged, f, values.size(), c.stream());
+        } else {
+          cuda_optim_dispatch<V>::map_sparse(idx, staged, f, values.size(), c.stream());
+        }
+        c.copy(u.values.data(), staged, values.size_bytes(), cudaMemcpyDeviceToHost, "cuda optimizer: update");
+        c.wait("cuda optimizer: update");
+        return;
+      }
+      cuda_check(cudaMemsetAsync(out, 0, d * sizeof(V), c.stream()), "cuda optimizer: update");
+      cuda_optim_dispatch<V>::scatter(out, idx, staged, values.size(), c.stream());
+    }
+    cuda_optim_dispatch<V>::map_dense(out, f, d, c.stream());
+    u.indices.clear();
+    u.values.clear();
+    u.dense = true;
+  }
+  /// The dense update `map_update` left on the device.
+  template <class V>
+  static span<const V> dense_update(const context& c) noexcept {
+    return {reinterpret_cast<const V*>(c.update.data()), c.update_count};
+  }
+
+  /// `params -= factor * u` (decay first) for parameters in device memory;
+  /// a dense `u` without values is the one a device rule left there.
   template <class V>
   static void apply(const model_update<V>& u, span<V> params, V factor, context& c) {
-    if (u.dense && u.values.size() != params.size()) {
-      throw std::invalid_argument("apply: dense update of " + std::to_string(u.values.size()) + " values for " +
+    const bool on_device = u.dense && u.values.empty();
+    const std::size_t dense_size = on_device ? c.update_count : u.values.size();
+    if (u.dense && dense_size != params.size()) {
+      throw std::invalid_argument("apply: dense update of " + std::to_string(dense_size) + " values for " +
                                   std::to_string(params.size()) + " parameters");
     }
     if (!u.dense && !u.indices.empty() && u.indices.back() >= params.size()) {
@@ -293,7 +355,7 @@ struct device_ops<cuda_t> {
     const std::span<const V> values(u.values);
     const std::size_t at = workspace_round(indices.size_bytes());
     std::byte* base = c.scratch_for(at + values.size_bytes());
-    const V* device_values = c.put(values, base + at);
+    const V* device_values = on_device ? dense_update<V>(c).data() : c.put(values, base + at);
     if (u.dense || u.decay != V{}) {
       cuda_optim_dispatch<V>::apply_dense(params.data(), u.dense ? device_values : nullptr, factor, u.decay,
                                           params.size(), c.stream());

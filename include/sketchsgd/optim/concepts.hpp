@@ -79,6 +79,20 @@ template <class A>
 using any_gradient_of = typename device_ops<typename A::device_type>::template gradient<typename A::value_type>;
 template <class Sketch>
 using ops_of = device_ops<typename Sketch::device_type>;
+template <class R>
+struct rule_device_of {
+  using type = cpu_t;
+};
+template <class R>
+requires requires { typename R::device_type; }
+struct rule_device_of<R> {
+  using type = typename R::device_type;
+};
+/// Where an update rule's state lives (`device_type`, else the host), and its operations' context.
+template <class R>
+using rule_device = typename rule_device_of<R>::type;
+template <class R>
+using rule_context = typename device_ops<rule_device<R>>::context;
 
 // clang-format off
 // (clang-format 14 cannot lay out requires-expressions joined by || and &&.)
@@ -132,19 +146,23 @@ concept aggregation_policy =
     detail::describe_hook<A>;
 
 /// An update rule: the aggregated gradient in, the update out (in place),
-/// the same arithmetic on every rank, state on the host. Required:
-/// `options_type`, a constructor from (options, d, name), `apply(update, eta,
-/// eta_applied, step)`. Optional, with the driver's defaults:
+/// the same arithmetic on every rank. Required: `options_type`, a
+/// constructor from (options, d, name), `apply(update, eta, eta_applied,
+/// step)` or, with the context of its device's operations, `apply(update,
+/// eta, eta_applied, step, context)` (the driver's own context, its threads
+/// or its stream). Optional, with the driver's defaults: `device_type` (the
+/// host: `cpu_t`; else the aggregation's device, where its state lives),
 /// `takes_applied_learning_rate` (false: an aggregation that keeps eta in
 /// its error memory is refused), `for_each_state(visitor)` (no state),
 /// `describe(fingerprint&)` (nothing to add).
 template <class R, class Value>
 concept update_rule =
-    requires(R& r, model_update<Value>& u, Value eta, std::uint64_t step) {
-      requires std::constructible_from<R, const typename R::options_type&, std::uint64_t, const char*>;
-      r.apply(u, eta, true, step);
-    } &&
-    detail::for_each_state_hook<R, detail::state_visitor<Value, cpu_t>> && detail::describe_hook<R>;
+    std::constructible_from<R, const typename R::options_type&, std::uint64_t, const char*> &&
+    (requires(R& r, model_update<Value>& u, Value eta, std::uint64_t step) { r.apply(u, eta, true, step); } ||
+     requires(R& r, model_update<Value>& u, Value eta, std::uint64_t step, detail::rule_context<R>& c) {
+       r.apply(u, eta, true, step, c);
+     }) &&
+    detail::for_each_state_hook<R, detail::state_visitor<Value, detail::rule_device<R>>> && detail::describe_hook<R>;
 
 /// A recovery policy: which coordinates a summed `Sketch` yields, the same
 /// on every rank holding the same sketch. Required: `select<Ops>(sketch, d,
@@ -224,6 +242,15 @@ void for_each_state(P& p, F&& f) {
 template <class P>
 void describe(const P& p, fingerprint& f) {
   if constexpr (requires { p.describe(f); }) p.describe(f);
+}
+/// The rule's apply, given the driver's device context where it takes it.
+template <class R, class Value, class Context>
+void apply_rule(R& r, model_update<Value>& u, Value eta, bool eta_applied, std::uint64_t step, Context& c) {
+  if constexpr (requires { r.apply(u, eta, eta_applied, step, c); }) {
+    r.apply(u, eta, eta_applied, step, c);
+  } else {
+    r.apply(u, eta, eta_applied, step);
+  }
 }
 template <class R>
 constexpr bool takes_applied_learning_rate() noexcept {

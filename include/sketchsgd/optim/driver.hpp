@@ -112,6 +112,9 @@ class composed_optimizer {
   static_assert(update_rule<UpdateRule, typename Aggregation::value_type>,
                 "composed_optimizer: UpdateRule is not an update_rule (sketchsgd/optim/concepts.hpp); the notes name "
                 "what it lacks");
+  static_assert(std::is_same_v<detail::rule_device<UpdateRule>, cpu_t> ||
+                    std::is_same_v<detail::rule_device<UpdateRule>, typename Aggregation::device_type>,
+                "composed_optimizer: the update rule's state lives on another device than the aggregation's");
   using ops = detail::device_ops<typename Aggregation::device_type>;
   static_assert(device_operations<ops, typename Aggregation::value_type>,
                 "composed_optimizer: the device's operations are not device_operations (sketchsgd/optim/concepts.hpp)");
@@ -211,8 +214,18 @@ class composed_optimizer {
     return start(gradient);
   }
 
-  /// The last step's update.
+  /// The last step's update. Where the update rule runs on the device
+  /// (`momentum_update<V, cuda_t>`, dense `adam_update<V, cuda_t>`), a dense
+  /// update stays there: `dense` is set, `values` is empty, and
+  /// `update_on_device()` holds the d values (`apply` applies them).
   [[nodiscard]] const model_update<value_type>& last_update() const noexcept { return update_; }
+  /// The last step's dense update kept on the device by a device rule
+  /// (d values, valid until the next step), else empty.
+  [[nodiscard]] typename ops::template span<const value_type> update_on_device() const noexcept
+      requires(!std::is_same_v<device_type, cpu_t>) {
+    return update_.dense && update_.values.empty() ? ops::template dense_update<value_type>(device_)
+                                                   : typename ops::template span<const value_type>{};
+  }
   /// Applies the last update to parameters in the device's memory:
   /// `params -= factor * update` (decay first); on the CPU the same as
   /// `last_update().apply(params, factor)`.
@@ -465,7 +478,8 @@ class composed_optimizer {
       if (opt_.average) average(dense_values_);
       detail::hooks::finish_dense(agg_, std::span<value_type>(dense_values_), c);
       detail::merge_with_dense(split_, update_.indices, update_.values, std::span<const value_type>(dense_values_));
-      rule_.apply(update_, c.learning_rate, detail::hooks::learning_rate_in_error(agg_), c.step);
+      detail::hooks::apply_rule(rule_, update_, c.learning_rate, detail::hooks::learning_rate_in_error(agg_), c.step,
+                                device_);
       ops::finish(device_);
       accounting_.lap(&step_timing::local);
     }

@@ -50,8 +50,12 @@ struct device_ops<cpu_t> {
   /// The calls that follow run as `e` says (a step's own threads).
   static void run_as(context& c, const execution& e) noexcept { c.exec = e; }
   template <class T>
-  static buffer<T> zeros(std::size_t n, context&) {
+  static buffer<T> zeros(std::size_t n) {
     return buffer<T>(n, T{});
+  }
+  template <class T>
+  static buffer<T> zeros(std::size_t n, context&) {
+    return zeros<T>(n);
   }
 
   /// u <- m u + g;  v <- v + s x (error feedback) or v <- s x, where x = u,
@@ -60,8 +64,7 @@ struct device_ops<cpu_t> {
   /// 16-bit g is read as V on the fly (exactly): the same bits as from its
   /// values in V.
   template <class V>
-  static void momentum_error(span<V> u, span<V> v, gradient<V> g, V m, V s, bool feedback, bool nesterov,
-                             context& c) {
+  static void momentum_error(span<V> u, span<V> v, gradient<V> g, V m, V s, bool feedback, bool nesterov, context& c) {
     g.visit([&](auto typed) { momentum_error(u, v, typed, m, s, feedback, nesterov, c); });
   }
   template <class V, class G>
@@ -176,6 +179,30 @@ struct device_ops<cpu_t> {
   }
   /// The end of a step: its device work complete (CUDA without a stream).
   static void finish(context&) noexcept {}
+
+  /// An update rule's pass: each value x of `u` at coordinate i becomes
+  /// f(i, x); with `dense`, at all d coordinates (zero off u's support).
+  /// f reads and writes the rule's state at i only, so threads split it.
+  template <class V, class F>
+  static void map_update(model_update<V>& u, std::uint64_t d, bool dense, const F& f, context& c) {
+    if (dense && !u.dense) {
+      std::vector<V> all(static_cast<std::size_t>(d), V{});
+      for (std::size_t j = 0; j < u.indices.size(); ++j) all[u.indices[j]] = u.values[j];
+      u.indices.clear();
+      u.values = std::move(all);
+      u.dense = true;
+    }
+    const unsigned workers = useful_workers(c.exec.resolved_threads(), u.values.size(), std::size_t{1} << 18U);
+    fork_join(workers, [&](unsigned w, unsigned nw) {
+      const index_range r = split_range(u.values.size(), w, nw);
+      V* const x = u.values.data();
+      if (u.dense) {  // a loop of its own: the compiler vectorizes it
+        for (std::size_t i = r.begin; i < r.end; ++i) x[i] = f(i, x[i]);
+      } else {
+        for (std::size_t j = r.begin; j < r.end; ++j) x[j] = f(u.indices[j], x[j]);
+      }
+    });
+  }
 
   /// The sketch of x's sparse coordinates (rows [first, first + count)).
   template <class Sketch, class V>

@@ -3,9 +3,13 @@
 
 /// @file
 /// Update rules: how a `composed_optimizer` turns the aggregated gradient
-/// (identical on every rank) into the parameter update. They run on the host
-/// and keep their state there; every rank applies the same arithmetic, so
-/// parameters stay bit-identical.
+/// (identical on every rank) into the parameter update. Every rank applies
+/// the same arithmetic, so parameters stay bit-identical. The stateful rules
+/// take a device (`momentum_update<float, cuda_t>`): their state then lives
+/// there, and a dense update stays there for `composed_optimizer::apply`
+/// (`update_on_device`); with the host's default they run on the host,
+/// also under a device optimizer. Either way one per-coordinate function,
+/// rounded once per operation, gives the same bits.
 ///
 /// Momentum that must act before compression (DGC's momentum correction,
 /// Sketched-SGD's local momentum) is part of the aggregation's error
@@ -21,28 +25,51 @@
 #include <vector>
 
 #include "sketchsgd/concepts.hpp"
+#include "sketchsgd/detail/arithmetic.hpp"
+#include "sketchsgd/device.hpp"
 #include "sketchsgd/optim/model_update.hpp"
 #include "sketchsgd/optim/state/fingerprint.hpp"
+#include "sketchsgd/optim/step/device_ops.hpp"
 #include "sketchsgd/optim/step/validation.hpp"
 
 namespace sketchsgd {
 
 namespace detail {
 
-/// Makes `u` dense (d values, zero off its support).
-template <class Value>
-void densify(model_update<Value>& u, std::uint64_t d) {
-  if (u.dense) return;
-  std::vector<Value> all(static_cast<std::size_t>(d), Value{});
-  for (std::size_t j = 0; j < u.indices.size(); ++j) all[u.indices[j]] = u.values[j];
-  u.indices.clear();
-  u.values = std::move(all);
-  u.dense = true;
+/// The options `o`, after their weight decay is checked (before any state is made).
+template <class Options>
+const Options& check_decay(const Options& o, const char* who) {
+  if (!(static_cast<double>(o.weight_decay) >= 0.0)) bad_option(who, "weight_decay must be >= 0");
+  return o;
 }
 
-inline void check_decay(double wd, const char* who) {
-  if (!(wd >= 0.0)) bad_option(who, "weight_decay must be >= 0");
-}
+/// `momentum_update` at coordinate i: M_i <- m M_i + g; the update.
+template <class Value>
+struct momentum_at {
+  Value* state;
+  Value m, eta;
+  bool nesterov, eta_applied;
+  SKETCHSGD_HOST_DEVICE Value operator()(std::uint64_t i, Value g) const noexcept {
+    const Value mi = add_rn(mul_rn(m, state[i]), g);
+    state[i] = mi;
+    const Value x = nesterov ? add_rn(g, mul_rn(m, mi)) : mi;
+    return eta_applied ? x : mul_rn(eta, x);
+  }
+};
+
+/// `adam_update` at coordinate i: both moments, then the update.
+template <class Value>
+struct adam_at {
+  Value *first, *second;
+  Value beta1, rest1, beta2, rest2, c1, c2, eta, epsilon;  // rest = 1 - beta; c = bias corrections
+  SKETCHSGD_HOST_DEVICE Value operator()(std::uint64_t i, Value g) const noexcept {
+    const Value m = add_rn(mul_rn(beta1, first[i]), mul_rn(rest1, g));
+    const Value s = add_rn(mul_rn(beta2, second[i]), mul_rn(mul_rn(rest2, g), g));
+    first[i] = m;
+    second[i] = s;
+    return div_rn(mul_rn(eta, div_rn(m, c1)), add_rn(sqrt_rn(div_rn(s, c2)), epsilon));
+  }
+};
 
 }  // namespace detail
 
@@ -61,9 +88,7 @@ class sgd_update {
   // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
   static constexpr bool takes_applied_learning_rate = true;
 
-  sgd_update(const options_type& o, std::uint64_t /*d*/, const char* who) : opt_(o) {
-    detail::check_decay(static_cast<double>(o.weight_decay), who);
-  }
+  sgd_update(const options_type& o, std::uint64_t /*d*/, const char* who) : opt_(detail::check_decay(o, who)) {}
   void apply(model_update<Value>& u, Value eta, bool eta_applied, std::uint64_t /*step*/) {
     if (!eta_applied) {
       for (Value& x : u.values) x *= eta;
@@ -81,9 +106,14 @@ class sgd_update {
 /// M <- m M + Delta; the update is eta M (Nesterov: eta (Delta + m M)). M is
 /// dense, so the update is dense. What `dense_sgd` applies.
 /// @tparam Value a `sketch_value`.
-template <sketch_value Value>
+/// @tparam Device where M lives and the rule runs (see the file comment).
+template <sketch_value Value, device Device = cpu_t>
 class momentum_update {
+  using ops = detail::device_ops<Device>;
+
  public:
+  /// Where the state lives.
+  using device_type = Device;
   /// Settings of `momentum_update`.
   struct options_type {
     Value momentum = Value{0};      ///< m
@@ -95,22 +125,21 @@ class momentum_update {
   static constexpr bool takes_applied_learning_rate = true;
 
   momentum_update(const options_type& o, std::uint64_t d, const char* who)
-      : opt_(o), d_(d), momentum_(static_cast<std::size_t>(d), Value{}) {
-    detail::check_decay(static_cast<double>(o.weight_decay), who);
+      : opt_(detail::check_decay(o, who)), d_(d), momentum_(ops::template zeros<Value>(static_cast<std::size_t>(d))) {}
+  void apply(model_update<Value>& u, Value eta, bool eta_applied,
+             std::uint64_t step) requires std::same_as<Device, cpu_t> {
+    typename ops::context host;
+    apply(u, eta, eta_applied, step, host);
   }
-  void apply(model_update<Value>& u, Value eta, bool eta_applied, std::uint64_t /*step*/) {
-    detail::densify(u, d_);
-    for (std::size_t i = 0; i < momentum_.size(); ++i) {
-      momentum_[i] = opt_.momentum * momentum_[i] + u.values[i];
-      const Value x = opt_.nesterov ? u.values[i] + opt_.momentum * momentum_[i] : momentum_[i];
-      u.values[i] = eta_applied ? x : eta * x;
-    }
+  void apply(model_update<Value>& u, Value eta, bool eta_applied, std::uint64_t /*step*/, typename ops::context& c) {
+    ops::map_update(u, d_, true,
+                    detail::momentum_at<Value>{momentum_.data(), opt_.momentum, eta, opt_.nesterov, eta_applied}, c);
     u.decay = eta * opt_.weight_decay;
   }
   /// The state: M.
   template <class F>
   void for_each_state(F&& f) {
-    f(std::span<Value>(momentum_));
+    f(typename ops::template span<Value>(momentum_.data(), momentum_.size()));
   }
   void describe(detail::fingerprint& f) const {
     f.add(std::uint8_t{2}).add(opt_.momentum).add(opt_.nesterov).add(opt_.weight_decay);
@@ -120,7 +149,7 @@ class momentum_update {
  private:
   options_type opt_;
   std::uint64_t d_;
-  std::vector<Value> momentum_;
+  typename ops::template buffer<Value> momentum_;
 };
 
 /// Adam (Kingma and Ba) on the aggregated gradient, with decoupled weight
@@ -134,11 +163,15 @@ class momentum_update {
 /// the update keeps its support. The learning rate must not sit in an error
 /// memory (Adam's step size is scale-free).
 /// @tparam Value `float` or `double`.
-template <sketch_value Value>
+/// @tparam Device where m and s live and the rule runs (see the file comment).
+template <sketch_value Value, device Device = cpu_t>
 class adam_update {
   static_assert(std::is_floating_point_v<Value>, "adam_update needs a floating-point value type");
+  using ops = detail::device_ops<Device>;
 
  public:
+  /// Where the state lives.
+  using device_type = Device;
   /// Settings of `adam_update`.
   struct options_type {
     Value beta1 = Value(0.9);       ///< the first moment's decay
@@ -151,31 +184,35 @@ class adam_update {
   // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer; eta must not sit in an
   // error memory (takes_applied_learning_rate's default).
   adam_update(const options_type& o, std::uint64_t d, const char* who)
-      : opt_(o), d_(d), m_(static_cast<std::size_t>(d), Value{}), s_(static_cast<std::size_t>(d), Value{}) {
-    if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1)) {
-      detail::bad_option(who, "adam betas must be in [0, 1)");
-    }
-    if (!(o.epsilon > 0)) detail::bad_option(who, "adam epsilon must be positive");
-    detail::check_decay(static_cast<double>(o.weight_decay), who);
+      : opt_(checked(o, who)),
+        d_(d),
+        m_(ops::template zeros<Value>(static_cast<std::size_t>(d))),
+        s_(ops::template zeros<Value>(static_cast<std::size_t>(d))) {}
+  void apply(model_update<Value>& u, Value eta, bool eta_applied,
+             std::uint64_t step) requires std::same_as<Device, cpu_t> {
+    typename ops::context host;
+    apply(u, eta, eta_applied, step, host);
   }
-  void apply(model_update<Value>& u, Value eta, bool /*eta_applied*/, std::uint64_t step) {
+  void apply(model_update<Value>& u, Value eta, bool /*eta_applied*/, std::uint64_t step, typename ops::context& c) {
     const auto t = static_cast<Value>(step + 1);
-    const Value c1 = Value{1} - std::pow(opt_.beta1, t);
-    const Value c2 = Value{1} - std::pow(opt_.beta2, t);
-    const auto moment = [&](std::size_t i, Value g) {
-      m_[i] = opt_.beta1 * m_[i] + (Value{1} - opt_.beta1) * g;
-      s_[i] = opt_.beta2 * s_[i] + (Value{1} - opt_.beta2) * g * g;
-      return eta * (m_[i] / c1) / (std::sqrt(s_[i] / c2) + opt_.epsilon);
-    };
-    if (!opt_.lazy) detail::densify(u, d_);
-    for (std::size_t j = 0; j < u.values.size(); ++j) u.values[j] = moment(u.dense ? j : u.indices[j], u.values[j]);
+    const detail::adam_at<Value> at{m_.data(),
+                                    s_.data(),
+                                    opt_.beta1,
+                                    Value{1} - opt_.beta1,
+                                    opt_.beta2,
+                                    Value{1} - opt_.beta2,
+                                    Value{1} - std::pow(opt_.beta1, t),
+                                    Value{1} - std::pow(opt_.beta2, t),
+                                    eta,
+                                    opt_.epsilon};
+    ops::map_update(u, d_, !opt_.lazy, at, c);
     u.decay = eta * opt_.weight_decay;
   }
   /// The state: m, then s.
   template <class F>
   void for_each_state(F&& f) {
-    f(std::span<Value>(m_));
-    f(std::span<Value>(s_));
+    f(typename ops::template span<Value>(m_.data(), m_.size()));
+    f(typename ops::template span<Value>(s_.data(), s_.size()));
   }
   void describe(detail::fingerprint& f) const {
     f.add(std::uint8_t{3}).add(opt_.beta1).add(opt_.beta2).add(opt_.epsilon).add(opt_.weight_decay).add(opt_.lazy);
@@ -183,10 +220,18 @@ class adam_update {
 
   /// @endcond
  private:
+  static const options_type& checked(const options_type& o, const char* who) {
+    if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1)) {
+      detail::bad_option(who, "adam betas must be in [0, 1)");
+    }
+    if (!(o.epsilon > 0)) detail::bad_option(who, "adam epsilon must be positive");
+    return detail::check_decay(o, who);
+  }
+
   options_type opt_;
   std::uint64_t d_;
-  std::vector<Value> m_;
-  std::vector<Value> s_;
+  typename ops::template buffer<Value> m_;
+  typename ops::template buffer<Value> s_;
 };
 
 /// No rule: the update is the aggregated gradient itself (divided by W when
