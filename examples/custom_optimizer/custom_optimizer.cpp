@@ -83,15 +83,14 @@ class catch_up_adam {
 /// coordinates (seed and step), sums its error memory there with one
 /// allreduce of k values (a split-phase round too), and resets it there.
 /// It writes what `sketchsgd::aggregation_policy` requires and `describe`;
-/// its error memory gives it the memory's hooks (accumulate, state, ...),
-/// the driver the rest (kind `custom`, the division by W).
+/// its error memory gives it the memory's hooks (accumulate, state, ...)
+/// and its value and device types, the driver the rest (kind `custom`, the
+/// division by W).
 template <sketchsgd::sketch_value Value>
 class random_k_aggregation : public sketchsgd::error_memory<Value, sketchsgd::cpu_t> {
   using context = sketchsgd::step_context<Value, sketchsgd::cpu_t>;
 
  public:
-  using value_type = Value;
-  using device_type = sketchsgd::cpu_t;
   struct options_type {
     std::size_t k = 0;
     std::uint64_t seed = 0;

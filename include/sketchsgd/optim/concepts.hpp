@@ -25,6 +25,7 @@
 #include "sketchsgd/optim/step/accounting.hpp"
 #include "sketchsgd/optim/step/context.hpp"
 #include "sketchsgd/optim/step/rounds.hpp"
+#include "sketchsgd/sketch/count_sketch.hpp"
 #include "sketchsgd/sketch/sparse_update.hpp"
 
 namespace sketchsgd {
@@ -180,6 +181,14 @@ concept recovery_policy =
           -> std::convertible_to<sparse_update<typename Sketch::value_type>>;
       r.describe(f);
     };
+
+namespace detail {
+/// The sketch a sketch aggregation keeps, named only with a `Recovery` that
+/// can select from it (the check both aggregations need, in one place).
+template <class Value, class HashFamily, class Recovery, class Device>
+  requires recovery_policy<Recovery, count_sketch<Value, HashFamily, Device>>
+using recovered_sketch = count_sketch<Value, HashFamily, Device>;
+}  // namespace detail
 
 /// A device's operations (`detail::device_ops<D>`: optim/step/device_ops.hpp,
 /// cuda/optim_ops.cuh) as the driver calls them: a `context` from the

@@ -69,10 +69,10 @@ struct method_options {
   nonfinite_policy nonfinite = nonfinite_policy::throw_error;     ///< what a NaN or Inf does
   cpu_execution exec{};                                           ///< threads for the CPU kernels
   bool overlap_rows = false;                                      ///< see `sketched_aggregation::options_type`
-  std::size_t slices = 1;                                         ///< see `sketched_aggregation::options_type` (FetchSGD too)
-  std::optional<allreduce_algorithm> sketch_allreduce{};          ///< the table's allreduce (sketched, global-sketch)
-  any_recovery recovery{};                                        ///< what a summed sketch yields
-  update_choice update = update_choice::sgd;                      ///< the update rule
+  std::size_t slices = 1;                                 ///< see `sketched_aggregation::options_type` (FetchSGD too)
+  std::optional<allreduce_algorithm> sketch_allreduce{};  ///< the table's allreduce (sketched, global-sketch)
+  any_recovery recovery{};                                ///< what a summed sketch yields
+  update_choice update = update_choice::sgd;              ///< the update rule
 };
 
 namespace detail {
@@ -100,35 +100,44 @@ decltype(auto) with_method_aggregation(std::string_view method, F&& f) {
                                   : wire_format::native;
 }
 
-/// The options of aggregation `A` from the flat ones.
-template <class A, class Value>
-typename A::options_type aggregation_options(const method_options<Value>& o) {
-  typename A::options_type a{};
-  if constexpr (requires { a.wire; }) {
-    a.wire = dense_wire(o.method);
-  } else {
-    a.k = o.k;
+/// Options `t` (an aggregation's, or a named optimizer's) with each field it
+/// has taken from the flat options `o`.
+template <class T, class Value>
+T filled(T t, const method_options<Value>& o) {
+  if constexpr (requires { t.dimension; }) {  // a named optimizer's: the driver's fields too
+    t.dimension = o.dimension;
+    t.learning_rate = o.learning_rate;
+    t.momentum = o.momentum;
+    t.average = o.average;
+    t.nonfinite = o.nonfinite;
   }
-  if constexpr (requires { a.feedback; })
-    a.feedback = {o.error_feedback, o.momentum, o.nesterov, o.mask_momentum, false};
-  if constexpr (requires { a.sketch; }) {
-    a.sketch = o.sketch;
-    a.recovery = o.recovery;
-    a.topology = o.topology;
-    a.root = o.root;
+  if constexpr (requires { t.wire; }) t.wire = dense_wire(o.method);
+  if constexpr (requires { t.k; }) t.k = o.k;
+  if constexpr (requires { t.dense; }) {
+    t.dense = o.dense;
+    t.exec = o.exec;
   }
-  if constexpr (requires { a.candidates_factor; }) {
-    a.candidates_factor = o.candidates_factor;
-    a.sketch_allreduce = o.sketch_allreduce;
-    a.overlap_rows = o.overlap_rows;
-    a.slices = o.slices;
-  } else if constexpr (requires { a.learning_rate_in_error; }) {  // FetchSGD: momentum in sketch space
-    a.momentum = o.momentum;
-    a.mask_momentum = o.mask_momentum;
-    a.learning_rate_in_error = o.update == update_choice::sgd;
-    a.slices = o.slices;
+  if constexpr (requires { t.error_feedback; }) t.error_feedback = o.error_feedback;
+  if constexpr (requires { t.feedback; })
+    t.feedback = {o.error_feedback, o.momentum, o.nesterov, o.mask_momentum, false};
+  if constexpr (requires { t.sketch; }) {
+    t.sketch = o.sketch;
+    t.topology = o.topology;
+    t.root = o.root;
+    t.slices = o.slices;
   }
-  return a;
+  if constexpr (requires { t.recovery; }) t.recovery = o.recovery;
+  if constexpr (requires { t.candidates_factor; }) {
+    t.candidates_factor = o.candidates_factor;
+    t.overlap_rows = o.overlap_rows;
+  }
+  if constexpr (requires { t.sketch_allreduce; }) t.sketch_allreduce = o.sketch_allreduce;
+  if constexpr (requires { t.learning_rate_in_error; }) {  // FetchSGD's aggregation: momentum in sketch space
+    t.momentum = o.momentum;
+    t.mask_momentum = o.mask_momentum;
+    t.learning_rate_in_error = o.update == update_choice::sgd;
+  }
+  return t;
 }
 
 /// The composition `o` names, built from `where` (a communicator; or rank and world).
@@ -138,7 +147,7 @@ any_optimizer<Value> make_composed(const method_options<Value>& o, Where&... whe
     const auto make = [&]<class Rule>(std::type_identity<Rule>, typename Rule::options_type rule) {
       return any_optimizer<Value>(std::in_place_type<composed_optimizer<A, Rule, Transport>>, where...,
                                   composed_options<A, Rule>{.dimension = o.dimension,
-                                                            .aggregation = aggregation_options<A>(o),
+                                                            .aggregation = filled(typename A::options_type{}, o),
                                                             .update = rule,
                                                             .learning_rate = o.learning_rate,
                                                             .average = o.average,
@@ -159,40 +168,19 @@ any_optimizer<Value> make_composed(const method_options<Value>& o, Where&... whe
 /// The named optimizer `o.method` names (its version-1 fingerprint and checkpoints).
 template <class Value, class Transport>
 any_optimizer<Value> make_named(const method_options<Value>& o, communicator<Transport>& comm) {
-  const auto make = [&]<class Opt>(std::type_identity<Opt>, typename Opt::options_type n) {
-    n.dimension = o.dimension;
-    n.learning_rate = o.learning_rate;
-    n.momentum = o.momentum;
-    n.average = o.average;
-    n.nonfinite = o.nonfinite;
-    if constexpr (requires { n.dense; }) {
-      n.k = o.k;
-      n.dense = o.dense;
-      n.exec = o.exec;
-    } else if (!o.dense.empty()) {
-      bad_option("dense_sgd", "dense ranges mean nothing to dense SGD");
+  const auto make = [&]<class Opt>(std::type_identity<Opt>) {
+    if constexpr (!requires(typename Opt::options_type n) { n.dense; }) {
+      if (!o.dense.empty()) bad_option("dense_sgd", "dense ranges mean nothing to dense SGD");
     }
-    if constexpr (requires { n.error_feedback; }) n.error_feedback = o.error_feedback;
-    return any_optimizer<Value>(std::in_place_type<Opt>, comm, std::move(n));
+    return any_optimizer<Value>(std::in_place_type<Opt>, comm, filled(typename Opt::options_type{}, o));
   };
-  if (is_dense_method(o.method)) {
-    return make(std::type_identity<dense_sgd<Value, Transport>>{}, {.wire = dense_wire(o.method)});
-  }
-  if (o.method == "true-topk") return make(std::type_identity<true_topk_sgd<Value, Transport>>{}, {});
-  if (o.method == "local-topk") return make(std::type_identity<local_topk_sgd<Value, Transport>>{}, {});
-  if (o.method == "gtopk") return make(std::type_identity<gtopk_sgd<Value, Transport>>{}, {});
-  if (o.method == "fetchsgd") {
-    return make(std::type_identity<fetch_sgd<Value, Transport>>{},
-                {.sketch = o.sketch, .topology = o.topology, .root = o.root, .slices = o.slices});
-  }
-  const sketched_sgd_options<Value> s{.sketch = o.sketch,
-                                      .candidates_factor = o.candidates_factor,
-                                      .topology = o.topology,
-                                      .root = o.root,
-                                      .overlap_rows = o.overlap_rows,
-                                      .slices = o.slices};
-  if (o.method == "global-sketch") return make(std::type_identity<global_sketch_sgd<Value, Transport>>{}, s);
-  return make(std::type_identity<sketched_sgd<Value, Transport>>{}, s);
+  if (is_dense_method(o.method)) return make(std::type_identity<dense_sgd<Value, Transport>>{});
+  if (o.method == "true-topk") return make(std::type_identity<true_topk_sgd<Value, Transport>>{});
+  if (o.method == "local-topk") return make(std::type_identity<local_topk_sgd<Value, Transport>>{});
+  if (o.method == "gtopk") return make(std::type_identity<gtopk_sgd<Value, Transport>>{});
+  if (o.method == "fetchsgd") return make(std::type_identity<fetch_sgd<Value, Transport>>{});
+  if (o.method == "global-sketch") return make(std::type_identity<global_sketch_sgd<Value, Transport>>{});
+  return make(std::type_identity<sketched_sgd<Value, Transport>>{});
 }
 
 }  // namespace detail

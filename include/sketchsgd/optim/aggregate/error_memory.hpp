@@ -57,6 +57,9 @@ class error_memory {
   using ops = detail::device_ops<Device>;
 
  public:
+  using value_type = Value;    ///< the value type (the aggregation's)
+  using device_type = Device;  ///< where u and v live (the aggregation's device)
+
   /// Zero u and v of d values on the device of `c`.
   error_memory(const error_feedback<Value>& o, std::uint64_t d, typename ops::context& c)
       : opt_(o), u_(ops::template zeros<Value>(d, c)), v_(ops::template zeros<Value>(d, c)) {}

@@ -59,10 +59,8 @@ class fetch_aggregation {
   using entry = detail::wire_entry<Value>;
 
  public:
-  /// The sketch type.
-  using sketch_type = count_sketch<Value, HashFamily, Device>;
-  static_assert(recovery_policy<Recovery, sketch_type>,
-                "fetch_aggregation: Recovery is not a recovery_policy (sketchsgd/optim/concepts.hpp)");
+  /// The sketch type (Recovery must be a `recovery_policy` over it).
+  using sketch_type = detail::recovered_sketch<Value, HashFamily, Recovery, Device>;
   /// Settings of FetchSGD's aggregation.
   struct options_type {
     /// Rows, columns and seed of the sketches (same on all ranks).

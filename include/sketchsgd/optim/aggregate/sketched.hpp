@@ -87,10 +87,8 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
   using context = detail::step_context<Value, Device>;
 
  public:
-  /// The sketch type.
-  using sketch_type = count_sketch<Value, HashFamily, Device>;
-  static_assert(recovery_policy<Recovery, sketch_type>,
-                "sketched_aggregation: Recovery is not a recovery_policy (sketchsgd/optim/concepts.hpp)");
+  /// The sketch type (Recovery must be a `recovery_policy` over it).
+  using sketch_type = detail::recovered_sketch<Value, HashFamily, Recovery, Device>;
   /// Settings of the sketched aggregation.
   struct options_type {
     /// Rows, columns and seed of the sketch (the seed must match on all ranks).
@@ -134,8 +132,6 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
   };
   /// @cond POLICY_HOOKS
   // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
-  using value_type = Value;
-  using device_type = Device;
   static constexpr detail::optimizer_kind kind = detail::optimizer_kind::sketched_sgd;
   static constexpr const char* name = "sketched_aggregation";
 
@@ -172,8 +168,7 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
           const std::size_t n = std::min(group, rows - first);
           ops::sketch(whole, this->v(), *c.split, first, n, dev);
           c.lap(&step_timing::compress);
-          auto sum =
-              sum_round(whole.table().subspan(first * whole.cols(), n * whole.cols()), opt_.sketch_allreduce);
+          auto sum = sum_round(whole.table().subspan(first * whole.cols(), n * whole.cols()), opt_.sketch_allreduce);
           sum.overlap = first + n < rows;
           co_yield sum;
         }

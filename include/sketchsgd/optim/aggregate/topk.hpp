@@ -46,8 +46,6 @@ class topk_aggregation_base : public error_memory<Value, Device> {  // its memor
 
   /// @cond POLICY_HOOKS
   // The policy interface (sketchsgd/optim/concepts.hpp), for composed_optimizer.
-  using value_type = Value;
-  using device_type = Device;
   void describe(fingerprint& f) const {
     f.add(opt_.k);
     error_memory<Value, Device>::describe(f);
