@@ -67,7 +67,7 @@ struct hook_probe : P, hook_names {};
 template <class P>
 concept probed = std::is_class_v<P> && !std::is_final_v<P>;
 
-/// The driver's visitor of state sections (device spans; an update rule's are host spans).
+/// The driver's visitor of state sections (spans of the policy's device: a host rule's are host spans).
 template <class Value, class Device>
 struct state_visitor {
   void operator()(typename device_ops<Device>::template span<Value> section) const;
