@@ -90,11 +90,11 @@ struct device_ops<cuda_t> {
       }
       return scratch.data();
     }
-    /// Copies `host` to device memory at `to` (on the stream).
+    /// Copies `host` to device memory at `to` (on the stream); the copy's first element.
     template <class T>
-    const T* put(std::span<const T> host, std::byte* to) const {
+    T* put(std::span<const T> host, std::byte* to) const {
       copy(to, host.data(), host.size_bytes(), cudaMemcpyHostToDevice, "cuda optimizer: upload");
-      return reinterpret_cast<const T*>(to);
+      return reinterpret_cast<T*>(to);
     }
     /// Host indices in device scratch.
     const std::uint64_t* upload(std::span<const std::uint64_t> indices) {
@@ -312,8 +312,8 @@ struct device_ops<cuda_t> {
       const std::size_t at = workspace_round(indices.size_bytes());
       std::byte* base = c.scratch_for(at + values.size_bytes());
       const std::uint64_t* idx = c.put(indices, base);
-      V* staged = const_cast<V*>(c.put(values, base + at));  // scratch: ours to write
-      if (!dense) {                                          // a dense u has no indices: its j is the coordinate
+      V* staged = c.put(values, base + at);
+      if (!dense) {  // a dense u has no indices: its j is the coordinate
         if (u.dense) {
           cuda_optim_dispatch<V>::map_dense(staged, f, values.size(), c.stream());
         } else {
@@ -331,9 +331,11 @@ struct device_ops<cuda_t> {
     u.values.clear();
     u.dense = true;
   }
-  /// The dense update `map_update` left on the device.
+  /// The dense update `map_update` left on the device, when `u` is that
+  /// update (dense, its values not on the host); else empty.
   template <class V>
-  static span<const V> dense_update(const context& c) noexcept {
+  static span<const V> dense_update(const model_update<V>& u, const context& c) noexcept {
+    if (!u.dense || !u.values.empty()) return {};
     return {reinterpret_cast<const V*>(c.update.data()), c.update_count};
   }
 
@@ -341,8 +343,8 @@ struct device_ops<cuda_t> {
   /// a dense `u` without values is the one a device rule left there.
   template <class V>
   static void apply(const model_update<V>& u, span<V> params, V factor, context& c) {
-    const bool on_device = u.dense && u.values.empty();
-    const std::size_t dense_size = on_device ? c.update_count : u.values.size();
+    const span<const V> on_device = dense_update(u, c);
+    const std::size_t dense_size = on_device.empty() ? u.values.size() : on_device.size();
     if (u.dense && dense_size != params.size()) {
       throw std::invalid_argument("apply: dense update of " + std::to_string(dense_size) + " values for " +
                                   std::to_string(params.size()) + " parameters");
@@ -355,7 +357,7 @@ struct device_ops<cuda_t> {
     const std::span<const V> values(u.values);
     const std::size_t at = workspace_round(indices.size_bytes());
     std::byte* base = c.scratch_for(at + values.size_bytes());
-    const V* device_values = on_device ? dense_update<V>(c).data() : c.put(values, base + at);
+    const V* device_values = on_device.empty() ? c.put(values, base + at) : on_device.data();
     if (u.dense || u.decay != V{}) {
       cuda_optim_dispatch<V>::apply_dense(params.data(), u.dense ? device_values : nullptr, factor, u.decay,
                                           params.size(), c.stream());

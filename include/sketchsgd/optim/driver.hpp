@@ -223,8 +223,7 @@ class composed_optimizer {
   /// (d values, valid until the next step), else empty.
   [[nodiscard]] typename ops::template span<const value_type> update_on_device() const noexcept
       requires(!std::is_same_v<device_type, cpu_t>) {
-    return update_.dense && update_.values.empty() ? ops::template dense_update<value_type>(device_)
-                                                   : typename ops::template span<const value_type>{};
+    return ops::dense_update(update_, device_);
   }
   /// Applies the last update to parameters in the device's memory:
   /// `params -= factor * update` (decay first); on the CPU the same as
