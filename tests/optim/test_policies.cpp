@@ -954,16 +954,16 @@ TEST_CASE("the stateful rules: the same bits as their formulas in float, on any 
     for (const unsigned threads : {1U, 2U}) {
       INFO("sparse input " << sparse << ", threads " << threads);
       detail::device_ops<cpu_t>::context c{.exec = {.threads = threads}};
-      const auto input = [&] {
-        model_update<float> u;
+      const auto input = [&](model_update<float>& u) {  // refilled as the driver does: its capacity kept
+        u.indices.clear();
+        u.values.clear();
+        u.dense = !sparse;
         if (sparse) {
           u.indices = support;
           for (const std::uint64_t i : support) u.values.push_back(g[i]);
         } else {
           u.values = g;
-          u.dense = true;
         }
-        return u;
       };
       const auto gradient_at = [&](std::size_t i) {
         return !sparse ? g[i] : std::find(support.begin(), support.end(), i) != support.end() ? g[i] : 0.0F;
@@ -972,13 +972,19 @@ TEST_CASE("the stateful rules: the same bits as their formulas in float, on any 
       adam_update<float> adam({.weight_decay = 0.01F}, d, "test");
       adam_update<float> lazy({.lazy = true}, d, "test");
       std::vector<float> mom(d, 0.0F), m(d, 0.0F), s(d, 0.0F), lm(d, 0.0F), ls(d, 0.0F);
+      model_update<float> a, b, l;
       for (std::uint64_t step = 0; step < 3; ++step) {
-        auto a = input();
-        auto b = input();
-        auto l = input();
+        input(a);
+        input(b);
+        input(l);
+        const float* const buffers[] = {a.values.data(), b.values.data()};
         heavy.apply(a, 0.1F, false, step, c);
         adam.apply(b, 0.01F, false, step, c);
         lazy.apply(l, 0.01F, false, step, c);
+        if (step > 0) {  // a sparse input densified in its own buffer, which has room for d since step 0
+          CHECK(a.values.data() == buffers[0]);
+          CHECK(b.values.data() == buffers[1]);
+        }
         REQUIRE((a.dense && b.dense && a.values.size() == d && b.values.size() == d));
         REQUIRE((l.dense == !sparse && l.size() == (sparse ? support.size() : d)));
         const auto t = static_cast<float>(step + 1);

@@ -218,7 +218,7 @@ class fetch_aggregation {
                               s_e_.size(), reset);
     c.split->to_global(delta.indices);
     out.indices = std::move(delta.indices);
-    out.values = std::move(delta.values);
+    out.values.assign(delta.values.begin(), delta.values.end());  // out keeps its capacity (map_update)
   }
 
   options_type opt_;

@@ -217,7 +217,7 @@ class sketched_aggregation : public error_memory<Value, Device> {  // its memory
       }
     }
     out.indices = std::move(best.indices);
-    out.values = std::move(best.values);
+    out.values.assign(best.values.begin(), best.values.end());  // out keeps its capacity (map_update)
     this->mask(out.indices, dev);
   }
 

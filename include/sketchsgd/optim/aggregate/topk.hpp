@@ -118,7 +118,7 @@ class true_topk_aggregation : public detail::topk_aggregation_base<Value, Device
     c.lap(&step_timing::recover);
     c.split->to_global(best.indices);
     out.indices = best.indices;
-    out.values = std::move(best.values);
+    out.values.assign(best.values.begin(), best.values.end());  // out keeps its capacity (map_update)
     this->mask(out.indices, *c.device);
   }
   /// @endcond

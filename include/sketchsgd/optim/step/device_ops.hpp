@@ -186,10 +186,13 @@ struct device_ops<cpu_t> {
   template <class V, class F>
   static void map_update(model_update<V>& u, std::uint64_t d, bool dense, const F& f, context& c) {
     if (dense && !u.dense) {
-      std::vector<V> all(static_cast<std::size_t>(d), V{});
-      for (std::size_t j = 0; j < u.indices.size(); ++j) all[u.indices[j]] = u.values[j];
+      // In u's own buffer, whose capacity the driver and the aggregations
+      // keep from step to step: no d-sized allocation (and page faults)
+      // after the first step.
+      const std::vector<V> support(u.values);
+      u.values.assign(static_cast<std::size_t>(d), V{});
+      for (std::size_t j = 0; j < u.indices.size(); ++j) u.values[u.indices[j]] = support[j];
       u.indices.clear();
-      u.values = std::move(all);
       u.dense = true;
     }
     const unsigned workers = useful_workers(c.exec.resolved_threads(), u.values.size(), std::size_t{1} << 18U);
