@@ -24,7 +24,9 @@
 // floor and of the fused pass; and the process's minor page faults a step.
 // `--gradient bfloat16|float16` hands the optimizer the same gradient rounded
 // to 16 bits (read in place, never copied to float32); the floors stay
-// float32's (tell the runs apart with --label).
+// float32's (tell the runs apart with --label). `--update adam|adam-lazy`
+// applies Adam to the aggregate instead of the method's SGD (its pass counts
+// in compute).
 // Bad values are refused with exit status 2 (examples/common/cli.hpp).
 
 #include <algorithm>
@@ -68,10 +70,11 @@ struct settings {
   unsigned threads = 1;
   int workers = 1;  // inproc: ranks as threads of this process
   bool header = false;
-  bool overlap = false;          // sketched_sgd_options::overlap_rows
-  std::size_t slices = 1;        // sketched_sgd_options::slices
-  std::string sketch_allreduce;  // global-sketch: ring or rd (recursive doubling); empty: the default
+  bool overlap = false;              // sketched_sgd_options::overlap_rows
+  std::size_t slices = 1;            // sketched_sgd_options::slices
+  std::string sketch_allreduce;      // global-sketch: ring or rd (recursive doubling); empty: the default
   std::string gradient = "float32";  // or bfloat16, float16: the type step() reads
+  std::string update = "sgd";        // or adam, adam-lazy: the rule on the aggregate (its pass counts as local)
 };
 
 settings parse(int argc, char** argv) {
@@ -117,6 +120,8 @@ settings parse(int argc, char** argv) {
       s.gradient = cli::choice(key, v, {"float32", "bfloat16", "float16"});
     else if (key == "--sketch-allreduce")
       s.sketch_allreduce = cli::choice(key, v, {"ring", "rd"});
+    else if (key == "--update")
+      s.update = cli::choice(key, v, {"sgd", "adam", "adam-lazy"});
     else
       throw cli::usage_error("unknown option " + key);
   }
@@ -190,7 +195,10 @@ void run(Transport& t, const settings& s) {
                                   .exec = {s.threads},
                                   .overlap_rows = s.overlap,
                                   .slices = s.slices,
-                                  .sketch_allreduce = table});
+                                  .sketch_allreduce = table,
+                                  .update = s.update == "sgd"    ? update_choice::sgd
+                                            : s.update == "adam" ? update_choice::adam
+                                                                 : update_choice::adam_lazy});
 
   std::vector<bfloat16_t> g_bf16;
   std::vector<float16_t> g_fp16;

@@ -5,14 +5,15 @@
 # the machine's drift hits both alike; prints each method's median compute
 # seconds and the ratio new/old.
 #   bash bench/compare_builds.sh OLD/bench_step_time NEW/bench_step_time [reps] [d]
-# Environment: METHODS (default: all seven).
+# Environment: METHODS (default: all seven), BENCH_ARGS (more options for
+# both, e.g. "--update adam").
 set -euo pipefail
 old="$1"
 new="$2"
 reps="${3:-5}"
 d="${4:-50000000}"
 compute() { # binary method -> compute_s of one run
-  "$1" --transport inproc --method "$2" --d "$d" --threads 1 --steps 5 --warmup 1 | grep ",$2," | cut -d, -f8
+  "$1" --transport inproc --method "$2" --d "$d" --threads 1 --steps 5 --warmup 1 ${BENCH_ARGS:-} | grep ",$2," | cut -d, -f8
 }
 echo "method,old_median_s,new_median_s,new_over_old,old_runs,new_runs"
 for m in ${METHODS:-dense true-topk local-topk gtopk fetchsgd global-sketch sketched}; do
