@@ -942,6 +942,17 @@ TEST_CASE("a rule that takes the device's context gets the driver's, as each cal
   }
   CHECK(opt.update_rule().threads == std::vector<unsigned>{3, 2});
   CHECK(opt.last_update().values == g);
+  // Under another device's context (a CUDA optimizer's carries its host threads as `exec`), a host rule
+  // gets a host context with those threads.
+  struct device_context {
+    cpu_execution exec;
+  } device{.exec = {.threads = 4}};
+  context_step<float> rule({}, 5, "test");
+  model_update<float> u;
+  u.values = g;
+  u.dense = true;
+  detail::hooks::apply_rule(rule, u, 1.0F, true, 0, device);
+  CHECK(rule.threads == std::vector<unsigned>{4});
 }
 
 TEST_CASE("the stateful rules: the same bits as their formulas in float, on any thread count", "[optim][rules]") {

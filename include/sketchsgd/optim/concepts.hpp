@@ -252,11 +252,16 @@ template <class P>
 void describe(const P& p, fingerprint& f) {
   if constexpr (requires { p.describe(f); }) p.describe(f);
 }
-/// The rule's apply, given the driver's device context where it takes it.
+/// The rule's apply, given the driver's device context where it takes it;
+/// a host rule under a device optimizer gets a host context with the step's
+/// host threads (the device context's `exec`).
 template <class R, class Value, class Context>
 void apply_rule(R& r, model_update<Value>& u, Value eta, bool eta_applied, std::uint64_t step, Context& c) {
   if constexpr (requires { r.apply(u, eta, eta_applied, step, c); }) {
     r.apply(u, eta, eta_applied, step, c);
+  } else if constexpr (requires(rule_context<R> & host) { r.apply(u, eta, eta_applied, step, host); }) {
+    rule_context<R> host{.exec = c.exec};
+    r.apply(u, eta, eta_applied, step, host);
   } else {
     r.apply(u, eta, eta_applied, step);
   }
