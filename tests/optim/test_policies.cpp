@@ -1027,6 +1027,26 @@ TEST_CASE("the stateful rules: the same bits as their formulas in float, on any 
   }
 }
 
+TEST_CASE("a stateful rule refuses an update that does not fit its d coordinates, before any write", "[optim][rules]") {
+  momentum_update<float> heavy({.momentum = 0.5F}, 4, "test");
+  adam_update<float> lazy({.lazy = true}, 4, "test");
+  model_update<float> too_long;
+  too_long.values.assign(5, 1.0F);
+  too_long.dense = true;
+  model_update<float> outside;
+  outside.indices = {1, 4};
+  outside.values = {1.0F, 1.0F};
+  CHECK_THROWS_WITH(heavy.apply(too_long, 1.0F, false, 0), "update rule: dense update of 5 values for 4 parameters");
+  CHECK_THROWS_WITH(heavy.apply(outside, 1.0F, false, 0), "update rule: index 4 outside 4 parameters");
+  CHECK_THROWS_WITH(lazy.apply(outside, 1.0F, false, 0), "update rule: index 4 outside 4 parameters");
+  CHECK((!outside.dense && outside.values == std::vector<float>{1.0F, 1.0F}));  // left as it was
+  model_update<float> fits;  // and the state is untouched: the first fitting step is a first step
+  fits.values.assign(4, 2.0F);
+  fits.dense = true;
+  heavy.apply(fits, 1.0F, false, 0);
+  CHECK(fits.values == std::vector<float>(4, 2.0F));
+}
+
 static_assert(aggregation_policy<plain_sum<float>> && update_rule<plain_step<float>, float>);
 static_assert(update_rule<context_step<float>, float>);
 static_assert(std::is_same_v<momentum_update<float>, momentum_update<float, cpu_t>>);

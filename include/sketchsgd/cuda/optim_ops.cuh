@@ -296,6 +296,7 @@ struct device_ops<cuda_t> {
   /// `u` then dense with no values.
   template <class V, class F>
   static void map_update(model_update<V>& u, std::uint64_t d, bool dense, const F& f, context& c) {
+    u.check_fits(static_cast<std::size_t>(d), "update rule");  // f indexes d-sized state
     const std::span<const std::uint64_t> indices(u.indices);
     const std::span<const V> values(u.values);
     if (dense) {

@@ -41,18 +41,25 @@ struct model_update {
   /// Number of coordinates the update touches.
   [[nodiscard]] std::size_t size() const noexcept { return values.size(); }
 
+  /// @throws std::invalid_argument, the message starting with `who`, unless
+  /// the update fits d parameters: d values if dense, else indices (ascending)
+  /// below d.
+  void check_fits(std::size_t d, const char* who) const {
+    if (dense && values.size() != d) {
+      throw std::invalid_argument(std::string(who) + ": dense update of " + std::to_string(values.size()) +
+                                  " values for " + std::to_string(d) + " parameters");
+    }
+    if (!dense && !indices.empty() && indices.back() >= d) {
+      throw std::invalid_argument(std::string(who) + ": index " + std::to_string(indices.back()) + " outside " +
+                                  std::to_string(d) + " parameters");
+    }
+  }
+
   /// `params -= factor * decay * params`, then `params -= factor * update`.
   /// @throws std::invalid_argument if the update does not fit `params`
   /// (checked before writing).
   void apply(std::span<Value> params, Value factor = Value{1}) const {
-    if (dense && values.size() != params.size()) {
-      throw std::invalid_argument("model_update::apply: dense update of " + std::to_string(values.size()) +
-                                  " values for " + std::to_string(params.size()) + " parameters");
-    }
-    if (!dense && !indices.empty() && indices.back() >= params.size()) {
-      throw std::invalid_argument("model_update::apply: index " + std::to_string(indices.back()) + " outside " +
-                                  std::to_string(params.size()) + " parameters");
-    }
+    check_fits(params.size(), "model_update::apply");
     using detail::cell_mul;
     using detail::cell_sub;
     if (decay != Value{0}) {

@@ -185,6 +185,7 @@ struct device_ops<cpu_t> {
   /// f reads and writes the rule's state at i only, so threads split it.
   template <class V, class F>
   static void map_update(model_update<V>& u, std::uint64_t d, bool dense, const F& f, context& c) {
+    u.check_fits(static_cast<std::size_t>(d), "update rule");  // f indexes d-sized state
     if (dense && !u.dense) {
       // In u's own buffer, whose capacity the driver and the aggregations
       // keep from step to step: no d-sized allocation (and page faults)
